@@ -1,0 +1,115 @@
+"""Where the data lives: connect (or start the embedded server), pool, migrate.
+
+``open_database`` is the single entry point the runtime and the CLI use; ``Database.close`` undoes
+everything it did, including stopping the embedded server it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import asyncpg
+
+from discord_actor.config import DatabaseConfig
+from discord_actor.db.migrations import MigrationError, migrate, quote_ident
+from discord_actor.db.migrations import migrate as _migrate  # open_database(migrate=) shadows it
+from discord_actor.db.pool import DatabaseUnavailable, create_pool
+from discord_actor.db.server import EmbeddedPostgres
+
+__all__ = [
+    "Database",
+    "DatabaseUnavailable",
+    "EmbeddedPostgres",
+    "MigrationError",
+    "create_pool",
+    "migrate",
+    "open_database",
+    "quote_ident",
+    "resolve_url",
+]
+
+POOL_CLOSE_TIMEOUT = 10.0  # seconds to wait for borrowed connections before terminating them
+
+
+@dataclass
+class Database:
+    """An open pool on a migrated schema, plus the embedded server if we started one."""
+
+    pool: asyncpg.Pool
+    url: str
+    schema: str
+    config: DatabaseConfig
+    server: EmbeddedPostgres | None = None
+    applied_migrations: list[str] = field(default_factory=list)  # applied by this open
+
+    async def close(self) -> None:
+        """Close the pool (terminating connections still borrowed after a grace period), then
+        detach from the embedded server, which stops unless another process still uses it."""
+        try:
+            try:
+                await asyncio.wait_for(self.pool.close(), POOL_CLOSE_TIMEOUT)
+            except TimeoutError:
+                self.pool.terminate()
+        finally:
+            server, self.server = self.server, None
+            if server is not None:
+                await asyncio.to_thread(server.stop)
+
+    async def __aenter__(self) -> Database:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+def resolve_url(cfg: DatabaseConfig, environ: Mapping[str, str] | None = None) -> str | None:
+    """The URL to connect to: ``cfg.url``, else ``DATABASE_URL``; None means the embedded server."""
+    env = os.environ if environ is None else environ
+    return cfg.url or env.get("DATABASE_URL") or None
+
+
+async def open_database(
+    cfg: DatabaseConfig,
+    *,
+    migrate: bool = True,
+    environ: Mapping[str, str] | None = None,
+) -> Database:
+    """Connect (starting the embedded server under ``cfg.data_dir`` if no URL is configured),
+    create the pool and, unless ``migrate=False``, bring ``cfg.schema`` up to date.
+
+    Raises ``DatabaseUnavailable`` (unreachable database, server that will not start) or
+    ``MigrationError``; on error nothing is left open.
+    """
+    quote_ident(cfg.schema)  # reject an unusable schema name before starting anything
+    url = resolve_url(cfg, environ)
+    server: EmbeddedPostgres | None = None
+    if url is None:
+        server = EmbeddedPostgres()
+        url = await asyncio.to_thread(server.start, Path(cfg.data_dir))
+    try:
+        pool = await create_pool(cfg, url)
+    except BaseException:
+        if server is not None:
+            await asyncio.to_thread(server.stop)
+        raise
+    db = Database(pool=pool, url=url, schema=cfg.schema, config=cfg, server=server)
+    if migrate:
+        try:
+            async with pool.acquire() as conn:
+                db.applied_migrations = await _migrate(conn, cfg.schema)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await db.close()
+            raise
+    return db

@@ -1,0 +1,145 @@
+"""Versioned ``.sql`` migrations, applied into the configured schema.
+
+Files live in ``discord_actor/db/migrations/`` and are named ``NNNN_name.sql``. Each is applied
+once, in version order, in its own transaction with ``search_path`` set to the schema, and
+recorded in ``<schema>.schema_migrations``. Everything happens under a session advisory lock
+keyed on the schema name, so processes starting together do not race: the second one waits and
+then finds nothing left to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+_FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+class MigrationError(Exception):
+    """A migration could not be applied, or the database is newer than this code."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str  # e.g. "initial"
+    path: Path
+
+    @property
+    def label(self) -> str:
+        """File stem, e.g. ``0001_initial``: what ``migrate()`` reports."""
+        return self.path.stem
+
+
+def quote_ident(name: str) -> str:
+    """Quote ``name`` as a PostgreSQL identifier (schema names come from the user's config)."""
+    if not name or "\x00" in name:
+        raise ValueError(f"invalid PostgreSQL identifier: {name!r}")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def lock_key(schema: str) -> int:
+    """The advisory lock key (a signed 64-bit int) guarding migrations of ``schema``."""
+    digest = hashlib.sha256(f"discord_actor.migrate:{schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def available_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """The migration files shipped with the package, in version order."""
+    found: dict[int, Migration] = {}
+    for path in sorted(directory.glob("*.sql")):
+        match = _FILE_NAME.match(path.name)
+        if match is None:
+            raise MigrationError(f"{path}: migration files must be named NNNN_name.sql")
+        version = int(match.group(1))
+        if version in found:
+            raise MigrationError(f"{path}: version {version} also used by {found[version].path}")
+        found[version] = Migration(version, match.group(2), path)
+    return [found[v] for v in sorted(found)]
+
+
+async def applied_versions(conn: asyncpg.Connection, schema: str) -> list[int]:
+    """Versions recorded in ``schema``; empty if the schema or its table does not exist yet."""
+    table = await conn.fetchval(
+        "SELECT to_regclass($1)", f"{quote_ident(schema)}.schema_migrations"
+    )
+    if table is None:
+        return []
+    rows = await conn.fetch(
+        f"SELECT version FROM {quote_ident(schema)}.schema_migrations ORDER BY version"
+    )
+    return [int(r["version"]) for r in rows]
+
+
+async def migrate(
+    conn: asyncpg.Connection, schema: str, *, directory: Path = MIGRATIONS_DIR
+) -> list[str]:
+    """Bring ``schema`` up to date; return the migrations applied by this call (``0001_initial``).
+
+    ``conn`` must not be inside a transaction. Safe to run from several processes at once.
+    """
+    migrations = available_migrations(directory)
+    key = lock_key(schema)
+    await conn.execute("SELECT pg_advisory_lock($1)", key)
+    try:
+        applied_now = await _migrate_locked(conn, schema, migrations)
+    except BaseException:
+        # Best effort: a broken connection loses its session locks when it is closed anyway.
+        with contextlib.suppress(Exception):
+            await conn.execute("SELECT pg_advisory_unlock($1)", key)
+        raise
+    await conn.execute("SELECT pg_advisory_unlock($1)", key)
+    return applied_now
+
+
+async def _migrate_locked(
+    conn: asyncpg.Connection, schema: str, migrations: list[Migration]
+) -> list[str]:
+    q = quote_ident(schema)
+    applied_now: list[str] = []
+    try:
+        async with conn.transaction():
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {q}")
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {q}.schema_migrations ("
+                " version integer PRIMARY KEY,"
+                " name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+        done = set(await applied_versions(conn, schema))
+    except asyncpg.PostgresError as exc:
+        raise MigrationError(
+            f"preparing schema {schema!r} for migrations failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    known = {m.version for m in migrations}
+    newer = sorted(done - known)
+    if newer:
+        raise MigrationError(
+            f"schema {schema!r} has migrations {newer} that this version of discord-actor "
+            f"does not know (it knows up to {max(known, default=0)}): upgrade discord-actor"
+        )
+    for m in migrations:
+        if m.version in done:
+            continue
+        sql = m.path.read_text(encoding="utf-8")
+        try:
+            async with conn.transaction():
+                await conn.execute(f"SET LOCAL search_path TO {q}")
+                await conn.execute(sql)
+                await conn.execute(
+                    f"INSERT INTO {q}.schema_migrations (version, name) VALUES ($1, $2)",
+                    m.version,
+                    m.name,
+                )
+        except asyncpg.PostgresError as exc:
+            raise MigrationError(
+                f"applying {m.path.name} to schema {schema!r} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        applied_now.append(m.label)
+    return applied_now

@@ -1,0 +1,122 @@
+"""The one asyncpg pool a process shares, built from ``[database]``.
+
+At start-up the database may not be up yet (a container starting beside us, a server restarting),
+so connecting is retried with exponential backoff until ``connect_timeout_seconds`` have passed,
+then ``DatabaseUnavailable`` says which database (password redacted) and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from discord_actor.config import DatabaseConfig, redact_url
+
+APPLICATION_NAME = "discord-actor"
+
+_FIRST_DELAY = 0.1  # seconds before the second attempt; doubles each time
+_MAX_DELAY = 2.0
+_MIN_ATTEMPT = 0.25  # the last attempt gets at least this long even if the budget is spent
+
+# Errors that may go away by themselves: nothing listening yet, server starting or full.
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.ConnectionDoesNotExistError,
+)
+# Errors that will not: wrong password, unknown database or role, malformed URL.
+_PERMANENT: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    ValueError,
+)
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached or the embedded server cannot start.
+
+    The message names the database (URL with the password redacted) and the last error; it is
+    meant to be shown to the operator as is, without a traceback.
+    """
+
+
+def _secrets(url: str) -> list[str]:
+    """Passwords that appear in ``url``, to scrub them from error messages."""
+    found: list[str] = []
+    try:
+        parts = urlsplit(url)
+        if parts.password:
+            found.append(parts.password)
+    except ValueError:
+        pass
+    found += [m for m in re.findall(r"(?i)password\s*=\s*([^&\s]+)", url) if m]
+    return found
+
+
+def _describe(exc: BaseException, url: str) -> str:
+    text = str(exc) or ("timed out" if isinstance(exc, TimeoutError) else "")
+    for secret in _secrets(url):
+        text = text.replace(secret, "***")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def _open(cfg: DatabaseConfig, url: str) -> asyncpg.Pool:
+    pool = asyncpg.create_pool(
+        url,
+        min_size=cfg.min_pool_size,
+        max_size=cfg.max_pool_size,
+        max_inactive_connection_lifetime=cfg.idle_timeout_seconds,
+        command_timeout=cfg.command_timeout_seconds,
+        statement_cache_size=cfg.statement_cache_size,
+        timeout=cfg.connect_timeout_seconds,
+        server_settings={"application_name": APPLICATION_NAME},
+    )
+    await pool
+    if cfg.min_pool_size == 0:
+        # Nothing connected yet: prove the database is reachable before handing the pool out.
+        try:
+            await pool.execute("SELECT 1")
+        except BaseException:
+            pool.terminate()
+            raise
+    return pool
+
+
+async def create_pool(cfg: DatabaseConfig, url: str) -> asyncpg.Pool:
+    """Create the shared pool, retrying an unreachable database for connect_timeout_seconds.
+
+    Raises ``DatabaseUnavailable`` when the budget is spent, or at once for errors that retrying
+    cannot fix (authentication, unknown database, malformed URL).
+    """
+    budget = cfg.connect_timeout_seconds
+    started = time.monotonic()
+    deadline = started + budget
+    delay = _FIRST_DELAY
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            async with asyncio.timeout(max(deadline - time.monotonic(), _MIN_ATTEMPT)):
+                return await _open(cfg, url)
+        except _TRANSIENT as exc:
+            last: BaseException = exc
+        except _PERMANENT as exc:
+            raise DatabaseUnavailable(
+                f"cannot connect to database {redact_url(url)}: {_describe(exc, url)}"
+            ) from None
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            elapsed = time.monotonic() - started
+            raise DatabaseUnavailable(
+                f"database {redact_url(url)} is unavailable: gave up after {attempts} attempts "
+                f"in {elapsed:.1f} s (connect_timeout_seconds = {budget:g}); "
+                f"last error: {_describe(last, url)}"
+            ) from None
+        await asyncio.sleep(min(delay, remaining))
+        delay = min(delay * 2, _MAX_DELAY)

@@ -1,0 +1,474 @@
+"""Every SQL statement on the tasks, runs and instances tables.
+
+All statements are parameterized; the only thing formatted into SQL text is the schema name,
+which the configuration validates as a plain identifier and which is quoted here.
+
+Hot path: a run costs two round trips, ``claim`` (one statement that locks the task, advances
+its next slot and inserts the run) and ``finish`` (one statement that records the outcome, the
+new state, the retry and the circuit breaker together).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+# The columns the scheduler keeps a local copy of; returned by sync, claim and finish.
+TASK_VIEW_COLUMNS = (
+    "id, actor, enabled, paused, max_instances, next_run, due_at, retry_slot, retry_attempt,"
+    " retry_at, manual_at"
+)
+
+
+@dataclass
+class TaskView:
+    """The scheduler's copy of one task row."""
+
+    id: int
+    actor: str
+    enabled: bool
+    paused: bool
+    max_instances: int
+    next_run: datetime | None
+    due_at: datetime | None
+    retry_slot: datetime | None
+    retry_attempt: int | None
+    retry_at: datetime | None
+    manual_at: datetime | None
+
+    @classmethod
+    def from_record(cls, r: asyncpg.Record) -> TaskView:
+        return cls(**{k: r[k] for k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What the configuration says about one actor, for ``reconcile``."""
+
+    actor: str
+    enabled: bool
+    schedule: dict[str, Any]
+    schedule_hash: str
+    max_instances: int
+    max_attempts: int
+    initial_slot: datetime | None
+    initial_due: datetime | None
+    on_every_start: bool  # "immediate": a new slot each time a server starts
+
+
+@dataclass(frozen=True)
+class ClaimRequest:
+    """One piece of due work the scheduler wants to start.
+
+    ``kind`` says which pending item of the task it is (its scheduled slot, a retry or a manual
+    trigger) and ``expected`` is that item's value as the scheduler last saw it, so that two
+    processes can never both claim it.
+    """
+
+    task_id: int
+    kind: str  # "schedule" | "retry" | "manual"
+    expected: datetime
+    attempt: int
+    scheduled_for: datetime
+    trigger: str
+    status: str = "running"  # "skipped" records missed slots without running them
+    new_next_run: datetime | None = None  # kind "schedule": the task's next slot after this
+    new_due_at: datetime | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class ClaimedRun:
+    run_id: int
+    task_id: int
+    actor: str
+    scheduled_for: datetime
+    attempt: int
+    trigger: str
+    status: str
+    state: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended, as ``finish`` records it."""
+
+    status: str  # succeeded | failed | timed_out | cancelled
+    error_type: str | None = None
+    error_message: str | None = None
+    error_traceback: str | None = None
+    posted: Sequence[dict[str, Any]] = ()
+    state: dict[str, Any] | None = None  # None keeps what is stored (discard on failure)
+    retry_at: datetime | None = None  # schedule attempt + 1 of the same slot at this time
+    counts_as_failure: bool = False  # towards the circuit breaker
+    max_consecutive_failures: int = 5
+
+
+@dataclass(frozen=True)
+class Finished:
+    task: TaskView
+    consecutive_failures: int
+    paused_reason: str | None
+    breaker_tripped: bool
+
+
+class Store:
+    """The database layer of the runtime and the CLI."""
+
+    def __init__(self, pool: asyncpg.Pool, schema: str) -> None:
+        self.pool = pool
+        self.schema = schema
+        s = quote_ident(schema)
+        self._tasks = f"{s}.tasks"
+        self._runs = f"{s}.runs"
+        self._instances = f"{s}.instances"
+        self._claim_sql = _CLAIM_SQL.format(tasks=self._tasks, runs=self._runs)
+        self._finish_sql = _FINISH_SQL.format(tasks=self._tasks, runs=self._runs)
+
+    # -- processes -------------------------------------------------------------------------
+
+    async def register_instance(
+        self, instance_id: str, hostname: str, pid: int, lease_seconds: float
+    ) -> None:
+        await self.pool.execute(
+            f"INSERT INTO {self._instances} (id, hostname, pid, lease_seconds) VALUES ($1, $2, $3, $4)",
+            instance_id, hostname, pid, lease_seconds,
+        )
+
+    async def heartbeat(self, instance_id: str) -> bool:
+        """Renew this process's lease; False if another process already declared it dead."""
+        status = await self.pool.execute(
+            f"UPDATE {self._instances} SET heartbeat_at = now() WHERE id = $1", instance_id
+        )
+        return status != "UPDATE 0"
+
+    async def unregister_instance(self, instance_id: str) -> None:
+        await self.pool.execute(f"DELETE FROM {self._instances} WHERE id = $1", instance_id)
+
+    async def recover_abandoned(self, retry_at: datetime) -> list[asyncpg.Record]:
+        """Mark the running runs of dead processes ``abandoned`` and schedule their retries.
+
+        A process is dead when its heartbeat is older than its lease. A run that still has
+        attempts left gets a retry of the same slot at ``retry_at``.
+        """
+        return await self.pool.fetch(
+            f"""
+            WITH dead AS (
+                DELETE FROM {self._instances}
+                WHERE heartbeat_at < now() - make_interval(secs => lease_seconds)
+                RETURNING id
+            ), lost AS (
+                UPDATE {self._runs} r SET status = 'abandoned', finished_at = now(),
+                    duration_ms = extract(epoch FROM now() - r.started_at) * 1000,
+                    error_type = 'Abandoned',
+                    error_message = 'the process running it stopped renewing its lease'
+                WHERE r.status = 'running'
+                  AND (r.instance_id IN (SELECT id FROM dead)
+                       OR r.instance_id NOT IN (SELECT id FROM {self._instances}))
+                RETURNING r.id, r.task_id, r.scheduled_for, r.attempt, r.instance_id
+            ), retried AS (
+                UPDATE {self._tasks} t SET
+                    last_status = 'abandoned', last_run_id = l.id, last_run_at = now(),
+                    retry_slot = CASE WHEN l.attempt < t.max_attempts THEN l.scheduled_for
+                                      ELSE t.retry_slot END,
+                    retry_attempt = CASE WHEN l.attempt < t.max_attempts THEN l.attempt + 1
+                                         ELSE t.retry_attempt END,
+                    retry_at = CASE WHEN l.attempt < t.max_attempts THEN $1 ELSE t.retry_at END,
+                    updated_at = now()
+                FROM lost l WHERE t.id = l.task_id
+            )
+            SELECT l.id AS run_id, t.actor, l.scheduled_for, l.attempt, l.instance_id
+            FROM lost l JOIN {self._tasks} t ON t.id = l.task_id
+            """,
+            retry_at,
+        )
+
+    # -- configuration -----------------------------------------------------------------------
+
+    async def reconcile(self, specs: Sequence[TaskSpec], now: datetime) -> None:
+        """Make the tasks table match the configuration.
+
+        New actors get a row; a changed schedule (different hash) restarts from its initial
+        slot; "immediate" actors get a slot at every start; actors gone from the config are
+        marked removed and keep their history.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext($1))", f"discord_actor.reconcile.{self.schema}"
+            )
+            await conn.execute(
+                f"""
+                INSERT INTO {self._tasks} AS t (actor, enabled, schedule, schedule_hash,
+                    max_instances, max_attempts, next_run, due_at)
+                SELECT * FROM unnest($1::text[], $2::bool[], $3::jsonb[], $4::text[],
+                    $5::int[], $6::int[], $7::timestamptz[], $8::timestamptz[])
+                ON CONFLICT (actor) DO UPDATE SET
+                    enabled = EXCLUDED.enabled,
+                    removed_at = NULL,
+                    max_instances = EXCLUDED.max_instances,
+                    max_attempts = EXCLUDED.max_attempts,
+                    schedule = EXCLUDED.schedule,
+                    schedule_hash = EXCLUDED.schedule_hash,
+                    next_run = CASE WHEN t.schedule_hash <> EXCLUDED.schedule_hash
+                                      OR EXCLUDED.actor = ANY($9::text[])
+                                    THEN EXCLUDED.next_run ELSE t.next_run END,
+                    due_at = CASE WHEN t.schedule_hash <> EXCLUDED.schedule_hash
+                                    OR EXCLUDED.actor = ANY($9::text[])
+                                  THEN EXCLUDED.due_at ELSE t.due_at END,
+                    updated_at = now()
+                """,
+                [s.actor for s in specs],
+                [s.enabled for s in specs],
+                [json.dumps(s.schedule) for s in specs],
+                [s.schedule_hash for s in specs],
+                [s.max_instances for s in specs],
+                [s.max_attempts for s in specs],
+                [s.initial_slot for s in specs],
+                [s.initial_due for s in specs],
+                [s.actor for s in specs if s.on_every_start],
+            )
+            await conn.execute(
+                f"UPDATE {self._tasks} SET removed_at = now(), updated_at = now()"
+                " WHERE removed_at IS NULL AND NOT (actor = ANY($1::text[]))",
+                [s.actor for s in specs],
+            )
+
+    # -- the scheduler's hot path ---------------------------------------------------------
+
+    async def sync(self) -> list[TaskView]:
+        rows = await self.pool.fetch(
+            f"SELECT {TASK_VIEW_COLUMNS} FROM {self._tasks} WHERE removed_at IS NULL"
+        )
+        return [TaskView.from_record(r) for r in rows]
+
+    async def claim(
+        self, instance_id: str, requests: Sequence[ClaimRequest], now: datetime
+    ) -> list[ClaimedRun]:
+        """Start the requested runs that are still due; others may have taken the rest."""
+        if not requests:
+            return []
+        rows = await self.pool.fetch(
+            self._claim_sql,
+            instance_id,
+            [r.task_id for r in requests],
+            [r.kind for r in requests],
+            [r.expected for r in requests],
+            [r.attempt for r in requests],
+            [r.scheduled_for for r in requests],
+            [r.trigger for r in requests],
+            [r.status for r in requests],
+            [r.new_next_run for r in requests],
+            [r.new_due_at for r in requests],
+            [r.note for r in requests],
+            now,
+        )
+        return [
+            ClaimedRun(
+                run_id=r["id"], task_id=r["task_id"], actor=r["actor"],
+                scheduled_for=r["scheduled_for"], attempt=r["attempt"], trigger=r["trigger"],
+                status=r["status"], state=json.loads(r["state"]),
+            )
+            for r in rows
+        ]
+
+    async def finish(self, run_id: int, outcome: Outcome) -> Finished | None:
+        """Record a run's outcome; None if the run was no longer ours (declared abandoned)."""
+        row = await self.pool.fetchrow(
+            self._finish_sql,
+            run_id,
+            outcome.status,
+            outcome.error_type,
+            outcome.error_message,
+            outcome.error_traceback,
+            json.dumps(list(outcome.posted), default=str),
+            None if outcome.state is None else json.dumps(outcome.state),
+            outcome.retry_at,
+            outcome.counts_as_failure,
+            outcome.max_consecutive_failures,
+        )
+        if row is None:
+            return None
+        return Finished(
+            task=TaskView.from_record(row),
+            consecutive_failures=row["consecutive_failures"],
+            paused_reason=row["paused_reason"],
+            breaker_tripped=row["paused"]
+            and outcome.counts_as_failure
+            and row["consecutive_failures"] == outcome.max_consecutive_failures,
+        )
+
+    async def checkpoint(self, task_id: int, state: dict[str, Any]) -> None:
+        await self.pool.execute(
+            f"UPDATE {self._tasks} SET state = $2::jsonb, updated_at = now() WHERE id = $1",
+            task_id, json.dumps(state),
+        )
+
+    # -- operator commands -------------------------------------------------------------------
+
+    async def status(self) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            f"""
+            SELECT t.*, (SELECT count(*) FROM {self._runs} r
+                         WHERE r.task_id = t.id AND r.status = 'running') AS running
+            FROM {self._tasks} t WHERE t.removed_at IS NULL ORDER BY t.actor
+            """
+        )
+
+    async def task(self, actor: str) -> asyncpg.Record | None:
+        return await self.pool.fetchrow(f"SELECT * FROM {self._tasks} WHERE actor = $1", actor)
+
+    async def history(
+        self, actor: str | None = None, limit: int = 20, status: str | None = None
+    ) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            f"""
+            SELECT r.*, t.actor FROM {self._runs} r JOIN {self._tasks} t ON t.id = r.task_id
+            WHERE ($1::text IS NULL OR t.actor = $1) AND ($2::text IS NULL OR r.status = $2)
+            ORDER BY r.started_at DESC, r.id DESC LIMIT $3
+            """,
+            actor, status, limit,
+        )
+
+    async def run(self, run_id: int) -> asyncpg.Record | None:
+        return await self.pool.fetchrow(
+            f"SELECT r.*, t.actor FROM {self._runs} r JOIN {self._tasks} t ON t.id = r.task_id"
+            " WHERE r.id = $1",
+            run_id,
+        )
+
+    async def pause(self, actor: str, reason: str | None) -> bool:
+        return await self._update_and_notify(
+            f"UPDATE {self._tasks} SET paused = true, paused_reason = $2, paused_at = now(),"
+            " updated_at = now() WHERE actor = $1 AND removed_at IS NULL",
+            actor, reason or "paused by an operator",
+        )
+
+    async def resume(self, actor: str) -> bool:
+        """Unpause and reset the failure count (the circuit breaker starts afresh)."""
+        return await self._update_and_notify(
+            f"UPDATE {self._tasks} SET paused = false, paused_reason = NULL, paused_at = NULL,"
+            " consecutive_failures = 0, updated_at = now() WHERE actor = $1 AND removed_at IS NULL",
+            actor,
+        )
+
+    async def trigger(self, actor: str) -> bool:
+        """Ask a running server to run the actor now (coalesced with a pending trigger)."""
+        return await self._update_and_notify(
+            f"UPDATE {self._tasks} SET manual_at = coalesce(manual_at, clock_timestamp()),"
+            " updated_at = now() WHERE actor = $1 AND removed_at IS NULL",
+            actor,
+        )
+
+    async def prune(self, older_than_days: float) -> int:
+        """Delete finished runs older than the retention period; returns how many."""
+        status = await self.pool.execute(
+            f"DELETE FROM {self._runs} WHERE status <> 'running'"
+            " AND finished_at < now() - make_interval(secs => $1)",
+            older_than_days * 86400.0,
+        )
+        return int(status.split()[-1])
+
+    @property
+    def channel(self) -> str:
+        """The LISTEN/NOTIFY channel that wakes running servers after operator commands."""
+        channel = f"discord_actor.{self.schema}"
+        if len(channel) > 63:  # PostgreSQL's identifier limit
+            channel = "discord_actor." + hashlib.sha256(self.schema.encode()).hexdigest()[:32]
+        return channel
+
+    async def _update_and_notify(self, sql: str, *args: Any) -> bool:
+        async with self.pool.acquire() as conn, conn.transaction():
+            status = await conn.execute(sql, *args)
+            if status == "UPDATE 0":
+                return False
+            await conn.execute("SELECT pg_notify($1, $2)", self.channel, str(args[0]))
+        return True
+
+
+_CLAIM_SQL = """
+WITH want AS (
+    SELECT * FROM unnest($2::bigint[], $3::text[], $4::timestamptz[], $5::int[],
+                         $6::timestamptz[], $7::text[], $8::text[], $9::timestamptz[],
+                         $10::timestamptz[], $11::text[])
+        AS w(task_id, kind, expected, attempt, scheduled_for, trigger, status,
+             new_next_run, new_due_at, note)
+), picked AS (
+    SELECT t.id, t.actor, t.state, w.*
+    FROM {tasks} t JOIN want w ON w.task_id = t.id
+    WHERE t.enabled AND NOT t.paused AND t.removed_at IS NULL
+      AND CASE w.kind
+            WHEN 'schedule' THEN t.next_run = w.expected AND t.due_at <= $12
+            WHEN 'retry' THEN t.retry_slot = w.expected AND t.retry_attempt = w.attempt
+                              AND t.retry_at <= $12
+            ELSE t.manual_at = w.expected
+          END
+      AND (w.status = 'skipped'
+           OR (SELECT count(*) FROM {runs} r
+               WHERE r.task_id = t.id AND r.status = 'running') < t.max_instances)
+    FOR UPDATE OF t SKIP LOCKED
+), advanced AS (
+    UPDATE {tasks} t SET
+        next_run = CASE WHEN p.kind = 'schedule' THEN p.new_next_run ELSE t.next_run END,
+        due_at = CASE WHEN p.kind = 'schedule' THEN p.new_due_at ELSE t.due_at END,
+        retry_slot = CASE WHEN p.kind = 'retry' THEN NULL ELSE t.retry_slot END,
+        retry_attempt = CASE WHEN p.kind = 'retry' THEN NULL ELSE t.retry_attempt END,
+        retry_at = CASE WHEN p.kind = 'retry' THEN NULL ELSE t.retry_at END,
+        manual_at = CASE WHEN p.kind = 'manual' THEN NULL ELSE t.manual_at END,
+        last_status = CASE WHEN p.status = 'skipped' THEN 'skipped' ELSE t.last_status END,
+        updated_at = now()
+    FROM picked p WHERE t.id = p.id
+), started AS (
+    INSERT INTO {runs} (task_id, scheduled_for, trigger, attempt, status, instance_id,
+                        finished_at, duration_ms, error_message)
+    SELECT p.id, p.scheduled_for, p.trigger, p.attempt, p.status, $1,
+           CASE WHEN p.status = 'skipped' THEN now() END,
+           CASE WHEN p.status = 'skipped' THEN 0 END,
+           p.note
+    FROM picked p
+    ON CONFLICT (task_id, scheduled_for, attempt) DO NOTHING
+    RETURNING id, task_id, scheduled_for, attempt, trigger, status
+)
+SELECT s.*, p.actor, p.state FROM started s JOIN picked p ON p.id = s.task_id
+"""
+
+_FINISH_SQL = """
+WITH finished AS (
+    UPDATE {runs} SET status = $2, finished_at = now(),
+        duration_ms = extract(epoch FROM now() - started_at) * 1000,
+        error_type = $3, error_message = $4, error_traceback = $5, posted = $6::jsonb
+    WHERE id = $1 AND status = 'running'
+    RETURNING id, task_id, scheduled_for, attempt
+), task AS (
+    UPDATE {tasks} t SET
+        state = coalesce($7::jsonb, t.state),
+        last_run_id = f.id, last_run_at = now(), last_status = $2,
+        consecutive_failures = CASE WHEN $2 = 'succeeded' THEN 0
+                                    WHEN $9 THEN t.consecutive_failures + 1
+                                    ELSE t.consecutive_failures END,
+        retry_slot = CASE WHEN $8::timestamptz IS NULL THEN t.retry_slot ELSE f.scheduled_for END,
+        retry_attempt = CASE WHEN $8::timestamptz IS NULL THEN t.retry_attempt
+                             ELSE f.attempt + 1 END,
+        retry_at = coalesce($8::timestamptz, t.retry_at),
+        paused = t.paused OR ($9 AND t.consecutive_failures + 1 >= $10),
+        paused_reason = CASE WHEN NOT t.paused AND $9 AND t.consecutive_failures + 1 >= $10
+                             THEN format('circuit breaker: %s consecutive failures', $10::int)
+                             ELSE t.paused_reason END,
+        paused_at = CASE WHEN NOT t.paused AND $9 AND t.consecutive_failures + 1 >= $10
+                         THEN now() ELSE t.paused_at END,
+        updated_at = now()
+    FROM finished f WHERE t.id = f.task_id
+    RETURNING t.*
+)
+SELECT * FROM task
+"""

@@ -1,0 +1,25 @@
+"""The dry run: print what would be posted."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from ..actor import Posted
+from ..config import ActorConfig
+
+
+class ConsolePlatform:
+    name = "console"
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream
+
+    async def post(self, actor: ActorConfig, content: str | None, **kwargs: Any) -> Posted:
+        stream = self._stream or sys.stdout
+        where = f" -> #{actor.channel_id}" if actor.channel_id else ""
+        extras = "".join(f" [{key}]" for key in sorted(kwargs) if kwargs[key] is not None)
+        stamp = datetime.now(UTC).strftime("%H:%M:%S")
+        print(f"{stamp} [{actor.name}{where}] {content or ''}{extras}", file=stream, flush=True)
+        return Posted(platform="console", channel_id=actor.channel_id, content=content)

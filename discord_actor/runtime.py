@@ -1,0 +1,524 @@
+"""Claiming and executing runs.
+
+One ``Runtime`` per process. Its scheduler loop keeps a copy of every task's pending work (the
+next slot, a retry, a manual trigger), decides what is due with the process's clock, and claims
+it through the database, which makes sure that each slot runs once however many processes share
+it. Runs execute as asyncio tasks; each ends with one ``finish`` statement that records the
+outcome, the actor's new state, a retry and the circuit breaker together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import traceback
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager, suppress
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from .actor import Posted, RunContext
+from .clock import Clock
+from .config import ActorConfig, Config
+from .db import Database
+from .db.store import ClaimedRun, ClaimRequest, Finished, Outcome, Store, TaskSpec, TaskView
+from .platforms import Platform
+from .platforms.console import ConsolePlatform
+from .platforms.none import NoPlatform
+from .plugins import LoadedActor
+from .schedules import Schedule, build_schedule, decide, jittered
+
+log = logging.getLogger("discord_actor.runtime")
+
+# Errors that mean "the database is unreachable right now", worth retrying.
+TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    TimeoutError,
+)
+
+
+class PoolExhausted(Exception):
+    """An actor waited longer than ``acquire_timeout_seconds`` for a pooled connection."""
+
+
+def default_platforms() -> dict[str, Platform]:
+    """Console for console and (dry-run) discord actors; nothing for ``none``."""
+    console = ConsolePlatform()
+    return {"console": console, "discord": console, "none": NoPlatform()}
+
+
+def retry_delay(attempt: int, backoff: float, max_backoff: float) -> float:
+    """Exponential backoff before attempt ``attempt + 1``."""
+    return float(min(backoff * 2 ** (attempt - 1), max_backoff))
+
+
+class Runtime:
+    """Runs the configured actors of one process until stopped."""
+
+    def __init__(
+        self,
+        config: Config,
+        database: Database,
+        actors: Mapping[str, LoadedActor],
+        *,
+        clock: Clock | None = None,
+        platforms: Mapping[str, Platform] | None = None,
+        client: Any = None,
+        instance_id: str | None = None,
+    ) -> None:
+        self.config = config
+        self.database = database
+        self.store = Store(database.pool, database.schema)
+        self.clock = clock or Clock()
+        self.platforms = dict(platforms or default_platforms())
+        self.client = client
+        self.instance_id = instance_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.actors = dict(actors)
+        self.schedules: dict[str, Schedule] = {
+            name: build_schedule(a.config.schedule) for name, a in self.actors.items()
+        }
+        pool_max = config.database.max_pool_size
+        # One pooled connection stays free for the runtime's own bookkeeping, so that actors
+        # holding every connection can never block the statements that finish their runs.
+        self._actors_share = asyncio.Semaphore(max(1, pool_max - 1))
+        self._actor_limits = {
+            name: asyncio.Semaphore(a.config.max_connections) for name, a in self.actors.items()
+        }
+        self._actor_in_use: Counter[str] = Counter()
+        self._views: dict[int, TaskView] = {}
+        self._blocked: set[int] = set()  # claimed by others or at capacity; until the next sync
+        self._broken: set[str] = set()  # actors whose setup() failed
+        self._local_runs: Counter[int] = Counter()
+        self._running: dict[int, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._needs_sync = True
+        self._last_sync = 0.0
+        self._stopping = False
+        self._background: list[asyncio.Task[None]] = []
+        self._started = False
+        self.clock.on_change(self._wake.set)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, *, loops: bool = True) -> None:
+        """Register, reconcile the config, run setup hooks and start the scheduler loop.
+
+        With ``loops=False`` nothing runs in the background: tests drive ``run_due``.
+        """
+        lease = self.config.server.lease_seconds
+        await self.store.register_instance(
+            self.instance_id, socket.gethostname(), os.getpid(), lease
+        )
+        await self.store.recover_abandoned(self.clock.now())
+        await self.reconcile()
+        for name, loaded in self.actors.items():
+            if not loaded.config.enabled:
+                continue
+            try:
+                await loaded.instance.setup()
+            except Exception as e:
+                self._broken.add(name)
+                log.error("actor %s: setup() failed, it will not run in this process: %s: %s",
+                          name, type(e).__name__, e)
+        await self.sync()
+        self._started = True
+        if loops:
+            self._background = [
+                asyncio.create_task(self._scheduler_loop(), name="discord-actor scheduler"),
+                asyncio.create_task(self._heartbeat_loop(), name="discord-actor heartbeat"),
+                asyncio.create_task(self._listen_loop(), name="discord-actor listener"),
+            ]
+        log.info("runtime %s started with %d actor(s)", self.instance_id, len(self.actors))
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set, then shut down gracefully."""
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
+
+    async def stop(self) -> None:
+        """Stop claiming, let runs finish within the grace period, cancel the rest."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self._wake.set()
+        scheduler = [t for t in self._background if "scheduler" in t.get_name()]
+        for task in scheduler:
+            task.cancel()
+        await asyncio.gather(*scheduler, return_exceptions=True)
+        running = list(self._running.values())
+        if running:
+            grace = self.config.server.shutdown_grace_seconds
+            log.info("waiting up to %.0f s for %d running run(s)", grace, len(running))
+            _, pending = await asyncio.wait(running, timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        for name, loaded in self.actors.items():
+            if loaded.config.enabled and name not in self._broken and self._started:
+                try:
+                    await loaded.instance.teardown()
+                except Exception as e:
+                    log.error("actor %s: teardown() failed: %s: %s", name, type(e).__name__, e)
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        with suppress(*TRANSIENT_DB_ERRORS):
+            await self.store.unregister_instance(self.instance_id)
+        log.info("runtime %s stopped", self.instance_id)
+
+    # -- scheduling --------------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        now = self.clock.now()
+        specs = []
+        for name, loaded in self.actors.items():
+            schedule = self.schedules[name]
+            first = schedule.initial_slot(now)
+            specs.append(
+                TaskSpec(
+                    actor=name,
+                    enabled=loaded.config.enabled,
+                    schedule=schedule.normalized(),
+                    schedule_hash=schedule.hash(),
+                    max_instances=loaded.config.max_instances,
+                    max_attempts=loaded.config.retry.attempts,
+                    initial_slot=first,
+                    initial_due=None if first is None else self._jitter(name, first),
+                    on_every_start=schedule.config.type == "immediate",
+                )
+            )
+        await self.store.reconcile(specs, now)
+
+    async def sync(self) -> None:
+        """Refresh the local copy of every task (changes by other processes and operators)."""
+        views = await self.store.sync()
+        self._views = {v.id: v for v in views}
+        self._blocked.clear()
+        self._needs_sync = False
+        self._last_sync = time.monotonic()
+
+    async def run_due(self) -> list[ClaimedRun]:
+        """Claim and start everything due now; returns what this process claimed."""
+        now = self.clock.now()
+        free = self.config.server.max_concurrent_runs - len(self._running)
+        requests: list[ClaimRequest] = []
+        for view in sorted(self._views.values(), key=lambda v: self._due_time(v) or now):
+            if len(requests) >= free:
+                break
+            if self._runnable(view):
+                request = self._due_request(view, now)
+                if request is not None:
+                    requests.append(request)
+        if not requests:
+            return []
+        claimed = await self.store.claim(self.instance_id, requests, now)
+        got = {c.task_id for c in claimed}
+        for request in requests:
+            if request.task_id not in got:
+                self._blocked.add(request.task_id)
+                self._needs_sync = True
+                continue
+            self._apply_claim(self._views[request.task_id], request)
+        for run in claimed:
+            if run.status == "skipped":
+                log.info("actor %s: %s", run.actor, "skipped missed slot(s) (catch_up = skip)")
+                continue
+            self._local_runs[run.task_id] += 1
+            task = asyncio.create_task(self._execute(run), name=f"run {run.run_id} of {run.actor}")
+            self._running[run.run_id] = task
+        return claimed
+
+    async def wait_idle(self) -> None:
+        """Wait until every run this process started has finished and been recorded."""
+        while self._running:
+            await asyncio.wait(list(self._running.values()))
+
+    def _runnable(self, view: TaskView) -> bool:
+        return (
+            view.enabled
+            and not view.paused
+            and view.id not in self._blocked
+            and view.actor in self.actors
+            and view.actor not in self._broken
+            and self._local_runs[view.id] < view.max_instances
+        )
+
+    def _due_time(self, view: TaskView) -> datetime | None:
+        """When this task next has work, by the scheduler's clock."""
+        times = [t for t in (view.retry_at, view.manual_at, view.due_at) if t is not None]
+        return min(times) if times else None
+
+    def _due_request(self, view: TaskView, now: datetime) -> ClaimRequest | None:
+        if view.retry_at is not None and view.retry_slot is not None and view.retry_at <= now:
+            return ClaimRequest(
+                task_id=view.id, kind="retry", expected=view.retry_slot,
+                attempt=view.retry_attempt or 2, scheduled_for=view.retry_slot, trigger="retry",
+            )
+        if view.manual_at is not None:
+            return ClaimRequest(
+                task_id=view.id, kind="manual", expected=view.manual_at, attempt=1,
+                scheduled_for=view.manual_at, trigger="manual",
+            )
+        if view.next_run is None or view.due_at is None or view.due_at > now:
+            return None
+        decision = decide(self.schedules[view.actor], view.next_run, now)
+        next_due = None if decision.next_run is None else self._jitter(view.actor, decision.next_run)
+        skipped = decision.action == "skip"
+        return ClaimRequest(
+            task_id=view.id, kind="schedule", expected=view.next_run, attempt=1,
+            scheduled_for=decision.scheduled_for, trigger=decision.trigger,
+            status="skipped" if skipped else "running",
+            new_next_run=decision.next_run, new_due_at=next_due,
+            note=f"skipped {decision.skipped} missed slot(s) (catch_up = \"skip\")" if skipped else None,
+        )
+
+    def _apply_claim(self, view: TaskView, request: ClaimRequest) -> None:
+        if request.kind == "schedule":
+            view.next_run, view.due_at = request.new_next_run, request.new_due_at
+        elif request.kind == "retry":
+            view.retry_slot = view.retry_at = view.retry_attempt = None
+        else:
+            view.manual_at = None
+
+    def _jitter(self, actor: str, slot: datetime) -> datetime:
+        return jittered(slot, self.actors[actor].config.schedule.jitter_seconds)
+
+    def _next_wake_in(self) -> float:
+        """Seconds until the earliest due work, capped by the poll interval."""
+        poll = self.config.server.poll_interval_seconds
+        until_sync = poll - (time.monotonic() - self._last_sync)
+        now = self.clock.now()
+        dues = [
+            d for v in self._views.values() if self._runnable(v) and (d := self._due_time(v))
+        ]
+        until_due = (min(dues) - now).total_seconds() if dues else poll
+        return max(0.0, min(until_sync, until_due, poll))
+
+    async def _scheduler_loop(self) -> None:
+        failures = 0
+        while not self._stopping:
+            try:
+                if self._needs_sync or time.monotonic() - self._last_sync >= (
+                    self.config.server.poll_interval_seconds
+                ):
+                    await self.sync()
+                await self.run_due()
+                failures = 0
+                delay = self._next_wake_in()
+            except TRANSIENT_DB_ERRORS as e:
+                failures += 1
+                delay = min(0.25 * 2**failures, 5.0)
+                self._needs_sync = True
+                log.warning("database unavailable (%s: %s); retrying in %.1f s",
+                            type(e).__name__, e, delay)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            self._wake.clear()
+
+    # -- executing one run -------------------------------------------------------------------
+
+    async def _execute(self, run: ClaimedRun) -> None:
+        loaded = self.actors[run.actor]
+        cfg = loaded.config
+        run_log = logging.getLogger(f"discord_actor.actors.{run.actor}")
+        ctx = RunContext(
+            run_id=run.run_id, actor=run.actor, scheduled_for=run.scheduled_for,
+            attempt=run.attempt, trigger=run.trigger, settings=cfg.settings, state=run.state,
+            logger=run_log, connect=lambda: self._connection(cfg),
+            post=lambda content, **kw: self._post(loaded, content, **kw),
+            checkpoint=lambda state: self.store.checkpoint(run.task_id, state),
+            client=self.client,
+        )
+        log.info("run %d of %s started (%s, attempt %d, slot %s)", run.run_id, run.actor,
+                 run.trigger, run.attempt, run.scheduled_for.isoformat())
+        timeout = asyncio.timeout(cfg.timeout_seconds)
+        error: BaseException | None = None
+        try:
+            async with timeout:
+                await loaded.instance.run(ctx)
+            status = "succeeded"
+        except asyncio.CancelledError as e:
+            status, error = "cancelled", e
+        except TimeoutError as e:
+            status, error = ("timed_out" if timeout.expired() else "failed"), e
+        except Exception as e:
+            status, error = "failed", e
+        outcome = self._outcome(cfg, run, ctx, status, error)
+        try:
+            finished = await self._record(run, outcome)
+        finally:
+            self._local_runs[run.task_id] -= 1
+            self._running.pop(run.run_id, None)
+            self._wake.set()
+        self._after_finish(run, outcome, finished)
+
+    def _outcome(
+        self, cfg: ActorConfig, run: ClaimedRun, ctx: RunContext, status: str,
+        error: BaseException | None,
+    ) -> Outcome:
+        retry_at: datetime | None = None
+        if status in ("failed", "timed_out") and run.attempt < cfg.retry.attempts:
+            delay = retry_delay(run.attempt, cfg.retry.backoff_seconds, cfg.retry.max_backoff_seconds)
+            retry_at = self.clock.now() + timedelta(seconds=delay)
+        elif status == "cancelled":
+            retry_at = self.clock.now()  # interrupted by a shutdown: run it again at next start
+        message = None
+        if status == "timed_out":
+            message = f"run exceeded timeout_seconds = {cfg.timeout_seconds:g}"
+        elif status == "cancelled":
+            message = "cancelled by shutdown after shutdown_grace_seconds"
+        elif error is not None:
+            message = str(error) or type(error).__name__
+        return Outcome(
+            status=status,
+            error_type=None if error is None else type(error).__name__,
+            error_message=message,
+            error_traceback=None if status != "failed" or error is None else "".join(
+                traceback.format_exception(error)
+            ),
+            posted=list(ctx.posted),
+            state=ctx.state if status == "succeeded" else None,
+            retry_at=retry_at,
+            counts_as_failure=status in ("failed", "timed_out") and retry_at is None,
+            max_consecutive_failures=cfg.max_consecutive_failures,
+        )
+
+    async def _record(self, run: ClaimedRun, outcome: Outcome) -> Finished | None:
+        """Write the outcome, retrying while the database is unreachable: nothing is lost."""
+        delay = 0.2
+        while True:
+            try:
+                return await self.store.finish(run.run_id, outcome)
+            except TRANSIENT_DB_ERRORS as e:
+                log.warning("run %d of %s: cannot record %s yet (%s: %s); retrying in %.1f s",
+                            run.run_id, run.actor, outcome.status, type(e).__name__, e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _after_finish(self, run: ClaimedRun, outcome: Outcome, finished: Finished | None) -> None:
+        if finished is None:
+            log.warning("run %d of %s was declared abandoned by another process while it ran;"
+                        " its outcome (%s) was not recorded", run.run_id, run.actor, outcome.status)
+            return
+        self._views[finished.task.id] = finished.task
+        if outcome.status == "succeeded":
+            log.info("run %d of %s succeeded", run.run_id, run.actor)
+        else:
+            retry = f"; retry at {outcome.retry_at.isoformat()}" if outcome.retry_at else ""
+            log.warning("run %d of %s %s: %s%s", run.run_id, run.actor, outcome.status,
+                        outcome.error_message, retry)
+        if finished.breaker_tripped:
+            log.error("actor %s paused after %d consecutive failures (last: run %d, %s);"
+                      " resume it with: discord-actor resume %s", run.actor,
+                      finished.consecutive_failures, run.run_id, outcome.error_message, run.actor)
+
+    async def _post(self, loaded: LoadedActor, content: str | None, **kwargs: Any) -> Posted:
+        return await self.platforms[loaded.platform].post(loaded.config, content, **kwargs)
+
+    @asynccontextmanager
+    async def _connection(self, cfg: ActorConfig) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection within the actor's share; waits at most acquire_timeout."""
+        limit = self._actor_limits[cfg.name]
+        wait = self.config.database.acquire_timeout_seconds
+        held: list[asyncio.Semaphore] = []
+        conn: asyncpg.Connection | None = None
+        try:
+            async with asyncio.timeout(wait):
+                await limit.acquire()
+                held.append(limit)
+                await self._actors_share.acquire()
+                held.append(self._actors_share)
+                conn = await self.database.pool.acquire()
+        except TimeoutError:
+            for semaphore in held:
+                semaphore.release()
+            raise PoolExhausted(self._exhausted_message(cfg, wait)) from None
+        except BaseException:
+            for semaphore in held:
+                semaphore.release()
+            raise
+        self._actor_in_use[cfg.name] += 1
+        try:
+            yield conn
+        finally:
+            self._actor_in_use[cfg.name] -= 1
+            await self.database.pool.release(conn)
+            for semaphore in held:
+                semaphore.release()
+
+    def _exhausted_message(self, cfg: ActorConfig, waited: float) -> str:
+        pool = self.database.pool
+        in_use = pool.get_size() - pool.get_idle_size()
+        return (
+            f"actor {cfg.name!r} waited {waited:g} s (acquire_timeout_seconds) for a database"
+            f" connection: it holds {self._actor_in_use[cfg.name]} of its max_connections ="
+            f" {cfg.max_connections}; the shared pool has {in_use} of"
+            f" {self.config.database.max_pool_size} connections in use"
+            f" ({sum(self._actor_in_use.values())} by actors, one kept for the runtime)"
+        )
+
+    # -- liveness ----------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        lease = self.config.server.lease_seconds
+        while True:
+            await asyncio.sleep(lease / 3)
+            try:
+                if not await self.store.heartbeat(self.instance_id):
+                    log.error("this process was declared dead by another (missed heartbeats);"
+                              " registering again")
+                    await self.store.register_instance(
+                        self.instance_id, socket.gethostname(), os.getpid(), lease
+                    )
+                lost = await self.store.recover_abandoned(self.clock.now())
+                for row in lost:
+                    log.warning("run %d of %s abandoned: process %s stopped renewing its lease",
+                                row["run_id"], row["actor"], row["instance_id"])
+                if lost:
+                    self._needs_sync = True
+                    self._wake.set()
+            except TRANSIENT_DB_ERRORS as e:
+                log.warning("heartbeat failed (%s: %s)", type(e).__name__, e)
+
+    async def _listen_loop(self) -> None:
+        """Wake up at once when an operator triggers, pauses or resumes an actor."""
+
+        def notified(*_: object) -> None:
+            self._needs_sync = True
+            self._wake.set()
+
+        delay = 0.5
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(
+                    self.database.url, timeout=self.config.database.connect_timeout_seconds
+                )
+                await conn.add_listener(self.store.channel, notified)
+                delay = 0.5
+                notified()  # catch up with whatever happened while we were not listening
+                while not conn.is_closed():
+                    await asyncio.sleep(self.config.server.poll_interval_seconds)
+            except TRANSIENT_DB_ERRORS as e:
+                log.debug("listener reconnecting (%s: %s)", type(e).__name__, e)
+            finally:
+                if conn is not None and not conn.is_closed():
+                    with suppress(Exception):
+                        await conn.close()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)

@@ -1,0 +1,195 @@
+"""The database layer on a real PostgreSQL: migrations, advisory lock, embedded server, pool."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from discord_actor.config import DatabaseConfig
+from discord_actor.db import (
+    Database,
+    DatabaseUnavailable,
+    EmbeddedPostgres,
+    create_pool,
+    migrate,
+    open_database,
+    quote_ident,
+)
+from discord_actor.db.migrations import available_migrations, lock_key
+
+ALL_MIGRATIONS = [m.label for m in available_migrations()]
+TABLES = {"instances", "tasks", "runs", "schema_migrations"}
+
+
+async def _tables(conn: asyncpg.Connection, schema: str) -> set[str]:
+    rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = $1", schema)
+    return {r["tablename"] for r in rows}
+
+
+async def test_migrations_apply_once_and_are_idempotent(database: Database) -> None:
+    assert database.applied_migrations == ALL_MIGRATIONS == ["0001_initial"]
+    async with database.pool.acquire() as conn:
+        assert await _tables(conn, database.schema) == TABLES
+        assert await migrate(conn, database.schema) == []
+        assert await migrate(conn, database.schema) == []
+        table = f"{quote_ident(database.schema)}.schema_migrations"
+        rows = await conn.fetch(f"SELECT version, name, applied_at FROM {table}")
+        # The advisory lock is released: another session can take it at once.
+        assert await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key(database.schema))
+        await conn.execute("SELECT pg_advisory_unlock($1)", lock_key(database.schema))
+    assert [(r["version"], r["name"]) for r in rows] == [(1, "initial")]
+    assert rows[0]["applied_at"] is not None
+
+
+async def test_concurrent_migrations_apply_once(db_config: DatabaseConfig) -> None:
+    url, schema = db_config.url, db_config.schema
+    holder, c1, c2 = [await asyncpg.connect(url) for _ in range(3)]
+    try:
+        # Hold the lock so both migrations provably queue on it, then let them race.
+        await holder.execute("SELECT pg_advisory_lock($1)", lock_key(schema))
+        both = asyncio.gather(migrate(c1, schema), migrate(c2, schema))
+        waiting = 0
+        for _ in range(500):
+            waiting = await holder.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                " AND pid = ANY($1::int[])",
+                [c1.get_server_pid(), c2.get_server_pid()],
+            )
+            if waiting == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert waiting == 2
+        await holder.execute("SELECT pg_advisory_unlock($1)", lock_key(schema))
+        results = await asyncio.wait_for(both, 30)
+        assert sorted(results) == [[], ALL_MIGRATIONS]
+        count = await holder.fetchval(
+            f"SELECT count(*) FROM {quote_ident(schema)}.schema_migrations"
+        )
+        assert count == len(ALL_MIGRATIONS)
+    finally:
+        for conn in (holder, c1, c2):
+            await conn.close()
+
+
+async def test_schema_name_is_quoted(db_config: DatabaseConfig) -> None:
+    schema = db_config.schema + '_Odd "Name"'
+    conn = await asyncpg.connect(db_config.url)
+    try:
+        assert await migrate(conn, schema) == ALL_MIGRATIONS
+        assert await _tables(conn, schema) == TABLES
+    finally:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE")
+        await conn.close()
+
+
+async def test_pool_settings_are_applied(db_config: DatabaseConfig) -> None:
+    cfg = dataclasses.replace(
+        db_config, min_pool_size=2, max_pool_size=3, command_timeout_seconds=0.2
+    )
+    pool = await create_pool(cfg, cfg.url)
+    try:
+        assert (pool.get_min_size(), pool.get_max_size(), pool.get_size()) == (2, 3, 2)
+        assert await pool.fetchval("SHOW application_name") == "discord-actor"
+        with pytest.raises(TimeoutError):
+            await pool.execute("SELECT pg_sleep(5)")
+    finally:
+        await pool.close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+async def test_unreachable_database_is_retried_then_reported() -> None:
+    port = _closed_port()
+    url = f"postgresql://bot:s3cret-pw@127.0.0.1:{port}/actors"
+    cfg = DatabaseConfig(url=url, connect_timeout_seconds=1.5)
+    started = time.monotonic()
+    with pytest.raises(DatabaseUnavailable) as info:
+        await open_database(cfg, environ={})
+    elapsed = time.monotonic() - started
+    message = str(info.value)
+    assert 1.4 <= elapsed < 5, elapsed
+    assert f"postgresql://bot:***@127.0.0.1:{port}/actors" in message
+    assert "s3cret-pw" not in message
+    assert "connect_timeout_seconds = 1.5" in message
+    attempts = int(message.split("gave up after ")[1].split()[0])
+    assert attempts >= 3  # backoff 0.1, 0.2, 0.4, 0.8 s: retried, not hammered
+    assert attempts <= 10
+
+
+async def test_permanent_connection_error_is_reported_at_once(database_url: str) -> None:
+    url = database_url.replace("/postgres?", "/no_such_database?", 1)
+    if url == database_url:
+        pytest.skip("database_url has an unexpected shape")
+    started = time.monotonic()
+    with pytest.raises(DatabaseUnavailable, match="no_such_database"):
+        await create_pool(DatabaseConfig(url=url, connect_timeout_seconds=5), url)
+    assert time.monotonic() - started < 2
+
+
+_ATTACH_AND_EXIT = """
+import sys
+from pathlib import Path
+from discord_actor.db.server import EmbeddedPostgres
+
+server = EmbeddedPostgres()
+server.start(Path(sys.argv[1]))
+if sys.argv[2] == "stop":
+    server.stop()
+# else: exit while attached; the library's atexit hook detaches
+"""
+
+
+async def test_embedded_server_keeps_data_and_is_shared_between_processes() -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="discord_actor-persist-"))
+    data_dir = tmp / "nested" / "pgdata"  # parents are created
+    cfg = DatabaseConfig(url="", data_dir=data_dir, schema="persist", connect_timeout_seconds=10)
+    try:
+        db = await open_database(cfg, environ={})
+        try:
+            assert db.server is not None and db.url.startswith("postgresql://")
+            await db.pool.execute("CREATE TABLE persist.kept (v text)")
+            await db.pool.execute("INSERT INTO persist.kept VALUES ('survives')")
+            # A second process (a CLI command) attaching and leaving must not stop our server.
+            for how in ("stop", "exit"):
+                child = await asyncio.to_thread(
+                    subprocess.run,
+                    [sys.executable, "-c", _ATTACH_AND_EXIT, str(data_dir), how],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
+                assert child.returncode == 0, child.stderr[-3000:]
+                assert await db.pool.fetchval("SELECT count(*) FROM persist.kept") == 1
+        finally:
+            await db.close()
+        assert not (data_dir / "postmaster.pid").exists()  # really stopped
+
+        db = await open_database(cfg, environ={})
+        try:
+            assert db.applied_migrations == []
+            assert await db.pool.fetchval("SELECT v FROM persist.kept") == "survives"
+        finally:
+            await db.close()
+        assert not (data_dir / "postmaster.pid").exists()
+    finally:
+        # Should the test fail half-way, do not leave a server behind.
+        if (data_dir / "postmaster.pid").exists():
+            server = EmbeddedPostgres()
+            server.start(data_dir)
+            server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,265 @@
+"""The runtime on a real PostgreSQL, time stepped with a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from discord_actor import Actor, RunContext, actor
+from discord_actor.clock import FakeClock
+from discord_actor.config import RetryPolicy, ScheduleConfig
+from discord_actor.db import Database, open_database
+from discord_actor.testing.harness import ActorHarness, actor_config, run_actor_once
+
+START = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
+
+def every(seconds: float, catch_up: str = "latest") -> ScheduleConfig:
+    return ScheduleConfig(type="interval", timezone="UTC", seconds=seconds, catch_up=catch_up)
+
+
+class Counter(Actor):
+    async def run(self, ctx: RunContext) -> None:
+        ctx.state["count"] = ctx.state.get("count", 0) + 1
+        await ctx.post(f"tick {ctx.state['count']}")
+
+
+async def reopen(database: Database, **pool_settings: object) -> Database:
+    """The same database and schema through a pool with other settings."""
+    return await open_database(replace(database.config, **pool_settings))  # type: ignore[arg-type]
+
+
+async def history(database: Database, actor_name: str) -> list[dict[str, object]]:
+    rows = await database.pool.fetch(
+        f"SELECT r.* FROM {database.schema}.runs r JOIN {database.schema}.tasks t"
+        " ON t.id = r.task_id WHERE t.actor = $1 ORDER BY r.id",
+        actor_name,
+    )
+    return [dict(r) for r in rows]
+
+
+async def test_state_survives_runs_and_restarts(database: Database) -> None:
+    cfg = actor_config("counter", schedule=every(10))
+    async with ActorHarness(database, [(Counter, cfg)], clock=FakeClock(START)) as h:
+        first = await h.tick()
+        assert [r.state for r in first] == [{"count": 1}]
+        second = await h.tick(10)
+        assert second[0].state == {"count": 2}
+        assert second[0].posted[0]["content"] == "tick 2"
+    # A new runtime (a restart) picks up the stored state and the stored next slot.
+    async with ActorHarness(database, [(Counter, cfg)], clock=FakeClock(START)) as h:
+        assert await h.tick(5) == []  # next slot is START + 20 s, not "now"
+        runs = await h.tick(15)
+        assert [r.state["count"] for r in runs] == [3]
+        assert runs[0].scheduled_for == START + timedelta(seconds=20)
+
+
+async def test_failed_run_discards_state_unless_checkpointed(database: Database) -> None:
+    @actor
+    async def flaky(ctx: RunContext) -> None:
+        ctx.state["kept"] = ctx.state.get("kept", 0) + 1
+        await ctx.checkpoint()
+        ctx.state["lost"] = True
+        raise RuntimeError("boom")
+
+    run = await run_actor_once(database, flaky, state={"kept": 41})
+    assert run.status == "failed"
+    assert run.error_type == "RuntimeError" and run.error_message == "boom"
+    assert run.state == {"kept": 42}
+
+    @actor
+    async def careless(ctx: RunContext) -> None:
+        ctx.state["lost"] = True
+        raise ValueError("no checkpoint")
+
+    run = await run_actor_once(database, careless, state={"before": 1}, name="careless")
+    assert run.state == {"before": 1}
+
+
+async def test_timeout_cancels_the_run_and_returns_its_connection(database: Database) -> None:
+    @actor
+    async def slow(ctx: RunContext) -> None:
+        async with ctx.db() as conn:
+            await conn.execute("SELECT pg_sleep(30)")
+
+    run = await run_actor_once(database, slow, timeout_seconds=0.3)
+    assert run.status == "timed_out"
+    assert "timeout_seconds = 0.3" in (run.error_message or "")
+    pool = database.pool
+    assert pool.get_idle_size() == pool.get_size()
+    busy = await pool.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%'"
+        " AND state = 'active'"
+    )
+    assert busy == 0
+
+
+async def test_retries_are_further_attempts_of_the_same_slot(database: Database) -> None:
+    calls: list[int] = []
+
+    @actor
+    async def twice_broken(ctx: RunContext) -> None:
+        calls.append(ctx.attempt)
+        if ctx.attempt < 3:
+            raise ConnectionError(f"attempt {ctx.attempt}")
+
+    cfg = actor_config(
+        "retrying", schedule=every(3600),
+        retry=RetryPolicy(attempts=3, backoff_seconds=5, max_backoff_seconds=60),
+    )
+    async with ActorHarness(database, [(twice_broken, cfg)], clock=FakeClock(START)) as h:
+        assert [r.status for r in await h.tick()] == ["failed"]
+        assert await h.tick(4) == []  # backoff 5 s not over yet
+        assert [(r.attempt, r.trigger) for r in await h.tick(1)] == [(2, "retry")]
+        assert await h.tick(9) == []  # second backoff is 10 s
+        third = await h.tick(1)
+    assert [(r.attempt, r.status) for r in third] == [(3, "succeeded")]
+    runs = await history(database, "retrying")
+    assert {r["scheduled_for"] for r in runs} == {START}
+    assert [r["attempt"] for r in runs] == [1, 2, 3]
+    assert calls == [1, 2, 3]
+
+
+async def test_circuit_breaker_pauses_and_resume_resets(database: Database) -> None:
+    @actor
+    async def broken(ctx: RunContext) -> None:
+        raise RuntimeError("always")
+
+    cfg = actor_config("broken", schedule=every(60), max_consecutive_failures=3)
+    async with ActorHarness(database, [(broken, cfg)], clock=FakeClock(START)) as h:
+        for _ in range(3):
+            assert [r.status for r in await h.tick(60)] == ["failed"]
+        task = await h.store.task("broken")
+        assert task is not None and task["paused"] and task["consecutive_failures"] == 3
+        assert "3 consecutive failures" in task["paused_reason"]
+        assert await h.tick(600) == []  # paused: nothing runs
+        assert await h.store.resume("broken")
+        task = await h.store.task("broken")
+        assert task is not None and not task["paused"] and task["consecutive_failures"] == 0
+        assert [r.status for r in await h.tick(60)] == ["failed"]
+
+
+async def test_pool_exhaustion_is_a_clear_error_and_no_deadlock(database: Database) -> None:
+    holding = asyncio.Event()
+    release = asyncio.Event()
+
+    @actor
+    async def hog(ctx: RunContext) -> None:
+        async with ctx.db() as a, ctx.db() as b:
+            await a.execute("SELECT 1")
+            await b.execute("SELECT 1")
+            holding.set()
+            await release.wait()
+
+    @actor
+    async def starved(ctx: RunContext) -> None:
+        await holding.wait()
+        try:
+            async with ctx.db() as conn:
+                await conn.execute("SELECT 1")
+        finally:
+            release.set()
+
+    # max_pool_size 3: one connection stays with the runtime, the hog takes the other two.
+    db = await reopen(database, max_pool_size=3, min_pool_size=1, acquire_timeout_seconds=0.5)
+    async with db:
+        h_actors = [
+            (hog, actor_config("hog", max_connections=2)),
+            (starved, actor_config("starved", max_connections=2)),
+        ]
+        async with ActorHarness(db, h_actors, clock=FakeClock(START)) as h:
+            runs = {r.actor: r for r in await h.tick()}
+        assert runs["hog"].status == "succeeded"
+        assert runs["starved"].status == "failed"
+        assert runs["starved"].error_type == "PoolExhausted"
+        message = runs["starved"].error_message or ""
+        assert "'starved' waited 0.5 s" in message and "3 connections" in message
+        assert db.pool.get_idle_size() == db.pool.get_size()
+
+
+async def test_max_connections_limits_one_actor(database: Database) -> None:
+    @actor
+    async def greedy(ctx: RunContext) -> None:
+        async with ctx.db() as a:
+            await a.execute("SELECT 1")
+            async with ctx.db() as b:  # a second connection: over its share of 1
+                await b.execute("SELECT 1")
+
+    db = await reopen(database, acquire_timeout_seconds=0.3)
+    async with db:
+        run = await run_actor_once(db, greedy, max_connections=1)
+    assert run.status == "failed" and run.error_type == "PoolExhausted"
+    assert "max_connections = 1" in (run.error_message or "")
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        ("latest", [("catch_up", "succeeded")]),
+        ("skip", [("catch_up", "skipped")]),
+        # The last slot is only 30 s late: it runs as a normal scheduled run.
+        ("all", [("catch_up", "succeeded")] * 5 + [("schedule", "succeeded")]),
+    ],
+)
+async def test_catch_up_after_downtime(
+    database: Database, policy: str, expected: list[tuple[str, str]]
+) -> None:
+    cfg = actor_config("hourly", schedule=every(600, catch_up=policy))
+    async with ActorHarness(database, [(Counter, cfg)], clock=FakeClock(START)) as h:
+        assert [r.trigger for r in await h.tick()] == ["schedule"]
+    # Down for an hour: slots at +10 min ... +60 min were missed.
+    async with ActorHarness(database, [(Counter, cfg)], clock=FakeClock(START)) as h:
+        runs = await h.tick(timedelta(minutes=60, seconds=30))
+        assert [(r.trigger, r.status) for r in runs] == expected
+        if policy == "latest":
+            assert runs[0].scheduled_for == START + timedelta(minutes=60)
+        task = await h.store.task("hourly")
+        assert task is not None
+        assert task["next_run"] == START + timedelta(minutes=70)
+
+
+async def test_config_changes_are_reconciled(database: Database) -> None:
+    async with ActorHarness(
+        database, [(Counter, actor_config("a", schedule=every(60))),
+                   (Counter, actor_config("b", schedule=every(60)))],
+        clock=FakeClock(START),
+    ) as h:
+        await h.tick()
+    later = FakeClock(START + timedelta(seconds=30))
+    async with ActorHarness(database, [(Counter, actor_config("a", schedule=every(300)))],
+                            clock=later) as h:
+        task_a = await h.store.task("a")
+        task_b = await h.store.task("b")
+        assert task_a is not None and task_a["next_run"] == later.now()  # schedule changed
+        assert task_b is not None and task_b["removed_at"] is not None
+        runs = await h.tick(3600)
+        assert {r.actor for r in runs} == {"a"}
+    assert len(await history(database, "b")) == 1  # history kept
+
+
+async def test_max_instances_allows_overlap(database: Database) -> None:
+    gate = asyncio.Event()
+    running = 0
+    peak = 0
+
+    @actor
+    async def overlapping(ctx: RunContext) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await gate.wait()
+        running -= 1
+
+    cfg = actor_config("overlap", schedule=every(10), max_instances=2)
+    async with ActorHarness(database, [(overlapping, cfg)], clock=FakeClock(START)) as h:
+        rt = h.runtime
+        for _ in range(3):
+            await rt.sync()
+            await rt.run_due()
+            h.clock.advance(10)
+        gate.set()
+        await rt.wait_idle()
+    assert peak == 2
