@@ -128,4 +128,3 @@ class RunContext:
     async def checkpoint(self) -> None:
         """Save ``state`` now, so it survives even if this run later fails."""
         await self._checkpoint(self.state)
-

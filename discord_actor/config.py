@@ -242,10 +242,9 @@ def write_starter(directory: Path, force: bool = False) -> list[Path]:
     if not force:
         for p in (config_path, hello_path):
             if p.exists():
-                err = FileExistsError(f"{p} already exists; not overwriting it "
-                                      "(use --force to replace it)")
-                err.filename = str(p)
-                raise err
+                raise FileExistsError(
+                    f"{p} already exists; not overwriting it (use --force to replace it)"
+                )
     hello_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(_starter_config(), encoding="utf-8")
     hello_path.write_text(_STARTER_ACTOR, encoding="utf-8")

@@ -65,7 +65,8 @@ def _load_one(config: Config, actor_config: ActorConfig) -> LoadedActor:
     platform = actor_config.platform or cls.platform
     if platform not in PLATFORMS:
         raise PluginError(
-            f"actor {actor_config.name!r}: platform {platform!r} is not one of {', '.join(PLATFORMS)}"
+            f"actor {actor_config.name!r}: platform {platform!r} is not one of"
+            f" {', '.join(PLATFORMS)}"
         )
     if platform == "discord" and not actor_config.channel_id:
         raise PluginError(
@@ -101,9 +102,13 @@ def _import_target(actors_dir: Path, module_name: str, actor: str) -> Any:
                 f"actor {actor!r}: no module {module_name!r} in {actors_dir}, no entry point of"
                 f" that name in group {ENTRY_POINT_GROUP!r}, and no importable module of that name"
             ) from None
-        raise PluginError(f"actor {actor!r}: module {module_name!r} failed to import: {_describe(e)}") from None
+        raise PluginError(
+            f"actor {actor!r}: module {module_name!r} failed to import: {_describe(e)}"
+        ) from None
     except Exception as e:
-        raise PluginError(f"actor {actor!r}: module {module_name!r} failed to import: {_describe(e)}") from None
+        raise PluginError(
+            f"actor {actor!r}: module {module_name!r} failed to import: {_describe(e)}"
+        ) from None
 
 
 def _find_actor(module: ModuleType, attr: str, actor: str) -> Any:
@@ -131,7 +136,7 @@ def _find_actor(module: ModuleType, attr: str, actor: str) -> Any:
         names = ", ".join(sorted(o.__name__ for o in found))
         raise PluginError(
             f"actor {actor!r}: module {module.__name__!r} defines several actors ({names});"
-            f" name one as module = \"{module.__name__}:NAME\""
+            f' name one as module = "{module.__name__}:NAME"'
         )
     return found[0]
 
@@ -145,10 +150,14 @@ def _as_actor_class(obj: Any, actor: str) -> type[Actor]:
         return obj
     if _is_actor_function(obj):
         if not inspect.iscoroutinefunction(obj):
-            raise PluginError(f"actor {actor!r}: @actor function {obj.__name__!r} must be async def")
+            raise PluginError(
+                f"actor {actor!r}: @actor function {obj.__name__!r} must be async def"
+            )
         spec: FunctionActorSpec = obj.__discord_actor__
         return type(
-            obj.__name__, (FunctionActor,), {"function": staticmethod(obj), "platform": spec.platform}
+            obj.__name__,
+            (FunctionActor,),
+            {"function": staticmethod(obj), "platform": spec.platform},
         )
     raise PluginError(
         f"actor {actor!r}: {obj!r} is neither an Actor subclass nor an @actor function"

@@ -83,7 +83,9 @@ class Runtime:
         self.clock = clock or Clock()
         self.platforms = dict(platforms or default_platforms())
         self.client = client
-        self.instance_id = instance_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.instance_id = (
+            instance_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        )
         self.actors = dict(actors)
         self.schedules: dict[str, Schedule] = {
             name: build_schedule(a.config.schedule) for name, a in self.actors.items()
@@ -107,6 +109,7 @@ class Runtime:
         self._stopping = False
         self._background: list[asyncio.Task[None]] = []
         self._started = False
+        self._cancel_reason = "cancelled"
         self.clock.on_change(self._wake.set)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -129,8 +132,12 @@ class Runtime:
                 await loaded.instance.setup()
             except Exception as e:
                 self._broken.add(name)
-                log.error("actor %s: setup() failed, it will not run in this process: %s: %s",
-                          name, type(e).__name__, e)
+                log.error(
+                    "actor %s: setup() failed, it will not run in this process: %s: %s",
+                    name,
+                    type(e).__name__,
+                    e,
+                )
         await self.sync()
         self._started = True
         if loops:
@@ -164,9 +171,8 @@ class Runtime:
             grace = self.config.server.shutdown_grace_seconds
             log.info("waiting up to %.0f s for %d running run(s)", grace, len(running))
             _, pending = await asyncio.wait(running, timeout=grace)
-            for task in pending:
-                task.cancel()
             if pending:
+                self.cancel_runs(f"cancelled by shutdown after shutdown_grace_seconds = {grace:g}")
                 await asyncio.wait(pending)
         for name, loaded in self.actors.items():
             if loaded.config.enabled and name not in self._broken and self._started:
@@ -180,6 +186,12 @@ class Runtime:
         with suppress(*TRANSIENT_DB_ERRORS):
             await self.store.unregister_instance(self.instance_id)
         log.info("runtime %s stopped", self.instance_id)
+
+    def cancel_runs(self, reason: str) -> None:
+        """Cancel every run in flight; each is recorded ``cancelled`` with ``reason``."""
+        self._cancel_reason = reason
+        for task in list(self._running.values()):
+            task.cancel()
 
     # -- scheduling --------------------------------------------------------------------------
 
@@ -266,25 +278,42 @@ class Runtime:
     def _due_request(self, view: TaskView, now: datetime) -> ClaimRequest | None:
         if view.retry_at is not None and view.retry_slot is not None and view.retry_at <= now:
             return ClaimRequest(
-                task_id=view.id, kind="retry", expected=view.retry_slot,
-                attempt=view.retry_attempt or 2, scheduled_for=view.retry_slot, trigger="retry",
+                task_id=view.id,
+                kind="retry",
+                expected=view.retry_slot,
+                attempt=view.retry_attempt or 2,
+                scheduled_for=view.retry_slot,
+                trigger="retry",
             )
         if view.manual_at is not None:
             return ClaimRequest(
-                task_id=view.id, kind="manual", expected=view.manual_at, attempt=1,
-                scheduled_for=view.manual_at, trigger="manual",
+                task_id=view.id,
+                kind="manual",
+                expected=view.manual_at,
+                attempt=1,
+                scheduled_for=view.manual_at,
+                trigger="manual",
             )
         if view.next_run is None or view.due_at is None or view.due_at > now:
             return None
         decision = decide(self.schedules[view.actor], view.next_run, now)
-        next_due = None if decision.next_run is None else self._jitter(view.actor, decision.next_run)
+        next_due = (
+            None if decision.next_run is None else self._jitter(view.actor, decision.next_run)
+        )
         skipped = decision.action == "skip"
         return ClaimRequest(
-            task_id=view.id, kind="schedule", expected=view.next_run, attempt=1,
-            scheduled_for=decision.scheduled_for, trigger=decision.trigger,
+            task_id=view.id,
+            kind="schedule",
+            expected=view.next_run,
+            attempt=1,
+            scheduled_for=decision.scheduled_for,
+            trigger=decision.trigger,
             status="skipped" if skipped else "running",
-            new_next_run=decision.next_run, new_due_at=next_due,
-            note=f"skipped {decision.skipped} missed slot(s) (catch_up = \"skip\")" if skipped else None,
+            new_next_run=decision.next_run,
+            new_due_at=next_due,
+            note=f'skipped {decision.skipped} missed slot(s) (catch_up = "skip")'
+            if skipped
+            else None,
         )
 
     def _apply_claim(self, view: TaskView, request: ClaimRequest) -> None:
@@ -303,9 +332,7 @@ class Runtime:
         poll = self.config.server.poll_interval_seconds
         until_sync = poll - (time.monotonic() - self._last_sync)
         now = self.clock.now()
-        dues = [
-            d for v in self._views.values() if self._runnable(v) and (d := self._due_time(v))
-        ]
+        dues = [d for v in self._views.values() if self._runnable(v) and (d := self._due_time(v))]
         until_due = (min(dues) - now).total_seconds() if dues else poll
         return max(0.0, min(until_sync, until_due, poll))
 
@@ -324,8 +351,9 @@ class Runtime:
                 failures += 1
                 delay = min(0.25 * 2**failures, 5.0)
                 self._needs_sync = True
-                log.warning("database unavailable (%s: %s); retrying in %.1f s",
-                            type(e).__name__, e, delay)
+                log.warning(
+                    "database unavailable (%s: %s); retrying in %.1f s", type(e).__name__, e, delay
+                )
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
             self._wake.clear()
@@ -337,15 +365,27 @@ class Runtime:
         cfg = loaded.config
         run_log = logging.getLogger(f"discord_actor.actors.{run.actor}")
         ctx = RunContext(
-            run_id=run.run_id, actor=run.actor, scheduled_for=run.scheduled_for,
-            attempt=run.attempt, trigger=run.trigger, settings=cfg.settings, state=run.state,
-            logger=run_log, connect=lambda: self._connection(cfg),
+            run_id=run.run_id,
+            actor=run.actor,
+            scheduled_for=run.scheduled_for,
+            attempt=run.attempt,
+            trigger=run.trigger,
+            settings=cfg.settings,
+            state=run.state,
+            logger=run_log,
+            connect=lambda: self._connection(cfg),
             post=lambda content, **kw: self._post(loaded, content, **kw),
             checkpoint=lambda state: self.store.checkpoint(run.task_id, state),
             client=self.client,
         )
-        log.info("run %d of %s started (%s, attempt %d, slot %s)", run.run_id, run.actor,
-                 run.trigger, run.attempt, run.scheduled_for.isoformat())
+        log.info(
+            "run %d of %s started (%s, attempt %d, slot %s)",
+            run.run_id,
+            run.actor,
+            run.trigger,
+            run.attempt,
+            run.scheduled_for.isoformat(),
+        )
         timeout = asyncio.timeout(cfg.timeout_seconds)
         error: BaseException | None = None
         try:
@@ -368,29 +408,39 @@ class Runtime:
         self._after_finish(run, outcome, finished)
 
     def _outcome(
-        self, cfg: ActorConfig, run: ClaimedRun, ctx: RunContext, status: str,
+        self,
+        cfg: ActorConfig,
+        run: ClaimedRun,
+        ctx: RunContext,
+        status: str,
         error: BaseException | None,
     ) -> Outcome:
         retry_at: datetime | None = None
         if status in ("failed", "timed_out") and run.attempt < cfg.retry.attempts:
-            delay = retry_delay(run.attempt, cfg.retry.backoff_seconds, cfg.retry.max_backoff_seconds)
+            delay = retry_delay(
+                run.attempt, cfg.retry.backoff_seconds, cfg.retry.max_backoff_seconds
+            )
             retry_at = self.clock.now() + timedelta(seconds=delay)
-        elif status == "cancelled":
+        elif (
+            status == "cancelled"
+            and run.attempt < cfg.retry.attempts
+            and cfg.schedule.type != "immediate"  # the next start brings its own run
+        ):
             retry_at = self.clock.now()  # interrupted by a shutdown: run it again at next start
         message = None
         if status == "timed_out":
             message = f"run exceeded timeout_seconds = {cfg.timeout_seconds:g}"
         elif status == "cancelled":
-            message = "cancelled by shutdown after shutdown_grace_seconds"
+            message = self._cancel_reason
         elif error is not None:
             message = str(error) or type(error).__name__
         return Outcome(
             status=status,
             error_type=None if error is None else type(error).__name__,
             error_message=message,
-            error_traceback=None if status != "failed" or error is None else "".join(
-                traceback.format_exception(error)
-            ),
+            error_traceback=None
+            if status != "failed" or error is None
+            else "".join(traceback.format_exception(error)),
             posted=list(ctx.posted),
             state=ctx.state if status == "succeeded" else None,
             retry_at=retry_at,
@@ -405,27 +455,51 @@ class Runtime:
             try:
                 return await self.store.finish(run.run_id, outcome)
             except TRANSIENT_DB_ERRORS as e:
-                log.warning("run %d of %s: cannot record %s yet (%s: %s); retrying in %.1f s",
-                            run.run_id, run.actor, outcome.status, type(e).__name__, e, delay)
+                log.warning(
+                    "run %d of %s: cannot record %s yet (%s: %s); retrying in %.1f s",
+                    run.run_id,
+                    run.actor,
+                    outcome.status,
+                    type(e).__name__,
+                    e,
+                    delay,
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
     def _after_finish(self, run: ClaimedRun, outcome: Outcome, finished: Finished | None) -> None:
         if finished is None:
-            log.warning("run %d of %s was declared abandoned by another process while it ran;"
-                        " its outcome (%s) was not recorded", run.run_id, run.actor, outcome.status)
+            log.warning(
+                "run %d of %s was declared abandoned by another process while it ran;"
+                " its outcome (%s) was not recorded",
+                run.run_id,
+                run.actor,
+                outcome.status,
+            )
             return
         self._views[finished.task.id] = finished.task
         if outcome.status == "succeeded":
             log.info("run %d of %s succeeded", run.run_id, run.actor)
         else:
             retry = f"; retry at {outcome.retry_at.isoformat()}" if outcome.retry_at else ""
-            log.warning("run %d of %s %s: %s%s", run.run_id, run.actor, outcome.status,
-                        outcome.error_message, retry)
+            log.warning(
+                "run %d of %s %s: %s%s",
+                run.run_id,
+                run.actor,
+                outcome.status,
+                outcome.error_message,
+                retry,
+            )
         if finished.breaker_tripped:
-            log.error("actor %s paused after %d consecutive failures (last: run %d, %s);"
-                      " resume it with: discord-actor resume %s", run.actor,
-                      finished.consecutive_failures, run.run_id, outcome.error_message, run.actor)
+            log.error(
+                "actor %s paused after %d consecutive failures (last: run %d, %s);"
+                " resume it with: discord-actor resume %s",
+                run.actor,
+                finished.consecutive_failures,
+                run.run_id,
+                outcome.error_message,
+                run.actor,
+            )
 
     async def _post(self, loaded: LoadedActor, content: str | None, **kwargs: Any) -> Posted:
         return await self.platforms[loaded.platform].post(loaded.config, content, **kwargs)
@@ -480,15 +554,21 @@ class Runtime:
             await asyncio.sleep(lease / 3)
             try:
                 if not await self.store.heartbeat(self.instance_id):
-                    log.error("this process was declared dead by another (missed heartbeats);"
-                              " registering again")
+                    log.error(
+                        "this process was declared dead by another (missed heartbeats);"
+                        " registering again"
+                    )
                     await self.store.register_instance(
                         self.instance_id, socket.gethostname(), os.getpid(), lease
                     )
                 lost = await self.store.recover_abandoned(self.clock.now())
                 for row in lost:
-                    log.warning("run %d of %s abandoned: process %s stopped renewing its lease",
-                                row["run_id"], row["actor"], row["instance_id"])
+                    log.warning(
+                        "run %d of %s abandoned: process %s stopped renewing its lease",
+                        row["run_id"],
+                        row["actor"],
+                        row["instance_id"],
+                    )
                 if lost:
                     self._needs_sync = True
                     self._wake.set()
@@ -505,15 +585,16 @@ class Runtime:
         delay = 0.5
         while True:
             conn: asyncpg.Connection | None = None
+            lost = asyncio.Event()
             try:
                 conn = await asyncpg.connect(
                     self.database.url, timeout=self.config.database.connect_timeout_seconds
                 )
+                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
                 await conn.add_listener(self.store.channel, notified)
                 delay = 0.5
                 notified()  # catch up with whatever happened while we were not listening
-                while not conn.is_closed():
-                    await asyncio.sleep(self.config.server.poll_interval_seconds)
+                await lost.wait()
             except TRANSIENT_DB_ERRORS as e:
                 log.debug("listener reconnecting (%s: %s)", type(e).__name__, e)
             finally:

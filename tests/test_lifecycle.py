@@ -13,19 +13,28 @@ from discord_actor.db.store import Store
 from discord_actor.runtime import Runtime
 from discord_actor.testing.harness import RecordingPlatform, actor_config, load, make_config
 
+HOURLY = ScheduleConfig(type="interval", timezone="UTC", seconds=3600)  # first slot: now
 FAR_AWAY = ScheduleConfig(type="once", timezone="UTC", at=datetime(2099, 1, 1, tzinfo=UTC))
 
 
-def runtime_for(database: Database, actors: list[tuple[object, object]], **server: object) -> Runtime:
+def runtime_for(
+    database: Database, actors: list[tuple[object, object]], **server: object
+) -> Runtime:
     config = make_config(database.config, [cfg for _, cfg in actors], **server)  # type: ignore[misc]
-    loaded = {cfg.name: load(impl, cfg) for (impl, _), cfg in zip(actors, config.actors, strict=True)}
+    loaded = {
+        cfg.name: load(impl, cfg) for (impl, _), cfg in zip(actors, config.actors, strict=True)
+    }
     platform = RecordingPlatform()
-    return Runtime(config, database, loaded,
-                   platforms={"console": platform, "discord": platform, "none": platform})
+    return Runtime(
+        config,
+        database,
+        loaded,
+        platforms={"console": platform, "discord": platform, "none": platform},
+    )
 
 
-async def wait_for(predicate: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_for(predicate: object, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if await predicate():  # type: ignore[operator]
             return
@@ -42,8 +51,11 @@ async def test_manual_trigger_is_picked_up_within_a_second(database: Database) -
         ran.set()
 
     # A long poll interval: only LISTEN/NOTIFY can make the trigger fast.
-    runtime = runtime_for(database, [(on_demand, actor_config("on_demand", schedule=FAR_AWAY))],
-                          poll_interval_seconds=30)
+    runtime = runtime_for(
+        database,
+        [(on_demand, actor_config("on_demand", schedule=FAR_AWAY))],
+        poll_interval_seconds=30,
+    )
     await runtime.start()
     try:
         await asyncio.sleep(0.3)  # let the listener connect
@@ -79,8 +91,10 @@ async def test_graceful_shutdown_finishes_quick_runs_and_cancels_the_rest(
     immediate = ScheduleConfig(type="immediate", timezone="UTC")
     runtime = runtime_for(
         database,
-        [(quick, actor_config("quick", schedule=immediate)),
-         (stuck, actor_config("stuck", schedule=immediate))],
+        [
+            (quick, actor_config("quick", schedule=immediate)),
+            (stuck, actor_config("stuck", schedule=HOURLY, retry=RetryPolicy(attempts=2))),
+        ],
         shutdown_grace_seconds=1.0,
     )
     store = runtime.store
@@ -96,6 +110,8 @@ async def test_graceful_shutdown_finishes_quick_runs_and_cancels_the_rest(
     runs = {r["actor"]: r for r in await store.history()}
     assert runs["quick"]["status"] == "succeeded"
     assert runs["stuck"]["status"] == "cancelled"
+    reason = "cancelled by shutdown after shutdown_grace_seconds = 1"
+    assert runs["stuck"]["error_message"] == reason
     stuck_task = await store.task("stuck")
     assert stuck_task is not None and stuck_task["retry_attempt"] == 2  # runs again next start
     assert await database.pool.fetchval(f"SELECT count(*) FROM {database.schema}.instances") == 0
@@ -120,17 +136,22 @@ async def test_runs_of_a_dead_process_are_abandoned_and_retried(database: Databa
         await database.pool.execute(
             f"INSERT INTO {database.schema}.runs (task_id, scheduled_for, trigger, attempt, status,"
             " instance_id) VALUES ($1, $2, 'schedule', 1, 'running', 'ghost:1:dead')",
-            task["id"], slot,
+            task["id"],
+            slot,
         )
 
         async def retried() -> bool:
-            return [r["status"] for r in await store.history("steady")] == ["succeeded", "abandoned"]
+            return [r["status"] for r in await store.history("steady")] == [
+                "succeeded",
+                "abandoned",
+            ]
 
-        await wait_for(retried, timeout=5)
+        await wait_for(retried, within=5)
     finally:
         await runtime.stop()
     runs = await store.history("steady")
     assert [(r["attempt"], r["trigger"], r["scheduled_for"]) for r in runs] == [
-        (2, "retry", slot), (1, "schedule", slot)
+        (2, "retry", slot),
+        (1, "schedule", slot),
     ]
     assert "lease" in runs[1]["error_message"]

@@ -107,7 +107,8 @@ async def test_retries_are_further_attempts_of_the_same_slot(database: Database)
             raise ConnectionError(f"attempt {ctx.attempt}")
 
     cfg = actor_config(
-        "retrying", schedule=every(3600),
+        "retrying",
+        schedule=every(3600),
         retry=RetryPolicy(attempts=3, backoff_seconds=5, max_backoff_seconds=60),
     )
     async with ActorHarness(database, [(twice_broken, cfg)], clock=FakeClock(START)) as h:
@@ -223,14 +224,18 @@ async def test_catch_up_after_downtime(
 
 async def test_config_changes_are_reconciled(database: Database) -> None:
     async with ActorHarness(
-        database, [(Counter, actor_config("a", schedule=every(60))),
-                   (Counter, actor_config("b", schedule=every(60)))],
+        database,
+        [
+            (Counter, actor_config("a", schedule=every(60))),
+            (Counter, actor_config("b", schedule=every(60))),
+        ],
         clock=FakeClock(START),
     ) as h:
         await h.tick()
     later = FakeClock(START + timedelta(seconds=30))
-    async with ActorHarness(database, [(Counter, actor_config("a", schedule=every(300)))],
-                            clock=later) as h:
+    async with ActorHarness(
+        database, [(Counter, actor_config("a", schedule=every(300)))], clock=later
+    ) as h:
         task_a = await h.store.task("a")
         task_b = await h.store.task("b")
         assert task_a is not None and task_a["next_run"] == later.now()  # schedule changed

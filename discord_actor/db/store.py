@@ -142,13 +142,17 @@ class Store:
         self, instance_id: str, hostname: str, pid: int, lease_seconds: float
     ) -> None:
         await self.pool.execute(
-            f"INSERT INTO {self._instances} (id, hostname, pid, lease_seconds) VALUES ($1, $2, $3, $4)",
-            instance_id, hostname, pid, lease_seconds,
+            f"INSERT INTO {self._instances} (id, hostname, pid, lease_seconds)"
+            " VALUES ($1, $2, $3, $4)",
+            instance_id,
+            hostname,
+            pid,
+            lease_seconds,
         )
 
     async def heartbeat(self, instance_id: str) -> bool:
         """Renew this process's lease; False if another process already declared it dead."""
-        status = await self.pool.execute(
+        status: str = await self.pool.execute(
             f"UPDATE {self._instances} SET heartbeat_at = now() WHERE id = $1", instance_id
         )
         return status != "UPDATE 0"
@@ -162,7 +166,7 @@ class Store:
         A process is dead when its heartbeat is older than its lease. A run that still has
         attempts left gets a retry of the same slot at ``retry_at``.
         """
-        return await self.pool.fetch(
+        rows: list[asyncpg.Record] = await self.pool.fetch(
             f"""
             WITH dead AS (
                 DELETE FROM {self._instances}
@@ -193,6 +197,7 @@ class Store:
             """,
             retry_at,
         )
+        return rows
 
     # -- configuration -----------------------------------------------------------------------
 
@@ -205,7 +210,8 @@ class Store:
         """
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtext($1))", f"discord_actor.reconcile.{self.schema}"
+                "SELECT pg_advisory_xact_lock(hashtext($1))",
+                f"discord_actor.reconcile.{self.schema}",
             )
             await conn.execute(
                 f"""
@@ -275,9 +281,14 @@ class Store:
         )
         return [
             ClaimedRun(
-                run_id=r["id"], task_id=r["task_id"], actor=r["actor"],
-                scheduled_for=r["scheduled_for"], attempt=r["attempt"], trigger=r["trigger"],
-                status=r["status"], state=json.loads(r["state"]),
+                run_id=r["id"],
+                task_id=r["task_id"],
+                actor=r["actor"],
+                scheduled_for=r["scheduled_for"],
+                attempt=r["attempt"],
+                trigger=r["trigger"],
+                status=r["status"],
+                state=json.loads(r["state"]),
             )
             for r in rows
         ]
@@ -311,19 +322,21 @@ class Store:
     async def checkpoint(self, task_id: int, state: dict[str, Any]) -> None:
         await self.pool.execute(
             f"UPDATE {self._tasks} SET state = $2::jsonb, updated_at = now() WHERE id = $1",
-            task_id, json.dumps(state),
+            task_id,
+            json.dumps(state),
         )
 
     # -- operator commands -------------------------------------------------------------------
 
     async def status(self) -> list[asyncpg.Record]:
-        return await self.pool.fetch(
+        rows: list[asyncpg.Record] = await self.pool.fetch(
             f"""
             SELECT t.*, (SELECT count(*) FROM {self._runs} r
                          WHERE r.task_id = t.id AND r.status = 'running') AS running
             FROM {self._tasks} t WHERE t.removed_at IS NULL ORDER BY t.actor
             """
         )
+        return rows
 
     async def task(self, actor: str) -> asyncpg.Record | None:
         return await self.pool.fetchrow(f"SELECT * FROM {self._tasks} WHERE actor = $1", actor)
@@ -331,14 +344,17 @@ class Store:
     async def history(
         self, actor: str | None = None, limit: int = 20, status: str | None = None
     ) -> list[asyncpg.Record]:
-        return await self.pool.fetch(
+        rows: list[asyncpg.Record] = await self.pool.fetch(
             f"""
             SELECT r.*, t.actor FROM {self._runs} r JOIN {self._tasks} t ON t.id = r.task_id
             WHERE ($1::text IS NULL OR t.actor = $1) AND ($2::text IS NULL OR r.status = $2)
             ORDER BY r.started_at DESC, r.id DESC LIMIT $3
             """,
-            actor, status, limit,
+            actor,
+            status,
+            limit,
         )
+        return rows
 
     async def run(self, run_id: int) -> asyncpg.Record | None:
         return await self.pool.fetchrow(
@@ -351,7 +367,8 @@ class Store:
         return await self._update_and_notify(
             f"UPDATE {self._tasks} SET paused = true, paused_reason = $2, paused_at = now(),"
             " updated_at = now() WHERE actor = $1 AND removed_at IS NULL",
-            actor, reason or "paused by an operator",
+            actor,
+            reason or "paused by an operator",
         )
 
     async def resume(self, actor: str) -> bool:

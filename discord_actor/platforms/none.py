@@ -15,5 +15,5 @@ class NoPlatform:
     async def post(self, actor: ActorConfig, content: str | None, **kwargs: Any) -> Posted:
         raise PostingNotSupported(
             f"actor {actor.name!r} has platform 'none' and cannot post;"
-            " set platform = \"console\" or \"discord\" in its config"
+            ' set platform = "console" or "discord" in its config'
         )

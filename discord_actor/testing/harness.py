@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -95,8 +94,10 @@ def make_config(
 
 def load(actor: type[Actor] | Any, config: ActorConfig) -> LoadedActor:
     """Turn an Actor subclass or an @actor function into a LoadedActor for ``config``."""
-    cls = actor if inspect.isclass(actor) else _as_actor_class(actor, config.name)
-    return LoadedActor(config=config, instance=cls(config), platform=config.platform or cls.platform)
+    cls: type[Actor] = _as_actor_class(actor, config.name)
+    return LoadedActor(
+        config=config, instance=cls(config), platform=config.platform or cls.platform
+    )
 
 
 class ActorHarness:
@@ -123,9 +124,11 @@ class ActorHarness:
             for (impl, _), cfg in zip(actors, self.config.actors, strict=True)
         }
         self.runtime = Runtime(
-            self.config, database, loaded, clock=self.clock,
-            platforms={"console": self.platform, "discord": self.platform,
-                       "none": self.platform},
+            self.config,
+            database,
+            loaded,
+            clock=self.clock,
+            platforms={"console": self.platform, "discord": self.platform, "none": self.platform},
             instance_id=instance_id,
         )
         self.store = self.runtime.store
@@ -157,10 +160,16 @@ class ActorHarness:
         task = await self.store.task(row["actor"])
         assert task is not None
         return RunRecord(
-            id=row["id"], actor=row["actor"], status=row["status"], trigger=row["trigger"],
-            attempt=row["attempt"], scheduled_for=row["scheduled_for"],
-            error_type=row["error_type"], error_message=row["error_message"],
-            posted=json.loads(row["posted"]), state=json.loads(task["state"]),
+            id=row["id"],
+            actor=row["actor"],
+            status=row["status"],
+            trigger=row["trigger"],
+            attempt=row["attempt"],
+            scheduled_for=row["scheduled_for"],
+            error_type=row["error_type"],
+            error_message=row["error_message"],
+            posted=json.loads(row["posted"]),
+            state=json.loads(task["state"]),
         )
 
 

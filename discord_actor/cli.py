@@ -1,0 +1,793 @@
+"""The ``discord-actor`` command: init, check, run, and the operator commands on the database.
+
+Exit codes: 0 success, 1 runtime failure (database unreachable, actor not in the database yet,
+a paused actor triggered...), 2 usage or configuration error, 130 interrupted. Anything a user
+can cause ends with a message, never a traceback.
+
+Heavy modules (asyncpg, the runtime, the plugins) are imported by the commands that need them,
+so ``init``, ``config show`` and usage errors answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import difflib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from discord_actor import __version__
+from discord_actor.config import (
+    CONFIG_FILE,
+    ActorConfig,
+    Config,
+    ConfigError,
+    ScheduleConfig,
+    dump_config,
+    load_config,
+    redact_url,
+    write_starter,
+)
+from discord_actor.schedules import build_schedule, format_slot
+
+if TYPE_CHECKING:
+    from discord_actor.db import Database
+    from discord_actor.db.store import Store
+    from discord_actor.plugins import LoadedActor
+    from discord_actor.runtime import Runtime
+
+OK, FAILURE, USAGE, INTERRUPTED = 0, 1, 2, 130
+
+RUN_STATUSES = ("running", "succeeded", "failed", "timed_out", "cancelled", "abandoned", "skipped")
+CHECK_SLOTS = 3  # next slots shown per actor by ``check``
+NEXT_DB_TIMEOUT = 3.0  # seconds ``next`` waits for the database before using the schedule alone
+
+log = logging.getLogger("discord_actor.cli")
+_T = TypeVar("_T")
+
+
+class CliError(Exception):
+    """A failure to report as one message and an exit code (no traceback)."""
+
+    def __init__(self, message: str, code: int = FAILURE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return its exit code (the console script exits with it)."""
+    args = build_parser().parse_args(argv)  # usage errors exit 2 here
+    try:
+        code: int = args.handler(args)
+        return code
+    except CliError as e:
+        print(f"discord-actor: error: {e}", file=sys.stderr)
+        return e.code
+    except ConfigError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return USAGE
+    except KeyboardInterrupt:
+        print("discord-actor: interrupted", file=sys.stderr)
+        return INTERRUPTED
+    except BrokenPipeError:
+        # Output piped into a command that exited early (``status | head``): not an error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return FAILURE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # --config is accepted before and after the subcommand: both parsers know it, and the
+    # subcommand's value (only set if given) wins over the top-level one.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", metavar="PATH", default=argparse.SUPPRESS,
+        help=f"configuration file (default: ./{CONFIG_FILE})",
+    )
+    parser = argparse.ArgumentParser(
+        prog="discord-actor", parents=[common],
+        description="Scheduled actors inside a Discord bot, every run tracked in PostgreSQL.",
+        epilog="Exit codes: 0 success, 1 runtime failure (e.g. database unreachable), "
+        "2 usage or configuration error, 130 interrupted.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int], help: str,
+                parent: Any = sub) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = parent.add_parser(
+            name, parents=[common], help=help, description=help
+        )
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("init", cmd_init, "write a starter actor_server.toml and actors/hello.py")
+    p.add_argument("directory", nargs="?", metavar="DIR",
+                   help="where to write them (default: the directory of --config, else the "
+                   "current directory)")
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+
+    command("check", cmd_check, "validate the configuration and the actors; show next slots")
+    command("run", cmd_run, "run the actors until Ctrl-C or SIGTERM")
+
+    p = command("status", cmd_status, "show every actor's state from the database")
+    p.add_argument("--json", action="store_true", help="print a JSON array")
+
+    p = command("history", cmd_history, "show recorded runs, newest first")
+    p.add_argument("actor", nargs="?", metavar="ACTOR", help="only this actor's runs")
+    p.add_argument("--limit", type=_positive_int, default=20, metavar="N",
+                   help="at most N runs (default: 20)")
+    p.add_argument("--status", choices=RUN_STATUSES, metavar="S",
+                   help=f"only runs with this status ({', '.join(RUN_STATUSES)})")
+    p.add_argument("--json", action="store_true", help="print a JSON array")
+
+    p = command("next", cmd_next, "show an actor's next slots, as the runtime computes them")
+    p.add_argument("actor", metavar="ACTOR")
+    p.add_argument("--count", type=_positive_int, default=5, metavar="N",
+                   help="how many slots (default: 5)")
+    p.add_argument("--after", type=_iso_datetime, metavar="ISO8601",
+                   help="slots after this time (default: now; without an offset it is read in "
+                   "the schedule's time zone)")
+    p.add_argument("--json", action="store_true", help="print a JSON array of ISO 8601 strings")
+
+    p = command("pause", cmd_pause, "pause an actor (running servers stop starting its runs)")
+    p.add_argument("actor", metavar="ACTOR")
+    p.add_argument("--reason", metavar="TEXT", help="shown by status")
+    p = command("resume", cmd_resume, "resume a paused actor and reset its failure count")
+    p.add_argument("actor", metavar="ACTOR")
+    p = command("trigger", cmd_trigger, "ask a running server to run an actor now")
+    p.add_argument("actor", metavar="ACTOR")
+
+    command("migrate", cmd_migrate, "create or upgrade the database schema")
+
+    p = command("prune", cmd_prune, "delete finished runs older than the retention period")
+    p.add_argument("--older-than-days", type=_non_negative_float, metavar="N",
+                   help="age in days (default: server.run_retention_days)")
+
+    config = sub.add_parser("config", parents=[common], help="configuration commands",
+                            description="configuration commands")
+    config_sub = config.add_subparsers(dest="config_command", metavar="COMMAND", required=True)
+    command("show", cmd_config_show,
+            "print the resolved configuration as TOML, secrets redacted", parent=config_sub)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of days >= 0, not {text}")
+    return value
+
+
+def _iso_datetime(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 date-time (e.g. 2026-03-29T09:00:00+02:00)"
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Shared helpers
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(getattr(args, "config", CONFIG_FILE))
+
+
+def _config_actor(config: Config, name: str) -> ActorConfig:
+    """The configured actor ``name``; an unknown name is a usage error with a suggestion."""
+    try:
+        return config.actor(name)
+    except KeyError:
+        raise CliError(_unknown_actor(config, name), USAGE) from None
+
+
+def _unknown_actor(config: Config, name: str) -> str:
+    names = [a.name for a in config.actors]
+    match = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    hint = f"; did you mean {match[0]!r}?" if match else ""
+    known = ", ".join(names) if names else "none"
+    return f"unknown actor {name!r} in {config.path}{hint} (configured actors: {known})"
+
+
+def _async(coro: Coroutine[Any, Any, _T]) -> _T:
+    return asyncio.run(coro)
+
+
+def _database_label(config: Config) -> str:
+    """Which database a command uses, password redacted."""
+    from discord_actor.db import resolve_url
+
+    url = resolve_url(config.database)
+    where = (redact_url(url) if url is not None
+             else f"embedded PostgreSQL in {config.database.data_dir}")
+    return f"{where} (schema {config.database.schema})"
+
+
+async def _open(config: Config, *, migrate: bool = False, **overrides: Any) -> Database:
+    """``open_database`` as the runtime does it (attaching to the embedded server if it runs),
+    with a pool sized for one command; its failures become a message and exit code 1."""
+    from discord_actor.db import DatabaseUnavailable, MigrationError, open_database
+
+    cfg = dataclasses.replace(config.database, min_pool_size=1, max_pool_size=2, **overrides)
+    try:
+        return await open_database(cfg, migrate=migrate)
+    except (DatabaseUnavailable, MigrationError) as e:
+        raise CliError(str(e)) from None
+
+
+@contextlib.asynccontextmanager
+async def _store(config: Config, **overrides: Any) -> AsyncIterator[tuple[Store | None, Database]]:
+    """An open Store, or None if the schema has no tables yet (no server has run)."""
+    import asyncpg
+
+    from discord_actor.db.migrations import applied_versions
+    from discord_actor.db.store import Store
+
+    db = await _open(config, **overrides)
+    try:
+        async with db.pool.acquire() as conn:
+            initialized = bool(await applied_versions(conn, db.schema))
+        yield (Store(db.pool, db.schema) if initialized else None), db
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+        raise CliError(f"database error on {redact_url(db.url)}: {type(e).__name__}: {e}") \
+            from None
+    finally:
+        await db.close()
+
+
+def _not_started(config: Config, actor: str) -> CliError:
+    return CliError(
+        f"actor {actor!r} has no task in the database yet ({_database_label(config)}): "
+        "start 'discord-actor run' once first"
+    )
+
+
+def _iso(value: datetime | None, tz: tzinfo | None = None) -> str | None:
+    if value is None:
+        return None
+    return (value.astimezone(tz) if tz is not None else value).isoformat()
+
+
+def _when(value: datetime | None, tz: tzinfo | None = None) -> str:
+    if value is None:
+        return "-"
+    return format_slot(value.astimezone(tz) if tz is not None else value)
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    lines = [headers, *rows]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2))
+
+
+def describe_schedule(cfg: ScheduleConfig) -> str:
+    """One line a person reads: ``every 10 s``, ``cron '0 9 * * 1-5' (Europe/Berlin)``."""
+    if cfg.type == "interval":
+        return f"every {cfg.seconds:g} s"
+    if cfg.type == "cron":
+        return f"cron '{cfg.expression}' ({cfg.timezone})"
+    if cfg.type == "once":
+        return f"once at {format_slot(cfg.at)}" if cfg.at is not None else "once"
+    return "once at every start (immediate)"
+
+
+def _zone(config: Config, actor: str) -> tzinfo | None:
+    """The time zone an actor's slots are shown in (None if it left the configuration)."""
+    try:
+        return build_schedule(config.actor(actor).schedule).tz
+    except KeyError:
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# init, check, config show
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    config = getattr(args, "config", None)
+    if args.directory is not None:
+        directory = Path(args.directory)
+    elif config is not None:
+        if Path(config).name != CONFIG_FILE:
+            raise CliError(f"init writes {CONFIG_FILE}, not {Path(config).name}: "
+                           "name the directory instead (discord-actor init DIR)", USAGE)
+        directory = Path(config).parent
+    else:
+        directory = Path(".")
+    try:
+        written = write_starter(directory, force=args.force)
+    except FileExistsError as e:
+        # write_starter's message is args[0]; str() would show "[Errno None] None: ..."
+        raise CliError(e.args[0] if len(e.args) == 1 else str(e)) from None
+    except OSError as e:
+        raise CliError(f"cannot write into {directory}: {e.strerror or e}") from None
+    for path in written:
+        print(f"wrote {path}")
+    where = "" if directory.resolve() == Path.cwd() else f"cd {directory} && "
+    print(f"next: {where}discord-actor check && discord-actor run")
+    return OK
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    print(dump_config(_config(args)), end="")
+    return OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from discord_actor.plugins import load_actors
+
+    config = _config(args)
+    actors = load_actors(config)
+    now = datetime.now(UTC)
+    for a in config.actors:
+        loaded = actors[a.name]
+        schedule = build_schedule(a.schedule)
+        flags = "" if a.enabled else ", disabled"
+        print(f"{a.name}  (module {a.module}, platform {loaded.platform}{flags})")
+        print(f"  schedule: {describe_schedule(a.schedule)}")
+        slots = schedule.upcoming(now, CHECK_SLOTS)
+        if slots:
+            print(f"  next: {', '.join(format_slot(s) for s in slots)}")
+        elif a.schedule.type == "immediate":
+            print("  next: when the server starts")
+        else:
+            print("  next: none (its time has passed)")
+    dry = _dry_run_note(config, actors)
+    if dry:
+        print(f"note: {dry}")
+    count = len(config.actors)
+    print(f"{config.path}: OK, {count} actor{'s' if count != 1 else ''}")
+    return OK
+
+
+def _dry_run_note(config: Config, actors: dict[str, LoadedActor]) -> str | None:
+    """Discord actors print to the console: say so, and why."""
+    names = [n for n, a in actors.items() if a.platform == "discord" and a.config.enabled]
+    if not names:
+        return None
+    env = config.discord.token_env
+    if os.environ.get(env):
+        why = "the Discord platform is not available in this version"
+    else:
+        why = f"no bot token in ${env}"
+    return f"{why}: discord actors ({', '.join(names)}) run as a console dry run"
+
+
+# --------------------------------------------------------------------------------------------
+# run
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from discord_actor.plugins import load_actors
+
+    _configure_logging()
+    config = _config(args)
+    actors = load_actors(config)  # problems exit 2 before the database is touched
+    return _async(_serve(config, actors))
+
+
+def _configure_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+async def _serve(config: Config, actors: dict[str, LoadedActor]) -> int:
+    """Open the database, run until a signal, shut down gracefully; close the database."""
+    import asyncpg
+
+    from discord_actor.runtime import TRANSIENT_DB_ERRORS, Runtime, default_platforms
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    runtime: Runtime | None = None
+    signals = 0
+    grace = config.server.shutdown_grace_seconds
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        name = signal.Signals(signum).name
+        if signals == 1:
+            log.info("%s: shutting down (running runs get up to %g s; send it again to "
+                     "cancel them now)", name, grace)
+            stop.set()
+        elif runtime is not None and signals == 2:
+            log.warning("%s again: cancelling running runs now", name)
+            _cancel_runs(runtime)
+        else:
+            log.info("%s: already shutting down", name)
+
+    handled = (signal.SIGINT, signal.SIGTERM)
+    for sig in handled:
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        dry = _dry_run_note(config, actors)
+        if dry:
+            log.info("%s", dry)
+        log.info("database: %s", _database_label(config))
+        database = await _until_stopped(_open(config, migrate=True), stop)
+        if database is None:
+            log.info("stopped before the database was open")
+            return OK
+        try:
+            if database.applied_migrations:
+                log.info("applied migrations: %s", ", ".join(database.applied_migrations))
+            runtime = Runtime(config, database, actors, platforms=default_platforms())
+            await runtime.serve(stop)
+        except (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError) as e:
+            raise CliError(
+                f"database error on {redact_url(database.url)}: {type(e).__name__}: {e}"
+            ) from None
+        finally:
+            await database.close()  # detaches from the embedded server (stops it if last)
+        log.info("stopped cleanly")
+        return OK
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+
+
+async def _until_stopped(coro: Coroutine[Any, Any, _T], stop: asyncio.Event) -> _T | None:
+    """Await ``coro`` unless ``stop`` is set first (Ctrl-C while connecting); then None."""
+    task = asyncio.ensure_future(coro)
+    waiter = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, CliError):
+        result = await task  # finished anyway before the cancellation landed: undo it
+        close = getattr(result, "close", None)
+        if close is not None:
+            await close()
+    return None
+
+
+def _cancel_runs(runtime: Runtime) -> None:
+    """Cancel in-flight runs; the runtime records them ``cancelled`` and finishes stopping."""
+    runtime.cancel_runs("cancelled by a second interrupt during shutdown")
+
+
+# --------------------------------------------------------------------------------------------
+# status, history, next
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config = _config(args)
+    rows, initialized = _async(_status_rows(config))
+    if not initialized:
+        print("note: no server has run on this database yet (start 'discord-actor run')",
+              file=sys.stderr)
+    items = [_status_item(config, name, row) for name, row in rows]
+    if args.json:
+        _print_json(items)
+        return OK
+    if not items:
+        print("no actors configured")
+        return OK
+    table = [
+        [
+            i["actor"], _state_label(i), _when(_parse(i["next_run"])), i["last_status"] or "-",
+            _when(_parse(i["last_run_at"])), str(i["consecutive_failures"]), str(i["running"]),
+            i["schedule"] or "-",
+        ]
+        for i in items
+    ]
+    print(_table(["ACTOR", "STATE", "NEXT RUN", "LAST STATUS", "LAST RUN", "FAILURES",
+                  "RUNNING", "SCHEDULE"], table))
+    for i in items:
+        if i["paused"]:
+            print(f"{i['actor']} is paused: {i['paused_reason']} "
+                  f"(resume with: discord-actor resume {i['actor']})")
+    return OK
+
+
+async def _status_rows(config: Config) -> tuple[list[tuple[str, Any]], bool]:
+    """(actor, task row or None) for configured actors, then tasks not in the configuration."""
+    async with _store(config) as (store, _):
+        records = await store.status() if store is not None else []
+    by_actor = {r["actor"]: r for r in records}
+    rows: list[tuple[str, Any]] = [(a.name, by_actor.pop(a.name, None)) for a in config.actors]
+    rows += sorted(by_actor.items())
+    return rows, store is not None
+
+
+def _status_item(config: Config, name: str, row: Any) -> dict[str, Any]:
+    try:
+        cfg: ActorConfig | None = config.actor(name)
+    except KeyError:
+        cfg = None
+    tz = _zone(config, name)
+    return {
+        "actor": name,
+        "in_config": cfg is not None,
+        "registered": row is not None,  # has a task row: a server has run it
+        "schedule": describe_schedule(cfg.schedule) if cfg is not None else None,
+        "enabled": row["enabled"] if row is not None else bool(cfg and cfg.enabled),
+        "paused": bool(row and row["paused"]),
+        "paused_reason": row["paused_reason"] if row is not None else None,
+        "next_run": _iso(row["next_run"], tz) if row is not None else None,
+        "last_status": row["last_status"] if row is not None else None,
+        "last_run_at": _iso(row["last_run_at"]) if row is not None else None,
+        "consecutive_failures": row["consecutive_failures"] if row is not None else 0,
+        "running": int(row["running"]) if row is not None else 0,
+        "trigger_pending": bool(row and row["manual_at"] is not None),
+        "retry_at": _iso(row["retry_at"]) if row is not None else None,
+    }
+
+
+def _parse(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _state_label(item: dict[str, Any]) -> str:
+    if not item["in_config"]:
+        return "not in config"
+    if not item["enabled"]:
+        return "disabled"
+    if item["paused"]:
+        return "paused"
+    if not item["registered"]:
+        return "not started"
+    return "running" if item["running"] else "active"
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    config = _config(args)
+    runs = _async(_history(config, args.actor, args.limit, args.status))
+    if args.json:
+        _print_json(runs)
+        return OK
+    if not runs:
+        print("no runs recorded")
+        return OK
+    table = [
+        [
+            str(r["id"]), r["actor"], _when(_parse(r["scheduled_for"])),
+            "-" if r["duration_ms"] is None else f"{r['duration_ms'] / 1000:.2f} s",
+            r["status"], r["trigger"], str(r["attempt"]), _shorten(r["error"] or r["note"] or ""),
+        ]
+        for r in runs
+    ]
+    print(_table(["ID", "ACTOR", "SCHEDULED FOR", "DURATION", "STATUS", "TRIGGER", "ATTEMPT",
+                  "ERROR"], table))
+    return OK
+
+
+def _shorten(text: str, width: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+async def _history(
+    config: Config, actor: str | None, limit: int, status: str | None
+) -> list[dict[str, Any]]:
+    in_config = actor is None or any(a.name == actor for a in config.actors)
+    async with _store(config) as (store, _):
+        if store is None:
+            if not in_config:
+                raise CliError(_unknown_actor(config, actor or ""), USAGE)
+            return []
+        if not in_config and await store.task(actor or "") is None:
+            # Not configured and never run: a typo (a removed actor keeps its history).
+            raise CliError(_unknown_actor(config, actor or ""), USAGE)
+        records = await store.history(actor, limit, status)
+    return [_run_item(config, r) for r in records]
+
+
+def _run_item(config: Config, r: Any) -> dict[str, Any]:
+    error_type, message = r["error_type"], r["error_message"]
+    return {
+        "id": r["id"],
+        "actor": r["actor"],
+        "scheduled_for": _iso(r["scheduled_for"], _zone(config, r["actor"])),
+        "started_at": _iso(r["started_at"]),
+        "finished_at": _iso(r["finished_at"]),
+        "duration_ms": None if r["duration_ms"] is None else round(r["duration_ms"], 3),
+        "status": r["status"],
+        "attempt": r["attempt"],
+        "trigger": r["trigger"],
+        "error": f"{error_type}: {message}" if error_type else None,
+        "note": message if not error_type else None,  # e.g. why slots were skipped
+        "instance_id": r["instance_id"],
+        "posted": json.loads(r["posted"]) if isinstance(r["posted"], str) else r["posted"],
+    }
+
+
+def cmd_next(args: argparse.Namespace) -> int:
+    config = _config(args)
+    cfg = _config_actor(config, args.actor)
+    schedule = build_schedule(cfg.schedule)
+    after: datetime = args.after or datetime.now(UTC)
+    if after.tzinfo is None:
+        after = after.replace(tzinfo=schedule.tz)
+    task = _async(_stored_task(config, cfg.name)) if _may_have_database(config) else None
+    anchor: datetime | None = None
+    done = False
+    if task is not None and task["schedule_hash"] == schedule.hash():
+        anchor = task["next_run"]
+        done = anchor is None  # a once actor that ran: no slot left
+        if task["paused"]:
+            print(f"note: {cfg.name} is paused ({task['paused_reason']}); these slots run "
+                  f"after 'discord-actor resume {cfg.name}'", file=sys.stderr)
+    if not cfg.enabled:
+        print(f"note: {cfg.name} is disabled in {config.path}", file=sys.stderr)
+    if cfg.schedule.type == "immediate":
+        print(f"note: {cfg.name} runs once each time the server starts; no slot to predict",
+              file=sys.stderr)
+    slots = [] if done else schedule.upcoming(after, args.count, anchor)
+    if args.json:
+        _print_json([s.astimezone(schedule.tz).isoformat() for s in slots])
+    else:
+        for s in slots:
+            print(format_slot(s.astimezone(schedule.tz)))
+    return OK
+
+
+def _may_have_database(config: Config) -> bool:
+    """False when no URL is set and the embedded server's data directory does not exist yet."""
+    from discord_actor.db import resolve_url
+
+    return resolve_url(config.database) is not None or Path(config.database.data_dir).exists()
+
+
+async def _stored_task(config: Config, actor: str) -> Any:
+    """The actor's task row, or None; an unreachable database is noted, not fatal."""
+    timeout = min(config.database.connect_timeout_seconds, NEXT_DB_TIMEOUT)
+    try:
+        async with _store(config, connect_timeout_seconds=timeout) as (store, _):
+            return await store.task(actor) if store is not None else None
+    except CliError as e:
+        print(f"note: computing from the schedule alone, without the stored next slot: {e}",
+              file=sys.stderr)
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# pause, resume, trigger
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    config = _config(args)
+    name = _config_actor(config, args.actor).name
+    reason = args.reason or "paused by an operator"
+
+    async def pause() -> None:
+        async with _store(config) as (store, _):
+            if store is None or not await store.pause(name, reason):
+                raise _not_started(config, name)
+
+    _async(pause())
+    print(f"paused {name} ({reason}); resume with: discord-actor resume {name}")
+    return OK
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    config = _config(args)
+    name = _config_actor(config, args.actor).name
+
+    async def resume() -> bool:
+        async with _store(config) as (store, _):
+            task = await store.task(name) if store is not None else None
+            if store is None or task is None or not await store.resume(name):
+                raise _not_started(config, name)
+            return bool(task["paused"])
+
+    was_paused = _async(resume())
+    print(f"resumed {name}" if was_paused
+          else f"{name} was not paused; its failure count is reset")
+    return OK
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    config = _config(args)
+    name = _config_actor(config, args.actor).name
+
+    async def trigger() -> bool:
+        async with _store(config) as (store, _):
+            task = await store.task(name) if store is not None else None
+            if store is None or task is None or task["removed_at"] is not None:
+                raise _not_started(config, name)
+            if task["paused"]:
+                raise CliError(f"{name} is paused ({task['paused_reason']}); resume it first "
+                               f"with: discord-actor resume {name}")
+            if not task["enabled"]:
+                raise CliError(f"{name} is disabled (enabled = false in {config.path}): "
+                               "a server does not run it")
+            if not await store.trigger(name):
+                raise _not_started(config, name)
+            return task["manual_at"] is not None
+
+    pending = _async(trigger())
+    if pending:
+        print(f"{name} was already triggered and has not started yet")
+    else:
+        print(f"triggered {name}: a running server starts it within a second "
+              "(or at its next start)")
+    return OK
+
+
+# --------------------------------------------------------------------------------------------
+# migrate, prune
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    config = _config(args)
+
+    async def migrate() -> list[str]:
+        database = await _open(config, migrate=True)
+        await database.close()
+        return database.applied_migrations
+
+    applied = _async(migrate())
+    label = _database_label(config)
+    if applied:
+        for version in applied:
+            print(f"applied {version}")
+        print(f"{label}: up to date")
+    else:
+        print(f"{label}: already up to date")
+    return OK
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    config = _config(args)
+    days = args.older_than_days
+    if days is None:
+        days = float(config.server.run_retention_days)
+
+    async def prune() -> int:
+        async with _store(config) as (store, _):
+            return await store.prune(days) if store is not None else 0
+
+    deleted = _async(prune())
+    print(f"deleted {deleted} run{'s' if deleted != 1 else ''} finished more than "
+          f"{days:g} day{'s' if days != 1 else ''} ago")
+    return OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

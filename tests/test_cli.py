@@ -1,0 +1,541 @@
+"""The ``discord-actor`` command, run as a user runs it: one subprocess per command.
+
+Each subprocess costs about half a second of imports, so the tests chain the commands of one
+story (status, then pause, then trigger...) instead of starting from scratch for each check.
+The database is the test session's PostgreSQL, with a fresh schema per test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from discord_actor import Actor, RunContext
+from discord_actor.clock import FakeClock
+from discord_actor.config import load_config, redact_url
+from discord_actor.db import open_database
+from discord_actor.testing.harness import ActorHarness
+
+START = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)  # the fake clock of the populated database
+
+COUNTER_PY = '''
+from discord_actor import Actor, RunContext
+
+
+class Counter(Actor):
+    async def run(self, ctx: RunContext) -> None:
+        ctx.state["count"] = ctx.state.get("count", 0) + 1
+        await ctx.post(f"tick {ctx.state['count']}")
+'''
+
+FAILING_PY = '''
+from discord_actor import RunContext, actor
+
+
+@actor
+async def failing(ctx: RunContext) -> None:
+    raise RuntimeError("boom")
+'''
+
+SLEEPER_PY = '''
+import asyncio
+
+from discord_actor import RunContext, actor
+
+
+@actor
+async def sleeper(ctx: RunContext) -> None:
+    await ctx.post("sleeping")
+    await asyncio.sleep(600)
+'''
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DISCORD_TOKEN", "DATABASE_URL")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+CLI = [sys.executable, "-m", "discord_actor.cli"]
+
+
+def cli(*args: str, cwd: Path, timeout: float = 60) -> Result:
+    """Run ``discord-actor ARGS`` in ``cwd``; no command a user runs may print a traceback."""
+    p = subprocess.run([*CLI, *args], cwd=cwd, env=_env(), capture_output=True, text=True,
+                       timeout=timeout)
+    assert "Traceback" not in p.stderr, p.stderr
+    return Result(p.returncode, p.stdout, p.stderr)
+
+
+def toml_str(value: str | Path) -> str:
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+def write_project(root: Path, database: str, actors: str, *, server: str = "",
+                  modules: dict[str, str] | None = None) -> Path:
+    """An ``actor_server.toml`` (with the given [database] body and actors) and its modules."""
+    (root / "actors").mkdir(parents=True, exist_ok=True)
+    for name, code in (modules or {}).items():
+        (root / "actors" / f"{name}.py").write_text(code)
+    path = root / "actor_server.toml"
+    path.write_text(f'[server]\nactors_dir = "actors"\n{server}\n[database]\n{database}\n'
+                    f"{actors}")
+    return path
+
+
+def db_section(url: str, schema: str) -> str:
+    return f"url = {toml_str(url)}\nschema = {toml_str(schema)}\nconnect_timeout_seconds = 5\n"
+
+
+STORY_ACTORS = """
+[[actors]]
+name = "counter"
+module = "counter"
+platform = "console"
+schedule = { type = "interval", seconds = 10 }
+
+[[actors]]
+name = "failing"
+module = "failing"
+platform = "none"
+schedule = { type = "interval", seconds = 3600 }
+
+[[actors]]
+name = "berlin"
+module = "counter"
+platform = "console"
+schedule = { type = "cron", expression = "0 9 * * *", timezone = "Europe/Berlin" }
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, database_url: str, db_schema: str) -> Path:
+    """A project on this test's schema: counter (10 s), failing (hourly), berlin (cron)."""
+    write_project(tmp_path, db_section(database_url, db_schema), STORY_ACTORS,
+                  modules={"counter": COUNTER_PY, "failing": FAILING_PY})
+    return tmp_path
+
+
+class Counter(Actor):
+    async def run(self, ctx: RunContext) -> None:
+        ctx.state["count"] = ctx.state.get("count", 0) + 1
+
+
+class Failing(Actor):
+    async def run(self, ctx: RunContext) -> None:
+        raise RuntimeError("boom")
+
+
+def populate(project: Path) -> None:
+    """Run counter and failing once at START, in process, as a server would have."""
+    config = load_config(project / "actor_server.toml")
+
+    async def go() -> None:
+        database = await open_database(config.database)
+        try:
+            pairs = [(Counter, config.actor("counter")), (Failing, config.actor("failing"))]
+            async with ActorHarness(database, pairs, clock=FakeClock(START)) as harness:
+                runs = await harness.tick()
+                assert sorted(r.status for r in runs) == ["failed", "succeeded"]
+        finally:
+            await database.close()
+
+    asyncio.run(go())
+
+
+def query(url: str, sql: str, *args: Any) -> list[dict[str, Any]]:
+    async def go() -> list[dict[str, Any]]:
+        conn = await asyncpg.connect(url)
+        try:
+            return [dict(r) for r in await conn.fetch(sql, *args)]
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+# --------------------------------------------------------------------------------------------
+# Without a database
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "required: COMMAND"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["history", "--limit", "0"], "must be at least 1"),
+        (["next", "counter", "--after", "yesterday"], "not an ISO 8601 date-time"),
+        (["status", "--config", "missing.toml"], "missing.toml: configuration file not found"),
+    ],
+)
+def test_usage_and_configuration_errors_exit_2(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    r = cli(*args, cwd=tmp_path)
+    assert r.code == 2
+    assert message in r.err
+
+
+def test_init_writes_a_starter_that_checks_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    r = cli("init", "--config", "proj/actor_server.toml", cwd=tmp_path)  # DIR from --config
+    assert r.code == 0, r.err
+    config = tmp_path / "proj" / "actor_server.toml"
+    assert config.is_file() and (tmp_path / "proj" / "actors" / "hello.py").is_file()
+    config.write_text(config.read_text() + "\n# mine\n")
+
+    r = cli("init", "proj", cwd=tmp_path)
+    assert r.code == 1
+    assert "actor_server.toml already exists" in r.err and "--force" in r.err
+    assert config.read_text().endswith("# mine\n")  # nothing was overwritten
+
+    r = cli("init", "proj", "--force", cwd=tmp_path)
+    assert r.code == 0 and "# mine" not in config.read_text()
+
+    # The starter is valid and runnable: check loads its actor and shows three slots.
+    r = cli("check", "--config", "proj/actor_server.toml", cwd=tmp_path)
+    assert r.code == 0, r.err
+    assert "hello" in r.out and "every 10 s" in r.out
+    (slots,) = [line for line in r.out.splitlines() if line.strip().startswith("next:")]
+    assert len(slots.split(", ")) == 3
+    assert all(datetime.fromisoformat(s).tzinfo for s in slots.split(": ", 1)[1].split(", "))
+
+
+CONFIG_PROBLEMS = """
+[[actors]]
+name = "a"
+module = "a"
+shedule = { type = "interval", seconds = 5 }
+
+[[actors]]
+name = "b"
+module = "b"
+schedule = { type = "cron", expression = "0 25 * * *", timezone = "Mars/Olympus" }
+"""
+
+PLUGIN_PROBLEMS = """
+[[actors]]
+name = "ghost"
+module = "no_such_module"
+schedule = { type = "immediate" }
+
+[[actors]]
+name = "broken"
+module = "broken"
+schedule = { type = "immediate" }
+
+[[actors]]
+name = "empty"
+module = "empty"
+schedule = { type = "immediate" }
+"""
+
+
+@pytest.mark.parametrize(
+    ("actors", "expected"),
+    [
+        (CONFIG_PROBLEMS, ["actors[0].schedule: required key is missing",
+                           "actors[0].shedule: unknown key; did you mean 'schedule'?",
+                           "actors[1].schedule.expression: bad hour field '25'",
+                           "actors[1].schedule.timezone"]),
+        (PLUGIN_PROBLEMS, ["'ghost'", "no_such_module", "'broken'", "SyntaxError",
+                           "'empty'", "defines no actor"]),
+    ],
+    ids=["config", "plugins"],
+)
+def test_check_reports_every_problem_at_once(
+    tmp_path: Path, actors: str, expected: list[str]
+) -> None:
+    write_project(tmp_path, 'url = "postgresql://nobody@127.0.0.1:1/none"', actors,
+                  modules={"broken": "x = 1\ndef oops(:\n", "empty": "X = 1\n"})
+    r = cli("check", cwd=tmp_path)
+    assert r.code == 2
+    problems = r.err.strip().splitlines()
+    for text in expected:
+        assert text in r.err
+    # One line each, all of them at once, each naming the file (and the line where known).
+    assert len(problems) == (4 if actors is CONFIG_PROBLEMS else 3), r.err
+    assert all("actor_server.toml" in line.split(": ", 1)[0] for line in problems)
+
+
+def test_run_refuses_broken_actors_before_touching_the_database(tmp_path: Path) -> None:
+    write_project(tmp_path, 'url = "postgresql://nobody@127.0.0.1:1/none"', PLUGIN_PROBLEMS,
+                  modules={"broken": "def oops(:\n", "empty": "X = 1\n"})
+    r = cli("run", cwd=tmp_path, timeout=20)
+    assert r.code == 2
+    assert "defines no actor" in r.err
+    assert "database" not in r.err  # it stopped before opening it
+
+
+@pytest.mark.parametrize("position", ["before", "after"])
+def test_config_show_redacts_secrets(tmp_path: Path, position: str) -> None:
+    write_project(
+        tmp_path / "elsewhere",
+        'url = "postgresql://bot:hunter2@db.example:5432/bot"',
+        '[[actors]]\nname = "a"\nmodule = "a"\nschedule = { type = "immediate" }\n'
+        'settings = { api_token = "tok-123", top_n = 3 }\n',
+    )
+    config = ["--config", "elsewhere/actor_server.toml"]
+    args = [*config, "config", "show"] if position == "before" else ["config", "show", *config]
+    r = cli(*args, cwd=tmp_path)
+    assert r.code == 0, r.err
+    assert "hunter2" not in r.out and "tok-123" not in r.out
+    assert 'url = "postgresql://bot:***@db.example:5432/bot"' in r.out
+    assert 'api_token = "***"' in r.out and "top_n = 3" in r.out
+
+
+def test_unreachable_database(tmp_path: Path) -> None:
+    """next falls back to the schedule alone; status fails with exit 1 and a clear message."""
+    write_project(tmp_path, 'url = "postgresql://bot:hunter2@127.0.0.1:1/bot"\n'
+                  "connect_timeout_seconds = 0.3", STORY_ACTORS, modules={"counter": COUNTER_PY})
+    r = cli("next", "berlin", "--count", "3", "--after", "2026-03-28T00:00:00+01:00", "--json",
+            cwd=tmp_path)
+    assert r.code == 0, r.err
+    # Daily at 09:00 in Berlin across the spring-forward of 2026-03-29: the offset changes.
+    assert r.json() == ["2026-03-28T09:00:00+01:00", "2026-03-29T09:00:00+02:00",
+                        "2026-03-30T09:00:00+02:00"]
+    assert "schedule alone" in r.err and "hunter2" not in r.err
+
+    r = cli("status", cwd=tmp_path)
+    assert r.code == 1
+    assert "postgresql://bot:***@127.0.0.1:1/bot is unavailable" in r.err
+    assert "hunter2" not in r.err
+
+
+# --------------------------------------------------------------------------------------------
+# On the test database
+
+
+def test_commands_before_the_first_run(project: Path, database_url: str, db_schema: str) -> None:
+    r = cli("status", "--json", cwd=project)
+    assert r.code == 0, r.err
+    assert [(a["actor"], a["registered"], a["next_run"]) for a in r.json()] == [
+        ("counter", False, None), ("failing", False, None), ("berlin", False, None)]
+
+    r = cli("pause", "counter", cwd=project)
+    assert r.code == 1 and "start 'discord-actor run' once first" in r.err
+
+    r = cli("migrate", cwd=project)
+    assert r.code == 0, r.err
+    assert "applied 0001_initial" in r.out and db_schema in r.out
+    r = cli("migrate", cwd=project)
+    assert r.code == 0 and "already up to date" in r.out
+    assert query(database_url, f'SELECT version FROM "{db_schema}".schema_migrations') == [
+        {"version": 1}]
+
+
+def test_status_history_and_next_after_runs(project: Path) -> None:
+    populate(project)
+
+    r = cli("status", "--json", cwd=project)
+    assert r.code == 0, r.err
+    status = {a["actor"]: a for a in r.json()}
+    assert list(status) == ["counter", "failing", "berlin"]
+    counter, failing = status["counter"], status["failing"]
+    for key in ("actor", "enabled", "paused", "paused_reason", "next_run", "last_status",
+                "last_run_at", "consecutive_failures", "running"):
+        assert key in counter
+    assert counter["enabled"] is True and counter["paused"] is False
+    assert counter["next_run"] == "2026-01-05T12:00:10+00:00"
+    assert (counter["last_status"], counter["consecutive_failures"]) == ("succeeded", 0)
+    assert datetime.fromisoformat(counter["last_run_at"]).utcoffset() is not None
+    assert (failing["last_status"], failing["consecutive_failures"]) == ("failed", 1)
+    assert status["berlin"]["registered"] is False and counter["running"] == 0
+
+    r = cli("status", cwd=project)
+    assert r.code == 0, r.err
+    header, *rows = r.out.splitlines()
+    assert header.split()[:3] == ["ACTOR", "STATE", "NEXT"]
+    assert rows[0].index("2026-01-05T12:00:10+00:00") == header.index("NEXT RUN")  # aligned
+
+    r = cli("history", "--json", cwd=project)
+    assert r.code == 0, r.err
+    runs = r.json()
+    assert [run["actor"] for run in runs] == ["failing", "counter"]  # newest first
+    assert runs[0]["id"] > runs[1]["id"]
+    for key in ("id", "actor", "scheduled_for", "started_at", "finished_at", "duration_ms",
+                "status", "attempt", "trigger", "error"):
+        assert key in runs[0]
+    assert runs[1]["error"] is None and runs[1]["scheduled_for"] == "2026-01-05T12:00:00+00:00"
+    assert datetime.fromisoformat(runs[1]["finished_at"]).utcoffset() is not None
+
+    r = cli("history", "failing", "--status", "failed", "--limit", "1", "--json", cwd=project)
+    assert r.code == 0, r.err
+    (run,) = r.json()
+    assert (run["status"], run["attempt"], run["trigger"]) == ("failed", 1, "schedule")
+    assert run["error"] == "RuntimeError: boom"
+
+    r = cli("history", "countr", cwd=project)
+    assert r.code == 2 and "did you mean 'counter'?" in r.err
+
+    # Anchored at the stored next slot (12:00:10), not at --after: the grid is 10, 20, 30.
+    r = cli("next", "counter", "--count", "3", "--after", "2026-01-05T12:00:03Z", "--json",
+            cwd=project)
+    assert r.code == 0, r.err
+    assert r.json() == ["2026-01-05T12:00:10+00:00", "2026-01-05T12:00:20+00:00",
+                        "2026-01-05T12:00:30+00:00"]
+
+
+def test_pause_trigger_resume_and_prune(project: Path, database_url: str, db_schema: str) -> None:
+    populate(project)
+
+    def task(actor: str) -> dict[str, Any]:
+        (row,) = query(database_url, f'SELECT * FROM "{db_schema}".tasks WHERE actor = $1', actor)
+        return row
+
+    r = cli("pause", "counter", "--reason", "maintenance", cwd=project)
+    assert r.code == 0, r.err
+    assert (task("counter")["paused"], task("counter")["paused_reason"]) == (True, "maintenance")
+
+    r = cli("trigger", "counter", cwd=project)
+    assert r.code == 1
+    assert "paused (maintenance)" in r.err and "discord-actor resume counter" in r.err
+    assert task("counter")["manual_at"] is None
+
+    r = cli("resume", "failing", cwd=project)  # not paused: resets the failure count
+    assert r.code == 0, r.err
+    r = cli("resume", "counter", cwd=project)
+    assert r.code == 0 and "resumed counter" in r.out
+    r = cli("trigger", "counter", cwd=project)
+    assert r.code == 0, r.err
+    counter = task("counter")
+    assert (counter["paused"], counter["manual_at"] is not None) == (False, True)
+    assert task("failing")["consecutive_failures"] == 0
+
+    r = cli("prune", cwd=project)  # server.run_retention_days (30): the runs are recent
+    assert r.code == 0 and "deleted 0 runs" in r.out
+    r = cli("prune", "--older-than-days", "0", cwd=project)
+    assert r.code == 0 and "deleted 2 runs" in r.out
+    assert query(database_url, f'SELECT count(*) AS n FROM "{db_schema}".runs') == [{"n": 0}]
+
+
+def _session_data_dir() -> Path | None:
+    """The data directory of this session's embedded server (see testing/plugin.py)."""
+    found = list(Path(tempfile.gettempdir()).glob(f"discord_actor-test-{os.getpid()}-*/pgdata"))
+    return found[0] if len(found) == 1 else None
+
+
+def test_a_command_attaches_to_the_embedded_server_without_stopping_it(
+    tmp_path: Path, database_url: str, db_schema: str
+) -> None:
+    data_dir = _session_data_dir()
+    if os.environ.get("DATABASE_URL") or data_dir is None:
+        pytest.skip("the session database is not an embedded server started by this process")
+    write_project(tmp_path, f"data_dir = {toml_str(data_dir)}\nschema = {toml_str(db_schema)}",
+                  STORY_ACTORS, modules={"counter": COUNTER_PY, "failing": FAILING_PY})
+    r = cli("migrate", cwd=tmp_path)
+    assert r.code == 0, r.err
+    assert f"embedded PostgreSQL in {data_dir}" in r.out
+    # The server this process started is still up, and the command's pid is forgotten.
+    assert query(database_url, "SELECT 1 AS ok") == [{"ok": 1}]
+    assert json.loads((data_dir / ".handle_pids.json").read_text()) == [os.getpid()]
+
+
+# --------------------------------------------------------------------------------------------
+# run
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def _statuses(database_url: str, schema: str) -> dict[str, list[str]]:
+    try:
+        rows = query(database_url, f'SELECT t.actor, r.status FROM "{schema}".runs r JOIN '
+                     f'"{schema}".tasks t ON t.id = r.task_id ORDER BY r.id')
+    except asyncpg.UndefinedTableError:
+        return {}
+    out: dict[str, list[str]] = {}
+    for row in rows:
+        out.setdefault(row["actor"], []).append(row["status"])
+    return out
+
+
+RUN_ACTORS = """
+[[actors]]
+name = "ticker"
+module = "counter"
+schedule = { type = "interval", seconds = 1 }
+
+[[actors]]
+name = "hello"
+module = "counter"
+schedule = { type = "immediate" }
+
+[[actors]]
+name = "sleeper"
+module = "sleeper"
+schedule = { type = "immediate" }
+"""
+
+
+def test_run_until_interrupted(tmp_path: Path, database_url: str, db_schema: str) -> None:
+    """Runs until SIGINT; a second SIGINT cancels the run still going; a clean exit 0."""
+    write_project(tmp_path, db_section(database_url, db_schema), RUN_ACTORS,
+                  server="shutdown_grace_seconds = 60\n",
+                  modules={"counter": COUNTER_PY, "sleeper": SLEEPER_PY})
+    out, err = tmp_path / "out.txt", tmp_path / "err.txt"
+    with out.open("w") as out_f, err.open("w") as err_f:
+        proc = subprocess.Popen([*CLI, "run"], cwd=tmp_path, env=_env(), stdout=out_f,
+                                stderr=err_f)
+    try:
+        def started() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"run exited with {proc.returncode}: {err.read_text()}")
+            s = _statuses(database_url, db_schema)
+            return (s.get("ticker", []).count("succeeded") >= 2 and s.get("hello") == ["succeeded"]
+                    and s.get("sleeper") == ["running"])
+
+        _wait_for(started, 30, "runs of ticker, hello and sleeper")
+        proc.send_signal(signal.SIGINT)
+        # Graceful: it waits for sleeper (up to shutdown_grace_seconds = 60) ...
+        _wait_for(lambda: "waiting up to 60 s for 1 running run" in err.read_text(), 10,
+                  "the shutdown to wait for sleeper")
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)  # the impatient operator: cancel it now
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = err.read_text()
+    assert "Traceback" not in log and " ERROR " not in log, log
+    assert "stopped cleanly" in log
+    assert f"database: {redact_url(database_url)} (schema {db_schema})" in log
+    statuses = _statuses(database_url, db_schema)
+    assert all("running" not in runs for runs in statuses.values()), statuses
+    assert statuses["sleeper"] == ["cancelled"]
+    posts = out.read_text()
+    for post in ("[ticker] tick 1", "[ticker] tick 2", "[hello] tick 1", "[sleeper] sleeping"):
+        assert post in posts
