@@ -269,7 +269,7 @@ _SCHEDULE_KEYS = _SCHEDULE_COMMON + tuple(_SCHEDULE_SPECIFIC.values())
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _ACTOR_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*(:[A-Za-z_][A-Za-z0-9_]*)?")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _AT_EXAMPLE = "e.g. 2026-12-01T09:00:00+01:00"
 
@@ -630,7 +630,8 @@ class _Reader:
             module = self.string(t, "module", p, "")
             if isinstance(t["module"], str) and not _MODULE.fullmatch(module):
                 self.problem((*p, "module"), f"{module!r} is not a module name (a module in "
-                             "actors_dir such as 'daily_digest', or a dotted import path)")
+                             "actors_dir such as 'daily_digest', or a dotted import path, optionally"
+                             " followed by ':NAME' to pick one actor of the module)")
         platform = self.choice(t, "platform", p, None, PLATFORMS)
         channel_id = self.integer(t, "channel_id", p, None, minimum=1)
         if platform == "discord" and "channel_id" not in t:

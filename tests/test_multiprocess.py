@@ -1,0 +1,201 @@
+"""Several real ``discord-actor run`` processes on one database, and a database restart."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from discord_actor import RunContext, actor
+from discord_actor.config import DatabaseConfig, ScheduleConfig
+from discord_actor.db import EmbeddedPostgres, open_database
+from discord_actor.db.store import Store
+from discord_actor.runtime import Runtime
+from discord_actor.testing.harness import RecordingPlatform, actor_config, load, make_config
+
+pytestmark = pytest.mark.slow
+
+ACTORS = """
+import asyncio
+from discord_actor import RunContext, actor
+
+@actor(platform="none")
+async def ticker(ctx: RunContext) -> None:
+    pass
+
+@actor(platform="none")
+async def sleeper(ctx: RunContext) -> None:
+    await asyncio.sleep(60)
+"""
+
+
+def write_project(tmp_path: Path, database_url: str, schema: str) -> Path:
+    (tmp_path / "actors").mkdir()
+    (tmp_path / "actors" / "jobs.py").write_text(ACTORS)
+    config = tmp_path / "actor_server.toml"
+    config.write_text(
+        textwrap.dedent(f"""
+        [server]
+        lease_seconds = 1.5
+        poll_interval_seconds = 0.2
+        shutdown_grace_seconds = 1
+
+        [database]
+        url = "{database_url}"
+        schema = "{schema}"
+        max_pool_size = 4
+
+        [[actors]]
+        name = "ticker"
+        module = "jobs:ticker"
+        schedule = {{ type = "interval", seconds = 0.5 }}
+
+        [[actors]]
+        name = "sleeper"
+        module = "jobs:sleeper"
+        schedule = {{ type = "interval", seconds = 3600 }}
+        """)
+    )
+    return config
+
+
+@pytest.fixture
+def servers(
+    tmp_path: Path, database_url: str, db_schema: str
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    config = write_project(tmp_path, database_url, db_schema)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "discord_actor.cli", "run", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(tmp_path / f"server{i}.log", "wb"),  # noqa: SIM115
+        )
+        for i in range(2)
+    ]
+    yield procs
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+async def fetch(url: str, schema: str, sql: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetch(sql.replace("S.", f"{schema}."))
+    finally:
+        await conn.close()
+
+
+async def test_two_processes_run_each_slot_once_and_survive_a_kill(
+    servers: list[subprocess.Popen[bytes]], database_url: str, db_schema: str
+) -> None:
+    runs_sql = "SELECT r.*, t.actor FROM S.runs r JOIN S.tasks t ON t.id = r.task_id ORDER BY r.id"
+    # Wait until the sleeper is running somewhere and the ticker has run a few times.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            rows = await fetch(database_url, db_schema, runs_sql)
+        except asyncpg.UndefinedTableError:
+            rows = []
+        sleeping = [r for r in rows if r["actor"] == "sleeper" and r["status"] == "running"]
+        if sleeping and sum(r["actor"] == "ticker" for r in rows) >= 6:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        pytest.fail("the servers did not start running actors in time")
+
+    owner = sleeping[0]["instance_id"]
+    pid = int(owner.split(":")[1])
+    victim = next(p for p in servers if p.pid == pid)
+    survivor = next(p for p in servers if p.pid != pid)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    killed_at = time.monotonic()
+
+    # Within the lease (1.5 s) plus a heartbeat, the survivor declares the run abandoned.
+    while time.monotonic() - killed_at < 10:
+        rows = await fetch(database_url, db_schema, runs_sql)
+        lost = [r for r in rows if r["id"] == sleeping[0]["id"]][0]
+        if lost["status"] == "abandoned":
+            break
+        await asyncio.sleep(0.1)
+    assert lost["status"] == "abandoned"
+    assert time.monotonic() - killed_at < 1.5 + 1.5 + 1.0
+
+    await asyncio.sleep(1.5)  # the ticker carries on in the survivor
+    survivor.send_signal(signal.SIGINT)
+    assert survivor.wait(timeout=15) == 0
+
+    rows = await fetch(database_url, db_schema, runs_sql)
+    ticks = [r for r in rows if r["actor"] == "ticker"]
+    slots = [r["scheduled_for"] for r in ticks if r["attempt"] == 1]
+    assert len(slots) == len(set(slots)), "a slot ran twice"
+    assert {r["status"] for r in rows} <= {"succeeded", "abandoned", "cancelled"}
+    after_kill = [r for r in ticks if r["started_at"] > lost["finished_at"]]
+    assert after_kill and {r["instance_id"] for r in after_kill} == {rows[-1]["instance_id"]}
+    # Fixed-rate slots, none missing between the first and the last.
+    ordered = sorted(slots)
+    gaps = {b - a for a, b in zip(ordered, ordered[1:], strict=False)}
+    assert gaps <= {timedelta(seconds=0.5)} | {timedelta(seconds=0.5 * k) for k in range(2, 8)}
+
+
+async def test_a_database_restart_loses_no_run(tmp_path: Path) -> None:
+    server = EmbeddedPostgres()
+    data_dir = tmp_path / "pgdata"
+    url = await asyncio.to_thread(server.start, data_dir)
+    finished = asyncio.Event()
+    started = asyncio.Event()
+
+    @actor
+    async def through_restart(ctx: RunContext) -> None:
+        started.set()
+        await asyncio.sleep(1.0)  # the database restarts meanwhile
+        ctx.state["survived"] = True
+        finished.set()
+
+    database = await open_database(
+        DatabaseConfig(url=url, schema="restart", connect_timeout_seconds=5)
+    )
+    cfg = actor_config(
+        "through_restart", schedule=ScheduleConfig(type="interval", timezone="UTC", seconds=3600)
+    )
+    config = make_config(database.config, [cfg], poll_interval_seconds=0.2)
+    platform = RecordingPlatform()
+    runtime = Runtime(
+        config,
+        database,
+        {"through_restart": load(through_restart, config.actors[0])},
+        platforms={"console": platform, "discord": platform, "none": platform},
+    )
+    try:
+        await runtime.start()
+        await asyncio.wait_for(started.wait(), 10)
+        await asyncio.to_thread(server.stop)
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(server.start, data_dir)
+        await asyncio.wait_for(finished.wait(), 10)
+        store = Store(database.pool, database.schema)
+        for _ in range(100):
+            runs = await store.history("through_restart")
+            if runs and runs[0]["status"] != "running":
+                break
+            await asyncio.sleep(0.1)
+        assert [r["status"] for r in runs] == ["succeeded"]
+        task = await store.task("through_restart")
+        assert task is not None and '"survived": true' in task["state"]
+    finally:
+        await runtime.stop()
+        await database.close()
+        await asyncio.to_thread(server.stop)
+    assert os.path.isdir(data_dir)
