@@ -130,6 +130,7 @@ class ActorConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     settings: dict[str, Any] = field(default_factory=dict)
     index: int = 0  # position in the file, for error messages: actors[index]
+    line: int | None = None  # line of its ``module`` key, for plugin errors
 
 
 @dataclass(frozen=True)
@@ -630,7 +631,8 @@ class _Reader:
             module = self.string(t, "module", p, "")
             if isinstance(t["module"], str) and not _MODULE.fullmatch(module):
                 self.problem((*p, "module"), f"{module!r} is not a module name (a module in "
-                             "actors_dir such as 'daily_digest', or a dotted import path, optionally"
+                             "actors_dir such as 'daily_digest', or a dotted import path,"
+                             " optionally"
                              " followed by ':NAME' to pick one actor of the module)")
         platform = self.choice(t, "platform", p, None, PLATFORMS)
         channel_id = self.integer(t, "channel_id", p, None, minimum=1)
@@ -661,6 +663,7 @@ class _Reader:
             retry=self.retry(t, p),
             settings=settings if settings is not None else {},
             index=i,
+            line=self.lines.line_of((*p, "module")),
         )
         # A broken name is already reported; keep it out of the duplicate check.
         return actor if _ACTOR_NAME.fullmatch(name) else None

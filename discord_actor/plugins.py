@@ -48,10 +48,20 @@ def load_actors(config: Config) -> dict[str, LoadedActor]:
         try:
             loaded[actor_config.name] = _load_one(config, actor_config)
         except PluginError as e:
-            problems.append(Problem(str(config.path), f"{key}.module", str(e)))
+            problems.append(
+                Problem(_shown(config.path), f"{key}.module", str(e), actor_config.line)
+            )
     if problems:
         raise ConfigError(problems)
     return loaded
+
+
+def _shown(path: Path) -> str:
+    """The config path as the user would write it: relative to the working directory if inside."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _load_one(config: Config, actor_config: ActorConfig) -> LoadedActor:

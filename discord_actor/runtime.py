@@ -33,7 +33,7 @@ from .platforms import Platform
 from .platforms.console import ConsolePlatform
 from .platforms.none import NoPlatform
 from .plugins import LoadedActor
-from .schedules import Schedule, build_schedule, decide, jittered
+from .schedules import Schedule, build_schedule, decide, format_slot, jittered
 
 log = logging.getLogger("discord_actor.runtime")
 
@@ -378,13 +378,13 @@ class Runtime:
             checkpoint=lambda state: self.store.checkpoint(run.task_id, state),
             client=self.client,
         )
-        log.info(
+        log.debug(
             "run %d of %s started (%s, attempt %d, slot %s)",
             run.run_id,
             run.actor,
             run.trigger,
             run.attempt,
-            run.scheduled_for.isoformat(),
+            format_slot(run.scheduled_for.astimezone(self.schedules[run.actor].tz)),
         )
         timeout = asyncio.timeout(cfg.timeout_seconds)
         error: BaseException | None = None
@@ -479,7 +479,13 @@ class Runtime:
             return
         self._views[finished.task.id] = finished.task
         if outcome.status == "succeeded":
-            log.info("run %d of %s succeeded", run.run_id, run.actor)
+            log.info(
+                "run %d of %s succeeded (%s, slot %s)",
+                run.run_id,
+                run.actor,
+                run.trigger,
+                format_slot(run.scheduled_for.astimezone(self.schedules[run.actor].tz)),
+            )
         else:
             retry = f"; retry at {outcome.retry_at.isoformat()}" if outcome.retry_at else ""
             log.warning(

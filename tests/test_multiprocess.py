@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
+import itertools
 import signal
 import subprocess
 import sys
@@ -78,7 +78,7 @@ def servers(
         subprocess.Popen(
             [sys.executable, "-m", "discord_actor.cli", "run", "--config", str(config)],
             stdout=subprocess.DEVNULL,
-            stderr=open(tmp_path / f"server{i}.log", "wb"),  # noqa: SIM115
+            stderr=open(tmp_path / f"server{i}.log", "wb"),
         )
         for i in range(2)
     ]
@@ -126,7 +126,7 @@ async def test_two_processes_run_each_slot_once_and_survive_a_kill(
     # Within the lease (1.5 s) plus a heartbeat, the survivor declares the run abandoned.
     while time.monotonic() - killed_at < 10:
         rows = await fetch(database_url, db_schema, runs_sql)
-        lost = [r for r in rows if r["id"] == sleeping[0]["id"]][0]
+        lost = next(r for r in rows if r["id"] == sleeping[0]["id"])
         if lost["status"] == "abandoned":
             break
         await asyncio.sleep(0.1)
@@ -146,7 +146,7 @@ async def test_two_processes_run_each_slot_once_and_survive_a_kill(
     assert after_kill and {r["instance_id"] for r in after_kill} == {rows[-1]["instance_id"]}
     # Fixed-rate slots, none missing between the first and the last.
     ordered = sorted(slots)
-    gaps = {b - a for a, b in zip(ordered, ordered[1:], strict=False)}
+    gaps = {b - a for a, b in itertools.pairwise(ordered)}
     assert gaps <= {timedelta(seconds=0.5)} | {timedelta(seconds=0.5 * k) for k in range(2, 8)}
 
 
@@ -198,4 +198,3 @@ async def test_a_database_restart_loses_no_run(tmp_path: Path) -> None:
         await runtime.stop()
         await database.close()
         await asyncio.to_thread(server.stop)
-    assert os.path.isdir(data_dir)

@@ -4,6 +4,10 @@ Fixtures available to any test suite once ``discord-actor`` is installed:
 
 - database: ``database_server_url`` (session), ``database_url``, ``db_schema``, ``db_config``,
   ``database``: one real PostgreSQL per test session, a fresh schema per test.
+- ``fake_clock``: a clock that steps schedules without sleeping.
+- ``run_actor``: runs one actor once with given state and settings, returns the recorded run.
+- ``fake_discord``, ``fake_discord_bot``: a wire-level fake of Discord on loopback, and a real
+  discord.py bot connected to it (discord_actor.testing.fake_discord).
 
 Heavy imports (asyncpg, the embedded server) happen inside the fixtures, so merely having the
 plugin installed costs other test suites nothing.
@@ -35,6 +39,9 @@ except ImportError:  # the async fixtures below need it; the sync ones do not
     pytest_asyncio = None  # type: ignore[assignment]
 
 _T = TypeVar("_T")
+
+# The wire-level fake Discord: fixtures ``fake_discord`` and ``fake_discord_bot``.
+pytest_plugins = ["discord_actor.testing.fake_discord.fixtures"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,3 +208,33 @@ else:
     def _database_unavailable() -> None:
         """Needs pytest-asyncio (``pip install pytest-asyncio``)."""
         pytest.fail("the 'database' fixture needs pytest-asyncio: pip install pytest-asyncio")
+
+
+# --------------------------------------------------------------------------------------------
+# Time and actors: a fake clock, and running one actor once.
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_clock() -> Any:
+    """A ``FakeClock`` at 2026-01-05 12:00 UTC; ``advance()`` steps schedules without sleeping.
+
+    Pass it to ``ActorHarness(database, actors, clock=fake_clock)`` (discord_actor.testing.harness).
+    """
+    from datetime import UTC, datetime
+
+    from discord_actor.clock import FakeClock
+
+    return FakeClock(datetime(2026, 1, 5, 12, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+def run_actor(database: Database) -> Any:
+    """``await run_actor(MyActor, state={...}, settings={...})`` runs an actor once on the test
+    database and returns the recorded run (status, error, posts and the stored state after)."""
+    from discord_actor.testing.harness import run_actor_once
+
+    async def run(actor: Any, **kwargs: Any) -> Any:
+        return await run_actor_once(database, actor, **kwargs)
+
+    return run

@@ -1,0 +1,35 @@
+"""Run the fake Discord standalone: ``python -m discord_actor.testing.fake_discord``.
+
+Prints the token and the addresses to put in ``api_base_url`` and ``gateway_url``; injected
+messages and interactions need the Python API, but a bot can connect, sync and post.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+
+from .server import FakeDiscord
+
+
+async def serve(token: str | None, heartbeat_ms: int) -> None:
+    async with FakeDiscord(token=token, heartbeat_interval_ms=heartbeat_ms) as fake:
+        print(f"DISCORD_TOKEN={fake.token}")
+        print(f"api_base_url = {fake.api_url!r}")
+        print(f"gateway_url = {fake.gateway_url!r}")
+        print(f"guild {fake.guild.id}, channel #{fake.channel.name} {fake.channel.id}", flush=True)
+        await asyncio.Event().wait()  # until interrupted
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--token", help="bot token to accept (default: a random one)")
+    parser.add_argument("--heartbeat-ms", type=int, default=41_250)
+    args = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(args.token, args.heartbeat_ms))
+
+
+if __name__ == "__main__":
+    main()
