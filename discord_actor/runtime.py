@@ -17,8 +17,9 @@ import time
 import traceback
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -48,6 +49,33 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+@dataclass(frozen=True)
+class Alert:
+    """A failure worth telling an operator about: a run of failures, or the breaker tripping."""
+
+    actor: str
+    run_id: int
+    outcome: Outcome
+    consecutive_failures: int
+    paused: bool  # the circuit breaker paused the actor
+
+    def text(self) -> str:
+        error = f"{self.outcome.error_type}: {self.outcome.error_message}"
+        if self.paused:
+            return (
+                f"actor {self.actor} paused after {self.consecutive_failures} consecutive"
+                f" failures (last: run {self.run_id}, {error}); resume it with:"
+                f" discord-actor resume {self.actor}"
+            )
+        return (
+            f"actor {self.actor} failed {self.consecutive_failures} times in a row"
+            f" (last: run {self.run_id}, {error})"
+        )
+
+
+AlertSink = Callable[[Alert], Awaitable[None]]
+
+
 class PoolExhausted(Exception):
     """An actor waited longer than ``acquire_timeout_seconds`` for a pooled connection."""
 
@@ -75,6 +103,7 @@ class Runtime:
         clock: Clock | None = None,
         platforms: Mapping[str, Platform] | None = None,
         client: Any = None,
+        alerts: AlertSink | None = None,
         instance_id: str | None = None,
     ) -> None:
         self.config = config
@@ -83,6 +112,8 @@ class Runtime:
         self.clock = clock or Clock()
         self.platforms = dict(platforms or default_platforms())
         self.client = client
+        self.alerts = alerts  # where failure alerts go (Discord's alert channel), if anywhere
+        self._alert_tasks: set[asyncio.Task[None]] = set()
         self.instance_id = (
             instance_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         )
@@ -180,6 +211,8 @@ class Runtime:
                     await loaded.instance.teardown()
                 except Exception as e:
                     log.error("actor %s: teardown() failed: %s: %s", name, type(e).__name__, e)
+        if self._alert_tasks:
+            await asyncio.wait(list(self._alert_tasks), timeout=5)
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -496,16 +529,23 @@ class Runtime:
                 outcome.error_message,
                 retry,
             )
+        alert: Alert | None = None
         if finished.breaker_tripped:
-            log.error(
-                "actor %s paused after %d consecutive failures (last: run %d, %s);"
-                " resume it with: discord-actor resume %s",
-                run.actor,
-                finished.consecutive_failures,
-                run.run_id,
-                outcome.error_message,
-                run.actor,
-            )
+            alert = Alert(run.actor, run.run_id, outcome, finished.consecutive_failures, True)
+            log.error("%s", alert.text())
+        elif outcome.counts_as_failure and finished.consecutive_failures >= 2:
+            alert = Alert(run.actor, run.run_id, outcome, finished.consecutive_failures, False)
+        if alert is not None and self.alerts is not None:
+            task = asyncio.create_task(self._send_alert(alert), name=f"alert for {run.actor}")
+            self._alert_tasks.add(task)
+            task.add_done_callback(self._alert_tasks.discard)
+
+    async def _send_alert(self, alert: Alert) -> None:
+        assert self.alerts is not None
+        try:
+            await self.alerts(alert)
+        except Exception as e:
+            log.warning("could not send the alert for %s: %s: %s", alert.actor, type(e).__name__, e)
 
     async def _post(self, loaded: LoadedActor, content: str | None, **kwargs: Any) -> Posted:
         return await self.platforms[loaded.platform].post(loaded.config, content, **kwargs)

@@ -12,6 +12,7 @@ from discord_actor import Actor, RunContext, actor
 from discord_actor.clock import FakeClock
 from discord_actor.config import RetryPolicy, ScheduleConfig
 from discord_actor.db import Database, open_database
+from discord_actor.runtime import Alert
 from discord_actor.testing.harness import ActorHarness, actor_config, run_actor_once
 
 START = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -129,8 +130,13 @@ async def test_circuit_breaker_pauses_and_resume_resets(database: Database) -> N
     async def broken(ctx: RunContext) -> None:
         raise RuntimeError("always")
 
+    alerts: list[Alert] = []
+
+    async def collect(alert: Alert) -> None:
+        alerts.append(alert)
+
     cfg = actor_config("broken", schedule=every(60), max_consecutive_failures=3)
-    async with ActorHarness(database, [(broken, cfg)], clock=FakeClock(START)) as h:
+    async with ActorHarness(database, [(broken, cfg)], clock=FakeClock(START), alerts=collect) as h:
         for _ in range(3):
             assert [r.status for r in await h.tick(60)] == ["failed"]
         task = await h.store.task("broken")
@@ -141,6 +147,10 @@ async def test_circuit_breaker_pauses_and_resume_resets(database: Database) -> N
         task = await h.store.task("broken")
         assert task is not None and not task["paused"] and task["consecutive_failures"] == 0
         assert [r.status for r in await h.tick(60)] == ["failed"]
+    # An alert from the second failure in a row on; the third one trips the breaker.
+    assert [(a.consecutive_failures, a.paused) for a in alerts] == [(2, False), (3, True)]
+    assert "discord-actor resume broken" in alerts[1].text()
+    assert "RuntimeError: always" in alerts[1].text()
 
 
 async def test_pool_exhaustion_is_a_clear_error_and_no_deadlock(database: Database) -> None:

@@ -27,7 +27,7 @@ from ..config import (
 from ..db import Database
 from ..platforms import Platform
 from ..plugins import LoadedActor, _as_actor_class
-from ..runtime import Runtime
+from ..runtime import AlertSink, Runtime
 
 
 @dataclass
@@ -114,6 +114,7 @@ class ActorHarness:
         clock: FakeClock | None = None,
         platform: Platform | None = None,
         instance_id: str | None = None,
+        alerts: AlertSink | None = None,
         **server: Any,
     ) -> None:
         self.clock = clock or FakeClock(datetime(2026, 1, 5, 12, 0, tzinfo=UTC))
@@ -130,6 +131,7 @@ class ActorHarness:
             clock=self.clock,
             platforms={"console": self.platform, "discord": self.platform, "none": self.platform},
             instance_id=instance_id,
+            alerts=alerts,
         )
         self.store = self.runtime.store
 
