@@ -262,7 +262,9 @@ _SERVER_KEYS = tuple(f.name for f in dataclasses.fields(ServerConfig))
 _DATABASE_KEYS = tuple(f.name for f in dataclasses.fields(DatabaseConfig))
 _DISCORD_KEYS = tuple(f.name for f in dataclasses.fields(DiscordConfig))
 _RETRY_KEYS = tuple(f.name for f in dataclasses.fields(RetryPolicy))
-_ACTOR_KEYS = tuple(f.name for f in dataclasses.fields(ActorConfig) if f.name != "index")
+_ACTOR_KEYS = tuple(
+    f.name for f in dataclasses.fields(ActorConfig) if f.name not in ("index", "line")
+)
 _SCHEDULE_COMMON = ("type", "timezone", "jitter_seconds", "catch_up")
 _SCHEDULE_SPECIFIC = {"interval": "seconds", "cron": "expression", "once": "at"}
 _SCHEDULE_KEYS = _SCHEDULE_COMMON + tuple(_SCHEDULE_SPECIFIC.values())
