@@ -130,7 +130,7 @@ class ActorConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     settings: dict[str, Any] = field(default_factory=dict)
     index: int = 0  # position in the file, for error messages: actors[index]
-    line: int | None = None  # line of its ``module`` key, for plugin errors
+    line: int | None = field(default=None, compare=False)  # of its `module` key, for errors
 
 
 @dataclass(frozen=True)
@@ -206,7 +206,7 @@ def dump_config(config: Config) -> str:
     actors = []
     for a in config.actors:
         d = _plain(a)
-        del d["index"]
+        del d["index"], d["line"]
         d["settings"] = _redact_settings(a.settings)
         if not a.settings:
             del d["settings"]
