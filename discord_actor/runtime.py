@@ -364,6 +364,8 @@ class Runtime:
         """Seconds until the earliest due work, capped by the poll interval."""
         poll = self.config.server.poll_interval_seconds
         until_sync = poll - (time.monotonic() - self._last_sync)
+        if len(self._running) >= self.config.server.max_concurrent_runs:
+            return max(0.0, until_sync)  # a finishing run wakes the loop
         now = self.clock.now()
         dues = [d for v in self._views.values() if self._runnable(v) and (d := self._due_time(v))]
         until_due = (min(dues) - now).total_seconds() if dues else poll

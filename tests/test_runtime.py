@@ -278,3 +278,28 @@ async def test_max_instances_allows_overlap(database: Database) -> None:
         gate.set()
         await rt.wait_idle()
     assert peak == 2
+
+
+async def test_max_concurrent_runs_caps_the_process(database: Database) -> None:
+    gate = asyncio.Event()
+    running = 0
+    peak = 0
+
+    @actor
+    async def waiting(ctx: RunContext) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await gate.wait()
+        running -= 1
+
+    actors = [(waiting, actor_config(f"w{i}", schedule=every(3600))) for i in range(4)]
+    async with ActorHarness(database, actors, clock=FakeClock(START), max_concurrent_runs=2) as h:
+        first = await h.runtime.run_due()
+        assert len(first) == 2
+        assert await h.runtime.run_due() == []  # full: nothing more is claimed
+        gate.set()
+        await h.runtime.wait_idle()
+        rest = await h.tick()
+    assert peak == 2
+    assert {r.actor for r in rest} | {r.actor for r in first} == {"w0", "w1", "w2", "w3"}
