@@ -297,6 +297,8 @@ async def test_max_concurrent_runs_caps_the_process(database: Database) -> None:
     async with ActorHarness(database, actors, clock=FakeClock(START), max_concurrent_runs=2) as h:
         first = await h.runtime.run_due()
         assert len(first) == 2
+        while running < 2:
+            await asyncio.sleep(0.01)
         assert await h.runtime.run_due() == []  # full: nothing more is claimed
         gate.set()
         await h.runtime.wait_idle()
