@@ -29,6 +29,7 @@ from .actor import Posted, RunContext
 from .clock import Clock
 from .config import ActorConfig, Config
 from .db import Database
+from .db.pool import reset_session
 from .db.store import ClaimedRun, ClaimRequest, Finished, Outcome, Store, TaskSpec, TaskView
 from .platforms import Platform
 from .platforms.console import ConsolePlatform
@@ -261,6 +262,8 @@ class Runtime:
         """Claim and start everything due now; returns what this process claimed."""
         now = self.clock.now()
         free = self.config.server.max_concurrent_runs - len(self._running)
+        if free <= 0:
+            return []
         requests: list[ClaimRequest] = []
         for view in sorted(self._views.values(), key=lambda v: self._due_time(v) or now):
             if len(requests) >= free:
@@ -579,6 +582,10 @@ class Runtime:
             yield conn
         finally:
             self._actor_in_use[cfg.name] -= 1
+            try:
+                await reset_session(conn)  # the actor may have changed anything in its session
+            except BaseException:
+                conn.terminate()  # e.g. cancelled mid-query: the pool replaces it
             await self.database.pool.release(conn)
             for semaphore in held:
                 semaphore.release()

@@ -305,3 +305,24 @@ async def test_max_concurrent_runs_caps_the_process(database: Database) -> None:
         rest = await h.tick()
     assert peak == 2
     assert {r.actor for r in rest} | {r.actor for r in first} == {"w0", "w1", "w2", "w3"}
+
+
+async def test_an_actors_session_changes_do_not_leak_into_the_pool(database: Database) -> None:
+    @actor
+    async def messy(ctx: RunContext) -> None:
+        async with ctx.db() as conn:
+            await conn.execute("SELECT pg_advisory_lock(4242)")
+            await conn.execute("LISTEN somewhere")
+            await conn.execute("SET statement_timeout = '1h'")
+            tx = conn.transaction()
+            await tx.start()  # left open on purpose
+
+    run = await run_actor_once(database, messy)
+    assert run.status == "succeeded"
+    held = await database.pool.fetchval(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242"
+    )
+    listening = await database.pool.fetch("SELECT pg_listening_channels()")
+    assert held == 0 and listening == []
+    for _ in range(database.pool.get_size()):
+        assert await database.pool.fetchval("SHOW statement_timeout") == "0"

@@ -66,6 +66,20 @@ def _describe(exc: BaseException, url: str) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """Skip asyncpg's session reset (one more round trip) when a connection returns to the pool.
+
+    The runtime's own statements leave no session state behind, and an open transaction is still
+    rolled back by asyncpg. Connections lent to actors, which may change anything, are fully reset
+    by ``reset_session`` before they come back (see runtime.Runtime._connection).
+    """
+
+
+async def reset_session(conn: asyncpg.Connection) -> None:
+    """What asyncpg does by default on release: roll back, unlisten, unlock, RESET ALL."""
+    await conn.reset()
+
+
 async def _open(cfg: DatabaseConfig, url: str) -> asyncpg.Pool:
     pool = asyncpg.create_pool(
         url,
@@ -76,6 +90,7 @@ async def _open(cfg: DatabaseConfig, url: str) -> asyncpg.Pool:
         statement_cache_size=cfg.statement_cache_size,
         timeout=cfg.connect_timeout_seconds,
         server_settings={"application_name": APPLICATION_NAME},
+        reset=keep_session,
     )
     await pool
     if cfg.min_pool_size == 0:
