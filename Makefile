@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= actor_server.toml
+# The variable that holds the bot token (discord.token_env in $(CONFIG)); unset -> a dry run.
+TOKEN_ENV ?= DISCORD_TOKEN
 
 .PHONY: run test lint bench clean
 
@@ -14,7 +16,7 @@ $(BIN)/.installed: pyproject.toml
 	@touch $@
 
 run: $(BIN)/.installed
-	$(BIN)/discord-actor run --config $(CONFIG)
+	$(BIN)/discord-actor run --config $(CONFIG) $(if $($(TOKEN_ENV)),,--dry-run)
 
 test: $(BIN)/.installed
 	$(BIN)/pytest

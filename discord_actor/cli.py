@@ -20,7 +20,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -122,7 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite existing files")
 
     command("check", cmd_check, "validate the configuration and the actors; show next slots")
-    command("run", cmd_run, "run the actors until Ctrl-C or SIGTERM")
+    p = command("run", cmd_run, "run the actors until Ctrl-C or SIGTERM (with a bot token: as a "
+                "Discord bot)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="do not connect to Discord: discord actors print their posts on the "
+                   "console")
 
     p = command("status", cmd_status, "show every actor's state from the database")
     p.add_argument("--json", action="store_true", help="print a JSON array")
@@ -377,17 +381,24 @@ def cmd_check(args: argparse.Namespace) -> int:
     return OK
 
 
+def _discord_actors(actors: dict[str, LoadedActor]) -> list[str]:
+    return [n for n, a in actors.items() if a.platform == "discord" and a.config.enabled]
+
+
+def _token(config: Config) -> str | None:
+    """The bot token from the variable named by ``discord.token_env`` (never logged)."""
+    return (os.environ.get(config.discord.token_env) or "").strip() or None
+
+
 def _dry_run_note(config: Config, actors: dict[str, LoadedActor]) -> str | None:
-    """Discord actors print to the console: say so, and why."""
-    names = [n for n, a in actors.items() if a.platform == "discord" and a.config.enabled]
-    if not names:
+    """Discord actors without a token: say what ``run`` will do about it."""
+    names = _discord_actors(actors)
+    if not names or _token(config) is not None:
         return None
     env = config.discord.token_env
-    if os.environ.get(env):
-        why = "the Discord platform is not available in this version"
-    else:
-        why = f"no bot token in ${env}"
-    return f"{why}: discord actors ({', '.join(names)}) run as a console dry run"
+    return (f"no bot token in ${env}: 'discord-actor run' needs one for the discord actors "
+            f"({', '.join(names)}); 'discord-actor run --dry-run' prints their posts on the "
+            "console instead")
 
 
 # --------------------------------------------------------------------------------------------
@@ -400,7 +411,44 @@ def cmd_run(args: argparse.Namespace) -> int:
     _configure_logging()
     config = _config(args)
     actors = load_actors(config)  # problems exit 2 before the database is touched
+    env = config.discord.token_env
+    names = _discord_actors(actors)
+    token = None if args.dry_run else _token(config)
+    if token is not None:
+        return _async(_serve_bot(config, actors, token))
+    if args.dry_run:
+        what = (f"discord actors ({', '.join(names)}) print their posts on the console"
+                if names else "not connecting to Discord")
+        log.info("dry run: %s", what)
+    elif names:
+        raise CliError(
+            f"no bot token: ${env} is not set, and the discord actors ({', '.join(names)}) "
+            f"need one. Set {env} to the bot's token (Discord developer portal > your "
+            "application > Bot > Reset Token), or run 'discord-actor run --dry-run' to print "
+            "their posts on the console instead", USAGE)
+    else:
+        log.info("no bot token in $%s: not connecting to Discord (no /actors commands, no "
+                 "alerts); the actors post on the console", env)
     return _async(_serve(config, actors))
+
+
+class _DiscordLogFilter(logging.Filter):
+    """discord.py logs reconnect attempts with tracebacks (an operator needs one line) and
+    warns about voice support, which a bot that posts does not use."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("discord."):
+            return True
+        if record.name == "discord.client" and "voice will NOT be supported" in str(record.msg):
+            return False
+        if record.exc_info:
+            error = record.exc_info[1]
+            if error is not None:
+                record.msg = f"{record.getMessage()} ({type(error).__name__}: {error})"
+                record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
 
 
 def _configure_logging() -> None:
@@ -408,22 +456,18 @@ def _configure_logging() -> None:
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
     )
+    handler.addFilter(_DiscordLogFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
 
 
-async def _serve(config: Config, actors: dict[str, LoadedActor]) -> int:
-    """Open the database, run until a signal, shut down gracefully; close the database."""
-    import asyncpg
-
-    from discord_actor.runtime import TRANSIENT_DB_ERRORS, Runtime, default_platforms
-
+@contextlib.contextmanager
+def _signal_handlers(stop: asyncio.Event, grace: float,
+                     cancel: Callable[[], None]) -> Iterator[None]:
+    """SIGINT/SIGTERM: the first stops gracefully, the second cancels the running runs."""
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    runtime: Runtime | None = None
     signals = 0
-    grace = config.server.shutdown_grace_seconds
 
     def on_signal(signum: int) -> None:
         nonlocal signals
@@ -433,9 +477,9 @@ async def _serve(config: Config, actors: dict[str, LoadedActor]) -> int:
             log.info("%s: shutting down (running runs get up to %g s; send it again to "
                      "cancel them now)", name, grace)
             stop.set()
-        elif runtime is not None and signals == 2:
+        elif signals == 2:
             log.warning("%s again: cancelling running runs now", name)
-            _cancel_runs(runtime)
+            cancel()
         else:
             log.info("%s: already shutting down", name)
 
@@ -443,11 +487,38 @@ async def _serve(config: Config, actors: dict[str, LoadedActor]) -> int:
     for sig in handled:
         loop.add_signal_handler(sig, on_signal, sig)
     try:
-        dry = _dry_run_note(config, actors)
-        if dry:
-            log.info("%s", dry)
+        yield
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+
+
+async def _open_for_run(config: Config) -> Database:
+    """``open_database`` with the configured pool (``_open`` sizes one for a short command)."""
+    from discord_actor.db import DatabaseUnavailable, MigrationError, open_database
+
+    try:
+        return await open_database(config.database, migrate=True)
+    except (DatabaseUnavailable, MigrationError) as e:
+        raise CliError(str(e)) from None
+
+
+async def _serve(config: Config, actors: dict[str, LoadedActor]) -> int:
+    """Without Discord: open the database, run until a signal, shut down, close the database."""
+    import asyncpg
+
+    from discord_actor.runtime import TRANSIENT_DB_ERRORS, Runtime, default_platforms
+
+    stop = asyncio.Event()
+    runtime: Runtime | None = None
+
+    def cancel() -> None:
+        if runtime is not None:
+            _cancel_runs(runtime)
+
+    with _signal_handlers(stop, config.server.shutdown_grace_seconds, cancel):
         log.info("database: %s", _database_label(config))
-        database = await _until_stopped(_open(config, migrate=True), stop)
+        database = await _until_stopped(_open_for_run(config), stop)
         if database is None:
             log.info("stopped before the database was open")
             return OK
@@ -464,9 +535,74 @@ async def _serve(config: Config, actors: dict[str, LoadedActor]) -> int:
             await database.close()  # detaches from the embedded server (stops it if last)
         log.info("stopped cleanly")
         return OK
-    finally:
-        for sig in handled:
-            loop.remove_signal_handler(sig)
+
+
+async def _serve_bot(config: Config, actors: dict[str, LoadedActor], token: str) -> int:
+    """As a Discord bot: the runtime in the bot's ActorRuntime cog, until a signal."""
+    import aiohttp
+    import asyncpg
+    import discord
+
+    from discord_actor.bot import GatewayUnreachable, create_bot, serve_bot
+    from discord_actor.db import DatabaseUnavailable, MigrationError
+
+    cfg = config.discord
+    stop = asyncio.Event()
+    bot = create_bot(config, actors)
+
+    def cancel() -> None:
+        bot.actor_runtime.cancel_runs("cancelled by a second interrupt during shutdown")
+
+    with _signal_handlers(stop, config.server.shutdown_grace_seconds, cancel):
+        log.info("connecting to Discord at %s (gateway %s) with the bot token in $%s",
+                 redact_url(cfg.api_base_url), redact_url(cfg.gateway_url), cfg.token_env)
+        log.info("database: %s", _database_label(config))
+        try:
+            await serve_bot(bot, token, stop)
+        except discord.LoginFailure:
+            raise CliError(_rejected_token(cfg.token_env), USAGE) from None
+        except discord.PrivilegedIntentsRequired:
+            raise CliError(_privileged(config), USAGE) from None
+        except discord.ConnectionClosed as e:
+            raise _gateway_closed(config, e) from None
+        except (DatabaseUnavailable, MigrationError, GatewayUnreachable) as e:
+            raise CliError(str(e)) from None
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            raise CliError(f"database error: {type(e).__name__}: {e}") from None
+        except (discord.DiscordException, aiohttp.ClientError, OSError) as e:
+            raise CliError(f"cannot use Discord at {redact_url(cfg.api_base_url)}: "
+                           f"{type(e).__name__}: {e}") from None
+    log.info("stopped cleanly")
+    return OK
+
+
+def _rejected_token(env: str) -> str:
+    return (f"Discord rejected the bot token in ${env} (401 Unauthorized): set {env} to the "
+            "token from the Discord developer portal (your application > Bot > Reset Token); "
+            "the client secret and the public key are not bot tokens")
+
+
+def _privileged(config: Config) -> str:
+    from discord_actor.config import PRIVILEGED_INTENTS
+
+    asked = [i for i in config.discord.intents if i in PRIVILEGED_INTENTS] or config.discord.intents
+    return (f"Discord refused the privileged intents in discord.intents ({', '.join(asked)}): "
+            "enable them in the Discord developer portal (your application > Bot > Privileged "
+            f"Gateway Intents) or remove them from discord.intents in {config.path}")
+
+
+def _gateway_closed(config: Config, e: Any) -> CliError:
+    code = getattr(e, "code", None)
+    if code == 4004:
+        return CliError(_rejected_token(config.discord.token_env), USAGE)
+    if code == 4014:
+        return CliError(_privileged(config), USAGE)
+    if code in (4010, 4011):
+        return CliError(f"Discord closed the gateway with {code} ({e.reason or 'sharding'}): "
+                        "set discord.shard_count (and shard_ids) for a bot in this many "
+                        f"servers, in {config.path}", USAGE)
+    return CliError(f"Discord closed the gateway connection with code {code}: "
+                    f"{e.reason or 'no reason given'}")
 
 
 async def _until_stopped(coro: Coroutine[Any, Any, _T], stop: asyncio.Event) -> _T | None:

@@ -36,6 +36,21 @@ import tomli_w
 from discord_actor.schedules import cron_error
 
 PLATFORMS = ("discord", "console", "none")
+MENTION_KINDS = ("users", "roles", "everyone")  # actors[].allowed_mentions
+# discord.Intents flag names (discord.py 2.4+; a test checks them against the installed one),
+# kept here so that loading a configuration does not import discord.py. "default" stands for
+# discord.Intents.default(): every intent except the privileged ones.
+INTENT_NAMES = (
+    "auto_moderation", "auto_moderation_configuration", "auto_moderation_execution", "bans",
+    "dm_messages", "dm_polls", "dm_reactions", "dm_typing", "emojis", "emojis_and_stickers",
+    "expressions", "guild_messages", "guild_polls", "guild_reactions", "guild_scheduled_events",
+    "guild_typing", "guilds", "integrations", "invites", "members", "message_content",
+    "messages", "moderation", "polls", "presences", "reactions", "typing", "voice_states",
+    "webhooks",
+)
+PRIVILEGED_INTENTS = ("members", "presences", "message_content")
+DEFAULT_API_BASE_URL = "https://discord.com/api/v10"
+DEFAULT_GATEWAY_URL = "wss://gateway.discord.gg/"
 SCHEDULE_TYPES = ("interval", "cron", "once", "immediate")
 CATCH_UP_POLICIES = ("latest", "skip", "all")
 
@@ -95,6 +110,13 @@ class DiscordConfig:
     owner_ids: tuple[int, ...] = ()
     admin_role_ids: tuple[int, ...] = ()
     alert_channel_id: int = 0
+    # "default" = discord.Intents.default(); privileged intents must be listed by name
+    intents: tuple[str, ...] = ("default",)
+    command_guild_ids: tuple[int, ...] = ()  # sync /actors to these guilds; empty = globally
+    shard_count: int | None = None  # set (or shard_ids) -> discord.py's AutoShardedBot
+    shard_ids: tuple[int, ...] | None = None  # the shards this process runs; needs shard_count
+    api_base_url: str = DEFAULT_API_BASE_URL  # REST base (a proxy in front of Discord)
+    gateway_url: str = DEFAULT_GATEWAY_URL  # gateway address (a gateway proxy)
 
 
 @dataclass(frozen=True)
@@ -128,6 +150,7 @@ class ActorConfig:
     max_connections: int = 1
     max_consecutive_failures: int = 5  # effective (actor's own, else server default)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    allowed_mentions: tuple[str, ...] = ()  # subset of MENTION_KINDS; none by default
     settings: dict[str, Any] = field(default_factory=dict)
     index: int = 0  # position in the file, for error messages: actors[index]
     line: int | None = field(default=None, compare=False)  # of its `module` key, for errors
@@ -203,6 +226,8 @@ def dump_config(config: Config) -> str:
         "discord": _plain(config.discord),
     }
     top["database"]["url"] = redact_url(config.database.url)
+    for key in ("api_base_url", "gateway_url"):  # a proxy URL may carry credentials
+        top["discord"][key] = redact_url(top["discord"][key])
     actors = []
     for a in config.actors:
         d = _plain(a)
@@ -575,13 +600,82 @@ class _Reader:
             self.problem((*p, "token_env"), "must be the name of the environment variable "
                          "that holds the token (e.g. \"DISCORD_TOKEN\"), never the token itself")
             token_env = d.token_env
+        shard_count = self.integer(t, "shard_count", p, d.shard_count, minimum=1)
         return DiscordConfig(
             token_env=token_env,
             owner_ids=self.ids(t, "owner_ids", p),
             admin_role_ids=self.ids(t, "admin_role_ids", p),
             alert_channel_id=self.integer(t, "alert_channel_id", p, d.alert_channel_id,
                                           minimum=0),
+            intents=self.names(t, "intents", p, d.intents, ("default", *INTENT_NAMES),
+                               "intent"),
+            command_guild_ids=self.ids(t, "command_guild_ids", p),
+            shard_count=shard_count,
+            shard_ids=self.shard_ids(t, p, shard_count),
+            api_base_url=self.url(t, "api_base_url", p, d.api_base_url, ("http", "https")),
+            gateway_url=self.url(t, "gateway_url", p, d.gateway_url, ("ws", "wss")),
         )
+
+    def names(self, t: dict[str, Any], key: str, p: _KeyPath, default: tuple[str, ...],
+              choices: tuple[str, ...], what: str) -> tuple[str, ...]:
+        """An array of names from ``choices`` (duplicates dropped, order kept)."""
+        if key not in t:
+            return default
+        value = t[key]
+        if not isinstance(value, list):
+            self.problem((*p, key), f"must be an array of {what} names (e.g. "
+                         f"[{', '.join(repr(c) for c in choices[:2])}]), not "
+                         f"{self.describe(value, (*p, key))}")
+            return default
+        out: list[str] = []
+        for i, name in enumerate(value):
+            path = (*p, key, i)
+            if not isinstance(name, str):
+                self.problem(path, f"must be a string, not {self.describe(name, path)}")
+            elif name not in choices:
+                hint = _suggest(name, choices) or f" (one of: {', '.join(choices)})"
+                self.problem(path, f"unknown {what} {name!r}{hint}")
+            elif name not in out:
+                out.append(name)
+        return tuple(out)
+
+    def shard_ids(self, t: dict[str, Any], p: _KeyPath,
+                  shard_count: int | None) -> tuple[int, ...] | None:
+        if "shard_ids" not in t:
+            return None
+        value, path = t["shard_ids"], (*p, "shard_ids")
+        if not isinstance(value, list) or not value:
+            self.problem(path, "must be a non-empty array of shard numbers (0 to shard_count"
+                         f" - 1), not {self.describe(value, path)}")
+            return None
+        if "shard_count" not in t:
+            self.problem(path, "needs discord.shard_count (the total number of shards across "
+                         "all processes)")
+        ids: list[int] = []
+        for i, v in enumerate(value):
+            n = self.integer_value(v, (*path, i), None, minimum=0)
+            if n is None:
+                continue
+            if shard_count is not None and n >= shard_count:
+                self.problem((*path, i), f"shard {n} does not exist: shard_count is "
+                             f"{shard_count}, so shards are numbered 0 to {shard_count - 1}")
+            elif n in ids:
+                self.problem((*path, i), f"shard {n} is listed twice")
+            else:
+                ids.append(n)
+        return tuple(ids)
+
+    def url(self, t: dict[str, Any], key: str, p: _KeyPath, default: str,
+            schemes: tuple[str, ...]) -> str:
+        """An absolute URL with one of ``schemes``; a REST base loses its trailing slash."""
+        value = self.string(t, key, p, default).strip()
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme.lower() not in schemes or not rest.strip("/"):
+            wanted = " or ".join(f"{s}://" for s in schemes)
+            self.problem((*p, key), f"must be a URL starting with {wanted} (default "
+                         f"{default!r}), not {self.describe(redact_url(value), (*p, key))}")
+            return default
+        return value.rstrip("/") if "http" in schemes else value
 
     def ids(self, t: dict[str, Any], key: str, p: _KeyPath) -> tuple[int, ...]:
         value = t.get(key, [])
@@ -663,6 +757,8 @@ class _Reader:
             max_consecutive_failures=self.integer(t, "max_consecutive_failures", p,
                                                   server.max_consecutive_failures, minimum=1),
             retry=self.retry(t, p),
+            allowed_mentions=self.names(t, "allowed_mentions", p, (), MENTION_KINDS, "mention"
+                                        " kind"),
             settings=settings if settings is not None else {},
             index=i,
             line=self.lines.line_of((*p, "module")),
@@ -948,7 +1044,19 @@ def _render(top: dict[str, Any], actors: list[dict[str, Any]]) -> str:
         text = tomli_w.dumps({"actors": actor})
         assert text.startswith("[actors]\n")
         chunks.append("[[actors]]\n" + text.removeprefix("[actors]\n"))
-    return "\n".join(chunks)
+    return _ARRAY.sub(_one_line_array, "\n".join(chunks))
+
+
+# tomli-w writes every array one element per line; short arrays of plain scalars read better
+# on one line (intents = ["guilds", "guild_messages"]).
+_SCALAR = r'(?:"(?:[^"\\\n]|\\.)*"|[-+]?[0-9][0-9_.eE+-]*|true|false)'
+_ARRAY = re.compile(rf"^(\S[^\n]* = )\[\n((?: {{4}}{_SCALAR},\n)+)\]$", re.MULTILINE)
+
+
+def _one_line_array(m: re.Match[str]) -> str:
+    items = [line.strip().removesuffix(",") for line in m.group(2).splitlines()]
+    joined = f"{m.group(1)}[{', '.join(items)}]"
+    return joined if len(joined) <= 100 else m.group(0)
 
 
 _STARTER_HEADER = """\
@@ -999,6 +1107,10 @@ _STARTER_COMMENTS = {
     ("discord", "owner_ids"): "may use admin commands",
     ("discord", "admin_role_ids"): "may use admin commands",
     ("discord", "alert_channel_id"): "failure and circuit-breaker alerts (0 = off)",
+    ("discord", "intents"): '"default" = all but privileged (members, presences, ...)',
+    ("discord", "command_guild_ids"): "sync /actors to these guilds; [] = globally",
+    ("discord", "api_base_url"): "REST API (or a proxy in front of it)",
+    ("discord", "gateway_url"): "gateway (or a gateway proxy)",
     ("actors", "name"): "required, unique",
     ("actors", "module"): "required: actors/hello.py",
     ("actors", "platform"): '"discord" | "console" | "none"; console prints posts',

@@ -453,6 +453,107 @@ def test_paths_are_relative_to_the_config_file(tmp_path: Path,
     assert config.actors == ()
 
 
+# --- [discord] hosting keys and actors' allowed_mentions ------------------------------------
+
+
+def test_discord_hosting_defaults(tmp_path: Path) -> None:
+    config = load(tmp_path, BASE)
+    d = config.discord
+    assert d.intents == ("default",)
+    assert (d.command_guild_ids, d.shard_count, d.shard_ids) == ((), None, None)
+    assert d.api_base_url == "https://discord.com/api/v10"
+    assert d.gateway_url == "wss://gateway.discord.gg/"
+    assert config.actors[0].allowed_mentions == ()
+
+
+def test_discord_hosting_keys(tmp_path: Path) -> None:
+    text = BASE + """
+[discord]
+intents = ["guilds", "guild_messages", "members", "guilds"]
+command_guild_ids = [111, 222]
+shard_count = 4
+shard_ids = [2, 3]
+api_base_url = "http://rest-proxy:8080/api/v10/"
+gateway_url = "ws://gateway-proxy:7878"
+""" + actor_text("loud", 'allowed_mentions = ["users", "roles", "everyone"]')
+    config = load(tmp_path, text)
+    d = config.discord
+    assert d.intents == ("guilds", "guild_messages", "members")  # duplicates dropped
+    assert d.command_guild_ids == (111, 222)
+    assert (d.shard_count, d.shard_ids) == (4, (2, 3))
+    assert d.api_base_url == "http://rest-proxy:8080/api/v10"  # discord.py appends /path
+    assert d.gateway_url == "ws://gateway-proxy:7878"
+    assert config.actor("loud").allowed_mentions == ("users", "roles", "everyone")
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "message"),
+    [
+        ('intents = ["guild", "members"]', "discord.intents[0]",
+         "unknown intent 'guild'; did you mean 'guilds'?"),
+        ('intents = "guilds"', "discord.intents", "must be an array of intent names"),
+        ("intents = [1]", "discord.intents[0]", "must be a string, not integer 1"),
+        ("command_guild_ids = [0]", "discord.command_guild_ids[0]", "at least 1"),
+        ("shard_count = 0", "discord.shard_count", "at least 1"),
+        ("shard_ids = [0]", "discord.shard_ids", "needs discord.shard_count"),
+        ("shard_ids = []", "discord.shard_ids", "non-empty array"),
+        ("shard_count = 2\nshard_ids = [1, 2]", "discord.shard_ids[1]",
+         "shard 2 does not exist: shard_count is 2, so shards are numbered 0 to 1"),
+        ("shard_count = 2\nshard_ids = [1, 1]", "discord.shard_ids[1]", "listed twice"),
+        ("shard_count = 2\nshard_ids = [-1]", "discord.shard_ids[0]", "at least 0"),
+        ('api_base_url = "discord.com/api/v10"', "discord.api_base_url",
+         "must be a URL starting with http:// or https://"),
+        ('gateway_url = "https://gateway.discord.gg"', "discord.gateway_url",
+         "must be a URL starting with ws:// or wss://"),
+        ('api_base_url = "ftp://user:hunter2@proxy/"', "discord.api_base_url", "user:***@"),
+    ],
+)
+def test_discord_hosting_problems(tmp_path: Path, line: str, key: str, message: str) -> None:
+    text = f"[discord]\n{line}\n"
+    found = [p for p in problems(tmp_path, text) if p.key == key]
+    assert len(found) == 1, problems(tmp_path, text)
+    assert message in found[0].message
+    assert found[0].line is not None and "hunter2" not in str(found[0])
+
+
+def test_allowed_mentions_problems(tmp_path: Path) -> None:
+    text = BASE.replace('module = "tick"', 'module = "tick"\nallowed_mentions = ["user", 1]')
+    found = {p.key: p for p in problems(tmp_path, text)}
+    assert "did you mean 'users'?" in found["actors[0].allowed_mentions[0]"].message
+    assert found["actors[0].allowed_mentions[0]"].line == 7
+    assert "must be a string" in found["actors[0].allowed_mentions[1]"].message
+    text = BASE.replace('module = "tick"', 'module = "tick"\nallowed_mentions = "everyone"')
+    p = problem(tmp_path, text, "actors[0].allowed_mentions", 7)
+    assert "must be an array of mention kind names" in p.message
+
+
+def test_intent_names_are_discord_py_s() -> None:
+    import discord
+
+    from discord_actor.config import INTENT_NAMES, PRIVILEGED_INTENTS
+
+    assert set(INTENT_NAMES) == set(discord.Intents.VALID_FLAGS)
+    default = discord.Intents.default()
+    assert [name for name in PRIVILEGED_INTENTS if getattr(default, name)] == []
+    assert {n for n in INTENT_NAMES if not getattr(default, n)} >= set(PRIVILEGED_INTENTS)
+
+
+def test_dump_shows_discord_keys_and_hides_proxy_credentials(tmp_path: Path) -> None:
+    text = BASE + (
+        '\n[discord]\nintents = ["guilds"]\nshard_count = 2\n'
+        'api_base_url = "https://bot:s3cret@proxy/api/v10"\n'
+    ) + actor_text("b", 'allowed_mentions = ["roles"]')
+    dumped = dump_config(load(tmp_path, text))
+    assert "s3cret" not in dumped
+    assert 'intents = ["guilds"]' in dumped and "shard_count = 2" in dumped
+    assert 'api_base_url = "https://bot:***@proxy/api/v10"' in dumped
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    again = load_config(write(elsewhere, dumped), environ={})
+    assert again.actor("b").allowed_mentions == ("roles",)
+    assert again.discord.intents == ("guilds",) and again.discord.shard_count == 2
+
+
 # --- environment ----------------------------------------------------------------------------
 
 

@@ -282,6 +282,7 @@ async def test_max_instances_allows_overlap(database: Database) -> None:
 
 async def test_max_concurrent_runs_caps_the_process(database: Database) -> None:
     gate = asyncio.Event()
+    both_running = asyncio.Event()
     running = 0
     peak = 0
 
@@ -290,6 +291,8 @@ async def test_max_concurrent_runs_caps_the_process(database: Database) -> None:
         nonlocal running, peak
         running += 1
         peak = max(peak, running)
+        if running == 2:
+            both_running.set()
         await gate.wait()
         running -= 1
 
@@ -297,8 +300,7 @@ async def test_max_concurrent_runs_caps_the_process(database: Database) -> None:
     async with ActorHarness(database, actors, clock=FakeClock(START), max_concurrent_runs=2) as h:
         first = await h.runtime.run_due()
         assert len(first) == 2
-        while running < 2:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(both_running.wait(), 5)
         assert await h.runtime.run_due() == []  # full: nothing more is claimed
         gate.set()
         await h.runtime.wait_idle()

@@ -1,0 +1,252 @@
+"""Posting to Discord through the bot's ``discord.Client``.
+
+A post waits while the gateway is not connected (before the first READY, or while discord.py
+reconnects) instead of failing: the run's own ``timeout_seconds`` bounds the wait. What Discord
+reports as transient (a 5xx after discord.py's own retries, a lost connection) raises
+``DiscordUnavailable``, so the attempt fails and the actor's retry policy applies; what it
+refuses (403, 404, 400) raises ``DiscordPostError`` with what to fix. 429s never surface:
+discord.py waits them out. Mentions are off unless the actor's ``allowed_mentions`` allows them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import aiohttp
+import discord
+
+from ..actor import Posted
+from ..config import ActorConfig
+
+log = logging.getLogger("discord_actor.platforms.discord")
+
+#: how often a waiting post looks at the gateway again
+GATEWAY_POLL_SECONDS = 0.05
+
+
+class DiscordPostError(Exception):
+    """Discord did not take a post; the message says why and what to fix."""
+
+
+class DiscordUnavailable(DiscordPostError):
+    """A transient failure (Discord's 5xx, a lost connection): a retry may well succeed."""
+
+
+class DiscordPlatform:
+    """The ``discord`` platform: ``ctx.post()`` sends to the actor's ``channel_id``."""
+
+    name = "discord"
+
+    def __init__(self, client: discord.Client) -> None:
+        self.client = client
+        #: posts currently waiting for the gateway (for monitoring and tests)
+        self.waiting = 0
+        self._closing = False
+
+    def close(self) -> None:
+        """The bot is shutting down: posts still waiting for the gateway give up at once."""
+        self._closing = True
+
+    async def post(
+        self,
+        actor: ActorConfig,
+        content: str | None = None,
+        *,
+        embed: discord.Embed | dict[str, Any] | None = None,
+        embeds: Iterable[discord.Embed | dict[str, Any]] | None = None,
+        file: Any = None,
+        files: Iterable[Any] | None = None,
+        allowed_mentions: discord.AllowedMentions | None = None,
+        **kwargs: Any,
+    ) -> Posted:
+        """Send one message; other keyword arguments go to ``Messageable.send`` unchanged.
+
+        ``embed``/``embeds`` take ``discord.Embed`` objects or dicts (Discord's embed JSON);
+        ``file``/``files`` take ``discord.File`` objects, ``(filename, bytes)`` pairs or paths.
+        ``allowed_mentions`` can narrow the actor's configured mentions, never widen them.
+        """
+        if actor.channel_id is None:
+            raise DiscordPostError(
+                f"actor {actor.name!r} has no channel_id: set actors[{actor.index}].channel_id "
+                "to the channel it posts to"
+            )
+        all_embeds = [_embed(e) for e in _both(embed, embeds)]
+        all_files = [_file(f) for f in _both(file, files)]
+        text = None if content is None else str(content)
+        if not text and not all_embeds and not all_files and not kwargs.get("stickers"):
+            raise DiscordPostError(
+                f"actor {actor.name!r}: ctx.post() needs content, an embed or a file"
+                " (Discord rejects empty messages)"
+            )
+        mentions = self.allowed_mentions(actor, allowed_mentions)
+        if all_embeds:
+            kwargs["embeds"] = all_embeds
+        if all_files:
+            kwargs["files"] = all_files
+        try:
+            await self.wait_for_gateway(actor)
+            channel = self._channel(actor.channel_id)
+            message = await channel.send(text, allowed_mentions=mentions, **kwargs)
+        except discord.HTTPException as e:
+            raise _http_error(actor, e) from e
+        except (aiohttp.ClientError, OSError) as e:
+            raise DiscordUnavailable(
+                f"lost the connection to Discord while actor {actor.name!r} posted to channel"
+                f" {actor.channel_id} ({type(e).__name__}: {e or 'no detail'}); this attempt"
+                " fails and the actor's retry policy applies"
+            ) from e
+        finally:
+            for f in all_files:
+                f.close()
+        return Posted(
+            platform="discord",
+            channel_id=actor.channel_id,
+            message_id=message.id,
+            content=text,
+            embeds=len(all_embeds),
+            files=len(all_files),
+        )
+
+    @staticmethod
+    def allowed_mentions(
+        actor: ActorConfig, requested: discord.AllowedMentions | None = None
+    ) -> discord.AllowedMentions:
+        """The configured mentions (none by default), narrowed by what the post asks for."""
+        kinds = set(actor.allowed_mentions)
+        policy = discord.AllowedMentions(
+            everyone="everyone" in kinds,
+            users="users" in kinds,
+            roles="roles" in kinds,
+            replied_user="users" in kinds,
+        )
+        if requested is None:
+            return policy
+        return discord.AllowedMentions(
+            everyone=policy.everyone and requested.everyone,
+            users=requested.users if policy.users else False,
+            roles=requested.roles if policy.roles else False,
+            replied_user=policy.replied_user and requested.replied_user,
+        )
+
+    def gateway_ready(self, channel_id: int | None = None) -> bool:
+        """Is the client ready and its gateway connection (the channel's shard's) open?"""
+        client = self.client
+        if not client.is_ready():
+            return False
+        if isinstance(client, discord.AutoShardedClient):
+            shards = client.shards
+            channel = client.get_channel(channel_id) if channel_id is not None else None
+            guild = getattr(channel, "guild", None)
+            if guild is not None and guild.shard_id in shards:
+                return not shards[guild.shard_id].is_closed()
+            return bool(shards) and not any(s.is_closed() for s in shards.values())
+        ws = client.ws
+        return ws is not None and ws.open
+
+    async def wait_for_gateway(self, actor: ActorConfig) -> None:
+        """Wait until the gateway is connected; the run's timeout bounds the wait."""
+        if self.gateway_ready(actor.channel_id):
+            return
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        log.info(
+            "actor %s: waiting for the Discord gateway to connect before posting"
+            " (at most its timeout_seconds = %g)",
+            actor.name,
+            actor.timeout_seconds,
+        )
+        self.waiting += 1
+        try:
+            while not self.gateway_ready(actor.channel_id):
+                if self._closing or self.client.is_closed():
+                    raise DiscordUnavailable(
+                        f"actor {actor.name!r} did not post: the bot shut down while the post"
+                        " waited for the Discord gateway"
+                    )
+                await asyncio.sleep(GATEWAY_POLL_SECONDS)
+        except asyncio.CancelledError:
+            log.warning(
+                "actor %s: gave up waiting for the Discord gateway after %.1f s",
+                actor.name,
+                loop.time() - started,
+            )
+            raise
+        finally:
+            self.waiting -= 1
+        log.info(
+            "actor %s: the gateway is connected after %.1f s; posting",
+            actor.name,
+            loop.time() - started,
+        )
+
+    def _channel(self, channel_id: int) -> discord.abc.Messageable:
+        channel = self.client.get_channel(channel_id)
+        if isinstance(channel, discord.abc.Messageable):
+            return channel
+        # Not cached (no guilds intent, a thread, a DM): post by id; Discord checks the rest.
+        return self.client.get_partial_messageable(channel_id)
+
+
+def _both(one: Any, many: Iterable[Any] | None) -> list[Any]:
+    items = [] if one is None else [one]
+    if many is not None:
+        if isinstance(many, str | bytes | dict | tuple):
+            raise TypeError("ctx.post(embeds=..., files=...) take a list")
+        items.extend(many)
+    return items
+
+
+def _embed(value: Any) -> discord.Embed:
+    if isinstance(value, discord.Embed):
+        return value
+    if isinstance(value, dict):
+        return discord.Embed.from_dict(value)
+    raise TypeError(
+        f"ctx.post(embed=...) takes a discord.Embed or a dict, not {type(value).__name__}"
+    )
+
+
+def _file(value: Any) -> discord.File:
+    if isinstance(value, discord.File):
+        return value
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
+        name, data = value
+        if isinstance(data, bytes | bytearray | memoryview):
+            return discord.File(io.BytesIO(bytes(data)), filename=name)
+        if isinstance(data, io.BufferedIOBase):
+            return discord.File(data, filename=name)
+    if isinstance(value, str | os.PathLike):
+        return discord.File(value)
+    raise TypeError(
+        "ctx.post(file=...) takes a discord.File, a (filename, bytes) pair or a path, not "
+        f"{type(value).__name__}"
+    )
+
+
+def _http_error(actor: ActorConfig, e: discord.HTTPException) -> DiscordPostError:
+    where = f"actor {actor.name!r} posting to channel {actor.channel_id}"
+    said = f"{e.status} {e.response.reason}" + (f", error {e.code}" if e.code else "")
+    if e.text and not e.text.startswith(str(e.status)):  # discord.py's stand-in for no JSON
+        said += f": {e.text}"
+    if isinstance(e, discord.DiscordServerError):
+        return DiscordUnavailable(
+            f"Discord failed ({said}) for {where}: a server-side problem, usually brief;"
+            " this attempt fails and the actor's retry policy applies"
+        )
+    if isinstance(e, discord.Forbidden):
+        return DiscordPostError(
+            f"Discord refused {where} ({said}): give the bot View Channel and Send Messages"
+            " in that channel (and Embed Links, Attach Files for embeds and files)"
+        )
+    if isinstance(e, discord.NotFound):
+        return DiscordPostError(
+            f"Discord does not know channel {actor.channel_id} ({said}): check"
+            f" actors[{actor.index}].channel_id of {actor.name!r} and that the bot is in"
+            " that server"
+        )
+    return DiscordPostError(f"Discord rejected the post of {where} ({said})")
