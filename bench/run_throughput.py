@@ -112,23 +112,9 @@ async def measure(
     return Measurement(runs, t1 - t0, cpu1 - cpu0, pg, counts - before)
 
 
-SKIP_RESET = False  # --skip-reset: a what-if, see round_database
-
-
 async def round_database(base: Database, name: str) -> Database:
-    """A fresh schema and pool for one round.
-
-    With ``--skip-reset`` the pool no longer sends asyncpg's reset query (``RESET ALL`` etc.)
-    each time a connection goes back to the pool: a what-if that shows what that extra round
-    trip per statement costs (the runtime's own statements leave no session state behind).
-    """
-    database = await other_schema(base, name)
-    if SKIP_RESET:
-        async def no_reset(conn: Any) -> None:
-            return None
-
-        database.pool._reset = no_reset
-    return database
+    """A fresh schema and pool for one round."""
+    return await other_schema(base, name)
 
 
 async def warm_pool(database: Database) -> None:
@@ -324,8 +310,6 @@ SIDES = {
 
 
 async def main(args: argparse.Namespace) -> int:
-    global SKIP_RESET
-    SKIP_RESET = args.skip_reset
     started = time.perf_counter()
     async with bench_database("bench", max_pool_size=args.pool_size) as base:
         if args.synchronous_commit_off:
@@ -340,8 +324,7 @@ async def main(args: argparse.Namespace) -> int:
         print(f"M = {args.actors} actors = concurrency, K = {args.slots} due slots each;"
               f" max_pool_size = {args.pool_size}, max_concurrent_runs = {args.actors};"
               f" synchronous_commit = {commit}; INFO logging"
-              f" {'on (to /dev/null)' if args.log else 'off'}"
-              f"{'; pool reset query SKIPPED (what-if)' if args.skip_reset else ''}")
+              f" {'on (to /dev/null)' if args.log else 'off'}")
         # A short warm-up of every path (server caches, imports), not counted.
         for _, run_round in SIDES.values():
             await run_round(base, "bench_warm", args.actors, 3)
@@ -384,8 +367,6 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--log", action="store_true", help="INFO logging as `discord-actor run` does")
     p.add_argument("--synchronous-commit-off", action="store_true",
                    help="embedded server only: commit without waiting for the WAL flush")
-    p.add_argument("--skip-reset", action="store_true",
-                   help="what-if: pools skip asyncpg's reset query on release")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="add a cProfile'd runtime round and print its top N functions")
     return p.parse_args(argv)
