@@ -10,6 +10,7 @@ outcome, the actor's new state, a retry and the circuit breaker together.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -79,6 +80,20 @@ AlertSink = Callable[[Alert], Awaitable[None]]
 
 class PoolExhausted(Exception):
     """An actor waited longer than ``acquire_timeout_seconds`` for a pooled connection."""
+
+
+class StateNotSerializable(TypeError):
+    """An actor left something in ``ctx.state`` that JSON cannot hold."""
+
+
+def _check_state(state: object) -> None:
+    """Fail the run (not the bookkeeping) when its state cannot be saved."""
+    try:
+        json.dumps(state)
+    except (TypeError, ValueError) as e:
+        raise StateNotSerializable(
+            f"ctx.state must hold only JSON values (dict, list, str, int, float, bool, None): {e}"
+        ) from None
 
 
 def default_platforms() -> dict[str, Platform]:
@@ -429,6 +444,7 @@ class Runtime:
         try:
             async with timeout:
                 await loaded.instance.run(ctx)
+            _check_state(ctx.state)
             status = "succeeded"
         except asyncio.CancelledError as e:
             status, error = "cancelled", e
@@ -487,7 +503,11 @@ class Runtime:
         )
 
     async def _record(self, run: ClaimedRun, outcome: Outcome) -> Finished | None:
-        """Write the outcome, retrying while the database is unreachable: nothing is lost."""
+        """Write the outcome, retrying while the database is unreachable: nothing is lost.
+
+        An outcome the database refuses (a bug, or a value it cannot store) is replaced by a
+        plain failure, so that the run never stays ``running`` while this process is alive.
+        """
         delay = 0.2
         while True:
             try:
@@ -504,6 +524,23 @@ class Runtime:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+            except (asyncpg.PostgresError, TypeError, ValueError) as e:
+                if outcome.status == "failed" and outcome.error_type == "RecordError":
+                    raise
+                log.error(
+                    "run %d of %s: the database refused its outcome (%s: %s)",
+                    run.run_id,
+                    run.actor,
+                    type(e).__name__,
+                    e,
+                )
+                outcome = Outcome(
+                    status="failed",
+                    error_type="RecordError",
+                    error_message=f"the outcome could not be recorded: {type(e).__name__}: {e}",
+                    max_consecutive_failures=outcome.max_consecutive_failures,
+                    counts_as_failure=True,
+                )
 
     def _after_finish(self, run: ClaimedRun, outcome: Outcome, finished: Finished | None) -> None:
         if finished is None:

@@ -328,3 +328,26 @@ async def test_an_actors_session_changes_do_not_leak_into_the_pool(database: Dat
     assert held == 0 and listening == []
     for _ in range(database.pool.get_size()):
         assert await database.pool.fetchval("SHOW statement_timeout") == "0"
+
+
+async def test_state_that_json_cannot_hold_fails_the_run_cleanly(database: Database) -> None:
+    @actor
+    async def remembers_a_datetime(ctx: RunContext) -> None:
+        ctx.state["when"] = START  # a datetime: not JSON
+
+    run = await run_actor_once(database, remembers_a_datetime, state={"before": 1})
+    assert run.status == "failed"
+    assert run.error_type == "StateNotSerializable"
+    assert "ctx.state must hold only JSON values" in (run.error_message or "")
+    assert run.state == {"before": 1}
+
+
+async def test_an_outcome_the_database_refuses_still_ends_the_run(database: Database) -> None:
+    @actor
+    async def nul_byte(ctx: RunContext) -> None:
+        await ctx.post("text with a \x00 NUL byte, which PostgreSQL cannot store")
+
+    run = await run_actor_once(database, nul_byte)
+    assert run.status == "failed"
+    assert run.error_type == "RecordError"
+    assert "could not be recorded" in (run.error_message or "")
