@@ -92,7 +92,7 @@ class ServerConfig:
 
 @dataclass(frozen=True)
 class DatabaseConfig:
-    url: str = ""  # empty -> embedded PostgreSQL under data_dir
+    url: str = field(default="", repr=False)  # empty -> embedded PostgreSQL; may hold a password
     data_dir: Path = Path(".discord_actor/pgdata")  # absolute after loading
     schema: str = "discord_actor"
     min_pool_size: int = 1

@@ -47,8 +47,11 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
+    asyncpg.TooManyConnectionsError,
     TimeoutError,
 )
+# Errors meaning the database will never store this outcome as it is.
+REFUSED_OUTCOME_ERRORS: tuple[type[BaseException], ...] = (asyncpg.DataError, TypeError, ValueError)
 
 
 @dataclass(frozen=True)
@@ -78,8 +81,16 @@ class Alert:
 AlertSink = Callable[[Alert], Awaitable[None]]
 
 
+MISFIRE_GRACE_SECONDS = 60.0  # a slot later than this (plus its jitter) counts as missed
+RECORD_TIMEOUT_AT_SHUTDOWN = 10.0  # seconds to record cancelled runs before giving up
+
+
 class PoolExhausted(Exception):
     """An actor waited longer than ``acquire_timeout_seconds`` for a pooled connection."""
+
+
+class RunNoLongerOwned(RuntimeError):
+    """The run was declared abandoned by another process while it ran here."""
 
 
 class StateNotSerializable(TypeError):
@@ -149,7 +160,8 @@ class Runtime:
         self._blocked: set[int] = set()  # claimed by others or at capacity; until the next sync
         self._broken: set[str] = set()  # actors whose setup() failed
         self._local_runs: Counter[int] = Counter()
-        self._running: dict[int, asyncio.Task[None]] = {}
+        self._running: dict[int, asyncio.Task[None]] = {}  # run id -> its whole execution
+        self._actor_code: dict[int, asyncio.Task[tuple[str, BaseException | None]]] = {}
         self._wake = asyncio.Event()
         self._needs_sync = True
         self._last_sync = 0.0
@@ -157,6 +169,7 @@ class Runtime:
         self._background: list[asyncio.Task[None]] = []
         self._started = False
         self._cancel_reason = "cancelled"
+        self._healthy_since = time.monotonic()  # since the last failed heartbeat
         self.clock.on_change(self._wake.set)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -197,8 +210,8 @@ class Runtime:
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then shut down gracefully."""
-        await self.start()
         try:
+            await self.start()
             await stop.wait()
         finally:
             await self.stop()
@@ -209,9 +222,8 @@ class Runtime:
             return
         self._stopping = True
         self._wake.set()
+        # The scheduler finishes its current pass (a claim in flight is not cut off) and stops.
         scheduler = [t for t in self._background if "scheduler" in t.get_name()]
-        for task in scheduler:
-            task.cancel()
         await asyncio.gather(*scheduler, return_exceptions=True)
         running = list(self._running.values())
         if running:
@@ -220,6 +232,15 @@ class Runtime:
             _, pending = await asyncio.wait(running, timeout=grace)
             if pending:
                 self.cancel_runs(f"cancelled by shutdown after shutdown_grace_seconds = {grace:g}")
+                _, pending = await asyncio.wait(pending, timeout=RECORD_TIMEOUT_AT_SHUTDOWN)
+            for task in pending:  # the database is gone: the lease will mark these abandoned
+                task.cancel()
+            if pending:
+                log.warning(
+                    "%d run(s) could not be recorded before shutdown; another process"
+                    " (or the next start) marks them abandoned",
+                    len(pending),
+                )
                 await asyncio.wait(pending)
         for name, loaded in self.actors.items():
             if loaded.config.enabled and name not in self._broken and self._started:
@@ -237,9 +258,12 @@ class Runtime:
         log.info("runtime %s stopped", self.instance_id)
 
     def cancel_runs(self, reason: str) -> None:
-        """Cancel every run in flight; each is recorded ``cancelled`` with ``reason``."""
+        """Cancel the actor code of every run in flight; each is recorded ``cancelled``.
+
+        Only the actor's own code is cancelled: recording the outcome goes on.
+        """
         self._cancel_reason = reason
-        for task in list(self._running.values()):
+        for task in list(self._actor_code.values()):
             task.cancel()
 
     # -- scheduling --------------------------------------------------------------------------
@@ -347,7 +371,10 @@ class Runtime:
             )
         if view.next_run is None or view.due_at is None or view.due_at > now:
             return None
-        decision = decide(self.schedules[view.actor], view.next_run, now)
+        jitter = self.actors[view.actor].config.schedule.jitter_seconds
+        decision = decide(
+            self.schedules[view.actor], view.next_run, now, MISFIRE_GRACE_SECONDS + jitter
+        )
         next_due = (
             None if decision.next_run is None else self._jitter(view.actor, decision.next_run)
         )
@@ -372,6 +399,7 @@ class Runtime:
             view.next_run, view.due_at = request.new_next_run, request.new_due_at
         elif request.kind == "retry":
             view.retry_slot = view.retry_at = view.retry_attempt = None
+            self._needs_sync = True  # the task may have another retry pending
         else:
             view.manual_at = None
 
@@ -407,6 +435,14 @@ class Runtime:
                 log.warning(
                     "database unavailable (%s: %s); retrying in %.1f s", type(e).__name__, e, delay
                 )
+            except Exception:
+                # Anything else (a read-only failover, a lock timeout, a bug): keep scheduling.
+                failures += 1
+                delay = min(0.25 * 2**failures, 5.0)
+                self._needs_sync = True
+                log.exception("scheduler pass failed; retrying in %.1f s", delay)
+            if self._stopping:
+                break
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
             self._wake.clear()
@@ -428,7 +464,7 @@ class Runtime:
             logger=run_log,
             connect=lambda: self._connection(cfg),
             post=lambda content, **kw: self._post(loaded, content, **kw),
-            checkpoint=lambda state: self.store.checkpoint(run.task_id, state),
+            checkpoint=lambda state: self._checkpoint(run, state),
             client=self.client,
         )
         log.debug(
@@ -439,27 +475,45 @@ class Runtime:
             run.attempt,
             format_slot(run.scheduled_for.astimezone(self.schedules[run.actor].tz)),
         )
-        timeout = asyncio.timeout(cfg.timeout_seconds)
-        error: BaseException | None = None
+        # The actor's code runs in a task of its own, so that a shutdown can cancel it without
+        # cancelling the recording of its outcome.
+        code = asyncio.create_task(self._run_actor_code(loaded, ctx), name=f"actor {run.actor}")
+        self._actor_code[run.run_id] = code
         try:
-            async with timeout:
-                await loaded.instance.run(ctx)
-            _check_state(ctx.state)
-            status = "succeeded"
-        except asyncio.CancelledError as e:
-            status, error = "cancelled", e
-        except TimeoutError as e:
-            status, error = ("timed_out" if timeout.expired() else "failed"), e
-        except Exception as e:
-            status, error = "failed", e
-        outcome = self._outcome(cfg, run, ctx, status, error)
-        try:
+            status, error = await code
+            outcome = self._outcome(cfg, run, ctx, status, error)
             finished = await self._record(run, outcome)
         finally:
+            self._actor_code.pop(run.run_id, None)
             self._local_runs[run.task_id] -= 1
             self._running.pop(run.run_id, None)
             self._wake.set()
         self._after_finish(run, outcome, finished)
+
+    async def _run_actor_code(
+        self, loaded: LoadedActor, ctx: RunContext
+    ) -> tuple[str, BaseException | None]:
+        """Run the actor within its timeout; returns (status, error) and never raises."""
+        timeout = asyncio.timeout(loaded.config.timeout_seconds)
+        try:
+            async with timeout:
+                await loaded.instance.run(ctx)
+            _check_state(ctx.state)
+            return "succeeded", None
+        except asyncio.CancelledError as e:
+            return "cancelled", e
+        except TimeoutError as e:
+            return ("timed_out" if timeout.expired() else "failed"), e
+        except Exception as e:
+            return "failed", e
+
+    async def _checkpoint(self, run: ClaimedRun, state: dict[str, Any]) -> None:
+        _check_state(state)
+        if not await self.store.checkpoint(run.task_id, run.run_id, state):
+            raise RunNoLongerOwned(
+                f"run {run.run_id} of {run.actor} is no longer running here (another process"
+                " declared it abandoned); its state was not saved"
+            )
 
     def _outcome(
         self,
@@ -524,8 +578,8 @@ class Runtime:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-            except (asyncpg.PostgresError, TypeError, ValueError) as e:
-                if outcome.status == "failed" and outcome.error_type == "RecordError":
+            except REFUSED_OUTCOME_ERRORS as e:
+                if outcome.error_type == "RecordError":
                     raise
                 log.error(
                     "run %d of %s: the database refused its outcome (%s: %s)",
@@ -541,6 +595,19 @@ class Runtime:
                     max_consecutive_failures=outcome.max_consecutive_failures,
                     counts_as_failure=True,
                 )
+            except asyncpg.PostgresError as e:
+                # e.g. a lock timeout or a read-only failover: wait, as for an outage.
+                log.warning(
+                    "run %d of %s: cannot record %s yet (%s: %s); retrying in %.1f s",
+                    run.run_id,
+                    run.actor,
+                    outcome.status,
+                    type(e).__name__,
+                    e,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def _after_finish(self, run: ClaimedRun, outcome: Outcome, finished: Finished | None) -> None:
         if finished is None:
@@ -620,12 +687,16 @@ class Runtime:
         finally:
             self._actor_in_use[cfg.name] -= 1
             try:
-                await reset_session(conn)  # the actor may have changed anything in its session
-            except BaseException:
-                conn.terminate()  # e.g. cancelled mid-query: the pool replaces it
-            await self.database.pool.release(conn)
-            for semaphore in held:
-                semaphore.release()
+                try:
+                    await reset_session(conn)  # the actor may have changed anything
+                except BaseException:
+                    conn.terminate()  # e.g. cancelled mid-query: the pool replaces it
+                    raise  # a cancellation (the run's timeout) must go on
+                finally:
+                    await asyncio.shield(self.database.pool.release(conn))
+            finally:
+                for semaphore in held:
+                    semaphore.release()
 
     def _exhausted_message(self, cfg: ActorConfig, waited: float) -> str:
         pool = self.database.pool
@@ -646,13 +717,22 @@ class Runtime:
             await asyncio.sleep(lease / 3)
             try:
                 if not await self.store.heartbeat(self.instance_id):
+                    # Our runs were marked abandoned and are retried elsewhere: stop them here.
                     log.error(
-                        "this process was declared dead by another (missed heartbeats);"
-                        " registering again"
+                        "this process was declared dead by another (missed heartbeats for"
+                        " lease_seconds = %g); cancelling its %d run(s) and registering again",
+                        lease,
+                        len(self._actor_code),
                     )
+                    self.cancel_runs("this process was declared dead by another")
                     await self.store.register_instance(
                         self.instance_id, socket.gethostname(), os.getpid(), lease
                     )
+                    self._healthy_since = time.monotonic()
+                if time.monotonic() - self._healthy_since < lease:
+                    # Just back from an outage: others may be too. Give them a whole lease to
+                    # renew theirs before declaring anyone dead.
+                    continue
                 lost = await self.store.recover_abandoned(self.clock.now())
                 for row in lost:
                     log.warning(
@@ -664,7 +744,8 @@ class Runtime:
                 if lost:
                     self._needs_sync = True
                     self._wake.set()
-            except TRANSIENT_DB_ERRORS as e:
+            except Exception as e:
+                self._healthy_since = time.monotonic()
                 log.warning("heartbeat failed (%s: %s)", type(e).__name__, e)
 
     async def _listen_loop(self) -> None:

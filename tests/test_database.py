@@ -28,7 +28,7 @@ from discord_actor.db import (
 from discord_actor.db.migrations import available_migrations, lock_key
 
 ALL_MIGRATIONS = [m.label for m in available_migrations()]
-TABLES = {"instances", "tasks", "runs", "schema_migrations"}
+TABLES = {"instances", "tasks", "runs", "retries", "schema_migrations"}
 
 
 async def _tables(conn: asyncpg.Connection, schema: str) -> set[str]:

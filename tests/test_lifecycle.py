@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from discord_actor import RunContext, actor
 from discord_actor.config import RetryPolicy, ScheduleConfig
-from discord_actor.db import Database
+from discord_actor.db import Database, open_database
 from discord_actor.db.store import Store
 from discord_actor.runtime import Runtime
 from discord_actor.testing.harness import RecordingPlatform, actor_config, load, make_config
@@ -112,8 +112,8 @@ async def test_graceful_shutdown_finishes_quick_runs_and_cancels_the_rest(
     assert runs["stuck"]["status"] == "cancelled"
     reason = "cancelled by shutdown after shutdown_grace_seconds = 1"
     assert runs["stuck"]["error_message"] == reason
-    stuck_task = await store.task("stuck")
-    assert stuck_task is not None and stuck_task["retry_attempt"] == 2  # runs again next start
+    retries = await store.retries("stuck")
+    assert [r["attempt"] for r in retries] == [2]  # runs again at the next start
     assert await database.pool.fetchval(f"SELECT count(*) FROM {database.schema}.instances") == 0
     assert database.pool.get_idle_size() == database.pool.get_size()
 
@@ -155,3 +155,83 @@ async def test_runs_of_a_dead_process_are_abandoned_and_retried(database: Databa
         (1, "schedule", slot),
     ]
     assert "lease" in runs[1]["error_message"]
+
+
+async def test_a_process_declared_dead_stops_its_runs(database: Database) -> None:
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    @actor
+    async def long_job(ctx: RunContext) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    runtime = runtime_for(
+        database, [(long_job, actor_config("long_job", schedule=HOURLY))], lease_seconds=0.6
+    )
+    await runtime.start()
+    try:
+        await asyncio.wait_for(started.wait(), 5)
+        # Another process decides this one is dead (as after a long stall) and takes its run.
+        schema = database.schema
+        await database.pool.execute(
+            f"DELETE FROM {schema}.instances WHERE id = $1", runtime.instance_id
+        )
+        await database.pool.execute(
+            f"UPDATE {schema}.runs SET status = 'abandoned', finished_at = now()"
+            " WHERE instance_id = $1",
+            runtime.instance_id,
+        )
+        await asyncio.wait_for(cancelled.wait(), 2)  # within a heartbeat (0.2 s)
+        await runtime.wait_idle()
+    finally:
+        await runtime.stop()
+    runs = await runtime.store.history("long_job")
+    assert [r["status"] for r in runs] == ["abandoned"]  # not overwritten by this process
+
+
+async def test_the_loops_survive_a_read_only_database(database: Database) -> None:
+    ticks: list[float] = []
+
+    @actor
+    async def tick(ctx: RunContext) -> None:
+        ticks.append(time.monotonic())
+
+    every_200ms = ScheduleConfig(type="interval", timezone="UTC", seconds=0.2)
+    db = await open_database(database.config)
+    name = await database.pool.fetchval("SELECT current_database()")
+    kick = (
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name ="
+        " 'discord-actor' AND pid <> pg_backend_pid() AND datname = current_database()"
+    )
+    runtime = runtime_for(
+        db,
+        [(tick, actor_config("tick", schedule=every_200ms))],
+        lease_seconds=3,
+        poll_interval_seconds=0.2,
+    )
+    try:
+        await runtime.start()
+        await asyncio.sleep(0.6)
+        # A failover-like window: every new transaction is read-only for a second.
+        await database.pool.execute(
+            f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'
+        )
+        await database.pool.execute(kick)
+        await asyncio.sleep(1.0)
+        await database.pool.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
+        await database.pool.execute(kick)
+        before = len(ticks)
+        await asyncio.sleep(2.0)
+        assert len(ticks) - before >= 3, "the scheduler stopped after the read-only window"
+        assert all(not t.done() for t in runtime._background)
+    finally:
+        await database.pool.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
+        await runtime.stop()
+        await db.close()
+    runs = await Store(database.pool, database.schema).history("tick", limit=1000)
+    assert "running" not in {r["status"] for r in runs}

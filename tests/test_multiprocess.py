@@ -10,7 +10,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -18,10 +18,16 @@ import pytest
 
 from discord_actor import RunContext, actor
 from discord_actor.config import DatabaseConfig, ScheduleConfig
-from discord_actor.db import EmbeddedPostgres, open_database
-from discord_actor.db.store import Store
+from discord_actor.db import Database, EmbeddedPostgres, open_database
+from discord_actor.db.store import ClaimRequest, Store
 from discord_actor.runtime import Runtime
-from discord_actor.testing.harness import RecordingPlatform, actor_config, load, make_config
+from discord_actor.testing.harness import (
+    ActorHarness,
+    RecordingPlatform,
+    actor_config,
+    load,
+    make_config,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -198,3 +204,45 @@ async def test_a_database_restart_loses_no_run(tmp_path: Path) -> None:
         await runtime.stop()
         await database.close()
         await asyncio.to_thread(server.stop)
+
+
+async def test_max_instances_holds_between_concurrent_claims(database: Database) -> None:
+    """Two processes claim the same task at the same moment, one its slot, one a manual trigger:
+    with max_instances = 1 at most one of them may start a run."""
+    cfg = actor_config("contended", schedule=ScheduleConfig(type="immediate", timezone="UTC"))
+
+    @actor
+    async def contended(ctx: RunContext) -> None:
+        pass
+
+    async with ActorHarness(database, [(contended, cfg)]):
+        pass  # creates the task row
+    other = await open_database(database.config)
+    first, second = Store(database.pool, database.schema), Store(other.pool, database.schema)
+    tasks = f"{database.schema}.tasks"
+    task_id = await database.pool.fetchval(f"SELECT id FROM {tasks} WHERE actor = 'contended'")
+    both = 0
+    try:
+        for i in range(300):
+            slot = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=i)
+            manual = slot + timedelta(days=1000)
+            await database.pool.execute(
+                f"UPDATE {tasks} SET running = 0, next_run = $1, due_at = $1, manual_at = $2"
+                " WHERE id = $3",
+                slot,
+                manual,
+                task_id,
+            )
+            later = slot + timedelta(hours=1)
+            by_schedule = ClaimRequest(
+                task_id, "schedule", slot, 1, slot, "schedule", new_next_run=later, new_due_at=later
+            )
+            by_hand = ClaimRequest(task_id, "manual", manual, 1, manual, "manual")
+            a, b = await asyncio.gather(
+                first.claim("A", [by_schedule], slot + timedelta(seconds=1)),
+                second.claim("B", [by_hand], slot + timedelta(seconds=1)),
+            )
+            both += bool(a and b)
+    finally:
+        await other.close()
+    assert both == 0

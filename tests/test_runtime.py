@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 
 from discord_actor import Actor, RunContext, actor
@@ -351,3 +352,131 @@ async def test_an_outcome_the_database_refuses_still_ends_the_run(database: Data
     assert run.status == "failed"
     assert run.error_type == "RecordError"
     assert "could not be recorded" in (run.error_message or "")
+
+
+async def test_timeouts_during_connection_release_still_end_the_run(database: Database) -> None:
+    # A run that keeps borrowing connections: its timeout often lands while one is returned.
+    @actor
+    async def busy(ctx: RunContext) -> None:
+        for _ in range(3000):  # far longer than its timeout, but bounded if the timeout is lost
+            async with ctx.db() as conn:
+                await conn.execute("SELECT 1")
+
+    db = await reopen(database, acquire_timeout_seconds=1.0)
+    async with db:
+        statuses = [
+            (
+                await run_actor_once(
+                    db, busy, name=f"busy{i}", timeout_seconds=0.2, max_connections=2
+                )
+            ).status
+            for i in range(6)
+        ]
+        assert statuses == ["timed_out"] * 6
+
+        # Every permit came back: an actor can still take its whole share.
+        @actor
+        async def two(ctx: RunContext) -> None:
+            async with ctx.db() as a, ctx.db() as b:
+                await a.execute("SELECT 1")
+                await b.execute("SELECT 1")
+
+        assert (await run_actor_once(db, two, name="two", max_connections=2)).status == (
+            "succeeded"
+        )
+
+
+async def test_jitter_longer_than_the_misfire_grace_is_not_a_missed_slot(
+    database: Database,
+) -> None:
+    schedule = ScheduleConfig(
+        type="interval", timezone="UTC", seconds=3600, jitter_seconds=300, catch_up="skip"
+    )
+    cfg = actor_config("jittery", schedule=schedule)
+    async with ActorHarness(database, [(Counter, cfg)], clock=FakeClock(START)) as h:
+        first = await h.tick(300)  # the first slot (START) is due within its 300 s of jitter
+        second = await h.tick(3600)
+    assert [(r.trigger, r.status) for r in first + second] == [("schedule", "succeeded")] * 2
+
+
+async def test_a_pending_retry_is_not_lost_when_another_run_fails(database: Database) -> None:
+    @actor
+    async def failing_twice(ctx: RunContext) -> None:
+        if ctx.attempt < 2:
+            raise RuntimeError(f"attempt {ctx.attempt} of {ctx.trigger}")
+
+    cfg = actor_config("two_retries", schedule=every(3600), retry=RetryPolicy(attempts=2))
+    async with ActorHarness(database, [(failing_twice, cfg)], clock=FakeClock(START)) as h:
+        assert [r.status for r in await h.tick()] == ["failed"]  # slot START, retry in 5 s
+        assert await h.store.trigger("two_retries")
+        assert [r.trigger for r in await h.tick()] == ["manual"]  # fails too: a second retry
+        retried = await h.tick(5)
+    assert sorted((r.trigger, r.attempt, r.status) for r in retried) == [
+        ("retry", 2, "succeeded"),
+        ("retry", 2, "succeeded"),
+    ]
+    slots = {r.scheduled_for for r in retried}
+    assert START in slots and len(slots) == 2
+
+
+async def test_an_operator_pause_is_not_reported_as_the_circuit_breaker(
+    database: Database,
+) -> None:
+    alerts: list[Alert] = []
+
+    async def collect(alert: Alert) -> None:
+        alerts.append(alert)
+
+    gate = asyncio.Event()
+
+    @actor
+    async def slow_failure(ctx: RunContext) -> None:
+        await gate.wait()
+        raise RuntimeError("late")
+
+    cfg = actor_config("paused_meanwhile", schedule=every(60), max_consecutive_failures=1)
+    async with ActorHarness(
+        database, [(slow_failure, cfg)], clock=FakeClock(START), alerts=collect
+    ) as h:
+        await h.runtime.run_due()
+        assert await h.store.pause("paused_meanwhile", "maintenance")
+        gate.set()
+        await h.runtime.wait_idle()
+    assert [a.paused for a in alerts] == []  # one failure: no run of failures, no breaker
+    task = await h.store.task("paused_meanwhile")
+    assert task is not None and task["paused_reason"] == "maintenance"
+
+
+async def test_recording_waits_out_a_lock_timeout(database: Database) -> None:
+    name = await database.pool.fetchval("SELECT current_database()")
+    await database.pool.execute(f"ALTER DATABASE \"{name}\" SET lock_timeout = '100ms'")
+    holder: list[asyncpg.Connection] = []
+    try:
+        db = await reopen(database)
+
+        @actor
+        async def job(ctx: RunContext) -> None:
+            # Someone else (an operator's psql session...) holds the task row for a while.
+            conn = await asyncpg.connect(db.url)
+            await conn.execute("BEGIN")
+            await conn.execute(f"SELECT 1 FROM {db.schema}.tasks WHERE actor = 'job' FOR UPDATE")
+            holder.append(conn)
+
+        async def release_later() -> None:
+            await asyncio.sleep(0.6)
+            await holder[0].execute("ROLLBACK")
+
+        async with db:
+            async with ActorHarness(
+                db, [(job, actor_config("job", schedule=every(60)))], clock=FakeClock(START)
+            ) as h:
+                await h.runtime.run_due()
+                releasing = asyncio.create_task(release_later())
+                await h.runtime.wait_idle()
+                await releasing
+                runs = await history(db, "job")
+    finally:
+        await database.pool.execute(f'ALTER DATABASE "{name}" RESET lock_timeout')
+        for conn in holder:
+            await conn.close()
+    assert [r["status"] for r in runs] == ["succeeded"]

@@ -42,7 +42,7 @@ class Database:
     """An open pool on a migrated schema, plus the embedded server if we started one."""
 
     pool: asyncpg.Pool
-    url: str
+    url: str = field(repr=False)  # may hold a password
     schema: str
     config: DatabaseConfig
     server: EmbeddedPostgres | None = None

@@ -1,11 +1,13 @@
-"""Every SQL statement on the tasks, runs and instances tables.
+"""Every SQL statement on the tasks, runs, retries and instances tables.
 
 All statements are parameterized; the only thing formatted into SQL text is the schema name,
 which the configuration validates as a plain identifier and which is quoted here.
 
 Hot path: a run costs two round trips, ``claim`` (one statement that locks the task, advances
 its next slot and inserts the run) and ``finish`` (one statement that records the outcome, the
-new state, the retry and the circuit breaker together).
+new state, the retry and the circuit breaker together). Each task row counts its runs in flight
+(``running``), so that ``max_instances`` is checked on the locked row itself: a count of the runs
+table would be read from the statement's snapshot, which a concurrent claim can outdate.
 """
 
 from __future__ import annotations
@@ -24,11 +26,17 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-# The columns the scheduler keeps a local copy of; returned by sync, claim and finish.
-TASK_VIEW_COLUMNS = (
-    "id, actor, enabled, paused, max_instances, next_run, due_at, retry_slot, retry_attempt,"
-    " retry_at, manual_at"
-)
+# What the scheduler keeps a local copy of, per task: returned by sync and finish. The retry is
+# the task's earliest pending one.
+TASK_VIEW_SQL = """
+SELECT t.id, t.actor, t.enabled, t.paused, t.max_instances, t.next_run, t.due_at, t.manual_at,
+       q.scheduled_for AS retry_slot, q.attempt AS retry_attempt, q.retry_at
+FROM {tasks} t
+LEFT JOIN LATERAL (
+    SELECT scheduled_for, attempt, retry_at FROM {retries}
+    WHERE task_id = t.id ORDER BY retry_at, scheduled_for, attempt LIMIT 1
+) q ON true
+"""
 
 
 @dataclass
@@ -133,8 +141,11 @@ class Store:
         self._tasks = f"{s}.tasks"
         self._runs = f"{s}.runs"
         self._instances = f"{s}.instances"
-        self._claim_sql = _CLAIM_SQL.format(tasks=self._tasks, runs=self._runs)
-        self._finish_sql = _FINISH_SQL.format(tasks=self._tasks, runs=self._runs)
+        self._retries = f"{s}.retries"
+        tables = {"tasks": self._tasks, "runs": self._runs, "retries": self._retries}
+        self._view_sql = TASK_VIEW_SQL.format(**tables)
+        self._claim_sql = _CLAIM_SQL.format(**tables)
+        self._finish_sql = _FINISH_SQL.format(**tables)
 
     # -- processes -------------------------------------------------------------------------
 
@@ -181,16 +192,20 @@ class Store:
                   AND (r.instance_id IN (SELECT id FROM dead)
                        OR r.instance_id NOT IN (SELECT id FROM {self._instances}))
                 RETURNING r.id, r.task_id, r.scheduled_for, r.attempt, r.instance_id
-            ), retried AS (
+            ), per_task AS (
+                SELECT task_id, count(*) AS n, max(id) AS last_id FROM lost GROUP BY task_id
+            ), counted AS (
                 UPDATE {self._tasks} t SET
-                    last_status = 'abandoned', last_run_id = l.id, last_run_at = now(),
-                    retry_slot = CASE WHEN l.attempt < t.max_attempts THEN l.scheduled_for
-                                      ELSE t.retry_slot END,
-                    retry_attempt = CASE WHEN l.attempt < t.max_attempts THEN l.attempt + 1
-                                         ELSE t.retry_attempt END,
-                    retry_at = CASE WHEN l.attempt < t.max_attempts THEN $1 ELSE t.retry_at END,
+                    running = greatest(t.running - p.n, 0),
+                    last_status = 'abandoned', last_run_id = p.last_id, last_run_at = now(),
                     updated_at = now()
-                FROM lost l WHERE t.id = l.task_id
+                FROM per_task p WHERE t.id = p.task_id
+            ), retried AS (
+                INSERT INTO {self._retries} (task_id, scheduled_for, attempt, retry_at)
+                SELECT l.task_id, l.scheduled_for, l.attempt + 1, $1
+                FROM lost l JOIN {self._tasks} t ON t.id = l.task_id
+                WHERE l.attempt < t.max_attempts
+                ON CONFLICT DO NOTHING
             )
             SELECT l.id AS run_id, t.actor, l.scheduled_for, l.attempt, l.instance_id
             FROM lost l JOIN {self._tasks} t ON t.id = l.task_id
@@ -253,9 +268,7 @@ class Store:
     # -- the scheduler's hot path ---------------------------------------------------------
 
     async def sync(self) -> list[TaskView]:
-        rows = await self.pool.fetch(
-            f"SELECT {TASK_VIEW_COLUMNS} FROM {self._tasks} WHERE removed_at IS NULL"
-        )
+        rows = await self.pool.fetch(self._view_sql + " WHERE t.removed_at IS NULL")
         return [TaskView.from_record(r) for r in rows]
 
     async def claim(
@@ -310,30 +323,58 @@ class Store:
         )
         if row is None:
             return None
+        task = TaskView.from_record(row)
+        if outcome.retry_at is not None and (
+            task.retry_at is None or outcome.retry_at < task.retry_at
+        ):
+            # The retry this statement queued is not in its own snapshot.
+            task.retry_slot, task.retry_attempt = row["scheduled_for"], row["attempt"] + 1
+            task.retry_at = outcome.retry_at
         return Finished(
-            task=TaskView.from_record(row),
+            task=task,
             consecutive_failures=row["consecutive_failures"],
             paused_reason=row["paused_reason"],
-            breaker_tripped=row["paused"]
-            and outcome.counts_as_failure
-            and row["consecutive_failures"] == outcome.max_consecutive_failures,
+            breaker_tripped=row["paused"] and not row["was_paused"],
         )
 
-    async def checkpoint(self, task_id: int, state: dict[str, Any]) -> None:
-        await self.pool.execute(
-            f"UPDATE {self._tasks} SET state = $2::jsonb, updated_at = now() WHERE id = $1",
+    async def checkpoint(self, task_id: int, run_id: int, state: dict[str, Any]) -> bool:
+        """Save a running run's state now; False if the run is no longer running."""
+        status: str = await self.pool.execute(
+            f"UPDATE {self._tasks} SET state = $3::jsonb, updated_at = now() WHERE id = $1"
+            f" AND EXISTS (SELECT 1 FROM {self._runs} WHERE id = $2 AND status = 'running')",
             task_id,
+            run_id,
             json.dumps(state),
         )
+        return status != "UPDATE 0"
+
+    async def set_state(self, actor: str, state: dict[str, Any]) -> None:
+        """Replace an actor's stored state (tests and operators; not while it runs)."""
+        await self.pool.execute(
+            f"UPDATE {self._tasks} SET state = $2::jsonb, updated_at = now() WHERE actor = $1",
+            actor,
+            json.dumps(state),
+        )
+
+    async def retries(self, actor: str) -> list[asyncpg.Record]:
+        """The actor's pending retries, earliest first."""
+        rows: list[asyncpg.Record] = await self.pool.fetch(
+            f"SELECT q.* FROM {self._retries} q JOIN {self._tasks} t ON t.id = q.task_id"
+            " WHERE t.actor = $1 ORDER BY q.retry_at, q.scheduled_for, q.attempt",
+            actor,
+        )
+        return rows
 
     # -- operator commands -------------------------------------------------------------------
 
     async def status(self) -> list[asyncpg.Record]:
         rows: list[asyncpg.Record] = await self.pool.fetch(
             f"""
-            SELECT t.*, (SELECT count(*) FROM {self._runs} r
-                         WHERE r.task_id = t.id AND r.status = 'running') AS running
-            FROM {self._tasks} t WHERE t.removed_at IS NULL ORDER BY t.actor
+            SELECT t.*, q.retry_at
+            FROM {self._tasks} t
+            LEFT JOIN LATERAL (SELECT min(retry_at) AS retry_at FROM {self._retries}
+                               WHERE task_id = t.id) q ON true
+            WHERE t.removed_at IS NULL ORDER BY t.actor
             """
         )
         return rows
@@ -426,25 +467,18 @@ WITH want AS (
     WHERE t.enabled AND NOT t.paused AND t.removed_at IS NULL
       AND CASE w.kind
             WHEN 'schedule' THEN t.next_run = w.expected AND t.due_at <= $12
-            WHEN 'retry' THEN t.retry_slot = w.expected AND t.retry_attempt = w.attempt
-                              AND t.retry_at <= $12
+            WHEN 'retry' THEN EXISTS (
+                SELECT 1 FROM {retries} q
+                WHERE q.task_id = t.id AND q.scheduled_for = w.expected
+                  AND q.attempt = w.attempt AND q.retry_at <= $12)
             ELSE t.manual_at = w.expected
           END
-      AND (w.status = 'skipped'
-           OR (SELECT count(*) FROM {runs} r
-               WHERE r.task_id = t.id AND r.status = 'running') < t.max_instances)
+      AND (w.status = 'skipped' OR t.running < t.max_instances)
     FOR UPDATE OF t SKIP LOCKED
-), advanced AS (
-    UPDATE {tasks} t SET
-        next_run = CASE WHEN p.kind = 'schedule' THEN p.new_next_run ELSE t.next_run END,
-        due_at = CASE WHEN p.kind = 'schedule' THEN p.new_due_at ELSE t.due_at END,
-        retry_slot = CASE WHEN p.kind = 'retry' THEN NULL ELSE t.retry_slot END,
-        retry_attempt = CASE WHEN p.kind = 'retry' THEN NULL ELSE t.retry_attempt END,
-        retry_at = CASE WHEN p.kind = 'retry' THEN NULL ELSE t.retry_at END,
-        manual_at = CASE WHEN p.kind = 'manual' THEN NULL ELSE t.manual_at END,
-        last_status = CASE WHEN p.status = 'skipped' THEN 'skipped' ELSE t.last_status END,
-        updated_at = now()
-    FROM picked p WHERE t.id = p.id
+), consumed AS (
+    DELETE FROM {retries} q USING picked p
+    WHERE p.kind = 'retry' AND q.task_id = p.id AND q.scheduled_for = p.expected
+      AND q.attempt = p.attempt
 ), started AS (
     INSERT INTO {runs} (task_id, scheduled_for, trigger, attempt, status, instance_id,
                         finished_at, duration_ms, error_message)
@@ -455,6 +489,16 @@ WITH want AS (
     FROM picked p
     ON CONFLICT (task_id, scheduled_for, attempt) DO NOTHING
     RETURNING id, task_id, scheduled_for, attempt, trigger, status
+), advanced AS (
+    UPDATE {tasks} t SET
+        next_run = CASE WHEN p.kind = 'schedule' THEN p.new_next_run ELSE t.next_run END,
+        due_at = CASE WHEN p.kind = 'schedule' THEN p.new_due_at ELSE t.due_at END,
+        manual_at = CASE WHEN p.kind = 'manual' THEN NULL ELSE t.manual_at END,
+        running = t.running + CASE WHEN s.status = 'running' THEN 1 ELSE 0 END,
+        last_status = CASE WHEN s.status = 'skipped' THEN 'skipped' ELSE t.last_status END,
+        updated_at = now()
+    FROM picked p LEFT JOIN started s ON s.task_id = p.id
+    WHERE t.id = p.id
 )
 SELECT s.*, p.actor, p.state FROM started s JOIN picked p ON p.id = s.task_id
 """
@@ -466,17 +510,16 @@ WITH finished AS (
         error_type = $3, error_message = $4, error_traceback = $5, posted = $6::jsonb
     WHERE id = $1 AND status = 'running'
     RETURNING id, task_id, scheduled_for, attempt
+), before AS (
+    SELECT t.id, t.paused FROM {tasks} t JOIN finished f ON f.task_id = t.id
 ), task AS (
     UPDATE {tasks} t SET
         state = coalesce($7::jsonb, t.state),
+        running = greatest(t.running - 1, 0),
         last_run_id = f.id, last_run_at = now(), last_status = $2,
         consecutive_failures = CASE WHEN $2 = 'succeeded' THEN 0
                                     WHEN $9 THEN t.consecutive_failures + 1
                                     ELSE t.consecutive_failures END,
-        retry_slot = CASE WHEN $8::timestamptz IS NULL THEN t.retry_slot ELSE f.scheduled_for END,
-        retry_attempt = CASE WHEN $8::timestamptz IS NULL THEN t.retry_attempt
-                             ELSE f.attempt + 1 END,
-        retry_at = coalesce($8::timestamptz, t.retry_at),
         paused = t.paused OR ($9 AND t.consecutive_failures + 1 >= $10),
         paused_reason = CASE WHEN NOT t.paused AND $9 AND t.consecutive_failures + 1 >= $10
                              THEN format('circuit breaker: %s consecutive failures', $10::int)
@@ -485,7 +528,19 @@ WITH finished AS (
                          THEN now() ELSE t.paused_at END,
         updated_at = now()
     FROM finished f WHERE t.id = f.task_id
-    RETURNING t.*
+    RETURNING t.id, t.paused, t.paused_reason, t.consecutive_failures, t.state, t.next_run,
+              t.due_at, t.manual_at, t.enabled, t.max_instances, t.actor
+), retried AS (
+    INSERT INTO {retries} (task_id, scheduled_for, attempt, retry_at)
+    SELECT f.task_id, f.scheduled_for, f.attempt + 1, $8::timestamptz
+    FROM finished f WHERE $8::timestamptz IS NOT NULL
+    ON CONFLICT DO NOTHING
 )
-SELECT * FROM task
+SELECT task.*, b.paused AS was_paused, f.scheduled_for, f.attempt,
+       q.scheduled_for AS retry_slot, q.attempt AS retry_attempt, q.retry_at
+FROM task JOIN finished f ON f.task_id = task.id JOIN before b ON b.id = task.id
+LEFT JOIN LATERAL (
+    SELECT scheduled_for, attempt, retry_at FROM {retries}
+    WHERE task_id = task.id ORDER BY retry_at, scheduled_for, attempt LIMIT 1
+) q ON true
 """

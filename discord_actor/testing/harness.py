@@ -187,10 +187,8 @@ async def run_actor_once(
     """Run ``actor`` once (with ``state`` as its stored state) and return the recorded run."""
     cfg = actor_config(name, settings=settings or {}, **config)
     async with ActorHarness(database, [(actor, cfg)]) as harness:
-        task = await harness.store.task(name)
-        assert task is not None
         if state is not None:
-            await harness.store.checkpoint(task["id"], state)
+            await harness.store.set_state(name, state)
         runs = await harness.tick()
         if not runs:
             raise AssertionError(f"actor {name!r} did not run")

@@ -14,8 +14,8 @@ CREATE TABLE instances (
 );
 
 -- One row per actor. Holds everything the scheduler needs: the normalized schedule and its
--- hash (to notice config changes), the next slot, a pending retry or manual trigger, the
--- circuit breaker and the actor's durable state.
+-- hash (to notice config changes), the next slot, a pending manual trigger, the number of runs
+-- in flight, the circuit breaker and the actor's durable state.
 CREATE TABLE tasks (
     id                   bigserial PRIMARY KEY,
     actor                text NOT NULL UNIQUE,
@@ -27,9 +27,7 @@ CREATE TABLE tasks (
     max_attempts         integer NOT NULL DEFAULT 1,  -- retry.attempts, for recovering abandoned runs
     next_run             timestamptz,             -- next slot; NULL = no more slots
     due_at               timestamptz,             -- next_run plus jitter
-    retry_slot           timestamptz,             -- slot of a pending retry
-    retry_attempt        integer,
-    retry_at             timestamptz,
+    running              integer NOT NULL DEFAULT 0,  -- runs in flight, for max_instances
     manual_at            timestamptz,             -- pending manual trigger (coalesced)
     paused               boolean NOT NULL DEFAULT false,
     paused_reason        text,
@@ -63,7 +61,15 @@ CREATE TABLE runs (
     UNIQUE (task_id, scheduled_for, attempt)
 );
 
+-- Retries waiting for their time: attempt N + 1 of a slot whose attempt N failed.
+CREATE TABLE retries (
+    task_id       bigint NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+    scheduled_for timestamptz NOT NULL,
+    attempt       integer NOT NULL,
+    retry_at      timestamptz NOT NULL,
+    PRIMARY KEY (task_id, scheduled_for, attempt)
+);
+
 CREATE INDEX runs_running ON runs (instance_id) WHERE status = 'running';
-CREATE INDEX runs_task_running ON runs (task_id) WHERE status = 'running';
 CREATE INDEX runs_task_started ON runs (task_id, started_at DESC);
 CREATE INDEX runs_finished ON runs (finished_at);
