@@ -21,7 +21,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -366,7 +366,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         flags = "" if a.enabled else ", disabled"
         print(f"{a.name}  (module {a.module}, platform {loaded.platform}{flags})")
         print(f"  schedule: {describe_schedule(a.schedule)}")
-        slots = schedule.upcoming(now, CHECK_SLOTS)
+        # As for a new task: an interval's first slot is the moment it is created.
+        first = schedule.initial_slot(now) if a.schedule.type == "interval" else None
+        slots = (
+            schedule.upcoming(now - timedelta(microseconds=1), CHECK_SLOTS, anchor=first)
+            if first is not None
+            else schedule.upcoming(now, CHECK_SLOTS)
+        )
         if slots:
             print(f"  next: {', '.join(format_slot(s) for s in slots)}")
         elif a.schedule.type == "immediate":

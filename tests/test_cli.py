@@ -8,6 +8,7 @@ The database is the test session's PostgreSQL, with a fresh schema per test.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -225,7 +226,11 @@ def test_init_writes_a_starter_that_checks_and_refuses_to_overwrite(tmp_path: Pa
     assert "hello" in r.out and "every 10 s" in r.out
     (slots,) = [line for line in r.out.splitlines() if line.strip().startswith("next:")]
     assert len(slots.split(", ")) == 3
-    assert all(datetime.fromisoformat(s).tzinfo for s in slots.split(": ", 1)[1].split(", "))
+    times = [datetime.fromisoformat(s) for s in slots.split(": ", 1)[1].split(", ")]
+    assert all(t.tzinfo for t in times)
+    # A new interval actor runs when it is created, then every 10 s.
+    assert abs((times[0] - datetime.now(UTC)).total_seconds()) < 5
+    assert [(b - a).total_seconds() for a, b in itertools.pairwise(times)] == [10, 10]
 
 
 CONFIG_PROBLEMS = """
