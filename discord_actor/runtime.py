@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -107,6 +107,10 @@ def _check_state(state: object) -> None:
         ) from None
 
 
+def _utc(when: datetime | None) -> datetime | None:
+    return None if when is None else when.astimezone(UTC)
+
+
 def default_platforms() -> dict[str, Platform]:
     """Console for console and (dry-run) discord actors; nothing for ``none``."""
     console = ConsolePlatform()
@@ -170,6 +174,7 @@ class Runtime:
         self._started = False
         self._cancel_reason = "cancelled"
         self._healthy_since = time.monotonic()  # since the last failed heartbeat
+        self._next_due: datetime | None = None  # earliest future work seen by the last pass
         self.clock.on_change(self._wake.set)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -303,14 +308,25 @@ class Runtime:
         free = self.config.server.max_concurrent_runs - len(self._running)
         if free <= 0:
             return []
-        requests: list[ClaimRequest] = []
-        for view in sorted(self._views.values(), key=lambda v: self._due_time(v) or now):
-            if len(requests) >= free:
-                break
-            if self._runnable(view):
-                request = self._due_request(view, now)
-                if request is not None:
-                    requests.append(request)
+        # One pass over the tasks: what is due now, and when the next thing will be.
+        due: list[tuple[datetime, int]] = []
+        self._next_due = None
+        for view in self._views.values():
+            when = self._due_time(view, now)
+            if when is None or not self._runnable(view):
+                continue
+            if when <= now:
+                due.append((when, view.id))
+            else:
+                self._note_due(when)
+        due.sort()
+        if len(due) > free:
+            self._note_due(now)  # more is due than this pass may start
+        requests = [
+            request
+            for _, task_id in due[:free]
+            if (request := self._due_request(self._views[task_id], now)) is not None
+        ]
         if not requests:
             return []
         claimed = await self.store.claim(self.instance_id, requests, now)
@@ -345,10 +361,19 @@ class Runtime:
             and self._local_runs[view.id] < view.max_instances
         )
 
-    def _due_time(self, view: TaskView) -> datetime | None:
-        """When this task next has work, by the scheduler's clock."""
-        times = [t for t in (view.retry_at, view.manual_at, view.due_at) if t is not None]
-        return min(times) if times else None
+    def _due_time(self, view: TaskView, now: datetime) -> datetime | None:
+        """When this task next has work, by the scheduler's clock (a manual trigger: now)."""
+        if view.manual_at is not None:
+            return now
+        when = view.due_at
+        if view.retry_at is not None and (when is None or view.retry_at < when):
+            when = view.retry_at
+        return when
+
+    def _note_due(self, when: datetime | None) -> None:
+        """Remember the earliest future work, for the scheduler's sleep."""
+        if when is not None and (self._next_due is None or when < self._next_due):
+            self._next_due = when
 
     def _due_request(self, view: TaskView, now: datetime) -> ClaimRequest | None:
         if view.retry_at is not None and view.retry_slot is not None and view.retry_at <= now:
@@ -396,12 +421,16 @@ class Runtime:
 
     def _apply_claim(self, view: TaskView, request: ClaimRequest) -> None:
         if request.kind == "schedule":
-            view.next_run, view.due_at = request.new_next_run, request.new_due_at
+            # In UTC, like everything read from the database: same-zone datetimes compare by
+            # wall clock, which is wrong around DST changes.
+            view.next_run = _utc(request.new_next_run)
+            view.due_at = _utc(request.new_due_at)
         elif request.kind == "retry":
             view.retry_slot = view.retry_at = view.retry_attempt = None
             self._needs_sync = True  # the task may have another retry pending
         else:
             view.manual_at = None
+        self._note_due(self._due_time(view, self.clock.now()))
 
     def _jitter(self, actor: str, slot: datetime) -> datetime:
         return jittered(slot, self.actors[actor].config.schedule.jitter_seconds)
@@ -412,9 +441,9 @@ class Runtime:
         until_sync = poll - (time.monotonic() - self._last_sync)
         if len(self._running) >= self.config.server.max_concurrent_runs:
             return max(0.0, until_sync)  # a finishing run wakes the loop
-        now = self.clock.now()
-        dues = [d for v in self._views.values() if self._runnable(v) and (d := self._due_time(v))]
-        until_due = (min(dues) - now).total_seconds() if dues else poll
+        if self._next_due is None:
+            return max(0.0, min(until_sync, poll))
+        until_due = (self._next_due - self.clock.now()).total_seconds()
         return max(0.0, min(until_sync, until_due, poll))
 
     async def _scheduler_loop(self) -> None:
@@ -620,6 +649,7 @@ class Runtime:
             )
             return
         self._views[finished.task.id] = finished.task
+        self._note_due(self._due_time(finished.task, self.clock.now()))
         if outcome.status == "succeeded":
             log.info(
                 "run %d of %s succeeded (%s, slot %s)",
