@@ -305,6 +305,19 @@ async def _close_in_order(cog: ActorRuntime, close_bot: Callable[[], Awaitable[N
             await cog.close_database()
 
 
+def _standalone_runtime(
+    bot: commands.Bot | commands.AutoShardedBot,
+    config: Config,
+    actors: Mapping[str, LoadedActor] | None,
+    clock: Clock | None,
+    instance_id: str | None,
+) -> ActorRuntime:
+    """The cog a standalone bot hosts; the bot closes the database itself, last."""
+    runtime = ActorRuntime(bot, config, actors=actors, clock=clock, instance_id=instance_id)
+    runtime.keep_database_open = True
+    return runtime
+
+
 class ActorBot(commands.Bot):
     """The standalone bot: a ``commands.Bot`` that hosts ``ActorRuntime``."""
 
@@ -318,10 +331,7 @@ class ActorBot(commands.Bot):
         **options: Any,
     ) -> None:
         super().__init__(**_bot_options(config, options))
-        self.actor_runtime = ActorRuntime(
-            self, config, actors=actors, clock=clock, instance_id=instance_id
-        )
-        self.actor_runtime.keep_database_open = True
+        self.actor_runtime = _standalone_runtime(self, config, actors, clock, instance_id)
 
     async def setup_hook(self) -> None:
         await self.add_cog(self.actor_runtime)
@@ -347,10 +357,7 @@ class ShardedActorBot(commands.AutoShardedBot):
         if cfg.shard_ids is not None:
             shards["shard_ids"] = list(cfg.shard_ids)
         super().__init__(**_bot_options(config, shards | options))
-        self.actor_runtime = ActorRuntime(
-            self, config, actors=actors, clock=clock, instance_id=instance_id
-        )
-        self.actor_runtime.keep_database_open = True
+        self.actor_runtime = _standalone_runtime(self, config, actors, clock, instance_id)
 
     async def setup_hook(self) -> None:
         await self.add_cog(self.actor_runtime)

@@ -595,18 +595,6 @@ class Runtime:
         while True:
             try:
                 return await self.store.finish(run.run_id, outcome)
-            except TRANSIENT_DB_ERRORS as e:
-                log.warning(
-                    "run %d of %s: cannot record %s yet (%s: %s); retrying in %.1f s",
-                    run.run_id,
-                    run.actor,
-                    outcome.status,
-                    type(e).__name__,
-                    e,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
             except REFUSED_OUTCOME_ERRORS as e:
                 if outcome.error_type == "RecordError":
                     raise
@@ -624,8 +612,8 @@ class Runtime:
                     max_consecutive_failures=outcome.max_consecutive_failures,
                     counts_as_failure=True,
                 )
-            except asyncpg.PostgresError as e:
-                # e.g. a lock timeout or a read-only failover: wait, as for an outage.
+            except (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError) as e:
+                # An outage, a lock timeout, a read-only failover: wait and write it again.
                 log.warning(
                     "run %d of %s: cannot record %s yet (%s: %s); retrying in %.1f s",
                     run.run_id,
