@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import cProfile
 import io
+import json
 import logging
 import os
 import pstats
@@ -222,7 +223,7 @@ def slot_request(task_id: int, k: int) -> ClaimRequest:
 async def finish_noop(store: Store, run: ClaimedRun) -> None:
     state = dict(run.state)
     state["n"] = state.get("n", 0) + 1
-    await store.finish(run.run_id, Outcome(status="succeeded", state=state))
+    await store.finish(run.run_id, Outcome(status="succeeded", state_json=json.dumps(state)))
 
 
 async def ceiling_round(base: Database, name: str, actors: int, slots: int) -> Measurement:

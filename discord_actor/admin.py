@@ -16,7 +16,6 @@ circuit breaker pauses an actor and on a failure after a run of failures.
 from __future__ import annotations
 
 import asyncio
-import difflib
 import io
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -26,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
+
+from .config import closest
 
 if TYPE_CHECKING:
     import asyncpg
@@ -390,8 +391,8 @@ class ActorsCommands(app_commands.Group, name="actors", description="Operate the
     async def _unknown(self, name: str) -> Reply:
         known = {a.name for a in self.config.actors}
         known |= {r["actor"] for r in await self.store.status()}
-        match = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
-        hint = f"; did you mean `{match[0]}`?" if match else ""
+        match = closest(name, sorted(known))
+        hint = f"; did you mean `{match}`?" if match else ""
         shown = _one_line(name).replace("`", "'")
         return Reply(_shorten(f"Unknown actor `{shown}`{hint} (`/actors list` shows them all)"))
 

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import difflib
 import json
 import logging
 import os
@@ -32,6 +31,7 @@ from discord_actor.config import (
     Config,
     ConfigError,
     ScheduleConfig,
+    closest,
     dump_config,
     load_config,
     redact_url,
@@ -217,8 +217,8 @@ def _config_actor(config: Config, name: str) -> ActorConfig:
 
 def _unknown_actor(config: Config, name: str) -> str:
     names = [a.name for a in config.actors]
-    match = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
-    hint = f"; did you mean {match[0]!r}?" if match else ""
+    match = closest(name, names)
+    hint = f"; did you mean {match!r}?" if match else ""
     known = ", ".join(names) if names else "none"
     return f"unknown actor {name!r} in {config.path}{hint} (configured actors: {known})"
 
@@ -237,12 +237,16 @@ def _database_label(config: Config) -> str:
     return f"{where} (schema {config.database.schema})"
 
 
-async def _open(config: Config, *, migrate: bool = False, **overrides: Any) -> Database:
-    """``open_database`` as the runtime does it (attaching to the embedded server if it runs),
-    with a pool sized for one command; its failures become a message and exit code 1."""
+async def _open(
+    config: Config, *, migrate: bool = False, for_run: bool = False, **overrides: Any
+) -> Database:
+    """``open_database`` as the runtime does it (attaching to the embedded server if it runs);
+    its failures become a message and exit code 1. A short command gets a pool of two; ``run``
+    gets the configured one."""
     from discord_actor.db import DatabaseUnavailable, MigrationError, open_database
 
-    cfg = dataclasses.replace(config.database, min_pool_size=1, max_pool_size=2, **overrides)
+    pool = {} if for_run else {"min_pool_size": 1, "max_pool_size": 2}
+    cfg = dataclasses.replace(config.database, **(pool | overrides))
     try:
         return await open_database(cfg, migrate=migrate)
     except (DatabaseUnavailable, MigrationError) as e:
@@ -499,16 +503,6 @@ def _signal_handlers(stop: asyncio.Event, grace: float,
             loop.remove_signal_handler(sig)
 
 
-async def _open_for_run(config: Config) -> Database:
-    """``open_database`` with the configured pool (``_open`` sizes one for a short command)."""
-    from discord_actor.db import DatabaseUnavailable, MigrationError, open_database
-
-    try:
-        return await open_database(config.database, migrate=True)
-    except (DatabaseUnavailable, MigrationError) as e:
-        raise CliError(str(e)) from None
-
-
 async def _serve(config: Config, actors: dict[str, LoadedActor]) -> int:
     """Without Discord: open the database, run until a signal, shut down, close the database."""
     import asyncpg
@@ -524,7 +518,7 @@ async def _serve(config: Config, actors: dict[str, LoadedActor]) -> int:
 
     with _signal_handlers(stop, config.server.shutdown_grace_seconds, cancel):
         log.info("database: %s", _database_label(config))
-        database = await _until_stopped(_open_for_run(config), stop)
+        database = await _until_stopped(_open(config, migrate=True, for_run=True), stop)
         if database is None:
             log.info("stopped before the database was open")
             return OK

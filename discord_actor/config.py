@@ -330,11 +330,16 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
-def _suggest(word: str, choices: Iterable[str]) -> str:
-    choices = list(choices)
+def closest(word: str, choices: Iterable[str]) -> str | None:
+    """The choice ``word`` most likely misspells (case-insensitive), for "did you mean"."""
     lowered = {c.lower(): c for c in choices}
     match = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
-    return f"; did you mean {lowered[match[0]]!r}?" if match else ""
+    return lowered[match[0]] if match else None
+
+
+def _suggest(word: str, choices: Iterable[str]) -> str:
+    match = closest(word, choices)
+    return f"; did you mean {match!r}?" if match else ""
 
 
 def _one_of(choices: Iterable[str]) -> str:

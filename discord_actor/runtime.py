@@ -97,10 +97,10 @@ class StateNotSerializable(TypeError):
     """An actor left something in ``ctx.state`` that JSON cannot hold."""
 
 
-def _check_state(state: object) -> None:
-    """Fail the run (not the bookkeeping) when its state cannot be saved."""
+def _state_json(state: object) -> str:
+    """The state as stored; fails the run (not the bookkeeping) when JSON cannot hold it."""
     try:
-        json.dumps(state)
+        return json.dumps(state)
     except (TypeError, ValueError) as e:
         raise StateNotSerializable(
             f"ctx.state must hold only JSON values (dict, list, str, int, float, bool, None): {e}"
@@ -165,7 +165,7 @@ class Runtime:
         self._broken: set[str] = set()  # actors whose setup() failed
         self._local_runs: Counter[int] = Counter()
         self._running: dict[int, asyncio.Task[None]] = {}  # run id -> its whole execution
-        self._actor_code: dict[int, asyncio.Task[tuple[str, BaseException | None]]] = {}
+        self._actor_code: dict[int, asyncio.Task[tuple[str, BaseException | None, str | None]]] = {}
         self._wake = asyncio.Event()
         self._needs_sync = True
         self._last_sync = 0.0
@@ -496,21 +496,22 @@ class Runtime:
             checkpoint=lambda state: self._checkpoint(run, state),
             client=self.client,
         )
-        log.debug(
-            "run %d of %s started (%s, attempt %d, slot %s)",
-            run.run_id,
-            run.actor,
-            run.trigger,
-            run.attempt,
-            format_slot(run.scheduled_for.astimezone(self.schedules[run.actor].tz)),
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "run %d of %s started (%s, attempt %d, slot %s)",
+                run.run_id,
+                run.actor,
+                run.trigger,
+                run.attempt,
+                self._slot_text(run),
+            )
         # The actor's code runs in a task of its own, so that a shutdown can cancel it without
         # cancelling the recording of its outcome.
         code = asyncio.create_task(self._run_actor_code(loaded, ctx), name=f"actor {run.actor}")
         self._actor_code[run.run_id] = code
         try:
-            status, error = await code
-            outcome = self._outcome(cfg, run, ctx, status, error)
+            status, error, state_json = await code
+            outcome = self._outcome(cfg, run, ctx, status, error, state_json)
             finished = await self._record(run, outcome)
         finally:
             self._actor_code.pop(run.run_id, None)
@@ -521,24 +522,24 @@ class Runtime:
 
     async def _run_actor_code(
         self, loaded: LoadedActor, ctx: RunContext
-    ) -> tuple[str, BaseException | None]:
-        """Run the actor within its timeout; returns (status, error) and never raises."""
+    ) -> tuple[str, BaseException | None, str | None]:
+        """Run the actor within its timeout; returns (status, error, new state as JSON).
+
+        Never raises."""
         timeout = asyncio.timeout(loaded.config.timeout_seconds)
         try:
             async with timeout:
                 await loaded.instance.run(ctx)
-            _check_state(ctx.state)
-            return "succeeded", None
+            return "succeeded", None, _state_json(ctx.state)
         except asyncio.CancelledError as e:
-            return "cancelled", e
+            return "cancelled", e, None
         except TimeoutError as e:
-            return ("timed_out" if timeout.expired() else "failed"), e
+            return ("timed_out" if timeout.expired() else "failed"), e, None
         except Exception as e:
-            return "failed", e
+            return "failed", e, None
 
     async def _checkpoint(self, run: ClaimedRun, state: dict[str, Any]) -> None:
-        _check_state(state)
-        if not await self.store.checkpoint(run.task_id, run.run_id, state):
+        if not await self.store.checkpoint(run.task_id, run.run_id, _state_json(state)):
             raise RunNoLongerOwned(
                 f"run {run.run_id} of {run.actor} is no longer running here (another process"
                 " declared it abandoned); its state was not saved"
@@ -551,6 +552,7 @@ class Runtime:
         ctx: RunContext,
         status: str,
         error: BaseException | None,
+        state_json: str | None,
     ) -> Outcome:
         retry_at: datetime | None = None
         if status in ("failed", "timed_out") and run.attempt < cfg.retry.attempts:
@@ -579,7 +581,7 @@ class Runtime:
             if status != "failed" or error is None
             else "".join(traceback.format_exception(error)),
             posted=list(ctx.posted),
-            state=ctx.state if status == "succeeded" else None,
+            state_json=state_json,
             retry_at=retry_at,
             counts_as_failure=status in ("failed", "timed_out") and retry_at is None,
             max_consecutive_failures=cfg.max_consecutive_failures,
@@ -639,13 +641,14 @@ class Runtime:
         self._views[finished.task.id] = finished.task
         self._note_due(self._due_time(finished.task, self.clock.now()))
         if outcome.status == "succeeded":
-            log.info(
-                "run %d of %s succeeded (%s, slot %s)",
-                run.run_id,
-                run.actor,
-                run.trigger,
-                format_slot(run.scheduled_for.astimezone(self.schedules[run.actor].tz)),
-            )
+            if log.isEnabledFor(logging.INFO):  # formatting the slot is not free
+                log.info(
+                    "run %d of %s succeeded (%s, slot %s)",
+                    run.run_id,
+                    run.actor,
+                    run.trigger,
+                    self._slot_text(run),
+                )
         else:
             retry = f"; retry at {outcome.retry_at.isoformat()}" if outcome.retry_at else ""
             log.warning(
@@ -673,6 +676,10 @@ class Runtime:
             await self.alerts(alert)
         except Exception as e:
             log.warning("could not send the alert for %s: %s: %s", alert.actor, type(e).__name__, e)
+
+    def _slot_text(self, run: ClaimedRun) -> str:
+        """The run's slot in its schedule's time zone, for logs."""
+        return format_slot(run.scheduled_for.astimezone(self.schedules[run.actor].tz))
 
     async def _post(self, loaded: LoadedActor, content: str | None, **kwargs: Any) -> Posted:
         return await self.platforms[loaded.platform].post(loaded.config, content, **kwargs)

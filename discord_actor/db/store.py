@@ -117,7 +117,7 @@ class Outcome:
     error_message: str | None = None
     error_traceback: str | None = None
     posted: Sequence[dict[str, Any]] = ()
-    state: dict[str, Any] | None = None  # None keeps what is stored (discard on failure)
+    state_json: str | None = None  # the new state as JSON; None keeps what is stored
     retry_at: datetime | None = None  # schedule attempt + 1 of the same slot at this time
     counts_as_failure: bool = False  # towards the circuit breaker
     max_consecutive_failures: int = 5
@@ -316,7 +316,7 @@ class Store:
             outcome.error_message,
             outcome.error_traceback,
             json.dumps(list(outcome.posted), default=str),
-            None if outcome.state is None else json.dumps(outcome.state),
+            outcome.state_json,
             outcome.retry_at,
             outcome.counts_as_failure,
             outcome.max_consecutive_failures,
@@ -337,14 +337,14 @@ class Store:
             breaker_tripped=row["paused"] and not row["was_paused"],
         )
 
-    async def checkpoint(self, task_id: int, run_id: int, state: dict[str, Any]) -> bool:
-        """Save a running run's state now; False if the run is no longer running."""
+    async def checkpoint(self, task_id: int, run_id: int, state_json: str) -> bool:
+        """Save a running run's state (JSON text) now; False if the run is no longer running."""
         status: str = await self.pool.execute(
             f"UPDATE {self._tasks} SET state = $3::jsonb, updated_at = now() WHERE id = $1"
             f" AND EXISTS (SELECT 1 FROM {self._runs} WHERE id = $2 AND status = 'running')",
             task_id,
             run_id,
-            json.dumps(state),
+            state_json,
         )
         return status != "UPDATE 0"
 
