@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from discord_actor.config import DatabaseConfig, redact_url
+from discord_actor.db.transient import TRANSIENT_DB_ERRORS, Backoff
 
 APPLICATION_NAME = "discord-actor"
 
@@ -22,19 +23,14 @@ _FIRST_DELAY = 0.1  # seconds before the second attempt; doubles each time
 _MAX_DELAY = 2.0
 _MIN_ATTEMPT = 0.25  # the last attempt gets at least this long even if the budget is spent
 
-# Errors that may go away by themselves: nothing listening yet, server starting or full.
-_TRANSIENT: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.ConnectionDoesNotExistError,
-)
-# Errors that will not: wrong password, unknown database or role, malformed URL.
+# Errors that retrying will not fix at connect time: a malformed URL, a client-side refusal
+# (e.g. SSL not supported), pg_hba.conf rejecting us. Checked before TRANSIENT_DB_ERRORS; any
+# other PostgresError (wrong password, unknown database or role) is permanent too.
 _PERMANENT: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
     ValueError,
+    asyncpg.InterfaceError,
+    asyncpg.ConnectionRejectionError,
+    asyncpg.ProtocolViolationError,
 )
 
 
@@ -112,19 +108,19 @@ async def create_pool(cfg: DatabaseConfig, url: str) -> asyncpg.Pool:
     budget = cfg.connect_timeout_seconds
     started = time.monotonic()
     deadline = started + budget
-    delay = _FIRST_DELAY
+    backoff = Backoff(_FIRST_DELAY, _MAX_DELAY)
     attempts = 0
     while True:
         attempts += 1
         try:
             async with asyncio.timeout(max(deadline - time.monotonic(), _MIN_ATTEMPT)):
                 return await _open(cfg, url)
-        except _TRANSIENT as exc:
-            last: BaseException = exc
         except _PERMANENT as exc:
-            raise DatabaseUnavailable(
-                f"cannot connect to database {redact_url(url)}: {_describe(exc, url)}"
-            ) from None
+            raise _permanent(exc, url) from None
+        except TRANSIENT_DB_ERRORS as exc:
+            last: BaseException = exc
+        except asyncpg.PostgresError as exc:
+            raise _permanent(exc, url) from None
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             elapsed = time.monotonic() - started
@@ -133,5 +129,10 @@ async def create_pool(cfg: DatabaseConfig, url: str) -> asyncpg.Pool:
                 f"in {elapsed:.1f} s (connect_timeout_seconds = {budget:g}); "
                 f"last error: {_describe(last, url)}"
             ) from None
-        await asyncio.sleep(min(delay, remaining))
-        delay = min(delay * 2, _MAX_DELAY)
+        await asyncio.sleep(min(backoff.next(), remaining))
+
+
+def _permanent(exc: BaseException, url: str) -> DatabaseUnavailable:
+    return DatabaseUnavailable(
+        f"cannot connect to database {redact_url(url)}: {_describe(exc, url)}"
+    )

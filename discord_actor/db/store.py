@@ -26,38 +26,129 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-# What the scheduler keeps a local copy of, per task: returned by sync and finish. The retry is
-# the task's earliest pending one.
-TASK_VIEW_SQL = """
-SELECT t.id, t.actor, t.enabled, t.paused, t.max_instances, t.next_run, t.due_at, t.manual_at,
-       q.scheduled_for AS retry_slot, q.attempt AS retry_attempt, q.retry_at
-FROM {tasks} t
+# What the scheduler keeps of a task that has work due soon: returned by the due window, by
+# ``views`` and by ``finish``. The retry is the task's earliest pending one.
+TASK_VIEW_COLUMNS = """
+t.id, t.actor, t.enabled, t.paused, t.max_instances, t.next_run, t.due_at,
+q.scheduled_for AS retry_slot, q.attempt AS retry_attempt, q.retry_at, t.manual_at
+"""
+EARLIEST_RETRY_SQL = """
 LEFT JOIN LATERAL (
     SELECT scheduled_for, attempt, retry_at FROM {retries}
     WHERE task_id = t.id ORDER BY retry_at, scheduled_for, attempt LIMIT 1
 ) q ON true
 """
 
+# What is due up to $1, earliest first, at most $2 of each kind: scheduled slots, manual
+# triggers and retries, each through its own index. ``kind`` says which part found the row, so
+# that the caller can tell whether a part was cut off by the limit.
+DUE_WINDOW_SQL = """
+WITH due AS (
+    (SELECT id, 's' AS kind, due_at AS at FROM {tasks}
+     WHERE due_at <= $1 AND enabled AND NOT paused AND removed_at IS NULL
+       AND running < max_instances
+     ORDER BY due_at LIMIT $2)
+    UNION ALL
+    (SELECT id, 'm', manual_at FROM {tasks}
+     WHERE manual_at IS NOT NULL AND enabled AND NOT paused AND removed_at IS NULL
+       AND running < max_instances
+     LIMIT $2)
+    UNION ALL
+    (SELECT task_id, 'r', retry_at FROM {retries} WHERE retry_at <= $1 ORDER BY retry_at LIMIT $2)
+)
+SELECT due.kind, due.at, {columns}
+FROM due JOIN {tasks} t ON t.id = due.id
+{earliest_retry}
+WHERE t.enabled AND NOT t.paused AND t.removed_at IS NULL
+"""
 
-@dataclass
+
 class TaskView:
-    """The scheduler's copy of one task row."""
+    """The scheduler's copy of one task row with work due soon."""
 
-    id: int
-    actor: str
-    enabled: bool
-    paused: bool
-    max_instances: int
-    next_run: datetime | None
-    due_at: datetime | None
-    retry_slot: datetime | None
-    retry_attempt: int | None
-    retry_at: datetime | None
-    manual_at: datetime | None
+    __slots__ = (
+        "actor",
+        "due_at",
+        "enabled",
+        "id",
+        "manual_at",
+        "max_instances",
+        "next_run",
+        "paused",
+        "retry_at",
+        "retry_attempt",
+        "retry_slot",
+    )
+
+    def __init__(
+        self,
+        id: int,
+        actor: str,
+        enabled: bool,
+        paused: bool,
+        max_instances: int,
+        next_run: datetime | None,
+        due_at: datetime | None,
+        retry_slot: datetime | None,
+        retry_attempt: int | None,
+        retry_at: datetime | None,
+        manual_at: datetime | None,
+    ) -> None:
+        self.id = id
+        self.actor = actor
+        self.enabled = enabled
+        self.paused = paused
+        self.max_instances = max_instances
+        self.next_run = next_run
+        self.due_at = due_at
+        self.retry_slot = retry_slot
+        self.retry_attempt = retry_attempt
+        self.retry_at = retry_at
+        self.manual_at = manual_at
+
+    def __repr__(self) -> str:
+        return (
+            f"TaskView(id={self.id}, actor={self.actor!r}, due_at={self.due_at},"
+            f" retry_at={self.retry_at}, manual_at={self.manual_at})"
+        )
 
     @classmethod
     def from_record(cls, r: asyncpg.Record) -> TaskView:
-        return cls(**{k: r[k] for k in cls.__dataclass_fields__})
+        return cls(
+            r["id"],
+            r["actor"],
+            r["enabled"],
+            r["paused"],
+            r["max_instances"],
+            r["next_run"],
+            r["due_at"],
+            r["retry_slot"],
+            r["retry_attempt"],
+            r["retry_at"],
+            r["manual_at"],
+        )
+
+    def due_time(self) -> float | None:
+        """When this task next has work, as a POSIX timestamp; 0 (at once) for a trigger."""
+        if self.manual_at is not None:
+            return 0.0
+        when = self.due_at
+        if self.retry_at is not None and (when is None or self.retry_at < when):
+            when = self.retry_at
+        return None if when is None else when.timestamp()
+
+
+@dataclass(frozen=True)
+class DueWindow:
+    """The tasks with work due up to ``until``; complete up to ``complete_until``.
+
+    When a part of the window query hit its limit, what lies beyond its last row was not read:
+    ``complete_until`` is then earlier than ``until``, and the caller reads again before then.
+    """
+
+    views: list[TaskView]
+    until: datetime
+    complete_until: datetime
 
 
 @dataclass(frozen=True)
@@ -143,7 +234,14 @@ class Store:
         self._instances = f"{s}.instances"
         self._retries = f"{s}.retries"
         tables = {"tasks": self._tasks, "runs": self._runs, "retries": self._retries}
-        self._view_sql = TASK_VIEW_SQL.format(**tables)
+        earliest_retry = EARLIEST_RETRY_SQL.format(**tables)
+        self._views_sql = (
+            f"SELECT {TASK_VIEW_COLUMNS} FROM {self._tasks} t {earliest_retry}"
+            " WHERE t.id = ANY($1::bigint[])"
+        )
+        self._window_sql = DUE_WINDOW_SQL.format(
+            columns=TASK_VIEW_COLUMNS, earliest_retry=earliest_retry, **tables
+        )
         self._claim_sql = _CLAIM_SQL.format(**tables)
         self._finish_sql = _FINISH_SQL.format(**tables)
 
@@ -167,6 +265,14 @@ class Store:
             f"UPDATE {self._instances} SET heartbeat_at = now() WHERE id = $1", instance_id
         )
         return status != "UPDATE 0"
+
+    async def live_instances(self) -> list[str]:
+        """The processes whose lease is current, in a stable order (their ids)."""
+        rows = await self.pool.fetch(
+            f"SELECT id FROM {self._instances}"
+            " WHERE heartbeat_at >= now() - make_interval(secs => lease_seconds) ORDER BY id"
+        )
+        return [r["id"] for r in rows]
 
     async def unregister_instance(self, instance_id: str) -> None:
         await self.pool.execute(f"DELETE FROM {self._instances} WHERE id = $1", instance_id)
@@ -264,11 +370,37 @@ class Store:
                 " WHERE removed_at IS NULL AND NOT (actor = ANY($1::text[]))",
                 [s.actor for s in specs],
             )
+            # Other running servers look at what is due again (a schedule may have changed).
+            await conn.execute("SELECT pg_notify($1, '')", self.channel)
 
     # -- the scheduler's hot path ---------------------------------------------------------
 
-    async def sync(self) -> list[TaskView]:
-        rows = await self.pool.fetch(self._view_sql + " WHERE t.removed_at IS NULL")
+    async def due_window(self, until: datetime, limit: int) -> DueWindow:
+        """The tasks that may run and have work due up to ``until`` (at most ~``limit`` each of
+        slots, triggers and retries), read through the due-time indexes."""
+        rows = await self.pool.fetch(self._window_sql, until, limit)
+        views: dict[int, TaskView] = {}
+        complete_until = until
+        counts = {"s": 0, "r": 0}
+        last: dict[str, datetime | None] = {"s": None, "r": None}
+        for r in rows:
+            kind = r["kind"]
+            if kind in counts:
+                counts[kind] += 1
+                at = last[kind]
+                if at is None or r["at"] > at:
+                    last[kind] = r["at"]
+            if r["id"] not in views:
+                views[r["id"]] = TaskView.from_record(r)
+        for kind, count in counts.items():
+            at = last[kind]
+            if count >= limit and at is not None and at < complete_until:
+                complete_until = at
+        return DueWindow(list(views.values()), until, complete_until)
+
+    async def views(self, task_ids: Sequence[int]) -> list[TaskView]:
+        """The current rows of these tasks (whatever their state)."""
+        rows = await self.pool.fetch(self._views_sql, list(task_ids))
         return [TaskView.from_record(r) for r in rows]
 
     async def claim(

@@ -1,0 +1,73 @@
+"""Failure alerts: a run of failures, or the circuit breaker pausing an actor.
+
+The runtime decides when an alert is due; where it goes (Discord's alert channel, the console in
+a dry run) is an ``AlertSink`` given by the host. Sending never delays the runs, and a sink that
+fails is logged, not fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from .db.store import Outcome
+
+log = logging.getLogger("discord_actor.runtime")
+
+DRAIN_SECONDS = 5.0  # how long a shutdown waits for alerts still being sent
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A failure worth telling an operator about: a run of failures, or the breaker tripping."""
+
+    actor: str
+    run_id: int
+    outcome: Outcome
+    consecutive_failures: int
+    paused: bool  # the circuit breaker paused the actor
+
+    def text(self) -> str:
+        error = f"{self.outcome.error_type}: {self.outcome.error_message}"
+        if self.paused:
+            return (
+                f"actor {self.actor} paused after {self.consecutive_failures} consecutive"
+                f" failures (last: run {self.run_id}, {error}); resume it with:"
+                f" discord-actor resume {self.actor}"
+            )
+        return (
+            f"actor {self.actor} failed {self.consecutive_failures} times in a row"
+            f" (last: run {self.run_id}, {error})"
+        )
+
+
+AlertSink = Callable[[Alert], Awaitable[None]]
+
+
+class AlertSender:
+    """Sends alerts in the background and waits for them at shutdown."""
+
+    def __init__(self, sink: AlertSink | None) -> None:
+        self.sink = sink
+        self._sending: set[asyncio.Task[None]] = set()
+
+    def send(self, alert: Alert) -> None:
+        if self.sink is None:
+            return
+        task = asyncio.create_task(self._send(self.sink, alert), name=f"alert for {alert.actor}")
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def drain(self) -> None:
+        """Wait (at most ``DRAIN_SECONDS``) for the alerts still being sent."""
+        if self._sending:
+            await asyncio.wait(list(self._sending), timeout=DRAIN_SECONDS)
+
+    @staticmethod
+    async def _send(sink: AlertSink, alert: Alert) -> None:
+        try:
+            await sink(alert)
+        except Exception as e:
+            log.warning("could not send the alert for %s: %s: %s", alert.actor, type(e).__name__, e)

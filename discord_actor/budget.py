@@ -1,0 +1,89 @@
+"""The shared pool's per-actor quotas: who may hold how many pooled connections.
+
+Every actor of a process borrows from one asyncpg pool. Each actor may hold at most its
+``max_connections``, and all actors together one less than the pool's size: the last connection
+stays free for the runtime's own statements, so that actors holding every connection can never
+block the statements that record their runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+from .config import ActorConfig
+from .db.pool import reset_session
+
+
+class PoolExhausted(Exception):
+    """An actor waited longer than ``acquire_timeout_seconds`` for a pooled connection."""
+
+
+class ConnectionBudget:
+    """Lends pooled connections to actors within their shares."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        pool_size: int,
+        acquire_timeout: float,
+        actors: Iterable[ActorConfig],
+    ) -> None:
+        self.pool = pool
+        self.pool_size = pool_size
+        self.acquire_timeout = acquire_timeout
+        self._shared = asyncio.Semaphore(max(1, pool_size - 1))
+        self._limits = {a.name: asyncio.Semaphore(a.max_connections) for a in actors}
+        self.in_use: Counter[str] = Counter()  # connections held, by actor
+
+    @asynccontextmanager
+    async def connection(self, cfg: ActorConfig) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection within the actor's share; waits at most ``acquire_timeout``."""
+        limit = self._limits[cfg.name]
+        held: list[asyncio.Semaphore] = []
+        conn: asyncpg.Connection | None = None
+        try:
+            async with asyncio.timeout(self.acquire_timeout):
+                await limit.acquire()
+                held.append(limit)
+                await self._shared.acquire()
+                held.append(self._shared)
+                conn = await self.pool.acquire()
+        except TimeoutError:
+            for semaphore in held:
+                semaphore.release()
+            raise PoolExhausted(self._exhausted_message(cfg)) from None
+        except BaseException:
+            for semaphore in held:
+                semaphore.release()
+            raise
+        self.in_use[cfg.name] += 1
+        try:
+            yield conn
+        finally:
+            self.in_use[cfg.name] -= 1
+            try:
+                try:
+                    await reset_session(conn)  # the actor may have changed anything
+                except BaseException:
+                    conn.terminate()  # e.g. cancelled mid-query: the pool replaces it
+                    raise  # a cancellation (the run's timeout) must go on
+                finally:
+                    await asyncio.shield(self.pool.release(conn))
+            finally:
+                for semaphore in held:
+                    semaphore.release()
+
+    def _exhausted_message(self, cfg: ActorConfig) -> str:
+        in_use = self.pool.get_size() - self.pool.get_idle_size()
+        return (
+            f"actor {cfg.name!r} waited {self.acquire_timeout:g} s (acquire_timeout_seconds) for"
+            f" a database connection: it holds {self.in_use[cfg.name]} of its max_connections ="
+            f" {cfg.max_connections}; the shared pool has {in_use} of {self.pool_size}"
+            f" connections in use ({sum(self.in_use.values())} by actors, one kept for the"
+            " runtime)"
+        )

@@ -1,0 +1,322 @@
+"""Running one claimed run: the actor's code within its timeout, then one statement that records
+the outcome, the actor's new state, a retry and the circuit breaker together.
+
+The actor's code runs in a task of its own, so that a shutdown (or a lost lease) can cancel it
+without cancelling the recording of its outcome. Recording is retried while the database is
+unreachable: a run this process started always gets a final status while the process lives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import traceback
+from collections import Counter
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from .actor import Posted, RunContext
+from .alerts import Alert, AlertSender
+from .budget import ConnectionBudget
+from .clock import Clock
+from .config import ActorConfig
+from .db.store import ClaimedRun, Finished, Outcome, Store, TaskView
+from .db.transient import TRANSIENT_DB_ERRORS, Backoff
+from .platforms import Platform
+from .plugins import LoadedActor
+from .schedules import Schedule, format_slot
+
+log = logging.getLogger("discord_actor.runtime")
+
+# Errors meaning the database will never store this outcome as it is.
+REFUSED_OUTCOME_ERRORS: tuple[type[BaseException], ...] = (asyncpg.DataError, TypeError, ValueError)
+
+
+class RunNoLongerOwned(RuntimeError):
+    """The run was declared abandoned by another process while it ran here."""
+
+
+class StateNotSerializable(TypeError):
+    """An actor left something in ``ctx.state`` that JSON cannot hold."""
+
+
+def state_json(state: object) -> str:
+    """The state as stored; fails the run (not the bookkeeping) when JSON cannot hold it."""
+    try:
+        return json.dumps(state)
+    except (TypeError, ValueError) as e:
+        raise StateNotSerializable(
+            f"ctx.state must hold only JSON values (dict, list, str, int, float, bool, None): {e}"
+        ) from None
+
+
+def retry_delay(attempt: int, backoff: float, max_backoff: float) -> float:
+    """Exponential backoff before attempt ``attempt + 1``."""
+    return float(min(backoff * 2 ** (attempt - 1), max_backoff))
+
+
+ActorCodeResult = tuple[str, BaseException | None, str | None]
+
+
+class Executor:
+    """Starts claimed runs and records how they ended."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        actors: Mapping[str, LoadedActor],
+        schedules: Mapping[str, Schedule],
+        budget: ConnectionBudget,
+        platforms: Mapping[str, Platform],
+        alerts: AlertSender,
+        *,
+        client: Any = None,
+        on_finished: Callable[[TaskView], None],
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.actors = actors
+        self.schedules = schedules
+        self.budget = budget
+        self.platforms = platforms
+        self.alerts = alerts
+        self.client = client
+        self._on_finished = on_finished
+        self.running: dict[int, asyncio.Task[None]] = {}  # run id -> its whole execution
+        self.local_runs: Counter[int] = Counter()  # task id -> runs in flight here
+        self._actor_code: dict[int, asyncio.Task[ActorCodeResult]] = {}
+        self._loggers = {
+            name: logging.getLogger(f"discord_actor.actors.{name}") for name in actors
+        }
+        self._cancel_reason = "cancelled"
+
+    def start(self, run: ClaimedRun) -> None:
+        self.local_runs[run.task_id] += 1
+        task = asyncio.create_task(self._execute(run), name=f"run {run.run_id} of {run.actor}")
+        self.running[run.run_id] = task
+
+    def cancel_runs(self, reason: str) -> None:
+        """Cancel the actor code of every run in flight; each is recorded ``cancelled``."""
+        self._cancel_reason = reason
+        for task in list(self._actor_code.values()):
+            task.cancel()
+
+    @property
+    def runs_in_actor_code(self) -> int:
+        return len(self._actor_code)
+
+    async def wait_idle(self) -> None:
+        """Wait until every run this process started has finished and been recorded."""
+        while self.running:
+            await asyncio.wait(list(self.running.values()))
+
+    # -- one run ------------------------------------------------------------------------------
+
+    async def _execute(self, run: ClaimedRun) -> None:
+        loaded = self.actors[run.actor]
+        cfg = loaded.config
+        platform = self.platforms[loaded.platform]
+
+        async def post(content: str | None, **kwargs: Any) -> Posted:
+            return await platform.post(cfg, content, **kwargs)
+
+        ctx = RunContext(
+            run_id=run.run_id,
+            actor=run.actor,
+            scheduled_for=run.scheduled_for,
+            attempt=run.attempt,
+            trigger=run.trigger,
+            settings=cfg.settings,
+            state=run.state,
+            logger=self._loggers[run.actor],
+            connect=lambda: self.budget.connection(cfg),
+            post=post,
+            checkpoint=lambda state: self._checkpoint(run, state),
+            client=self.client,
+        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "run %d of %s started (%s, attempt %d, slot %s)",
+                run.run_id,
+                run.actor,
+                run.trigger,
+                run.attempt,
+                self._slot_text(run),
+            )
+        code = asyncio.create_task(self._run_actor_code(loaded, ctx), name=f"actor {run.actor}")
+        self._actor_code[run.run_id] = code
+        finished: Finished | None = None
+        try:
+            status, error, new_state = await code
+            outcome = self._outcome(cfg, run, ctx, status, error, new_state)
+            finished = await self._record(run, outcome)
+        finally:
+            self._actor_code.pop(run.run_id, None)
+            self.local_runs[run.task_id] -= 1
+            if not self.local_runs[run.task_id]:
+                del self.local_runs[run.task_id]
+            self.running.pop(run.run_id, None)
+            if finished is not None:
+                self._on_finished(finished.task)
+        self._after_finish(run, outcome, finished)
+
+    @staticmethod
+    async def _run_actor_code(loaded: LoadedActor, ctx: RunContext) -> ActorCodeResult:
+        """Run the actor within its timeout; returns (status, error, new state as JSON).
+
+        Never raises."""
+        timeout = asyncio.timeout(loaded.config.timeout_seconds)
+        try:
+            async with timeout:
+                await loaded.instance.run(ctx)
+            return "succeeded", None, state_json(ctx.state)
+        except asyncio.CancelledError as e:
+            return "cancelled", e, None
+        except TimeoutError as e:
+            return ("timed_out" if timeout.expired() else "failed"), e, None
+        except Exception as e:
+            return "failed", e, None
+
+    async def _checkpoint(self, run: ClaimedRun, state: dict[str, Any]) -> None:
+        if not await self.store.checkpoint(run.task_id, run.run_id, state_json(state)):
+            raise RunNoLongerOwned(
+                f"run {run.run_id} of {run.actor} is no longer running here (another process"
+                " declared it abandoned); its state was not saved"
+            )
+
+    def _outcome(
+        self,
+        cfg: ActorConfig,
+        run: ClaimedRun,
+        ctx: RunContext,
+        status: str,
+        error: BaseException | None,
+        new_state: str | None,
+    ) -> Outcome:
+        if status == "succeeded":  # the common case, kept cheap
+            return Outcome(
+                status=status,
+                posted=ctx.posted,
+                state_json=new_state,
+                max_consecutive_failures=cfg.max_consecutive_failures,
+            )
+        retry_at: datetime | None = None
+        if status in ("failed", "timed_out") and run.attempt < cfg.retry.attempts:
+            delay = retry_delay(
+                run.attempt, cfg.retry.backoff_seconds, cfg.retry.max_backoff_seconds
+            )
+            retry_at = self.clock.now() + timedelta(seconds=delay)
+        elif (
+            status == "cancelled"
+            and run.attempt < cfg.retry.attempts
+            and cfg.schedule.type != "immediate"  # the next start brings its own run
+        ):
+            retry_at = self.clock.now()  # interrupted by a shutdown: run it again at next start
+        message = None
+        if status == "timed_out":
+            message = f"run exceeded timeout_seconds = {cfg.timeout_seconds:g}"
+        elif status == "cancelled":
+            message = self._cancel_reason
+        elif error is not None:
+            message = str(error) or type(error).__name__
+        return Outcome(
+            status=status,
+            error_type=None if error is None else type(error).__name__,
+            error_message=message,
+            error_traceback=None
+            if status != "failed" or error is None
+            else "".join(traceback.format_exception(error)),
+            posted=list(ctx.posted),
+            state_json=new_state,
+            retry_at=retry_at,
+            counts_as_failure=status in ("failed", "timed_out") and retry_at is None,
+            max_consecutive_failures=cfg.max_consecutive_failures,
+        )
+
+    async def _record(self, run: ClaimedRun, outcome: Outcome) -> Finished | None:
+        """Write the outcome, retrying while the database is unreachable: nothing is lost.
+
+        An outcome the database refuses (a bug, or a value it cannot store) is replaced by a
+        plain failure, so that the run never stays ``running`` while this process is alive.
+        """
+        backoff = Backoff(0.2, 5.0)
+        while True:
+            try:
+                return await self.store.finish(run.run_id, outcome)
+            except REFUSED_OUTCOME_ERRORS as e:
+                if outcome.error_type == "RecordError":
+                    raise
+                log.error(
+                    "run %d of %s: the database refused its outcome (%s: %s)",
+                    run.run_id,
+                    run.actor,
+                    type(e).__name__,
+                    e,
+                )
+                outcome = Outcome(
+                    status="failed",
+                    error_type="RecordError",
+                    error_message=f"the outcome could not be recorded: {type(e).__name__}: {e}",
+                    max_consecutive_failures=outcome.max_consecutive_failures,
+                    counts_as_failure=True,
+                )
+            except (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError) as e:
+                # An outage, a lock timeout, a read-only failover: wait and write it again.
+                delay = backoff.next()
+                log.warning(
+                    "run %d of %s: cannot record %s yet (%s: %s); retrying in %.1f s",
+                    run.run_id,
+                    run.actor,
+                    outcome.status,
+                    type(e).__name__,
+                    e,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+    def _after_finish(self, run: ClaimedRun, outcome: Outcome, finished: Finished | None) -> None:
+        if finished is None:
+            log.warning(
+                "run %d of %s was declared abandoned by another process while it ran;"
+                " its outcome (%s) was not recorded",
+                run.run_id,
+                run.actor,
+                outcome.status,
+            )
+            return
+        if outcome.status == "succeeded":
+            if log.isEnabledFor(logging.INFO):  # formatting the slot is not free
+                log.info(
+                    "run %d of %s succeeded (%s, slot %s)",
+                    run.run_id,
+                    run.actor,
+                    run.trigger,
+                    self._slot_text(run),
+                )
+            return
+        retry = f"; retry at {outcome.retry_at.isoformat()}" if outcome.retry_at else ""
+        log.warning(
+            "run %d of %s %s: %s%s",
+            run.run_id,
+            run.actor,
+            outcome.status,
+            outcome.error_message,
+            retry,
+        )
+        if finished.breaker_tripped:
+            alert = Alert(run.actor, run.run_id, outcome, finished.consecutive_failures, True)
+            log.error("%s", alert.text())
+            self.alerts.send(alert)
+        elif outcome.counts_as_failure and finished.consecutive_failures >= 2:
+            self.alerts.send(
+                Alert(run.actor, run.run_id, outcome, finished.consecutive_failures, False)
+            )
+
+    def _slot_text(self, run: ClaimedRun) -> str:
+        """The run's slot in its schedule's time zone, for logs."""
+        return format_slot(run.scheduled_for.astimezone(self.schedules[run.actor].tz))

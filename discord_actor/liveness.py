@@ -1,0 +1,133 @@
+"""Being alive among the processes that share a database: heartbeat, leases, the listener.
+
+Each process renews its lease every third of ``lease_seconds``. Any process may declare another
+dead once its lease has run out: its running runs are marked ``abandoned`` and retried. The
+heartbeat also learns how many processes are alive, which is how the schedulers spread the work.
+The listener wakes the scheduler at once when an operator (or another process) changes a task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from contextlib import suppress
+
+import asyncpg
+
+from .clock import Clock
+from .db import Database
+from .db.store import Store
+from .db.transient import TRANSIENT_DB_ERRORS, Backoff
+
+log = logging.getLogger("discord_actor.runtime")
+
+
+class Liveness:
+    """This process's lease, the recovery of dead processes' runs, and notifications."""
+
+    def __init__(
+        self,
+        database: Database,
+        store: Store,
+        clock: Clock,
+        instance_id: str,
+        lease_seconds: float,
+        *,
+        on_share: Callable[[int, int], None],
+        on_change: Callable[[], None],
+        on_declared_dead: Callable[[str], None],
+        runs_in_flight: Callable[[], int],
+    ) -> None:
+        self.database = database
+        self.store = store
+        self.clock = clock
+        self.instance_id = instance_id
+        self.lease = lease_seconds
+        self._on_share = on_share  # (rank, count) among the live processes
+        self._on_change = on_change  # something changed: look at what is due again
+        self._on_declared_dead = on_declared_dead
+        self._runs_in_flight = runs_in_flight
+        self._healthy_since = time.monotonic()  # since the last failed heartbeat
+
+    async def register(self) -> None:
+        await self.store.register_instance(
+            self.instance_id, socket.gethostname(), os.getpid(), self.lease
+        )
+        await self.refresh_share()
+
+    async def unregister(self) -> None:
+        with suppress(*TRANSIENT_DB_ERRORS):
+            await self.store.unregister_instance(self.instance_id)
+
+    async def refresh_share(self) -> None:
+        live = await self.store.live_instances()
+        if self.instance_id in live:
+            self._on_share(live.index(self.instance_id), len(live))
+
+    async def recover_abandoned(self) -> None:
+        lost = await self.store.recover_abandoned(self.clock.now())
+        for row in lost:
+            log.warning(
+                "run %d of %s abandoned: process %s stopped renewing its lease",
+                row["run_id"],
+                row["actor"],
+                row["instance_id"],
+            )
+        if lost:
+            self._on_change()
+
+    async def heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                if not await self.store.heartbeat(self.instance_id):
+                    # Our runs were marked abandoned and are retried elsewhere: stop them here.
+                    log.error(
+                        "this process was declared dead by another (missed heartbeats for"
+                        " lease_seconds = %g); cancelling its %d run(s) and registering again",
+                        self.lease,
+                        self._runs_in_flight(),
+                    )
+                    self._on_declared_dead("this process was declared dead by another")
+                    await self.register()
+                    self._healthy_since = time.monotonic()
+                await self.refresh_share()
+                if time.monotonic() - self._healthy_since < self.lease:
+                    # Just back from an outage: others may be too. Give them a whole lease to
+                    # renew theirs before declaring anyone dead.
+                    continue
+                await self.recover_abandoned()
+            except Exception as e:
+                self._healthy_since = time.monotonic()
+                log.warning("heartbeat failed (%s: %s)", type(e).__name__, e)
+
+    async def listen_loop(self) -> None:
+        """Wake the scheduler at once when an operator triggers, pauses or resumes an actor."""
+
+        def notified(*_: object) -> None:
+            self._on_change()
+
+        backoff = Backoff(0.5, 5.0)
+        while True:
+            conn: asyncpg.Connection | None = None
+            lost = asyncio.Event()
+            try:
+                conn = await asyncpg.connect(
+                    self.database.url, timeout=self.database.config.connect_timeout_seconds
+                )
+                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
+                await conn.add_listener(self.store.channel, notified)
+                backoff.reset()
+                notified()  # catch up with whatever happened while we were not listening
+                await lost.wait()
+            except TRANSIENT_DB_ERRORS as e:
+                log.debug("listener reconnecting (%s: %s)", type(e).__name__, e)
+            finally:
+                if conn is not None and not conn.is_closed():
+                    with suppress(Exception):
+                        await conn.close()
+            await backoff.sleep()

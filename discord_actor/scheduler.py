@@ -1,0 +1,279 @@
+"""What is due, and claiming it.
+
+The scheduler does not keep a copy of every task. PostgreSQL answers "what has work due before
+``now + lookahead``?" through indexes on the due times (the *due window*, read every
+``poll_interval_seconds`` and whenever a notification says something changed), and the
+scheduler keeps only those rows, in a heap ordered by when to act. A pass pops what is due, at
+most as many as this process may start, and claims them in one statement; the database makes
+sure that each slot is claimed once however many processes share it. So a pass costs what is
+due, and a process with 10,000 actors holds only the few hundred due in the next second or two.
+
+Several processes spread the work: each prefers the tasks whose id falls to its rank among the
+live processes (``task_id % count == rank``) and claims the others only when they are still
+unclaimed ``SHARE_GRACE_SECONDS`` after they fell due (the preferred process may be busy or gone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import time
+from collections.abc import Callable, Mapping
+from contextlib import suppress
+from datetime import UTC, datetime, timedelta
+
+from .clock import Clock
+from .config import Config
+from .db.store import ClaimedRun, ClaimRequest, Store, TaskView
+from .db.transient import TRANSIENT_DB_ERRORS, Backoff
+from .plugins import LoadedActor
+from .schedules import Schedule, decide, jittered
+
+log = logging.getLogger("discord_actor.runtime")
+
+MISFIRE_GRACE_SECONDS = 60.0  # a slot later than this (plus its jitter) counts as missed
+SHARE_GRACE_SECONDS = 0.05  # how long a due task waits for the process it falls to
+WINDOW_ROWS = 2000  # at most this many rows of each kind per read of the due window
+
+
+def _utc(when: datetime | None) -> datetime | None:
+    return None if when is None else when.astimezone(UTC)
+
+
+class Scheduler:
+    """Finds due work in the database and claims it for this process."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        clock: Clock,
+        actors: Mapping[str, LoadedActor],
+        schedules: Mapping[str, Schedule],
+        instance_id: str,
+        *,
+        free_slots: Callable[[], int],
+        runnable: Callable[[TaskView], bool],
+        start_run: Callable[[ClaimedRun], None],
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.actors = actors
+        self.schedules = schedules
+        self.instance_id = instance_id
+        self._free_slots = free_slots
+        self._runnable = runnable
+        self._start_run = start_run
+        poll = config.server.poll_interval_seconds
+        self.poll = poll
+        self.lookahead = timedelta(seconds=1.5 * poll)
+        self.wake = asyncio.Event()
+        self.stopping = False
+        # The due window: views of tasks with work due soon, and a heap of (act at, due, id).
+        self._views: dict[int, TaskView] = {}
+        self._heap: list[tuple[float, float, int]] = []
+        self._complete_until = 0.0  # POSIX time up to which the heap holds everything due
+        self._read_at = -1e18  # time.monotonic() of the last read of the window
+        self._must_read = True
+        self._recheck: set[int] = set()  # tasks whose row must be read again (a retry claimed)
+        # This process's share of the work: (rank, count) among the live processes.
+        self.rank, self.count = 0, 1
+
+    # -- the window ---------------------------------------------------------------------------
+
+    def changed(self) -> None:
+        """Something changed in the database (a notification): read the window again now."""
+        self._must_read = True
+        self.wake.set()
+
+    def set_share(self, rank: int, count: int) -> None:
+        self.rank, self.count = rank, max(1, count)
+
+    async def read_window(self) -> None:
+        """Replace what this process holds with the database's current due window."""
+        now = self.clock.now()
+        window = await self.store.due_window(now + self.lookahead, WINDOW_ROWS)
+        self._views = {v.id: v for v in window.views if v.actor in self.actors}
+        self._heap = []
+        for view in self._views.values():
+            self._push(view)
+        heapq.heapify(self._heap)
+        self._complete_until = window.complete_until.timestamp()
+        self._read_at = time.monotonic()
+        self._must_read = False
+
+    def note(self, view: TaskView) -> None:
+        """A task's row as a statement of ours returned it (after a finish or a claim)."""
+        due = view.due_time()
+        if due is None or due > self._complete_until:
+            self._views.pop(view.id, None)  # a later read of the window brings it back
+            return
+        self._views[view.id] = view
+        heapq.heappush(self._heap, self._entry(view.id, due))
+        self.wake.set()
+
+    def _push(self, view: TaskView) -> None:
+        due = view.due_time()
+        if due is not None:
+            self._heap.append(self._entry(view.id, due))
+
+    def _entry(self, task_id: int, due: float) -> tuple[float, float, int]:
+        if self.count > 1 and task_id % self.count != self.rank:
+            return due + SHARE_GRACE_SECONDS, due, task_id
+        return due, due, task_id
+
+    async def _read_rechecks(self) -> None:
+        ids, self._recheck = list(self._recheck), set()
+        for view in await self.store.views(ids):
+            if view.enabled and not view.paused and view.actor in self.actors:
+                self.note(view)
+
+    # -- claiming -----------------------------------------------------------------------------
+
+    async def run_due(self) -> list[ClaimedRun]:
+        """Claim and start everything due now, within capacity; returns what was claimed."""
+        free = self._free_slots()
+        if free <= 0 or not self._heap:
+            return []
+        now = self.clock.now()
+        now_ts = now.timestamp()
+        heap, views = self._heap, self._views
+        wanted: list[tuple[TaskView, ClaimRequest]] = []
+        while heap and heap[0][0] <= now_ts and len(wanted) < free:
+            _, due, task_id = heapq.heappop(heap)
+            view = views.get(task_id)
+            if view is None or view.due_time() != due or not self._runnable(view):
+                continue  # stale entry, or busy here: its finish brings it back
+            request = self._request(view, now)
+            if request is not None:
+                wanted.append((view, request))
+        if not wanted:
+            return []
+        claimed = await self.store.claim(self.instance_id, [r for _, r in wanted], now)
+        got = {c.task_id for c in claimed}
+        for view, request in wanted:
+            if request.task_id in got:
+                self._apply_claim(view, request)
+            else:
+                # Another process has it (or it was paused): the next read says what is next.
+                views.pop(view.id, None)
+        for run in claimed:
+            if run.status == "skipped":
+                log.info("actor %s: %s", run.actor, "skipped missed slot(s) (catch_up = skip)")
+                continue
+            self._start_run(run)
+        return claimed
+
+    def _request(self, view: TaskView, now: datetime) -> ClaimRequest | None:
+        if view.retry_at is not None and view.retry_slot is not None and view.retry_at <= now:
+            return ClaimRequest(
+                task_id=view.id,
+                kind="retry",
+                expected=view.retry_slot,
+                attempt=view.retry_attempt or 2,
+                scheduled_for=view.retry_slot,
+                trigger="retry",
+            )
+        if view.manual_at is not None:
+            return ClaimRequest(
+                task_id=view.id,
+                kind="manual",
+                expected=view.manual_at,
+                attempt=1,
+                scheduled_for=view.manual_at,
+                trigger="manual",
+            )
+        if view.next_run is None or view.due_at is None or view.due_at > now:
+            return None
+        jitter = self.actors[view.actor].config.schedule.jitter_seconds
+        decision = decide(
+            self.schedules[view.actor], view.next_run, now, MISFIRE_GRACE_SECONDS + jitter
+        )
+        next_due = None if decision.next_run is None else jittered(decision.next_run, jitter)
+        skipped = decision.action == "skip"
+        return ClaimRequest(
+            task_id=view.id,
+            kind="schedule",
+            expected=view.next_run,
+            attempt=1,
+            scheduled_for=decision.scheduled_for,
+            trigger=decision.trigger,
+            status="skipped" if skipped else "running",
+            new_next_run=decision.next_run,
+            new_due_at=next_due,
+            note=f'skipped {decision.skipped} missed slot(s) (catch_up = "skip")'
+            if skipped
+            else None,
+        )
+
+    def _apply_claim(self, view: TaskView, request: ClaimRequest) -> None:
+        if request.kind == "schedule":
+            # In UTC, like everything read from the database: same-zone datetimes compare by
+            # wall clock, which is wrong around DST changes.
+            view.next_run = _utc(request.new_next_run)
+            view.due_at = _utc(request.new_due_at)
+        elif request.kind == "retry":
+            view.retry_slot = view.retry_at = view.retry_attempt = None
+            self._recheck.add(view.id)  # the task may have another retry pending
+        else:
+            view.manual_at = None
+        self.note(view)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def _next_wake_in(self) -> float:
+        """Seconds until there is something to do: due work, or the next read of the window."""
+        until = self.poll - (time.monotonic() - self._read_at)
+        now_ts = self.clock.now().timestamp()
+        if self._complete_until > now_ts:
+            until = min(until, self._complete_until - now_ts)
+        if self._heap and self._free_slots() > 0:  # at capacity, a finishing run wakes us
+            until = min(until, self._heap[0][0] - now_ts)
+        return max(0.0, until)
+
+    def _window_stale(self) -> bool:
+        if self._must_read or time.monotonic() - self._read_at >= self.poll:
+            return True
+        # Past what the last read covered: read on, unless a backlog larger than one read is
+        # still being worked through (then the heap is not yet drained).
+        return (
+            self.clock.now().timestamp() >= self._complete_until
+            and len(self._heap) < WINDOW_ROWS // 4
+        )
+
+    async def pass_once(self) -> list[ClaimedRun]:
+        """One pass: read the window if it is due, then claim what is due."""
+        if self._window_stale():
+            await self.read_window()
+        if self._recheck:
+            await self._read_rechecks()
+        return await self.run_due()
+
+    async def loop(self) -> None:
+        backoff = Backoff(0.5, 5.0)
+        while not self.stopping:
+            try:
+                await self.pass_once()
+                backoff.reset()
+                delay = self._next_wake_in()
+            except TRANSIENT_DB_ERRORS as e:
+                delay = backoff.next()
+                self._must_read = True
+                log.warning(
+                    "database unavailable (%s: %s); retrying in %.1f s", type(e).__name__, e, delay
+                )
+            except Exception:
+                # Anything else (a read-only failover, a lock timeout, a bug): keep scheduling.
+                delay = backoff.next()
+                self._must_read = True
+                log.exception("scheduler pass failed; retrying in %.1f s", delay)
+            if self.stopping:
+                break
+            if delay > 0:
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), timeout=delay)
+            else:
+                await asyncio.sleep(0)  # let finished runs and other tasks in
+            self.wake.clear()
