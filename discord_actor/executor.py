@@ -1,9 +1,13 @@
-"""Running one claimed run: the actor's code within its timeout, then one statement that records
-the outcome, the actor's new state, a retry and the circuit breaker together.
+"""Running one claimed run: the actor's code within its timeout, then recording the outcome, the
+actor's new state, a retry and the circuit breaker together.
 
 The actor's code runs in a task of its own, so that a shutdown (or a lost lease) can cancel it
-without cancelling the recording of its outcome. Recording is retried while the database is
-unreachable: a run this process started always gets a final status while the process lives.
+without cancelling the recording of its outcome. Outcomes are recorded by one writer: what
+finishes while a write is in flight goes into the next one, so that under load many outcomes
+share one statement and one commit, and an idle process writes each at once. A run is not over
+until its outcome is stored, and writing is retried while the database is unreachable: a run
+this process started always gets a final status while the process lives (and if it dies, the
+lease recovery marks the run ``abandoned``).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import logging
 import traceback
 from collections import Counter
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -60,6 +65,7 @@ def retry_delay(attempt: int, backoff: float, max_backoff: float) -> float:
 
 
 ActorCodeResult = tuple[str, BaseException | None, str | None]
+MAX_OUTCOMES_PER_WRITE = 256
 
 
 class Executor:
@@ -76,7 +82,7 @@ class Executor:
         alerts: AlertSender,
         *,
         client: Any = None,
-        on_finished: Callable[[TaskView], None],
+        on_finished: Callable[[TaskView | None], None],
     ) -> None:
         self.store = store
         self.clock = clock
@@ -94,6 +100,8 @@ class Executor:
             name: logging.getLogger(f"discord_actor.actors.{name}") for name in actors
         }
         self._cancel_reason = "cancelled"
+        self._unwritten: list[tuple[ClaimedRun, Outcome, asyncio.Future[Finished | None]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     def start(self, run: ClaimedRun) -> None:
         self.local_runs[run.task_id] += 1
@@ -114,6 +122,13 @@ class Executor:
         """Wait until every run this process started has finished and been recorded."""
         while self.running:
             await asyncio.wait(list(self.running.values()))
+
+    async def close(self) -> None:
+        """Stop writing outcomes (at shutdown, after the runs were waited for)."""
+        if self._writer is not None:
+            self._writer.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._writer
 
     # -- one run ------------------------------------------------------------------------------
 
@@ -161,8 +176,7 @@ class Executor:
             if not self.local_runs[run.task_id]:
                 del self.local_runs[run.task_id]
             self.running.pop(run.run_id, None)
-            if finished is not None:
-                self._on_finished(finished.task)
+            self._on_finished(None if finished is None else finished.task)
         self._after_finish(run, outcome, finished)
 
     @staticmethod
@@ -239,45 +253,91 @@ class Executor:
         )
 
     async def _record(self, run: ClaimedRun, outcome: Outcome) -> Finished | None:
-        """Write the outcome, retrying while the database is unreachable: nothing is lost.
+        """Hand the outcome to the writer and wait until it is stored."""
+        done: asyncio.Future[Finished | None] = asyncio.get_running_loop().create_future()
+        self._unwritten.append((run, outcome, done))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_outcomes(), name="outcome writer")
+        return await asyncio.shield(done)
 
-        An outcome the database refuses (a bug, or a value it cannot store) is replaced by a
-        plain failure, so that the run never stays ``running`` while this process is alive.
+    async def _write_outcomes(self) -> None:
+        """Write what has finished, in batches, until nothing is left."""
+        batch: list[tuple[ClaimedRun, Outcome, asyncio.Future[Finished | None]]] = []
+        try:
+            while self._unwritten:
+                batch = self._unwritten[:MAX_OUTCOMES_PER_WRITE]
+                del self._unwritten[:MAX_OUTCOMES_PER_WRITE]
+                try:
+                    results = await self._write_batch([(r, o) for r, o, _ in batch])
+                except Exception as e:  # a bug: the runs waiting for this write see it
+                    for _, _, done in batch:
+                        if not done.done():
+                            done.set_exception(e)
+                    continue
+                for (_, _, done), finished in zip(batch, results, strict=True):
+                    if not done.done():
+                        done.set_result(finished)
+        finally:
+            self._writer = None
+            for _, _, done in batch + self._unwritten:  # closed while writing
+                if not done.done():
+                    done.cancel()
+
+    async def _write_batch(
+        self, batch: list[tuple[ClaimedRun, Outcome]]
+    ) -> list[Finished | None]:
+        """Write outcomes, retrying while the database is unreachable: nothing is lost.
+
+        When the database refuses the batch (a value it cannot store), each outcome is written
+        on its own, and a refused one is replaced by a plain failure, so that no run stays
+        ``running`` while this process is alive.
         """
         backoff = Backoff(0.2, 5.0)
         while True:
             try:
-                return await self.store.finish(run.run_id, outcome)
+                return await self.store.finish_many([(r.run_id, o) for r, o in batch])
             except REFUSED_OUTCOME_ERRORS as e:
-                if outcome.error_type == "RecordError":
-                    raise
-                log.error(
-                    "run %d of %s: the database refused its outcome (%s: %s)",
-                    run.run_id,
-                    run.actor,
-                    type(e).__name__,
-                    e,
-                )
-                outcome = Outcome(
-                    status="failed",
-                    error_type="RecordError",
-                    error_message=f"the outcome could not be recorded: {type(e).__name__}: {e}",
-                    max_consecutive_failures=outcome.max_consecutive_failures,
-                    counts_as_failure=True,
-                )
+                if len(batch) == 1:
+                    return [await self._write_refused(*batch[0], e)]
+                return [(await self._write_batch([item]))[0] for item in batch]
             except (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError) as e:
                 # An outage, a lock timeout, a read-only failover: wait and write it again.
                 delay = backoff.next()
+                first = batch[0][0]
                 log.warning(
-                    "run %d of %s: cannot record %s yet (%s: %s); retrying in %.1f s",
-                    run.run_id,
-                    run.actor,
-                    outcome.status,
+                    "cannot record the outcome of %d run(s) yet (run %d of %s: %s; %s: %s);"
+                    " retrying in %.1f s",
+                    len(batch),
+                    first.run_id,
+                    first.actor,
+                    batch[0][1].status,
                     type(e).__name__,
                     e,
                     delay,
                 )
                 await asyncio.sleep(delay)
+
+    async def _write_refused(
+        self, run: ClaimedRun, outcome: Outcome, e: BaseException
+    ) -> Finished | None:
+        """Record a plain failure in place of an outcome that the database refused."""
+        if outcome.error_type == "RecordError":
+            raise e
+        log.error(
+            "run %d of %s: the database refused its outcome (%s: %s)",
+            run.run_id,
+            run.actor,
+            type(e).__name__,
+            e,
+        )
+        plain = Outcome(
+            status="failed",
+            error_type="RecordError",
+            error_message=f"the outcome could not be recorded: {type(e).__name__}: {e}",
+            max_consecutive_failures=outcome.max_consecutive_failures,
+            counts_as_failure=True,
+        )
+        return (await self._write_batch([(run, plain)]))[0]
 
     def _after_finish(self, run: ClaimedRun, outcome: Outcome, finished: Finished | None) -> None:
         if finished is None:

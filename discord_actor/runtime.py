@@ -213,6 +213,7 @@ class Runtime:
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        await self.executor.close()
         await self.liveness.unregister()
         log.info("runtime %s stopped", self.instance_id)
 
@@ -271,5 +272,8 @@ class Runtime:
             and self.executor.local_runs[view.id] < view.max_instances
         )
 
-    def _run_finished(self, view: TaskView) -> None:
-        self.scheduler.note(view)
+    def _run_finished(self, view: TaskView | None) -> None:
+        """A run ended (``view``: its task's row as recorded): capacity is free again."""
+        if view is not None:
+            self.scheduler.note(view)
+        self.scheduler.wake.set()

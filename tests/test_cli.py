@@ -349,11 +349,12 @@ def test_commands_before_the_first_run(project: Path, database_url: str, db_sche
 
     r = cli("migrate", cwd=project)
     assert r.code == 0, r.err
-    assert "applied 0001_initial\napplied 0002_due_indexes" in r.out and db_schema in r.out
+    assert "applied 0001_initial\napplied 0002_due_indexes\napplied 0003_finish_run" in r.out
+    assert db_schema in r.out
     r = cli("migrate", cwd=project)
     assert r.code == 0 and "already up to date" in r.out
     assert query(database_url, f'SELECT version FROM "{db_schema}".schema_migrations') == [
-        {"version": 1}, {"version": 2}]
+        {"version": 1}, {"version": 2}, {"version": 3}]
 
 
 def test_status_history_and_next_after_runs(project: Path) -> None:

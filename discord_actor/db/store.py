@@ -243,7 +243,7 @@ class Store:
             columns=TASK_VIEW_COLUMNS, earliest_retry=earliest_retry, **tables
         )
         self._claim_sql = _CLAIM_SQL.format(**tables)
-        self._finish_sql = _FINISH_SQL.format(**tables)
+        self._finish_many_sql = _FINISH_MANY_SQL.format(schema=s)
 
     # -- processes -------------------------------------------------------------------------
 
@@ -440,34 +440,31 @@ class Store:
 
     async def finish(self, run_id: int, outcome: Outcome) -> Finished | None:
         """Record a run's outcome; None if the run was no longer ours (declared abandoned)."""
-        row = await self.pool.fetchrow(
-            self._finish_sql,
-            run_id,
-            outcome.status,
-            outcome.error_type,
-            outcome.error_message,
-            outcome.error_traceback,
-            json.dumps(list(outcome.posted), default=str),
-            outcome.state_json,
-            outcome.retry_at,
-            outcome.counts_as_failure,
-            outcome.max_consecutive_failures,
+        return (await self.finish_many([(run_id, outcome)]))[0]
+
+    async def finish_many(
+        self, outcomes: Sequence[tuple[int, Outcome]]
+    ) -> list[Finished | None]:
+        """Record many runs' outcomes in one statement and one transaction, each applied on its
+        own and in order; per run, what ``finish`` returns."""
+        rows = await self.pool.fetch(
+            self._finish_many_sql,
+            [run_id for run_id, _ in outcomes],
+            [o.status for _, o in outcomes],
+            [o.error_type for _, o in outcomes],
+            [o.error_message for _, o in outcomes],
+            [o.error_traceback for _, o in outcomes],
+            [_posted_json(o.posted) for _, o in outcomes],
+            [o.state_json for _, o in outcomes],
+            [o.retry_at for _, o in outcomes],
+            [o.counts_as_failure for _, o in outcomes],
+            [o.max_consecutive_failures for _, o in outcomes],
         )
-        if row is None:
-            return None
-        task = TaskView.from_record(row)
-        if outcome.retry_at is not None and (
-            task.retry_at is None or outcome.retry_at < task.retry_at
-        ):
-            # The retry this statement queued is not in its own snapshot.
-            task.retry_slot, task.retry_attempt = row["scheduled_for"], row["attempt"] + 1
-            task.retry_at = outcome.retry_at
-        return Finished(
-            task=task,
-            consecutive_failures=row["consecutive_failures"],
-            paused_reason=row["paused_reason"],
-            breaker_tripped=row["paused"] and not row["was_paused"],
-        )
+        results: list[Finished | None] = [None] * len(outcomes)
+        for row in rows:
+            index = row["n"] - 1
+            results[index] = _finished(row, outcomes[index][1])
+        return results
 
     async def checkpoint(self, task_id: int, run_id: int, state_json: str) -> bool:
         """Save a running run's state (JSON text) now; False if the run is no longer running."""
@@ -635,44 +632,35 @@ WITH want AS (
 SELECT s.*, p.actor, p.state FROM started s JOIN picked p ON p.id = s.task_id
 """
 
-_FINISH_SQL = """
-WITH finished AS (
-    UPDATE {runs} SET status = $2, finished_at = now(),
-        duration_ms = extract(epoch FROM now() - started_at) * 1000,
-        error_type = $3, error_message = $4, error_traceback = $5, posted = $6::jsonb
-    WHERE id = $1 AND status = 'running'
-    RETURNING id, task_id, scheduled_for, attempt
-), before AS (
-    SELECT t.id, t.paused FROM {tasks} t JOIN finished f ON f.task_id = t.id
-), task AS (
-    UPDATE {tasks} t SET
-        state = coalesce($7::jsonb, t.state),
-        running = greatest(t.running - 1, 0),
-        last_run_id = f.id, last_run_at = now(), last_status = $2,
-        consecutive_failures = CASE WHEN $2 = 'succeeded' THEN 0
-                                    WHEN $9 THEN t.consecutive_failures + 1
-                                    ELSE t.consecutive_failures END,
-        paused = t.paused OR ($9 AND t.consecutive_failures + 1 >= $10),
-        paused_reason = CASE WHEN NOT t.paused AND $9 AND t.consecutive_failures + 1 >= $10
-                             THEN format('circuit breaker: %s consecutive failures', $10::int)
-                             ELSE t.paused_reason END,
-        paused_at = CASE WHEN NOT t.paused AND $9 AND t.consecutive_failures + 1 >= $10
-                         THEN now() ELSE t.paused_at END,
-        updated_at = now()
-    FROM finished f WHERE t.id = f.task_id
-    RETURNING t.id, t.paused, t.paused_reason, t.consecutive_failures, t.state, t.next_run,
-              t.due_at, t.manual_at, t.enabled, t.max_instances, t.actor
-), retried AS (
-    INSERT INTO {retries} (task_id, scheduled_for, attempt, retry_at)
-    SELECT f.task_id, f.scheduled_for, f.attempt + 1, $8::timestamptz
-    FROM finished f WHERE $8::timestamptz IS NOT NULL
-    ON CONFLICT DO NOTHING
-)
-SELECT task.*, b.paused AS was_paused, f.scheduled_for, f.attempt,
-       q.scheduled_for AS retry_slot, q.attempt AS retry_attempt, q.retry_at
-FROM task JOIN finished f ON f.task_id = task.id JOIN before b ON b.id = task.id
-LEFT JOIN LATERAL (
-    SELECT scheduled_for, attempt, retry_at FROM {retries}
-    WHERE task_id = task.id ORDER BY retry_at, scheduled_for, attempt LIMIT 1
-) q ON true
+
+def _posted_json(posted: Sequence[dict[str, Any]]) -> str:
+    return json.dumps(list(posted), default=str) if posted else "[]"
+
+
+def _finished(row: asyncpg.Record, outcome: Outcome) -> Finished:
+    task = TaskView.from_record(row)
+    if outcome.retry_at is not None and (
+        task.retry_at is None or outcome.retry_at < task.retry_at
+    ):
+        # The retry this statement queued is not in its own snapshot.
+        task.retry_slot, task.retry_attempt = row["scheduled_for"], row["attempt"] + 1
+        task.retry_at = outcome.retry_at
+    return Finished(
+        task=task,
+        consecutive_failures=row["consecutive_failures"],
+        paused_reason=row["paused_reason"],
+        breaker_tripped=row["paused"] and not row["was_paused"],
+    )
+
+
+# Each outcome goes through the schema's finish_run function (migration 0003), in order.
+_FINISH_MANY_SQL = """
+SELECT i.n, f.*
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[],
+            $7::jsonb[], $8::timestamptz[], $9::bool[], $10::int[]) WITH ORDINALITY
+     AS i(run_id, status, error_type, error_message, error_traceback, posted, state, retry_at,
+          counts_as_failure, max_failures, n)
+CROSS JOIN LATERAL {schema}.finish_run(i.run_id, i.status, i.error_type, i.error_message,
+    i.error_traceback, i.posted, i.state, i.retry_at, i.counts_as_failure, i.max_failures) f
+ORDER BY i.n
 """
