@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
@@ -31,19 +31,20 @@ class ConnectionBudget:
         pool: asyncpg.Pool,
         pool_size: int,
         acquire_timeout: float,
-        actors: Iterable[ActorConfig],
     ) -> None:
         self.pool = pool
         self.pool_size = pool_size
         self.acquire_timeout = acquire_timeout
         self._shared = asyncio.Semaphore(max(1, pool_size - 1))
-        self._limits = {a.name: asyncio.Semaphore(a.max_connections) for a in actors}
+        self._limits: dict[str, asyncio.Semaphore] = {}  # made at an actor's first request
         self.in_use: Counter[str] = Counter()  # connections held, by actor
 
     @asynccontextmanager
     async def connection(self, cfg: ActorConfig) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection within the actor's share; waits at most ``acquire_timeout``."""
-        limit = self._limits[cfg.name]
+        limit = self._limits.get(cfg.name)
+        if limit is None:
+            limit = self._limits[cfg.name] = asyncio.Semaphore(cfg.max_connections)
         held: list[asyncio.Semaphore] = []
         conn: asyncpg.Connection | None = None
         try:

@@ -96,12 +96,16 @@ class Executor:
         self.running: dict[int, asyncio.Task[None]] = {}  # run id -> its whole execution
         self.local_runs: Counter[int] = Counter()  # task id -> runs in flight here
         self._actor_code: dict[int, asyncio.Task[ActorCodeResult]] = {}
-        self._loggers = {
-            name: logging.getLogger(f"discord_actor.actors.{name}") for name in actors
-        }
+        self._loggers: dict[str, logging.Logger] = {}  # made at an actor's first run
         self._cancel_reason = "cancelled"
         self._unwritten: list[tuple[ClaimedRun, Outcome, asyncio.Future[Finished | None]]] = []
         self._writer: asyncio.Task[None] | None = None
+
+    def _logger(self, actor: str) -> logging.Logger:
+        logger = self._loggers.get(actor)
+        if logger is None:
+            logger = self._loggers[actor] = logging.getLogger(f"discord_actor.actors.{actor}")
+        return logger
 
     def start(self, run: ClaimedRun) -> None:
         self.local_runs[run.task_id] += 1
@@ -148,7 +152,7 @@ class Executor:
             trigger=run.trigger,
             settings=cfg.settings,
             state=run.state,
-            logger=self._loggers[run.actor],
+            logger=self._logger(run.actor),
             connect=lambda: self.budget.connection(cfg),
             post=post,
             checkpoint=lambda state: self._checkpoint(run, state),
@@ -258,7 +262,7 @@ class Executor:
         self._unwritten.append((run, outcome, done))
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_outcomes(), name="outcome writer")
-        return await asyncio.shield(done)
+        return await done  # cancelled at shutdown: the writer still writes the outcome
 
     async def _write_outcomes(self) -> None:
         """Write what has finished, in batches, until nothing is left."""

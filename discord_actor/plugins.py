@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import Any
 
 from .actor import Actor, FunctionActor, FunctionActorSpec
-from .config import PLATFORMS, ActorConfig, Config, ConfigError, Problem
+from .config import PLATFORMS, ActorConfig, Config, ConfigError, Problem, line_of
 
 ENTRY_POINT_GROUP = "discord_actor.actors"
 
@@ -49,7 +49,12 @@ def load_actors(config: Config) -> dict[str, LoadedActor]:
             loaded[actor_config.name] = _load_one(config, actor_config)
         except PluginError as e:
             problems.append(
-                Problem(_shown(config.path), f"{key}.module", str(e), actor_config.line)
+                Problem(
+                    _shown(config.path),
+                    f"{key}.module",
+                    str(e),
+                    line_of(config.path, ("actors", actor_config.index, "module")),
+                )
             )
     if problems:
         raise ConfigError(problems)
@@ -64,9 +69,18 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+# Many actors may share one module (an actor per guild or channel): look each module up once.
+_targets: dict[tuple[Path, str], Any] = {}
+_function_classes: dict[Any, type[Actor]] = {}
+
+
 def _load_one(config: Config, actor_config: ActorConfig) -> LoadedActor:
     module_name, _, attr = actor_config.module.partition(":")
-    target = _import_target(config.server.actors_dir, module_name, actor_config.name)
+    key = (config.server.actors_dir, module_name)
+    target = _targets.get(key)
+    if target is None:
+        target = _import_target(config.server.actors_dir, module_name, actor_config.name)
+        _targets[key] = target
     if isinstance(target, ModuleType):
         found = _find_actor(target, attr, actor_config.name)
     else:
@@ -163,12 +177,16 @@ def _as_actor_class(obj: Any, actor: str) -> type[Actor]:
             raise PluginError(
                 f"actor {actor!r}: @actor function {obj.__name__!r} must be async def"
             )
-        spec: FunctionActorSpec = obj.__discord_actor__
-        return type(
-            obj.__name__,
-            (FunctionActor,),
-            {"function": staticmethod(obj), "platform": spec.platform},
-        )
+        cls = _function_classes.get(obj)
+        if cls is None:
+            spec: FunctionActorSpec = obj.__discord_actor__
+            cls = type(
+                obj.__name__,
+                (FunctionActor,),
+                {"function": staticmethod(obj), "platform": spec.platform},
+            )
+            _function_classes[obj] = cls
+        return cls
     raise PluginError(
         f"actor {actor!r}: {obj!r} is neither an Actor subclass nor an @actor function"
     )
