@@ -91,6 +91,11 @@ class Scheduler:
         self._must_read = True
         self.wake.set()
 
+    @property
+    def held(self) -> int:
+        """How many tasks this process holds: those with work due soon, not all of them."""
+        return len(self._views)
+
     def set_share(self, rank: int, count: int) -> None:
         self.rank, self.count = rank, max(1, count)
 

@@ -246,3 +246,68 @@ async def test_max_instances_holds_between_concurrent_claims(database: Database)
     finally:
         await other.close()
     assert both == 0
+
+
+async def test_two_processes_1000_actors_no_slot_missed_or_run_twice(
+    tmp_path: Path, database_url: str, db_schema: str
+) -> None:
+    """1,000 interval actors (every 5 s) shared by two ``discord-actor run`` processes for 30 s:
+    every slot of every actor runs once, none is missed, and both processes take part."""
+    period, measured = 5.0, 30.0
+    (tmp_path / "actors").mkdir()
+    (tmp_path / "actors" / "jobs.py").write_text(ACTORS)
+    lines = [
+        "[server]",
+        "shutdown_grace_seconds = 5",
+        "[database]",
+        f'url = "{database_url}"',
+        f'schema = "{db_schema}"',
+    ]
+    for i in range(1000):
+        lines += [
+            "[[actors]]",
+            f'name = "a{i:04d}"',
+            'module = "jobs:ticker"',
+            f'schedule = {{ type = "interval", seconds = {period} }}',
+        ]
+    config = tmp_path / "actor_server.toml"
+    config.write_text("\n".join(lines) + "\n")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "discord_actor.cli", "run", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(tmp_path / f"server{i}.log", "wb"),
+        )
+        for i in range(2)
+    ]
+    try:
+        await asyncio.sleep(measured)
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        for p in procs:
+            assert p.wait(timeout=30) == 0, (tmp_path / "server0.log").read_text()[-2000:]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    rows = await fetch(
+        database_url,
+        db_schema,
+        "SELECT t.actor, r.scheduled_for, r.attempt, r.status, r.instance_id"
+        " FROM S.runs r JOIN S.tasks t ON t.id = r.task_id ORDER BY r.scheduled_for",
+    )
+    assert {r["status"] for r in rows} == {"succeeded"}
+    assert {r["attempt"] for r in rows} == {1}
+    slots: dict[str, list[datetime]] = {}
+    for r in rows:
+        slots.setdefault(r["actor"], []).append(r["scheduled_for"])
+    assert len(slots) == 1000
+    step = timedelta(seconds=period)
+    for name, times in slots.items():
+        assert len(times) == len(set(times)), f"{name}: a slot ran twice"
+        assert len(times) >= 4, f"{name}: only {len(times)} runs in {measured} s"
+        gaps = {b - a for a, b in itertools.pairwise(times)}
+        assert gaps == {step}, f"{name}: missed slots ({sorted(gaps)})"
+    shares = {r["instance_id"] for r in rows}
+    assert len(shares) == 2, "one process did all the work"

@@ -1,0 +1,200 @@
+"""The scheduler at work with its background loops, on the real clock: it holds only what is
+due soon, sees operators and other processes within a second, and shares the work."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from datetime import datetime
+
+import pytest
+
+from discord_actor import RunContext, actor
+from discord_actor.config import ActorConfig, RetryPolicy, ScheduleConfig
+from discord_actor.db import Database
+from discord_actor.runtime import Runtime
+from discord_actor.testing.harness import RecordingPlatform, actor_config, load, make_config
+
+HOURLY = 300  # actors that ran once and are not due again for an hour
+
+
+def every(seconds: float) -> ScheduleConfig:
+    return ScheduleConfig(type="interval", timezone="UTC", seconds=seconds)
+
+
+@actor(platform="none")
+async def noop(ctx: RunContext) -> None:
+    pass
+
+
+@actor(platform="none")
+async def flaky(ctx: RunContext) -> None:
+    if ctx.attempt == 1:
+        raise RuntimeError("first attempt fails")
+
+
+def configs() -> list[ActorConfig]:
+    hourly = [actor_config(f"hourly{i:03d}", schedule=every(3600)) for i in range(HOURLY)]
+    return [
+        actor_config("ticker", schedule=every(0.3)),
+        actor_config(
+            "flaky",
+            schedule=every(3600),
+            retry=RetryPolicy(attempts=2, backoff_seconds=0.2, max_backoff_seconds=1),
+        ),
+        *hourly,
+    ]
+
+
+@asynccontextmanager
+async def running(
+    database: Database, cfgs: list[ActorConfig], instance: str
+) -> AsyncIterator[Runtime]:
+    config = make_config(database.config, cfgs, poll_interval_seconds=1.0, lease_seconds=3.0)
+    impls = {"flaky": flaky}
+    actors = {c.name: load(impls.get(c.name, noop), c) for c in config.actors}
+    platform = RecordingPlatform()
+    runtime = Runtime(
+        config,
+        database,
+        actors,
+        platforms={"console": platform, "discord": platform, "none": platform},
+        instance_id=instance,
+    )
+    await runtime.start()
+    try:
+        yield runtime
+    finally:
+        await runtime.stop()
+
+
+async def within(seconds: float, check: Callable[[], Awaitable[bool]]) -> float:
+    """Poll ``check`` until it holds; returns how long it took (fails after ``seconds``)."""
+    started = time.monotonic()
+    while not await check():
+        if time.monotonic() - started > seconds:
+            pytest.fail(f"not seen within {seconds} s")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+async def runs_of(database: Database, actor_name: str, since: datetime | None = None) -> int:
+    schema = database.schema
+    return int(
+        await database.pool.fetchval(
+            f'SELECT count(*) FROM "{schema}".runs r JOIN "{schema}".tasks t ON t.id = r.task_id'
+            " WHERE t.actor = $1 AND ($2::timestamptz IS NULL OR r.started_at > $2)",
+            actor_name,
+            since,
+        )
+    )
+
+
+async def db_now(database: Database) -> datetime:
+    now: datetime = await database.pool.fetchval("SELECT clock_timestamp()")
+    return now
+
+
+async def test_operators_and_other_processes_are_seen_within_a_second(database: Database) -> None:
+    store_runs = lambda name: runs_of(database, name)  # noqa: E731
+    async with running(database, configs(), "a") as runtime:
+        store = runtime.store
+
+        async def all_first_runs_done() -> bool:
+            n = await database.pool.fetchval(
+                f'SELECT count(*) FROM "{database.schema}".runs WHERE status <> $1', "running"
+            )
+            return int(n) >= HOURLY + 2
+
+        await within(15, all_first_runs_done)
+        await asyncio.sleep(1.2)  # the next read of the window
+        # 302 actors, but between slots the scheduler holds only the ticker (and a retry).
+        assert runtime.scheduler.held <= 3
+
+        # A retry is due 0.2 s after the failure: it ran without a full reload.
+        async def retried() -> bool:
+            return await database.pool.fetchval(
+                f'SELECT count(*) FROM "{database.schema}".runs r'
+                f' JOIN "{database.schema}".tasks t ON t.id = r.task_id'
+                " WHERE t.actor = 'flaky' AND r.attempt = 2 AND r.status = 'succeeded'"
+            ) == 1
+
+        await within(2, retried)
+
+        # A manual trigger of an hourly actor runs within a second.
+        before = await store_runs("hourly007")
+        assert await store.trigger("hourly007")
+
+        async def triggered() -> bool:
+            return await store_runs("hourly007") == before + 1
+
+        assert await within(1.0, triggered) < 1.0
+
+        # A pause stops the ticker within a second; nothing starts after that.
+        assert await store.pause("ticker", None)
+        await asyncio.sleep(1.0)
+        paused_at = await db_now(database)
+        await asyncio.sleep(1.0)
+        assert await runs_of(database, "ticker", since=paused_at) == 0
+
+        # A resume starts it again within a second.
+        resumed_at = await db_now(database)
+        assert await store.resume("ticker")
+
+        async def ticking() -> bool:
+            return await runs_of(database, "ticker", since=resumed_at) > 0
+
+        assert await within(1.0, ticking) < 1.0
+
+        # Another process starts with a changed schedule: the new slot runs within a second,
+        # here or there.
+        changed = [
+            replace(c, schedule=every(2.0)) if c.name == "hourly011" else c for c in configs()
+        ]
+        before = await store_runs("hourly011")
+        async with running(database, changed, "b"):
+
+            async def rescheduled() -> bool:
+                return await store_runs("hourly011") > before
+
+            assert await within(1.0, rescheduled) < 1.0
+
+
+async def test_two_processes_share_the_work(database: Database) -> None:
+    cfgs = [actor_config(f"a{i:02d}", schedule=every(1.0)) for i in range(20)]
+    async with running(database, cfgs, "one"), running(database, cfgs, "two"):
+        await asyncio.sleep(1.5)  # both have started and know of each other
+        since = await db_now(database)
+        await asyncio.sleep(6.0)
+        rows = await database.pool.fetch(
+            f'SELECT instance_id, count(*) AS n FROM "{database.schema}".runs'
+            " WHERE started_at > $1 GROUP BY instance_id",
+            since,
+        )
+    counts = {r["instance_id"]: r["n"] for r in rows}
+    total = sum(counts.values())
+    assert total >= 100, counts  # 20 actors x 6 s
+    assert set(counts) == {"one", "two"}, counts
+    for n in counts.values():
+        assert 0.3 <= n / total <= 0.7, counts
+
+
+async def test_a_backlog_larger_than_one_read_is_worked_through_at_once(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When more is due than one read of the window returns, the scheduler reads on as soon as
+    it has started what it read, instead of waiting for the next poll."""
+    monkeypatch.setattr("discord_actor.scheduler.WINDOW_ROWS", 5)
+    cfgs = [actor_config(f"b{i:02d}", schedule=every(3600)) for i in range(40)]
+    async with running(database, cfgs, "solo"):
+
+        async def all_ran() -> bool:
+            n = await database.pool.fetchval(
+                f'SELECT count(*) FROM "{database.schema}".runs WHERE status = $1', "succeeded"
+            )
+            return int(n) == 40
+
+        assert await within(3.0, all_ran) < 0.9  # 8 reads of 5, not 8 polls of a second
