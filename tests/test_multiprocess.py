@@ -95,6 +95,15 @@ def servers(
             p.wait()
 
 
+def spawn_server(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "discord_actor.cli", "run", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+
+
 async def fetch(url: str, schema: str, sql: str) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(url)
     try:
@@ -272,14 +281,7 @@ async def test_two_processes_1000_actors_no_slot_missed_or_run_twice(
         ]
     config = tmp_path / "actor_server.toml"
     config.write_text("\n".join(lines) + "\n")
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "discord_actor.cli", "run", "--config", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=open(tmp_path / f"server{i}.log", "wb"),
-        )
-        for i in range(2)
-    ]
+    procs = [spawn_server(config, tmp_path / f"server{i}.log") for i in range(2)]
     try:
         await asyncio.sleep(measured)
         for p in procs:
