@@ -33,7 +33,7 @@ import socket
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -85,7 +85,10 @@ def postgres_cpu_seconds() -> float | None:
     return total if found else None
 
 
-HOT_METHODS = ("claim", "finish", "sync", "checkpoint", "heartbeat", "recover_abandoned")
+HOT_METHODS = (
+    "claim", "finish", "finish_many", "due_window", "views", "checkpoint", "heartbeat",
+    "live_instances", "recover_abandoned",
+)
 
 
 def count_statements(store: Store) -> Counter[str]:
@@ -162,17 +165,19 @@ async def runtime_round(
         target = actors * slots
         finished = 0
         all_done = asyncio.Event()
-        store_finish = rt.store.finish
+        store_finish_many = rt.store.finish_many
 
-        async def counting_finish(run_id: int, outcome: Outcome) -> Finished | None:
+        async def counting_finish(
+            outcomes: Sequence[tuple[int, Outcome]],
+        ) -> list[Finished | None]:
             nonlocal finished
-            result = await store_finish(run_id, outcome)
-            finished += 1
+            result = await store_finish_many(outcomes)
+            finished += len(outcomes)
             if finished == target:
                 all_done.set()
             return result
 
-        rt.store.finish = counting_finish  # type: ignore[method-assign]
+        rt.store.finish_many = counting_finish  # type: ignore[method-assign]
         count = count_statements(rt.store)
         await warm_pool(database)
 

@@ -129,19 +129,20 @@ async def serve(
         runtime = Runtime(config, database, actors, platforms=default_platforms())
         seen: set[int] = set()
         all_done = asyncio.Event()
-        store_finish = runtime.store.finish
+        store_finish_many = runtime.store.finish_many
 
-        async def recording_finish(run_id: int, outcome: Outcome) -> Finished | None:
-            finished = await store_finish(run_id, outcome)
-            if finished is not None and outcome.status == "succeeded":
-                stamps.setdefault("first_run", time.time())
-                seen.add(finished.task.id)
-                if len(seen) == len(actors):
-                    stamps["all_runs"] = time.time()
-                    all_done.set()
-            return finished
+        async def recording_finish(outcomes: list[tuple[int, Outcome]]) -> list[Finished | None]:
+            results = await store_finish_many(outcomes)
+            for (_, outcome), finished in zip(outcomes, results, strict=True):
+                if finished is not None and outcome.status == "succeeded":
+                    stamps.setdefault("first_run", time.time())
+                    seen.add(finished.task.id)
+            if len(seen) == len(actors):
+                stamps.setdefault("all_runs", time.time())
+                all_done.set()
+            return results
 
-        runtime.store.finish = recording_finish  # type: ignore[method-assign]
+        runtime.store.finish_many = recording_finish  # type: ignore[method-assign]
         stamps["runtime_start"] = time.time()
         await runtime.start()
         stamps["runtime_started"] = time.time()

@@ -149,14 +149,21 @@ class Scheduler:
         now_ts = now.timestamp()
         heap, views = self._heap, self._views
         wanted: list[tuple[TaskView, ClaimRequest]] = []
+        taken: set[int] = set()  # a task may have several entries: one request each pass
         while heap and heap[0][0] <= now_ts and len(wanted) < free:
             _, due, task_id = heapq.heappop(heap)
             view = views.get(task_id)
-            if view is None or view.due_time() != due or not self._runnable(view):
+            if (
+                view is None
+                or task_id in taken
+                or view.due_time() != due
+                or not self._runnable(view)
+            ):
                 continue  # stale entry, or busy here: its finish brings it back
             request = self._request(view, now)
             if request is not None:
                 wanted.append((view, request))
+                taken.add(task_id)
         if not wanted:
             return []
         claimed = await self.store.claim(self.instance_id, [r for _, r in wanted], now)

@@ -4,6 +4,7 @@ due soon, sees operators and other processes within a second, and shares the wor
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -198,3 +199,35 @@ async def test_a_backlog_larger_than_one_read_is_worked_through_at_once(
             return int(n) == 40
 
         assert await within(3.0, all_ran) < 0.9  # 8 reads of 5, not 8 polls of a second
+
+
+@actor(platform="none")
+async def counter(ctx: RunContext) -> None:
+    ctx.state["n"] = ctx.state.get("n", 0) + 1
+
+
+async def test_each_missed_slot_runs_once_when_catching_up(database: Database) -> None:
+    """Catching up slot after slot (catch_up = "all") without reading the window again: the
+    task is in the heap twice (its claim and its finish both note its next slot), yet each pass
+    claims it once and its code runs once per slot."""
+    from datetime import UTC, timedelta
+
+    from discord_actor.clock import FakeClock
+    from discord_actor.testing.harness import ActorHarness
+
+    t0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+    cfg = actor_config("catcher", schedule=replace(every(1.0), catch_up="all"))
+    async with ActorHarness(database, [(counter, cfg)], clock=FakeClock(t0)) as h:
+        h.clock.advance(timedelta(seconds=9))  # slots t0 .. t0 + 9 s are due
+        await h.runtime.sync()
+        for _ in range(10):
+            claimed = await h.runtime.run_due()
+            assert len(claimed) == 1, claimed
+            await h.runtime.wait_idle()
+        assert await h.runtime.run_due() == []
+    rows = await database.pool.fetch(
+        f'SELECT status, count(*) AS n FROM "{database.schema}".runs GROUP BY status'
+    )
+    assert {r["status"]: r["n"] for r in rows} == {"succeeded": 10}
+    state = await database.pool.fetchval(f'SELECT state FROM "{database.schema}".tasks')
+    assert json.loads(state) == {"n": 10}

@@ -629,7 +629,7 @@ WITH want AS (
     FROM picked p LEFT JOIN started s ON s.task_id = p.id
     WHERE t.id = p.id
 )
-SELECT s.*, p.actor, p.state FROM started s JOIN picked p ON p.id = s.task_id
+SELECT s.*, t.actor, t.state FROM started s JOIN {tasks} t ON t.id = s.task_id
 """
 
 
