@@ -22,7 +22,7 @@ from typing import Any
 from .alerts import Alert, AlertSender, AlertSink
 from .budget import ConnectionBudget, PoolExhausted
 from .clock import Clock
-from .config import Config
+from .config import Config, ScheduleConfig
 from .db import Database
 from .db.store import ClaimedRun, Store, TaskSpec, TaskView
 from .db.transient import TRANSIENT_DB_ERRORS
@@ -85,9 +85,15 @@ class Runtime:
             instance_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         )
         self.actors = dict(actors)
-        self.schedules: dict[str, Schedule] = {
-            name: build_schedule(a.config.schedule) for name, a in self.actors.items()
-        }
+        # Actors with equal schedules (an actor per guild, say) share one Schedule object, so
+        # that its hash and normalized form are computed once.
+        built: dict[ScheduleConfig, Schedule] = {}
+        self.schedules: dict[str, Schedule] = {}
+        for name, a in self.actors.items():
+            schedule = built.get(a.config.schedule)
+            if schedule is None:
+                schedule = built[a.config.schedule] = build_schedule(a.config.schedule)
+            self.schedules[name] = schedule
         self._broken: set[str] = set()  # actors whose setup() failed
         self.budget = ConnectionBudget(
             database.pool,
@@ -234,16 +240,20 @@ class Runtime:
         """Make the tasks table match the configuration (new actors, changed schedules)."""
         now = self.clock.now()
         specs = []
+        described: dict[int, tuple[dict[str, Any], str]] = {}  # per shared Schedule object
         for name, loaded in self.actors.items():
             schedule = self.schedules[name]
+            normalized, digest = described.get(id(schedule)) or described.setdefault(
+                id(schedule), (schedule.normalized(), schedule.hash())
+            )
             first = schedule.initial_slot(now)
             jitter = loaded.config.schedule.jitter_seconds
             specs.append(
                 TaskSpec(
                     actor=name,
                     enabled=loaded.config.enabled,
-                    schedule=schedule.normalized(),
-                    schedule_hash=schedule.hash(),
+                    schedule=normalized,
+                    schedule_hash=digest,
                     max_instances=loaded.config.max_instances,
                     max_attempts=loaded.config.retry.attempts,
                     initial_slot=first,
