@@ -1,8 +1,9 @@
 """The ``discord-actor`` command: init, check, run, and the operator commands on the database.
 
-Exit codes: 0 success, 1 runtime failure (database unreachable, actor not in the database yet,
-a paused actor triggered...), 2 usage or configuration error, 130 interrupted. Anything a user
-can cause ends with a message, never a traceback.
+Exit codes: 0 success (``run`` stopped by SIGINT or SIGTERM, even during start-up, is a clean
+stop), 1 runtime failure (database unreachable, actor not in the database yet, a paused actor
+triggered...), 2 usage or configuration error, 130 another command interrupted by Ctrl-C.
+Anything a user can cause ends with a message, never a traceback.
 
 Heavy modules (asyncpg, the runtime, the plugins) are imported by the commands that need them,
 so ``init``, ``config show`` and usage errors answer at once.
@@ -101,8 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="discord-actor", parents=[common],
         description="Scheduled actors inside a Discord bot, every run tracked in PostgreSQL.",
-        epilog="Exit codes: 0 success, 1 runtime failure (e.g. database unreachable), "
-        "2 usage or configuration error, 130 interrupted.",
+        epilog="Exit codes: 0 success ('run' stopped by SIGINT/SIGTERM too), 1 runtime failure "
+        "(e.g. database unreachable), 2 usage or configuration error, 130 another command "
+        "interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -343,7 +345,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         written = write_starter(directory, force=args.force)
     except FileExistsError as e:
         # write_starter's message is args[0]; str() would show "[Errno None] None: ..."
-        raise CliError(e.args[0] if len(e.args) == 1 else str(e)) from None
+        raise CliError(e.args[0] if len(e.args) == 1 else str(e), USAGE) from None
     except OSError as e:
         raise CliError(f"cannot write into {directory}: {e.strerror or e}") from None
     for path in written:
@@ -415,10 +417,35 @@ def _dry_run_note(config: Config, actors: dict[str, LoadedActor]) -> str | None:
 # run
 
 
+class _StoppedAtStartup(BaseException):
+    """SIGINT/SIGTERM before the event loop took the signals over (loading actors).
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` (an actor module's
+    import) takes it for the module's own failure."""
+
+
+def _stop_startup(signum: int, frame: object) -> None:
+    raise _StoppedAtStartup(signal.Signals(signum).name)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    """Run until SIGINT/SIGTERM. A stop by either signal is a clean stop and exits 0, at any
+    point: while loading the actors and opening the database too."""
+    _configure_logging()
+    previous = {sig: signal.signal(sig, _stop_startup) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _run(args)
+    except _StoppedAtStartup as e:
+        log.info("%s: stopped before the actors started", e)
+        return OK
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(args: argparse.Namespace) -> int:
     from discord_actor.plugins import load_actors
 
-    _configure_logging()
     config = _config(args)
     actors = load_actors(config)  # problems exit 2 before the database is touched
     env = config.discord.token_env

@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from discord_actor.config import load_config, redact_url
 from discord_actor.db import open_database
 from discord_actor.testing.harness import ActorHarness
 
+REPO = Path(__file__).resolve().parents[1]
 START = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)  # the fake clock of the populated database
 
 COUNTER_PY = '''
@@ -213,7 +215,7 @@ def test_init_writes_a_starter_that_checks_and_refuses_to_overwrite(tmp_path: Pa
     config.write_text(config.read_text() + "\n# mine\n")
 
     r = cli("init", "proj", cwd=tmp_path)
-    assert r.code == 1
+    assert r.code == 2  # a usage error: the user asked to overwrite without --force
     assert "actor_server.toml already exists" in r.err and "--force" in r.err
     assert config.read_text().endswith("# mine\n")  # nothing was overwritten
 
@@ -544,3 +546,63 @@ def test_run_until_interrupted(tmp_path: Path, database_url: str, db_schema: str
     posts = out.read_text()
     for post in ("[ticker] tick 1", "[ticker] tick 2", "[hello] tick 1", "[sleeper] sleeping"):
         assert post in posts
+
+
+SLOW_IMPORT_PY = """
+import pathlib
+import time
+
+pathlib.Path("loading").write_text("")  # the test waits for this, then signals
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_run_stopped_during_start_up_exits_0(
+    tmp_path: Path, database_url: str, db_schema: str, signum: signal.Signals
+) -> None:
+    """A stop by SIGINT or SIGTERM is a clean stop at any point, also while loading actors."""
+    write_project(tmp_path, db_section(database_url, db_schema),
+                  '[[actors]]\nname = "slow"\nmodule = "slow"\nschedule = { type = "immediate" }\n',
+                  modules={"slow": SLOW_IMPORT_PY})
+    proc = subprocess.Popen([*CLI, "run"], cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: (tmp_path / "loading").exists() or proc.poll() is not None, 30,
+                  "the actor module to load")
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert f"{signum.name}: stopped before the actors started" in err
+
+
+def test_make_clean_keeps_the_database(tmp_path: Path) -> None:
+    shutil.copy(REPO / "Makefile", tmp_path / "Makefile")
+    for kept in (".discord_actor/pgdata/PG_VERSION", ".venv/bin/python"):
+        (tmp_path / kept).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / kept).write_text("")
+    p = subprocess.run(["make", "clean"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert not (tmp_path / ".venv").exists()
+    assert (tmp_path / ".discord_actor/pgdata/PG_VERSION").exists()
+    assert ".discord_actor" not in p.stdout
+
+    (tmp_path / ".discord_actor/pgdata/postmaster.pid").write_text("1\n")
+    p = subprocess.run(["make", "clean-data"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode != 0 and "stop 'discord-actor run' first" in p.stderr
+    assert (tmp_path / ".discord_actor").exists()
+
+    (tmp_path / ".discord_actor/pgdata/postmaster.pid").unlink()
+    p = subprocess.run(["make", "clean-data"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert ("deleting .discord_actor: the embedded PostgreSQL database, with every actor's "
+            "state and all run history") in p.stdout
+    assert not (tmp_path / ".discord_actor").exists()
