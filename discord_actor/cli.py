@@ -745,12 +745,12 @@ def cmd_history(args: argparse.Namespace) -> int:
         _print_json(runs)
         return OK
     if not runs:
-        print("no runs recorded")
+        print(_no_runs(args.actor, args.status))
         return OK
     table = [
         [
             str(r["id"]), r["actor"], _when(_parse(r["scheduled_for"])),
-            "-" if r["duration_ms"] is None else f"{r['duration_ms'] / 1000:.2f} s",
+            format_duration(r["duration_ms"]),
             r["status"], r["trigger"], str(r["attempt"]), _shorten(r["error"] or r["note"] or ""),
         ]
         for r in runs
@@ -758,6 +758,25 @@ def cmd_history(args: argparse.Namespace) -> int:
     print(_table(["ID", "ACTOR", "SCHEDULED FOR", "DURATION", "STATUS", "TRIGGER", "ATTEMPT",
                   "ERROR"], table))
     return OK
+
+
+def _no_runs(actor: str | None, status: str | None) -> str:
+    """What an empty history means, naming the filters: ``no failed runs of counter``."""
+    what = f"no {status} runs" if status else "no runs"
+    return f"{what} of {actor}" if actor else f"{what} recorded"
+
+
+def format_duration(ms: float | None) -> str:
+    """A run's duration as measured (claim to recorded outcome, by the database's clock):
+    ``2.1 ms`` under a second, ``1.25 s`` under a minute, ``3 min 05 s`` beyond."""
+    if ms is None:
+        return "-"
+    if ms < 1000:
+        return f"{ms:.1f} ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.2f} s"
+    minutes, seconds = divmod(round(ms / 1000), 60)
+    return f"{minutes} min {seconds:02d} s"
 
 
 def _shorten(text: str, width: int = 60) -> str:
@@ -822,12 +841,26 @@ def cmd_next(args: argparse.Namespace) -> int:
         print(f"note: {cfg.name} runs once each time the server starts; no slot to predict",
               file=sys.stderr)
     slots = [] if done else schedule.upcoming(after, args.count, anchor)
+    if not slots and cfg.schedule.type == "once":
+        print(f"note: {_once_note(cfg, after, done, args.after is None)}", file=sys.stderr)
     if args.json:
         _print_json([s.astimezone(schedule.tz).isoformat() for s in slots])
     else:
         for s in slots:
             print(format_slot(s.astimezone(schedule.tz)))
     return OK
+
+
+def _once_note(cfg: ActorConfig, after: datetime, done: bool, now: bool) -> str:
+    """Why a once actor has no slot to show: it ran, or its time is not after ``after``."""
+    at = cfg.schedule.at
+    when = format_slot(at.astimezone(build_schedule(cfg.schedule).tz)) if at else "?"
+    if done:
+        return f"{cfg.name} ran its one slot ({when}); it will not run again"
+    if now:
+        return (f"{cfg.name} runs once, at {when}, which has passed and has not run yet: a "
+                f'server that starts does what catch_up = "{cfg.schedule.catch_up}" says')
+    return f"{cfg.name} runs once, at {when}, which is not after {format_slot(after)}"
 
 
 def _may_have_database(config: Config) -> bool:

@@ -606,3 +606,57 @@ def test_make_clean_keeps_the_database(tmp_path: Path) -> None:
     assert ("deleting .discord_actor: the embedded PostgreSQL database, with every actor's "
             "state and all run history") in p.stdout
     assert not (tmp_path / ".discord_actor").exists()
+
+
+ONCE_ACTOR = """
+[[actors]]
+name = "launch"
+module = "counter"
+platform = "console"
+schedule = { type = "once", at = 2026-01-05T12:00:00Z }
+"""
+
+
+def test_history_and_next_say_what_is_true(tmp_path: Path, database_url: str,
+                                           db_schema: str) -> None:
+    """An empty filtered history names the filter, a once actor that ran says it will not run
+    again, and durations of fast runs are shown in milliseconds, not as 0.00 s."""
+    write_project(tmp_path, db_section(database_url, db_schema), STORY_ACTORS + ONCE_ACTOR,
+                  modules={"counter": COUNTER_PY, "failing": FAILING_PY})
+    config = load_config(tmp_path / "actor_server.toml")
+
+    async def go() -> None:
+        database = await open_database(config.database)
+        try:
+            pairs = [(Counter, config.actor("counter")), (Counter, config.actor("launch"))]
+            async with ActorHarness(database, pairs, clock=FakeClock(START)) as harness:
+                runs = await harness.tick()
+                assert sorted(r.actor for r in runs) == ["counter", "launch"]
+        finally:
+            await database.close()
+
+    asyncio.run(go())
+
+    r = cli("history", "--status", "failed", cwd=tmp_path)
+    assert (r.code, r.out.strip()) == (0, "no failed runs recorded")
+    r = cli("history", "counter", "--status", "timed_out", cwd=tmp_path)
+    assert (r.code, r.out.strip()) == (0, "no timed_out runs of counter")
+
+    r = cli("history", "counter", cwd=tmp_path)
+    assert r.code == 0, r.err
+    header, row = r.out.splitlines()
+    duration = row[header.index("DURATION"):header.index("STATUS")].strip()
+    ms = cli("history", "counter", "--json", cwd=tmp_path).json()[0]["duration_ms"]
+    assert ms < 1000 and duration == f"{ms:.1f} ms"
+
+    r = cli("next", "launch", cwd=tmp_path)
+    assert (r.code, r.out) == (0, "")
+    assert "launch ran its one slot (2026-01-05T12:00:00+00:00); it will not run again" in r.err
+
+
+def test_durations_are_shown_at_their_precision() -> None:
+    from discord_actor.cli import format_duration
+
+    assert [format_duration(ms) for ms in (None, 0.04, 2.14, 999.9, 1234.5, 59_990, 185_000)] == [
+        "-", "0.0 ms", "2.1 ms", "999.9 ms", "1.23 s", "59.99 s", "3 min 05 s",
+    ]
