@@ -144,7 +144,7 @@ class ActorRuntime(commands.Cog, name="ActorRuntime"):
         self.config = config
         self._check_endpoints(config.discord)
         self.platform = DiscordPlatform(self.bot)
-        database = await open_database(config.database, migrate=True)
+        database = await open_database(config.database, migrate=True, announce=True)
         runtime: Runtime | None = None
         try:
             if database.applied_migrations:

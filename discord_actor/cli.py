@@ -240,7 +240,8 @@ def _database_label(config: Config) -> str:
 
 
 async def _open(
-    config: Config, *, migrate: bool = False, for_run: bool = False, **overrides: Any
+    config: Config, *, migrate: bool = False, for_run: bool = False, announce: bool = False,
+    **overrides: Any,
 ) -> Database:
     """``open_database`` as the runtime does it (attaching to the embedded server if it runs);
     its failures become a message and exit code 1. A short command gets a pool of two; ``run``
@@ -250,7 +251,7 @@ async def _open(
     pool = {} if for_run else {"min_pool_size": 1, "max_pool_size": 2}
     cfg = dataclasses.replace(config.database, **(pool | overrides))
     try:
-        return await open_database(cfg, migrate=migrate)
+        return await open_database(cfg, migrate=migrate, announce=announce)
     except (DatabaseUnavailable, MigrationError) as e:
         raise CliError(str(e)) from None
 
@@ -545,7 +546,9 @@ async def _serve(config: Config, actors: dict[str, LoadedActor]) -> int:
 
     with _signal_handlers(stop, config.server.shutdown_grace_seconds, cancel):
         log.info("database: %s", _database_label(config))
-        database = await _until_stopped(_open(config, migrate=True, for_run=True), stop)
+        database = await _until_stopped(
+            _open(config, migrate=True, for_run=True, announce=True), stop
+        )
         if database is None:
             log.info("stopped before the database was open")
             return OK

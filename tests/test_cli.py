@@ -660,3 +660,37 @@ def test_durations_are_shown_at_their_precision() -> None:
     assert [format_duration(ms) for ms in (None, 0.04, 2.14, 999.9, 1234.5, 59_990, 185_000)] == [
         "-", "0.0 ms", "2.1 ms", "999.9 ms", "1.23 s", "59.99 s", "3 min 05 s",
     ]
+
+
+@pytest.mark.slow
+def test_run_says_when_it_creates_the_database_or_shares_it(tmp_path: Path) -> None:
+    """A start that creates the embedded database says so (a lost volume is noticed), and a
+    second server on the same data directory names the process already using it."""
+    data_dir = tmp_path / ".discord_actor" / "pgdata"
+    write_project(tmp_path, f"data_dir = {toml_str(data_dir)}\n",
+                  '[[actors]]\nname = "ticker"\nmodule = "counter"\n'
+                  'schedule = { type = "interval", seconds = 3600 }\n',
+                  modules={"counter": COUNTER_PY})
+    procs: list[subprocess.Popen[str]] = []
+    logs = [tmp_path / "first.txt", tmp_path / "second.txt"]
+    try:
+        for log in logs:
+            with log.open("w") as f:
+                procs.append(subprocess.Popen([*CLI, "run"], cwd=tmp_path, env=_env(),
+                                              stdout=subprocess.DEVNULL, stderr=f, text=True))
+            _wait_for(lambda log=log: "started with 1 actor" in log.read_text()
+                      or procs[-1].poll() is not None, 60, f"{log.name} to start")
+            assert procs[-1].poll() is None, log.read_text()
+        for proc in reversed(procs):
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    first, second = (log.read_text() for log in logs)
+    assert f"created a new, empty database in {data_dir}" in first
+    assert "another process is using" not in first
+    assert "created a new" not in second
+    assert f"another process is using this data directory: pid {procs[0].pid}" in second
