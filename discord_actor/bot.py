@@ -53,7 +53,7 @@ from .platforms import Platform
 from .platforms.console import ConsolePlatform
 from .platforms.discord import DiscordPlatform
 from .platforms.none import NoPlatform
-from .plugins import LoadedActor, load_actors
+from .plugins import LoadedActor, load_actors, load_project
 from .runtime import AlertSink, Runtime
 
 log = logging.getLogger("discord_actor.bot")
@@ -146,8 +146,11 @@ class ActorRuntime(commands.Cog, name="ActorRuntime"):
         """Load the configuration and actors, open the database, start the runtime."""
         source = self._source  # a path is read again at every load: edits take effect
         # A ConfigError (every problem, with file and line) makes add_cog fail.
-        config = source if isinstance(source, Config) else load_config(Path(source))
-        actors = dict(self._actors) if self._actors is not None else load_actors(config)
+        if isinstance(source, Config) or self._actors is not None:
+            config = source if isinstance(source, Config) else load_config(Path(source))
+            actors = dict(self._actors) if self._actors is not None else load_actors(config)
+        else:
+            config, actors = load_project(Path(source))  # the modules' problems listed too
         self.config = config
         self._check_endpoints(config.discord)
         self.platform = DiscordPlatform(self.bot)

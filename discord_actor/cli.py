@@ -362,10 +362,9 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from discord_actor.plugins import load_actors
+    from discord_actor.plugins import load_project
 
-    config = _config(args)
-    actors = load_actors(config)
+    config, actors = load_project(getattr(args, "config", CONFIG_FILE))
     now = datetime.now(UTC)
     for a in config.actors:
         loaded = actors[a.name]
@@ -445,10 +444,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from discord_actor.plugins import load_actors
+    from discord_actor.plugins import load_project
 
-    config = _config(args)
-    actors = load_actors(config)  # problems exit 2 before the database is touched
+    # Every problem, the configuration's and the actors', exits 2 before the database is used.
+    config, actors = load_project(getattr(args, "config", CONFIG_FILE))
     env = config.discord.token_env
     names = _discord_actors(actors)
     token = None if args.dry_run else _token(config)

@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -694,3 +695,40 @@ def test_run_says_when_it_creates_the_database_or_shares_it(tmp_path: Path) -> N
     assert "another process is using" not in first
     assert "created a new" not in second
     assert f"another process is using this data directory: pid {procs[0].pid}" in second
+
+
+MIXED_PROBLEMS = """
+[[actors]]
+name = "good_but_broken_module"
+module = "broken"
+schedule = { type = "immediate" }
+
+[[actors]]
+name = "bad_schedule"
+module = "empty"
+schedule = { type = "cron", expression = "61 * * * *" }
+
+[[actor]]
+name = "singular"
+module = "empty"
+"""
+
+
+def test_check_reports_module_and_config_problems_in_one_pass_with_lines(
+    tmp_path: Path,
+) -> None:
+    """A module problem is listed with the configuration's own problems, and every problem,
+    an unknown [[actor]] table too, has a line."""
+    write_project(tmp_path, 'url = "postgresql://nobody@127.0.0.1:1/none"', MIXED_PROBLEMS,
+                  modules={"broken": "x = 1\ndef oops(:\n", "empty": "X = 1\n"})
+    for command in ("check", "run"):
+        r = cli(command, cwd=tmp_path, timeout=20)
+        assert r.code == 2, r.err
+        problems = r.err.strip().splitlines()
+        assert len(problems) == 3, r.err
+        assert all(re.match(r"actor_server\.toml:\d+: ", line) for line in problems), r.err
+        (module,) = [p for p in problems if "actors[0].module" in p]
+        assert "SyntaxError" in module and "actor_server.toml:9:" in module
+        assert any("actors[1].schedule" in p for p in problems)
+        (singular,) = [p for p in problems if "actor:" in p or "'actor'" in p]
+        assert "actor_server.toml:17:" in singular and "did you mean 'actors'?" in singular
