@@ -6,7 +6,7 @@ CONFIG ?= actor_server.toml
 # The variable that holds the bot token (discord.token_env in $(CONFIG)); unset -> a dry run.
 TOKEN_ENV ?= DISCORD_TOKEN
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean clean-data
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "discord-actor needs Python 3.11 or newer (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
@@ -30,5 +30,13 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/pool_vs_single.py
 	$(BIN)/python bench/startup_many_actors.py
 
+# Build and tool caches only: the database under .discord_actor (every actor's state and all
+# run history) stays; `make clean-data` deletes it.
 clean:
-	rm -rf $(VENV) .discord_actor .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# The embedded PostgreSQL of the default data_dir, with every actor's state and all run history.
+clean-data:
+	@if [ -f .discord_actor/pgdata/postmaster.pid ]; then echo "a server is using .discord_actor/pgdata (postmaster.pid): stop 'discord-actor run' first (none running? then: rm -rf .discord_actor)" >&2; exit 2; fi
+	@echo "deleting .discord_actor: the embedded PostgreSQL database, with every actor's state and all run history"
+	rm -rf .discord_actor

@@ -24,6 +24,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
+import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -51,7 +53,7 @@ from .platforms import Platform
 from .platforms.console import ConsolePlatform
 from .platforms.discord import DiscordPlatform
 from .platforms.none import NoPlatform
-from .plugins import LoadedActor, load_actors
+from .plugins import LoadedActor, load_actors, load_project
 from .runtime import AlertSink, Runtime
 
 log = logging.getLogger("discord_actor.bot")
@@ -115,9 +117,14 @@ class ActorRuntime(commands.Cog, name="ActorRuntime"):
         sync_commands: bool = True,
         clock: Clock | None = None,
         instance_id: str | None = None,
+        stop_on_sigterm: bool = True,
     ) -> None:
         self.bot = bot
         self.config: Config | None = config if isinstance(config, Config) else None
+        self._stop_on_sigterm = stop_on_sigterm
+        self._sigterm_loop: asyncio.AbstractEventLoop | None = None
+        self._sigterms = 0
+        self._closing: asyncio.Future[None] | None = None
         self._source = config
         self._actors = actors
         self._sync = sync_commands
@@ -139,12 +146,15 @@ class ActorRuntime(commands.Cog, name="ActorRuntime"):
         """Load the configuration and actors, open the database, start the runtime."""
         source = self._source  # a path is read again at every load: edits take effect
         # A ConfigError (every problem, with file and line) makes add_cog fail.
-        config = source if isinstance(source, Config) else load_config(Path(source))
-        actors = dict(self._actors) if self._actors is not None else load_actors(config)
+        if isinstance(source, Config) or self._actors is not None:
+            config = source if isinstance(source, Config) else load_config(Path(source))
+            actors = dict(self._actors) if self._actors is not None else load_actors(config)
+        else:
+            config, actors = load_project(Path(source))  # the modules' problems listed too
         self.config = config
         self._check_endpoints(config.discord)
         self.platform = DiscordPlatform(self.bot)
-        database = await open_database(config.database, migrate=True)
+        database = await open_database(config.database, migrate=True, announce=True)
         runtime: Runtime | None = None
         try:
             if database.applied_migrations:
@@ -170,13 +180,17 @@ class ActorRuntime(commands.Cog, name="ActorRuntime"):
             raise
         self.database, self.runtime = database, runtime
         self._stopped = None
+        self._handle_sigterm()
         await self._install_commands(config, runtime)
 
     async def cog_unload(self) -> None:
         """Stop the runtime (running runs get ``shutdown_grace_seconds``), close the database."""
-        await self.stop()
-        if not self.keep_database_open:
-            await self.close_database()
+        try:
+            await self.stop()  # a second SIGTERM meanwhile cancels the runs
+            if not self.keep_database_open:
+                await self.close_database()
+        finally:
+            self._release_sigterm()
 
     async def stop(self) -> None:
         """Stop the runtime gracefully; safe to call again and from several tasks at once."""
@@ -222,6 +236,47 @@ class ActorRuntime(commands.Cog, name="ActorRuntime"):
             )
         else:
             log.info("connected to Discord again (new session); the runtime keeps running")
+
+    # -- SIGTERM -----------------------------------------------------------------------------
+
+    def _handle_sigterm(self) -> None:
+        """Close the bot gracefully on SIGTERM, as on Ctrl-C in ``bot.run``.
+
+        Docker and systemd stop a service with SIGTERM, whose default action kills the process
+        at once: runs cut off, the embedded PostgreSQL left running. Only taken over when
+        nobody handles SIGTERM yet (``discord-actor run`` does, and so may the host program)
+        and on the main thread, where signals are delivered.
+        """
+        if not self._stop_on_sigterm or threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGTERM, self._on_sigterm)
+        except (NotImplementedError, RuntimeError, ValueError):  # e.g. Windows
+            return
+        self._sigterm_loop = loop
+        self._sigterms = 0
+
+    def _release_sigterm(self) -> None:
+        loop, self._sigterm_loop = self._sigterm_loop, None
+        if loop is not None and not loop.is_closed():
+            loop.remove_signal_handler(signal.SIGTERM)  # back to the default action
+
+    def _on_sigterm(self) -> None:
+        self._sigterms += 1
+        if self._sigterms == 1:
+            grace = self.config.server.shutdown_grace_seconds if self.config else 0
+            log.info(
+                "SIGTERM: shutting down (running runs get up to %g s; send it again to cancel"
+                " them now)",
+                grace,
+            )
+            self._closing = asyncio.ensure_future(self.bot.close())
+        else:
+            log.warning("SIGTERM again: cancelling running runs now")
+            self.cancel_runs("cancelled by a second SIGTERM during shutdown")
 
     # -- helpers -----------------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """The ``discord-actor`` command: init, check, run, and the operator commands on the database.
 
-Exit codes: 0 success, 1 runtime failure (database unreachable, actor not in the database yet,
-a paused actor triggered...), 2 usage or configuration error, 130 interrupted. Anything a user
-can cause ends with a message, never a traceback.
+Exit codes: 0 success (``run`` stopped by SIGINT or SIGTERM, even during start-up, is a clean
+stop), 1 runtime failure (database unreachable, actor not in the database yet, a paused actor
+triggered...), 2 usage or configuration error, 130 another command interrupted by Ctrl-C.
+Anything a user can cause ends with a message, never a traceback.
 
 Heavy modules (asyncpg, the runtime, the plugins) are imported by the commands that need them,
 so ``init``, ``config show`` and usage errors answer at once.
@@ -101,8 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="discord-actor", parents=[common],
         description="Scheduled actors inside a Discord bot, every run tracked in PostgreSQL.",
-        epilog="Exit codes: 0 success, 1 runtime failure (e.g. database unreachable), "
-        "2 usage or configuration error, 130 interrupted.",
+        epilog="Exit codes: 0 success ('run' stopped by SIGINT/SIGTERM too), 1 runtime failure "
+        "(e.g. database unreachable), 2 usage or configuration error, 130 another command "
+        "interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -238,7 +240,8 @@ def _database_label(config: Config) -> str:
 
 
 async def _open(
-    config: Config, *, migrate: bool = False, for_run: bool = False, **overrides: Any
+    config: Config, *, migrate: bool = False, for_run: bool = False, announce: bool = False,
+    **overrides: Any,
 ) -> Database:
     """``open_database`` as the runtime does it (attaching to the embedded server if it runs);
     its failures become a message and exit code 1. A short command gets a pool of two; ``run``
@@ -248,7 +251,7 @@ async def _open(
     pool = {} if for_run else {"min_pool_size": 1, "max_pool_size": 2}
     cfg = dataclasses.replace(config.database, **(pool | overrides))
     try:
-        return await open_database(cfg, migrate=migrate)
+        return await open_database(cfg, migrate=migrate, announce=announce)
     except (DatabaseUnavailable, MigrationError) as e:
         raise CliError(str(e)) from None
 
@@ -343,7 +346,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         written = write_starter(directory, force=args.force)
     except FileExistsError as e:
         # write_starter's message is args[0]; str() would show "[Errno None] None: ..."
-        raise CliError(e.args[0] if len(e.args) == 1 else str(e)) from None
+        raise CliError(e.args[0] if len(e.args) == 1 else str(e), USAGE) from None
     except OSError as e:
         raise CliError(f"cannot write into {directory}: {e.strerror or e}") from None
     for path in written:
@@ -359,10 +362,9 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from discord_actor.plugins import load_actors
+    from discord_actor.plugins import load_project
 
-    config = _config(args)
-    actors = load_actors(config)
+    config, actors = load_project(getattr(args, "config", CONFIG_FILE))
     now = datetime.now(UTC)
     for a in config.actors:
         loaded = actors[a.name]
@@ -415,12 +417,37 @@ def _dry_run_note(config: Config, actors: dict[str, LoadedActor]) -> str | None:
 # run
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from discord_actor.plugins import load_actors
+class _StoppedAtStartup(BaseException):
+    """SIGINT/SIGTERM before the event loop took the signals over (loading actors).
 
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` (an actor module's
+    import) takes it for the module's own failure."""
+
+
+def _stop_startup(signum: int, frame: object) -> None:
+    raise _StoppedAtStartup(signal.Signals(signum).name)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run until SIGINT/SIGTERM. A stop by either signal is a clean stop and exits 0, at any
+    point: while loading the actors and opening the database too."""
     _configure_logging()
-    config = _config(args)
-    actors = load_actors(config)  # problems exit 2 before the database is touched
+    previous = {sig: signal.signal(sig, _stop_startup) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _run(args)
+    except _StoppedAtStartup as e:
+        log.info("%s: stopped before the actors started", e)
+        return OK
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from discord_actor.plugins import load_project
+
+    # Every problem, the configuration's and the actors', exits 2 before the database is used.
+    config, actors = load_project(getattr(args, "config", CONFIG_FILE))
     env = config.discord.token_env
     names = _discord_actors(actors)
     token = None if args.dry_run else _token(config)
@@ -518,7 +545,9 @@ async def _serve(config: Config, actors: dict[str, LoadedActor]) -> int:
 
     with _signal_handlers(stop, config.server.shutdown_grace_seconds, cancel):
         log.info("database: %s", _database_label(config))
-        database = await _until_stopped(_open(config, migrate=True, for_run=True), stop)
+        database = await _until_stopped(
+            _open(config, migrate=True, for_run=True, announce=True), stop
+        )
         if database is None:
             log.info("stopped before the database was open")
             return OK
@@ -718,12 +747,12 @@ def cmd_history(args: argparse.Namespace) -> int:
         _print_json(runs)
         return OK
     if not runs:
-        print("no runs recorded")
+        print(_no_runs(args.actor, args.status))
         return OK
     table = [
         [
             str(r["id"]), r["actor"], _when(_parse(r["scheduled_for"])),
-            "-" if r["duration_ms"] is None else f"{r['duration_ms'] / 1000:.2f} s",
+            format_duration(r["duration_ms"]),
             r["status"], r["trigger"], str(r["attempt"]), _shorten(r["error"] or r["note"] or ""),
         ]
         for r in runs
@@ -731,6 +760,25 @@ def cmd_history(args: argparse.Namespace) -> int:
     print(_table(["ID", "ACTOR", "SCHEDULED FOR", "DURATION", "STATUS", "TRIGGER", "ATTEMPT",
                   "ERROR"], table))
     return OK
+
+
+def _no_runs(actor: str | None, status: str | None) -> str:
+    """What an empty history means, naming the filters: ``no failed runs of counter``."""
+    what = f"no {status} runs" if status else "no runs"
+    return f"{what} of {actor}" if actor else f"{what} recorded"
+
+
+def format_duration(ms: float | None) -> str:
+    """A run's duration as measured (claim to recorded outcome, by the database's clock):
+    ``2.1 ms`` under a second, ``1.25 s`` under a minute, ``3 min 05 s`` beyond."""
+    if ms is None:
+        return "-"
+    if ms < 1000:
+        return f"{ms:.1f} ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.2f} s"
+    minutes, seconds = divmod(round(ms / 1000), 60)
+    return f"{minutes} min {seconds:02d} s"
 
 
 def _shorten(text: str, width: int = 60) -> str:
@@ -795,12 +843,26 @@ def cmd_next(args: argparse.Namespace) -> int:
         print(f"note: {cfg.name} runs once each time the server starts; no slot to predict",
               file=sys.stderr)
     slots = [] if done else schedule.upcoming(after, args.count, anchor)
+    if not slots and cfg.schedule.type == "once":
+        print(f"note: {_once_note(cfg, after, done, args.after is None)}", file=sys.stderr)
     if args.json:
         _print_json([s.astimezone(schedule.tz).isoformat() for s in slots])
     else:
         for s in slots:
             print(format_slot(s.astimezone(schedule.tz)))
     return OK
+
+
+def _once_note(cfg: ActorConfig, after: datetime, done: bool, now: bool) -> str:
+    """Why a once actor has no slot to show: it ran, or its time is not after ``after``."""
+    at = cfg.schedule.at
+    when = format_slot(at.astimezone(build_schedule(cfg.schedule).tz)) if at else "?"
+    if done:
+        return f"{cfg.name} ran its one slot ({when}); it will not run again"
+    if now:
+        return (f"{cfg.name} runs once, at {when}, which has passed and has not run yet: a "
+                f'server that starts does what catch_up = "{cfg.schedule.catch_up}" says')
+    return f"{cfg.name} runs once, at {when}, which is not after {format_slot(after)}"
 
 
 def _may_have_database(config: Config) -> bool:

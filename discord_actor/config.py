@@ -71,10 +71,16 @@ class Problem:
 
 
 class ConfigError(Exception):
-    """All problems found in a configuration; ``str()`` lists them one per line."""
+    """All problems found in a configuration; ``str()`` lists them one per line.
 
-    def __init__(self, problems: list[Problem]) -> None:
+    ``partial`` is the configuration without the entries that have problems (None when the
+    file is unusable): enough to load the sound actors' modules and report their problems in
+    the same pass (``plugins.load_project``).
+    """
+
+    def __init__(self, problems: list[Problem], partial: Config | None = None) -> None:
         self.problems = problems
+        self.partial = partial
         super().__init__("\n".join(str(p) for p in problems))
 
 
@@ -209,7 +215,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     reader = _Reader(label, text, os.environ if environ is None else environ)
     config = reader.read(data, file.resolve())
     if reader.problems:
-        raise ConfigError(sorted(reader.problems, key=lambda p: p.line or 0))
+        raise ConfigError(sorted(reader.problems, key=lambda p: p.line or 0), reader.partial)
     assert config is not None
     return config
 
@@ -364,6 +370,7 @@ class _Reader:
         self.environ = environ
         self.problems: list[Problem] = []
         self.expanded: set[_KeyPath] = set()  # string values that used ${...}
+        self.partial: Config | None = None  # with problems: the sound part (see ConfigError)
 
     @functools.cached_property
     def lines(self) -> _LineIndex:
@@ -538,9 +545,17 @@ class _Reader:
         discord = self.discord(self.table(data, "discord", ("discord",)) or {})
         actors = self.actors(data.get("actors", []), server, database)
         if self.problems:
+            if not any(p.key.startswith("server.actors_dir") for p in self.problems):
+                sound = tuple(a for a in actors if not self._has_problem(f"actors[{a.index}]"))
+                self.partial = Config(path=file, server=server, database=database,
+                                      discord=discord, actors=sound)
             return None
         return Config(path=file, server=server, database=database, discord=discord,
                       actors=actors)
+
+    def _has_problem(self, key: str) -> bool:
+        return any(p.key == key or p.key.startswith((f"{key}.", f"{key}["))
+                   for p in self.problems)
 
     def server(self, t: dict[str, Any], base: Path) -> ServerConfig:
         p: _KeyPath = ("server",)
@@ -924,6 +939,8 @@ class _LineIndex:
                 if key is not None:
                     current = self._header(key[0], is_array, arrays)
                     self._lines.setdefault(current, lineno)
+                    if is_array:  # [[actor]]: the array itself is where it first appears
+                        self._lines.setdefault(current[:-1], lineno)
                 continue
             key = _parse_key(line, start)
             if key is not None and line.startswith("=", key[1]):

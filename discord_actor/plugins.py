@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import Any
 
 from .actor import Actor, FunctionActor, FunctionActorSpec
-from .config import PLATFORMS, ActorConfig, Config, ConfigError, Problem, line_of
+from .config import PLATFORMS, ActorConfig, Config, ConfigError, Problem, line_of, load_config
 
 ENTRY_POINT_GROUP = "discord_actor.actors"
 
@@ -34,6 +34,27 @@ class LoadedActor:
 
 class PluginError(Exception):
     """One actor could not be loaded; the message says why."""
+
+
+def load_project(path: str | Path) -> tuple[Config, dict[str, LoadedActor]]:
+    """Load the configuration and every actor, reporting all problems in one pass.
+
+    When the configuration has problems, the modules of its sound ``[[actors]]`` entries are
+    loaded anyway, so that their problems are listed with the configuration's own instead of
+    appearing only once those are fixed.
+    """
+    try:
+        config = load_config(path)
+    except ConfigError as e:
+        if e.partial is None:
+            raise
+        problems = list(e.problems)
+        try:
+            load_actors(e.partial)
+        except ConfigError as more:
+            problems += more.problems
+        raise ConfigError(sorted(problems, key=lambda p: p.line or 0)) from None
+    return config, load_actors(config)
 
 
 def load_actors(config: Config) -> dict[str, LoadedActor]:

@@ -11,6 +11,8 @@ import asyncio
 import itertools
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +33,7 @@ from discord_actor.config import load_config, redact_url
 from discord_actor.db import open_database
 from discord_actor.testing.harness import ActorHarness
 
+REPO = Path(__file__).resolve().parents[1]
 START = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)  # the fake clock of the populated database
 
 COUNTER_PY = '''
@@ -213,7 +216,7 @@ def test_init_writes_a_starter_that_checks_and_refuses_to_overwrite(tmp_path: Pa
     config.write_text(config.read_text() + "\n# mine\n")
 
     r = cli("init", "proj", cwd=tmp_path)
-    assert r.code == 1
+    assert r.code == 2  # a usage error: the user asked to overwrite without --force
     assert "actor_server.toml already exists" in r.err and "--force" in r.err
     assert config.read_text().endswith("# mine\n")  # nothing was overwritten
 
@@ -545,3 +548,188 @@ def test_run_until_interrupted(tmp_path: Path, database_url: str, db_schema: str
     posts = out.read_text()
     for post in ("[ticker] tick 1", "[ticker] tick 2", "[hello] tick 1", "[sleeper] sleeping"):
         assert post in posts
+
+
+SLOW_IMPORT_PY = """
+import pathlib
+import time
+
+pathlib.Path("loading").write_text("")  # the test waits for this, then signals
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_run_stopped_during_start_up_exits_0(
+    tmp_path: Path, database_url: str, db_schema: str, signum: signal.Signals
+) -> None:
+    """A stop by SIGINT or SIGTERM is a clean stop at any point, also while loading actors."""
+    write_project(tmp_path, db_section(database_url, db_schema),
+                  '[[actors]]\nname = "slow"\nmodule = "slow"\nschedule = { type = "immediate" }\n',
+                  modules={"slow": SLOW_IMPORT_PY})
+    proc = subprocess.Popen([*CLI, "run"], cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: (tmp_path / "loading").exists() or proc.poll() is not None, 30,
+                  "the actor module to load")
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert f"{signum.name}: stopped before the actors started" in err
+
+
+def test_make_clean_keeps_the_database(tmp_path: Path) -> None:
+    shutil.copy(REPO / "Makefile", tmp_path / "Makefile")
+    for kept in (".discord_actor/pgdata/PG_VERSION", ".venv/bin/python"):
+        (tmp_path / kept).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / kept).write_text("")
+    p = subprocess.run(["make", "clean"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert not (tmp_path / ".venv").exists()
+    assert (tmp_path / ".discord_actor/pgdata/PG_VERSION").exists()
+    assert ".discord_actor" not in p.stdout
+
+    (tmp_path / ".discord_actor/pgdata/postmaster.pid").write_text("1\n")
+    p = subprocess.run(["make", "clean-data"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode != 0 and "stop 'discord-actor run' first" in p.stderr
+    assert (tmp_path / ".discord_actor").exists()
+
+    (tmp_path / ".discord_actor/pgdata/postmaster.pid").unlink()
+    p = subprocess.run(["make", "clean-data"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert ("deleting .discord_actor: the embedded PostgreSQL database, with every actor's "
+            "state and all run history") in p.stdout
+    assert not (tmp_path / ".discord_actor").exists()
+
+
+ONCE_ACTOR = """
+[[actors]]
+name = "launch"
+module = "counter"
+platform = "console"
+schedule = { type = "once", at = 2026-01-05T12:00:00Z }
+"""
+
+
+def test_history_and_next_say_what_is_true(tmp_path: Path, database_url: str,
+                                           db_schema: str) -> None:
+    """An empty filtered history names the filter, a once actor that ran says it will not run
+    again, and durations of fast runs are shown in milliseconds, not as 0.00 s."""
+    write_project(tmp_path, db_section(database_url, db_schema), STORY_ACTORS + ONCE_ACTOR,
+                  modules={"counter": COUNTER_PY, "failing": FAILING_PY})
+    config = load_config(tmp_path / "actor_server.toml")
+
+    async def go() -> None:
+        database = await open_database(config.database)
+        try:
+            pairs = [(Counter, config.actor("counter")), (Counter, config.actor("launch"))]
+            async with ActorHarness(database, pairs, clock=FakeClock(START)) as harness:
+                runs = await harness.tick()
+                assert sorted(r.actor for r in runs) == ["counter", "launch"]
+        finally:
+            await database.close()
+
+    asyncio.run(go())
+
+    r = cli("history", "--status", "failed", cwd=tmp_path)
+    assert (r.code, r.out.strip()) == (0, "no failed runs recorded")
+    r = cli("history", "counter", "--status", "timed_out", cwd=tmp_path)
+    assert (r.code, r.out.strip()) == (0, "no timed_out runs of counter")
+
+    r = cli("history", "counter", cwd=tmp_path)
+    assert r.code == 0, r.err
+    header, row = r.out.splitlines()
+    duration = row[header.index("DURATION"):header.index("STATUS")].strip()
+    ms = cli("history", "counter", "--json", cwd=tmp_path).json()[0]["duration_ms"]
+    assert ms < 1000 and duration == f"{ms:.1f} ms"
+
+    r = cli("next", "launch", cwd=tmp_path)
+    assert (r.code, r.out) == (0, "")
+    assert "launch ran its one slot (2026-01-05T12:00:00+00:00); it will not run again" in r.err
+
+
+def test_durations_are_shown_at_their_precision() -> None:
+    from discord_actor.cli import format_duration
+
+    assert [format_duration(ms) for ms in (None, 0.04, 2.14, 999.9, 1234.5, 59_990, 185_000)] == [
+        "-", "0.0 ms", "2.1 ms", "999.9 ms", "1.23 s", "59.99 s", "3 min 05 s",
+    ]
+
+
+@pytest.mark.slow
+def test_run_says_when_it_creates_the_database_or_shares_it(tmp_path: Path) -> None:
+    """A start that creates the embedded database says so (a lost volume is noticed), and a
+    second server on the same data directory names the process already using it."""
+    data_dir = tmp_path / ".discord_actor" / "pgdata"
+    write_project(tmp_path, f"data_dir = {toml_str(data_dir)}\n",
+                  '[[actors]]\nname = "ticker"\nmodule = "counter"\n'
+                  'schedule = { type = "interval", seconds = 3600 }\n',
+                  modules={"counter": COUNTER_PY})
+    procs: list[subprocess.Popen[str]] = []
+    logs = [tmp_path / "first.txt", tmp_path / "second.txt"]
+    try:
+        for log in logs:
+            with log.open("w") as f:
+                procs.append(subprocess.Popen([*CLI, "run"], cwd=tmp_path, env=_env(),
+                                              stdout=subprocess.DEVNULL, stderr=f, text=True))
+            _wait_for(lambda log=log: "started with 1 actor" in log.read_text()
+                      or procs[-1].poll() is not None, 60, f"{log.name} to start")
+            assert procs[-1].poll() is None, log.read_text()
+        for proc in reversed(procs):
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    first, second = (log.read_text() for log in logs)
+    assert f"created a new, empty database in {data_dir}" in first
+    assert "another process is using" not in first
+    assert "created a new" not in second
+    assert f"another process is using this data directory: pid {procs[0].pid}" in second
+
+
+MIXED_PROBLEMS = """
+[[actors]]
+name = "good_but_broken_module"
+module = "broken"
+schedule = { type = "immediate" }
+
+[[actors]]
+name = "bad_schedule"
+module = "empty"
+schedule = { type = "cron", expression = "61 * * * *" }
+
+[[actor]]
+name = "singular"
+module = "empty"
+"""
+
+
+def test_check_reports_module_and_config_problems_in_one_pass_with_lines(
+    tmp_path: Path,
+) -> None:
+    """A module problem is listed with the configuration's own problems, and every problem,
+    an unknown [[actor]] table too, has a line."""
+    write_project(tmp_path, 'url = "postgresql://nobody@127.0.0.1:1/none"', MIXED_PROBLEMS,
+                  modules={"broken": "x = 1\ndef oops(:\n", "empty": "X = 1\n"})
+    for command in ("check", "run"):
+        r = cli(command, cwd=tmp_path, timeout=20)
+        assert r.code == 2, r.err
+        problems = r.err.strip().splitlines()
+        assert len(problems) == 3, r.err
+        assert all(re.match(r"actor_server\.toml:\d+: ", line) for line in problems), r.err
+        (module,) = [p for p in problems if "actors[0].module" in p]
+        assert "SyntaxError" in module and "actor_server.toml:9:" in module
+        assert any("actors[1].schedule" in p for p in problems)
+        (singular,) = [p for p in problems if "actor:" in p or "'actor'" in p]
+        assert "actor_server.toml:17:" in singular and "did you mean 'actors'?" in singular

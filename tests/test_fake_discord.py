@@ -20,7 +20,9 @@ from discord.ext import commands
 from discord_actor.testing.fake_discord import FakeDiscord, FakeDiscordError
 
 READY_TIMEOUT = 0.05  # guild_ready_timeout: discord.py's wait after the last GUILD_CREATE
-OPENAPI = Path(__file__).resolve().parents[1] / ".." / "shared" / "discord-openapi" / "openapi.json"
+#: Discord's own OpenAPI description of its REST API (MIT, from Discord), beside the repository.
+OPENAPI_IN_REPO = "../shared/discord-openapi/openapi.json"
+OPENAPI = (Path(__file__).resolve().parents[1] / OPENAPI_IN_REPO).resolve()
 
 
 def make_client(**kw: Any) -> discord.Client:
@@ -728,11 +730,27 @@ async def collect_samples(fake: FakeDiscord) -> list[tuple[str, str, int, Any]]:
     return samples
 
 
+def openapi_missing() -> str:
+    """Why the OpenAPI check is skipped: what the spec is and where it is looked for."""
+    return (
+        "Discord's OpenAPI description of its REST API (Discord's own, MIT; "
+        "https://github.com/discord/discord-api-spec) is not at "
+        f"{OPENAPI_IN_REPO} relative to the repository ({OPENAPI}): put its openapi.json "
+        "there to check the fake's answers against it"
+    )
+
+
+def test_openapi_skip_says_where_the_spec_comes_from() -> None:
+    message = openapi_missing()
+    assert "../shared/discord-openapi/openapi.json relative to the repository" in message
+    assert "Discord's OpenAPI description of its REST API" in message and "MIT" in message
+
+
 async def test_rest_answers_match_discord_openapi(
     fake_discord: FakeDiscord, record_property: Any
 ) -> None:
     if not OPENAPI.is_file():
-        pytest.skip(f"Discord's OpenAPI description is not at {OPENAPI}")
+        pytest.skip(openapi_missing())
     spec = json.loads(OPENAPI.read_text())
     checker = SchemaChecker(spec)
     samples = await collect_samples(fake_discord)

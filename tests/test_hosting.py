@@ -409,3 +409,64 @@ async def test_run_without_a_token_exits_2_unless_dry_run(
     log = stderr.decode()
     assert "dry run: discord actors (hello) print their posts on the console" in log
     assert "Traceback" not in log
+
+
+MYBOT_PY = """
+import os
+
+import discord
+from discord.ext import commands
+
+from discord_actor.bot import ActorRuntime, discord_endpoints
+from discord_actor.config import load_config
+
+
+class MyBot(commands.Bot):
+    def __init__(self) -> None:
+        super().__init__(command_prefix="!", intents=discord.Intents.default())
+
+    async def setup_hook(self) -> None:
+        await self.add_cog(ActorRuntime(self, "actor_server.toml"))
+
+
+with discord_endpoints(load_config("actor_server.toml").discord):
+    MyBot().run(os.environ["DISCORD_TOKEN"], root_logger=True)
+"""
+
+
+@pytest.mark.slow
+async def test_embedded_bot_stops_gracefully_on_sigterm(
+    tmp_path: Path, fake_discord: FakeDiscord
+) -> None:
+    """The README's embedded example under Docker or systemd: SIGTERM closes the bot, the
+    runtime and the embedded PostgreSQL, and the process exits 0."""
+    fake = fake_discord
+    (tmp_path / "actors").mkdir()
+    (tmp_path / "actors" / "hello.py").write_text(HELLO_PY)
+    (tmp_path / "mybot.py").write_text(MYBOT_PY)
+    (tmp_path / "actor_server.toml").write_text(
+        f"[discord]\n{endpoints(fake)}\n"
+        f'[[actors]]\nname = "hello"\nmodule = "hello"\nchannel_id = {fake.channel.id}\n'
+        'schedule = { type = "immediate" }\n'
+    )
+    err = tmp_path / "err.txt"
+    with err.open("w") as err_f:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "mybot.py", cwd=tmp_path, env=cli_env(DISCORD_TOKEN=fake.token),
+            stdout=subprocess.DEVNULL, stderr=err_f,
+        )
+    try:
+        message = await fake.wait_for_message(channel_id=fake.channel.id, timeout=60)
+        assert message.content == f"hello from {fake.bot_user.id}"
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0, err.read_text()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    log = err.read_text()
+    assert "SIGTERM: shutting down" in log
+    assert "Traceback" not in log, log
+    pgdata = tmp_path / ".discord_actor" / "pgdata"
+    assert (pgdata / "PG_VERSION").exists()
+    assert not (pgdata / "postmaster.pid").exists(), "the embedded PostgreSQL is still running"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ __all__ = [
     "quote_ident",
     "resolve_url",
 ]
+
+log = logging.getLogger("discord_actor.db")
 
 POOL_CLOSE_TIMEOUT = 10.0  # seconds to wait for borrowed connections before terminating them
 
@@ -73,6 +76,25 @@ class Database:
         await self.close()
 
 
+def announce_embedded(server: EmbeddedPostgres) -> None:
+    """Log a new database (a deleted ``.discord_actor`` or a lost volume starts from nothing)
+    and other processes attached to the same data directory (a second server by mistake)."""
+    if server.created:
+        log.warning(
+            "created a new, empty database in %s: no data directory was there (if one was "
+            "expected, its volume or directory is missing; state and run history start afresh)",
+            server.data_dir,
+        )
+    if server.shared_with:
+        pids = ", ".join(str(p) for p in server.shared_with)
+        log.warning(
+            "another process is using this data directory: pid %s (%s); both run the actors "
+            "(each slot still runs once; an immediate actor runs again for this start)",
+            pids,
+            server.data_dir,
+        )
+
+
 def resolve_url(cfg: DatabaseConfig, environ: Mapping[str, str] | None = None) -> str | None:
     """The URL to connect to: ``cfg.url``, else ``DATABASE_URL``; None means the embedded server."""
     env = os.environ if environ is None else environ
@@ -84,9 +106,13 @@ async def open_database(
     *,
     migrate: bool = True,
     environ: Mapping[str, str] | None = None,
+    announce: bool = False,
 ) -> Database:
     """Connect (starting the embedded server under ``cfg.data_dir`` if no URL is configured),
     create the pool and, unless ``migrate=False``, bring ``cfg.schema`` up to date.
+
+    ``announce=True`` (a server starting) logs what an operator must notice about the embedded
+    server: a new, empty database was created, or other processes use the same one.
 
     Raises ``DatabaseUnavailable`` (unreachable database, server that will not start) or
     ``MigrationError``; on error nothing is left open.
@@ -97,6 +123,8 @@ async def open_database(
     if url is None:
         server = EmbeddedPostgres()
         url = await asyncio.to_thread(server.start, Path(cfg.data_dir))
+        if announce:
+            announce_embedded(server)
     try:
         pool = await create_pool(cfg, url)
     except BaseException:

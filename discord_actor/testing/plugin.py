@@ -8,6 +8,16 @@ Fixtures available to any test suite once ``discord-actor`` is installed:
 - ``run_actor``: runs one actor once with given state and settings, returns the recorded run.
 - ``fake_discord``, ``fake_discord_bot``: a wire-level fake of Discord on loopback, and a real
   discord.py bot connected to it (discord_actor.testing.fake_discord).
+- ``actor_server_config``: the project's own ``actor_server.toml``, loaded.
+
+Out of the box, with no pytest configuration in the project:
+
+- ``async def`` tests that use one of these fixtures are marked ``asyncio`` for pytest-asyncio
+  (its default "strict" mode would otherwise refuse them);
+- the project's ``actors_dir`` is put on ``sys.path``, so tests import actor modules as the
+  runtime does. The project's config is ``actor_server.toml`` in the rootdir or a directory
+  above it (or above the directory pytest was started in), or the ini option
+  ``discord_actor_config``.
 
 Heavy imports (asyncpg, the embedded server) happen inside the fixtures, so merely having the
 plugin installed costs other test suites nothing.
@@ -17,21 +27,26 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import os
 import re
 import secrets
 import shutil
+import sys
 import tempfile
 import warnings
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 
 if TYPE_CHECKING:
-    from discord_actor.config import DatabaseConfig
+    from discord_actor.clock import FakeClock
+    from discord_actor.config import Config, DatabaseConfig
     from discord_actor.db import Database
+    from discord_actor.testing.harness import ActorRunner
 
 try:
     import pytest_asyncio
@@ -42,6 +57,100 @@ _T = TypeVar("_T")
 
 # The wire-level fake Discord: fixtures ``fake_discord`` and ``fake_discord_bot``.
 pytest_plugins = ["discord_actor.testing.fake_discord.fixtures"]
+
+
+# --------------------------------------------------------------------------------------------
+# Working in a user's project without configuration.
+# --------------------------------------------------------------------------------------------
+
+CONFIG_INI = "discord_actor_config"
+#: The fixtures of this plugin; an ``async def`` test using any of them is an asyncio test.
+PLUGIN_FIXTURES = frozenset(
+    {
+        "database_server_url",
+        "database_url",
+        "db_schema",
+        "actor_schema",
+        "db_config",
+        "database",
+        "fake_clock",
+        "run_actor",
+        "actor_server_config",
+        "fake_discord",
+        "fake_discord_bot",
+    }
+)
+#: Markers of async test runners other than pytest-asyncio: tests carrying them are left alone.
+OTHER_ASYNC_MARKERS = ("anyio", "trio", "curio")
+
+_project_config_key = pytest.StashKey[Path | None]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(
+        CONFIG_INI,
+        "the project's actor_server.toml, relative to the rootdir (default: actor_server.toml "
+        "in the rootdir or a directory above it)",
+        default="",
+    )
+
+
+def find_project_config(config: pytest.Config) -> Path | None:
+    """The project's ``actor_server.toml``: the ini option, else the nearest one found going up
+    from the rootdir, then from the directory pytest was started in."""
+    configured = str(config.getini(CONFIG_INI) or "")
+    if configured:
+        path = Path(configured)
+        return path if path.is_absolute() else config.rootpath / path
+    for start in (config.rootpath, config.invocation_params.dir):
+        for directory in (start, *start.parents):
+            candidate = directory / "actor_server.toml"
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Put the project's ``actors_dir`` on ``sys.path`` before test modules are imported."""
+    path = find_project_config(config)
+    config.stash[_project_config_key] = path
+    if path is None:
+        return
+    from discord_actor.config import ConfigError, load_config
+
+    try:
+        actors_dir = str(load_config(path).server.actors_dir)
+    except ConfigError as e:
+        # Only tests that need the configuration fail (actor_server_config says why).
+        warnings.warn(
+            pytest.PytestConfigWarning(
+                f"discord-actor: {path} has problems, so its actors_dir is not on sys.path:\n"
+                + "\n".join(str(p) for p in e.problems)
+            ),
+            stacklevel=1,
+        )
+        return
+    if actors_dir not in sys.path:
+        sys.path.insert(0, actors_dir)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Mark ``async def`` tests that use this plugin's fixtures for pytest-asyncio.
+
+    pytest-asyncio's default (strict) mode only runs marked tests; without this, a project with
+    no pytest configuration gets "async def functions are not natively supported". Running
+    before the test items are built, the mark is seen as if the user had written it.
+    """
+    if pytest_asyncio is None or not inspect.iscoroutinefunction(metafunc.function):
+        return
+    if PLUGIN_FIXTURES.isdisjoint(metafunc.fixturenames):
+        return
+    definition = metafunc.definition
+    if any(definition.get_closest_marker(m) for m in ("asyncio", *OTHER_ASYNC_MARKERS)):
+        return
+    definition.add_marker(pytest.mark.asyncio)
+    function = getattr(metafunc.function, "__func__", metafunc.function)
+    pytest.mark.asyncio(function)  # stored on the function: the items built from it see it
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,6 +218,22 @@ def unique_schema_name(test_name: str) -> str:
     return f"t_{slug}_{secrets.token_hex(4)}"
 
 
+def create_schema(url: str, schema: str) -> None:
+    """``CREATE SCHEMA`` from a sync context."""
+    import asyncpg
+
+    from discord_actor.db.migrations import quote_ident
+
+    async def create() -> None:
+        conn = await asyncpg.connect(url, timeout=10)
+        try:
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
+        finally:
+            await conn.close()
+
+    _run_in_thread(create())
+
+
 def drop_schema(url: str, schema: str, *, lock_timeout_seconds: float = 10.0) -> None:
     """``DROP SCHEMA ... CASCADE`` from a sync context; clear error if connections still hold it."""
     import asyncpg
@@ -166,16 +291,47 @@ def db_schema(request: pytest.FixtureRequest, database_url: str) -> Iterator[str
 
 
 @pytest.fixture
-def db_config(database_url: str, db_schema: str) -> DatabaseConfig:
+def actor_schema(database_url: str, db_schema: str) -> Iterator[str]:
+    """A fresh, created schema that comes first on the ``search_path`` of this test's database
+    connections: what actors create through ``ctx.db()`` (``CREATE TABLE items ...``) lands
+    here instead of ``public``, and is dropped with CASCADE after the test.
+
+    It is not ``db_schema`` so that an actor's table may be called ``runs`` or ``tasks``
+    without meeting discord-actor's own, as in production.
+    """
+    schema = f"{db_schema}_actors"
+    create_schema(database_url, schema)
+    yield schema
+    drop_schema(database_url, schema)
+
+
+def with_search_path(url: str, *schemas: str) -> str:
+    """``url`` whose connections start with ``search_path`` set to ``schemas`` (then public).
+
+    asyncpg sends unknown query parameters as server settings at connect time, so the setting
+    survives the ``RESET ALL`` a connection gets when an actor gives it back.
+    """
+    from discord_actor.db.migrations import quote_ident
+
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "search_path"]
+    path = ", ".join([*(quote_ident(s) for s in schemas), "public"])
+    query.append(("search_path", path))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+@pytest.fixture
+def db_config(database_url: str, db_schema: str, actor_schema: str) -> DatabaseConfig:
     """A ``DatabaseConfig`` for the test database and this test's schema.
 
-    Small pool (1..4) and short timeouts so a hung or exhausted pool fails the test quickly.
-    Use ``dataclasses.replace(db_config, ...)`` to change a setting.
+    Its connections have ``actor_schema`` first on their ``search_path``. Small pool (1..4) and
+    short timeouts so a hung or exhausted pool fails the test quickly. Use
+    ``dataclasses.replace(db_config, ...)`` to change a setting.
     """
     from discord_actor.config import DatabaseConfig
 
     return DatabaseConfig(
-        url=database_url,
+        url=with_search_path(database_url, actor_schema),
         schema=db_schema,
         min_pool_size=1,
         max_pool_size=4,
@@ -216,10 +372,10 @@ else:
 
 
 @pytest.fixture
-def fake_clock() -> Any:
+def fake_clock() -> FakeClock:
     """A ``FakeClock`` at 2026-01-05 12:00 UTC; ``advance()`` steps schedules without sleeping.
 
-    Pass it to ``ActorHarness(database, actors, clock=fake_clock)`` (discord_actor.testing.harness).
+    Pass it to ``ActorHarness(database, actors, clock=fake_clock)``; ``run_actor`` uses it too.
     """
     from datetime import UTC, datetime
 
@@ -228,13 +384,55 @@ def fake_clock() -> Any:
     return FakeClock(datetime(2026, 1, 5, 12, 0, tzinfo=UTC))
 
 
-@pytest.fixture
-def run_actor(database: Database) -> Any:
-    """``await run_actor(MyActor, state={...}, settings={...})`` runs an actor once on the test
-    database and returns the recorded run (status, error, posts and the stored state after)."""
-    from discord_actor.testing.harness import run_actor_once
+@pytest.fixture(scope="session")
+def actor_server_config(pytestconfig: pytest.Config) -> Config:
+    """The project's ``actor_server.toml``, loaded (see ``find_project_config``).
 
-    async def run(actor: Any, **kwargs: Any) -> Any:
-        return await run_actor_once(database, actor, **kwargs)
+    Fails the test with the file's problems, or when the project has none.
+    """
+    from discord_actor.config import ConfigError, load_config
 
-    return run
+    path = pytestconfig.stash.get(_project_config_key, None)
+    if path is None:
+        pytest.fail(
+            "no actor_server.toml in the rootdir or above it; set the ini option "
+            f"{CONFIG_INI} to its path",
+            pytrace=False,
+        )
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        pytest.fail("\n".join(str(p) for p in e.problems), pytrace=False)
+
+
+async def _run_actor(
+    request: pytest.FixtureRequest, database: Database, fake_clock: FakeClock
+) -> AsyncIterator[ActorRunner]:
+    """``await run_actor(MyActor, state={...}, settings={...})`` runs an actor on the test
+    database and returns the recorded run (status, error, posts and the stored state after).
+
+    Call it again to run the actor again, its stored state carried over: a pending retry runs
+    (the fake clock moves to its time), else a manual trigger. ``run_actor("name")`` runs the
+    actor configured under that name in the project's ``actor_server.toml``.
+    """
+    from discord_actor.testing.harness import ActorRunner
+
+    def project() -> Config:
+        config: Config = request.getfixturevalue("actor_server_config")
+        return config
+
+    runner = ActorRunner(database, clock=fake_clock, project=project)
+    try:
+        yield runner
+    finally:
+        await runner.close()
+
+
+if pytest_asyncio is not None:
+    run_actor = pytest_asyncio.fixture(_run_actor, name="run_actor")
+else:
+
+    @pytest.fixture(name="run_actor")
+    def _run_actor_unavailable() -> None:
+        """Needs pytest-asyncio (``pip install pytest-asyncio``)."""
+        pytest.fail("the 'run_actor' fixture needs pytest-asyncio: pip install pytest-asyncio")

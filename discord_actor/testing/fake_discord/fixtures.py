@@ -12,10 +12,14 @@ importing the fixtures into a plugin module.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from .server import FakeDiscord
+
+if TYPE_CHECKING:
+    from discord.ext import commands
 
 try:
     import pytest_asyncio
@@ -40,7 +44,7 @@ async def _fake_discord() -> AsyncIterator[FakeDiscord]:
         )
 
 
-async def _fake_discord_bot(fake_discord: FakeDiscord) -> AsyncIterator[object]:
+async def _fake_discord_bot(fake_discord: FakeDiscord) -> AsyncIterator[commands.Bot]:
     import discord
     from discord.ext import commands
 
