@@ -25,10 +25,16 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy discord_actor
 
-bench: $(BIN)/.installed
+# The bench scripts' own dependencies (the "bench" extra), on top of the test install.
+$(BIN)/.bench-installed: $(BIN)/.installed
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	@touch $@
+
+bench: $(BIN)/.bench-installed
 	$(BIN)/python bench/run_throughput.py
 	$(BIN)/python bench/pool_vs_single.py
 	$(BIN)/python bench/startup_many_actors.py
+	$(BIN)/python bench/peers.py
 
 # Build and tool caches only: the database under .discord_actor (every actor's state and all
 # run history) stays; `make clean-data` deletes it.
