@@ -3,9 +3,11 @@
 All statements are parameterized; the only thing formatted into SQL text is the schema name,
 which the configuration validates as a plain identifier and which is quoted here.
 
-Hot path: a run costs two round trips, ``claim`` (one statement that locks the task, advances
-its next slot and inserts the run) and ``finish`` (one statement that records the outcome, the
-new state, the retry and the circuit breaker together). Each task row counts its runs in flight
+Hot path: a run costs at most two round trips, ``claim`` (one statement that locks the tasks,
+advances their next slots and inserts the runs, for every run due in a pass) and ``finish_many``
+(one statement that records outcomes, each through the ``finish_run`` function: the run, the new
+state, the retry and the circuit breaker together). ``due_window`` is how the scheduler learns
+what is due: a read through the due-time indexes, every poll interval, not per run. Each task row counts its runs in flight
 (``running``), so that ``max_instances`` is checked on the locked row itself: a count of the runs
 table would be read from the statement's snapshot, which a concurrent claim can outdate.
 """
