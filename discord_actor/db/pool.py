@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import asyncpg
 
-from discord_actor.config import DatabaseConfig, redact_url
+from discord_actor.config import REDACTED, DatabaseConfig, redact_text, redact_url
 from discord_actor.db.transient import TRANSIENT_DB_ERRORS, Backoff
 
 APPLICATION_NAME = "discord-actor"
@@ -43,22 +43,25 @@ class DatabaseUnavailable(Exception):
 
 
 def _secrets(url: str) -> list[str]:
-    """Passwords that appear in ``url``, to scrub them from error messages."""
-    found: list[str] = []
+    """Passwords that appear in ``url`` (as written and percent-decoded, longest first), to scrub
+    them from error messages: the user-info password and every ``*password*`` parameter."""
+    found: set[str] = set()
     try:
-        parts = urlsplit(url)
-        if parts.password:
-            found.append(parts.password)
+        password = urlsplit(url).password
     except ValueError:
-        pass
-    found += [m for m in re.findall(r"(?i)password\s*=\s*([^&\s]+)", url) if m]
-    return found
+        password = None
+    if password:
+        found.add(password)
+    found.update(re.findall(r"(?i)pass(?:word|wd)[\w.-]*\s*=\s*([^&\s]+)", url))
+    found |= {unquote(secret) for secret in found}
+    return sorted((s for s in found if s), key=len, reverse=True)
 
 
 def _describe(exc: BaseException, url: str) -> str:
     text = str(exc) or ("timed out" if isinstance(exc, TimeoutError) else "")
     for secret in _secrets(url):
-        text = text.replace(secret, "***")
+        text = text.replace(secret, REDACTED)
+    text = redact_text(text)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
