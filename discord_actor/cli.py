@@ -803,7 +803,11 @@ async def _history(
 
 
 def _run_item(config: Config, r: Any) -> dict[str, Any]:
+    from discord_actor.storable import MAX_ERROR_MESSAGE, cap
+
     error_type, message = r["error_type"], r["error_message"]
+    if message is not None:  # bounded even for runs recorded before texts were capped
+        message = cap(message, MAX_ERROR_MESSAGE)
     return {
         "id": r["id"],
         "actor": r["actor"],

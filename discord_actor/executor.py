@@ -34,6 +34,7 @@ from .db.transient import TRANSIENT_DB_ERRORS, Backoff
 from .platforms import Platform
 from .plugins import LoadedActor
 from .schedules import Schedule, format_slot
+from .storable import MAX_ERROR_MESSAGE, MAX_TRACEBACK, clean_text, refused_in
 
 log = logging.getLogger("discord_actor.runtime")
 
@@ -50,13 +51,23 @@ class StateNotSerializable(TypeError):
 
 
 def state_json(state: object) -> str:
-    """The state as stored; fails the run (not the bookkeeping) when JSON cannot hold it."""
+    """The state as stored; fails the run (not the bookkeeping) when PostgreSQL cannot hold it,
+    naming the key, rather than have the database refuse the outcome of a run that succeeded."""
+    where: str | None
     try:
-        return json.dumps(state)
+        text = json.dumps(state, allow_nan=False)
     except (TypeError, ValueError) as e:
-        raise StateNotSerializable(
-            f"ctx.state must hold only JSON values (dict, list, str, int, float, bool, None): {e}"
-        ) from None
+        where = refused_in(state) or str(e)
+    else:
+        if "\\u0000" not in text:  # the common case: nothing jsonb refuses
+            return text
+        where = refused_in(state)
+        if where is None:  # the six characters \u0000 themselves, which jsonb accepts
+            return text
+    raise StateNotSerializable(
+        "ctx.state must hold only JSON values (dict, list, str, int, finite float, bool, None;"
+        f" no NUL character): {where}"
+    )
 
 
 def retry_delay(attempt: int, backoff: float, max_backoff: float) -> float:
@@ -100,6 +111,8 @@ class Executor:
         self._cancel_reason = "cancelled"
         self._unwritten: list[tuple[ClaimedRun, Outcome, asyncio.Future[Finished | None]]] = []
         self._writer: asyncio.Task[None] | None = None
+        # run id -> the outcome recorded in place of one the database refused
+        self._stored_instead: dict[int, Outcome] = {}
 
     def _logger(self, actor: str) -> logging.Logger:
         logger = self._loggers.get(actor)
@@ -244,11 +257,11 @@ class Executor:
             message = str(error) or type(error).__name__
         return Outcome(
             status=status,
-            error_type=None if error is None else type(error).__name__,
-            error_message=message,
+            error_type=None if error is None else clean_text(type(error).__name__, 200),
+            error_message=None if message is None else clean_text(message, MAX_ERROR_MESSAGE),
             error_traceback=None
             if status != "failed" or error is None
-            else "".join(traceback.format_exception(error)),
+            else clean_text("".join(traceback.format_exception(error)), MAX_TRACEBACK),
             posted=list(ctx.posted),
             state_json=new_state,
             retry_at=retry_at,
@@ -337,13 +350,18 @@ class Executor:
         plain = Outcome(
             status="failed",
             error_type="RecordError",
-            error_message=f"the outcome could not be recorded: {type(e).__name__}: {e}",
+            error_message=clean_text(
+                f"the outcome could not be recorded: {type(e).__name__}: {e}", MAX_ERROR_MESSAGE
+            ),
             max_consecutive_failures=outcome.max_consecutive_failures,
             counts_as_failure=True,
         )
+        self._stored_instead[run.run_id] = plain  # what the log line of the run must say
         return (await self._write_batch([(run, plain)]))[0]
 
     def _after_finish(self, run: ClaimedRun, outcome: Outcome, finished: Finished | None) -> None:
+        if self._stored_instead:
+            outcome = self._stored_instead.pop(run.run_id, outcome)
         if finished is None:
             log.warning(
                 "run %d of %s was declared abandoned by another process while it ran;"

@@ -7,7 +7,8 @@ Hot path: a run costs at most two round trips, ``claim`` (one statement that loc
 advances their next slots and inserts the runs, for every run due in a pass) and ``finish_many``
 (one statement that records outcomes, each through the ``finish_run`` function: the run, the new
 state, the retry and the circuit breaker together). ``due_window`` is how the scheduler learns
-what is due: a read through the due-time indexes, every poll interval, not per run. Each task row counts its runs in flight
+what is due: a read through the due-time indexes, every poll interval, not per run. Each task
+row counts its runs in flight
 (``running``), so that ``max_instances`` is checked on the locked row itself: a count of the runs
 table would be read from the statement's snapshot, which a concurrent claim can outdate.
 """
@@ -22,6 +23,8 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+
+from ..storable import storable_json
 
 
 def quote_ident(name: str) -> str:
@@ -649,7 +652,7 @@ def _json_each(values: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def _posted_json(posted: Sequence[dict[str, Any]]) -> str:
-    return json.dumps(list(posted), default=str) if posted else "[]"
+    return storable_json(list(posted)) if posted else "[]"
 
 
 def _finished(row: asyncpg.Record, outcome: Outcome) -> Finished:
