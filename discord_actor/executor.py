@@ -77,6 +77,38 @@ def retry_delay(attempt: int, backoff: float, max_backoff: float) -> float:
 
 ActorCodeResult = tuple[str, BaseException | None, str | None]
 MAX_OUTCOMES_PER_WRITE = 256
+# How long actor code may take to stop once cancelled (its timeout, a shutdown, a lost lease)
+# before its run is recorded anyway and the code is left to end alone.
+STOP_GRACE_SECONDS = 2.0
+
+
+class _LiveRun:
+    """A run whose actor code has not ended yet, and how it is to end if it is stopped."""
+
+    __slots__ = ("code", "ended", "run", "stopping_as", "timer")
+
+    def __init__(self, run: ClaimedRun, ended: asyncio.Future[ActorCodeResult]) -> None:
+        self.run = run
+        self.ended = ended  # the code's result, or the stop's when the code does not stop
+        self.code: asyncio.Task[ActorCodeResult] | None = None
+        self.stopping_as: str | None = None  # "timed_out" | "cancelled" once stopped
+        self.timer: asyncio.TimerHandle | None = None
+
+    def stopped(self, error: BaseException | None) -> ActorCodeResult:
+        """What a stopped run records, whether its code ended by the cancellation or not."""
+        if self.stopping_as == "timed_out":
+            return "timed_out", TimeoutError(), None
+        return "cancelled", error or asyncio.CancelledError(), None
+
+    def code_done(self, code: asyncio.Task[ActorCodeResult]) -> None:
+        if self.ended.done():  # given up on earlier, or the run itself was cancelled
+            return
+        if code.cancelled():
+            self.ended.set_result(self.stopped(None))
+        elif (error := code.exception()) is not None:
+            self.ended.set_exception(error)
+        else:
+            self.ended.set_result(code.result())
 
 
 class Executor:
@@ -106,7 +138,8 @@ class Executor:
         self._on_finished = on_finished
         self.running: dict[int, asyncio.Task[None]] = {}  # run id -> its whole execution
         self.local_runs: Counter[int] = Counter()  # task id -> runs in flight here
-        self._actor_code: dict[int, asyncio.Task[ActorCodeResult]] = {}
+        self._actor_code: dict[int, _LiveRun] = {}
+        self._runaway: set[asyncio.Task[ActorCodeResult]] = set()  # did not stop, left alone
         self._loggers: dict[str, logging.Logger] = {}  # made at an actor's first run
         self._cancel_reason = "cancelled"
         self._unwritten: list[tuple[ClaimedRun, Outcome, asyncio.Future[Finished | None]]] = []
@@ -128,8 +161,42 @@ class Executor:
     def cancel_runs(self, reason: str) -> None:
         """Cancel the actor code of every run in flight; each is recorded ``cancelled``."""
         self._cancel_reason = reason
-        for task in list(self._actor_code.values()):
-            task.cancel()
+        for live in list(self._actor_code.values()):
+            self._stop_code(live, "cancelled")
+
+    def _stop_code(self, live: _LiveRun, status: str) -> None:
+        """Cancel a run's actor code, and give it ``STOP_GRACE_SECONDS`` to stop."""
+        if live.stopping_as is not None or live.ended.done() or live.code is None:
+            return
+        live.stopping_as = status
+        live.code.cancel()
+        if live.timer is not None:
+            live.timer.cancel()
+        live.timer = asyncio.get_running_loop().call_later(
+            STOP_GRACE_SECONDS, self._give_up, live
+        )
+
+    def _give_up(self, live: _LiveRun) -> None:
+        """The actor code ignored its cancellation: record the run anyway and move on."""
+        code = live.code
+        if live.ended.done() or code is None:
+            return
+        log.warning(
+            "run %d of %s: the actor's code did not stop within %g s of being cancelled (does"
+            " it catch CancelledError?); the run is recorded %s and its code left to end alone",
+            live.run.run_id,
+            live.run.actor,
+            STOP_GRACE_SECONDS,
+            live.stopping_as,
+        )
+        self._runaway.add(code)
+        code.add_done_callback(self._runaway.discard)
+        live.ended.set_result(live.stopped(None))
+
+    @property
+    def runaway(self) -> int:
+        """Actor code that was given up on and has not ended yet."""
+        return len(self._runaway)
 
     @property
     def runs_in_actor_code(self) -> int:
@@ -166,7 +233,7 @@ class Executor:
             settings=cfg.settings,
             state=run.state,
             logger=self._logger(run.actor),
-            connect=lambda: self.budget.connection(cfg),
+            connect=lambda: self.budget.connection(cfg, run.run_id),
             post=post,
             checkpoint=lambda state: self._checkpoint(run, state),
             client=self.client,
@@ -180,14 +247,26 @@ class Executor:
                 run.attempt,
                 self._slot_text(run),
             )
-        code = asyncio.create_task(self._run_actor_code(loaded, ctx), name=f"actor {run.actor}")
-        self._actor_code[run.run_id] = code
+        loop = asyncio.get_running_loop()
+        live = _LiveRun(run, loop.create_future())
+        code = live.code = loop.create_task(
+            self._run_actor_code(loaded, ctx, live), name=f"actor {run.actor}"
+        )
+        code.add_done_callback(live.code_done)
+        # One timer per run: at the timeout it cancels the code, then gives it a moment to stop.
+        live.timer = loop.call_later(cfg.timeout_seconds, self._stop_code, live, "timed_out")
+        self._actor_code[run.run_id] = live
         finished: Finished | None = None
         try:
-            status, error, new_state = await code
+            status, error, new_state = await live.ended
+            if run.run_id in self.budget.leases:
+                self._reclaim(run)
             outcome = self._outcome(cfg, run, ctx, status, error, new_state)
             finished = await self._record(run, outcome)
         finally:
+            live.timer.cancel()
+            if not code.done() and live.stopping_as is None:
+                code.cancel()  # this run itself was cancelled: so is its actor code
             self._actor_code.pop(run.run_id, None)
             self.local_runs[run.task_id] -= 1
             if not self.local_runs[run.task_id]:
@@ -196,22 +275,36 @@ class Executor:
             self._on_finished(None if finished is None else finished.task)
         self._after_finish(run, outcome, finished)
 
-    @staticmethod
-    async def _run_actor_code(loaded: LoadedActor, ctx: RunContext) -> ActorCodeResult:
-        """Run the actor within its timeout; returns (status, error, new state as JSON).
+    def _reclaim(self, run: ClaimedRun) -> None:
+        """Close the connections a run still holds after its code ended or was given up on."""
+        kept = self.budget.reclaim(run.run_id, run.actor)
+        if kept:
+            log.warning(
+                "actor %s: run %d kept %d database connection(s) past its end (use"
+                " `async with ctx.db()` and let it exit); they were closed",
+                run.actor,
+                run.run_id,
+                kept,
+            )
 
-        Never raises."""
-        timeout = asyncio.timeout(loaded.config.timeout_seconds)
+    @staticmethod
+    async def _run_actor_code(
+        loaded: LoadedActor, ctx: RunContext, live: _LiveRun
+    ) -> ActorCodeResult:
+        """Run the actor; returns (status, error, new state as JSON). Never raises.
+
+        Once stopped (timeout, shutdown) the run ends as stopped even if the code caught its
+        cancellation and returned or failed afterwards."""
         try:
-            async with timeout:
-                await loaded.instance.run(ctx)
-            return "succeeded", None, state_json(ctx.state)
+            await loaded.instance.run(ctx)
+            if live.stopping_as is None:
+                return "succeeded", None, state_json(ctx.state)
         except asyncio.CancelledError as e:
-            return "cancelled", e, None
-        except TimeoutError as e:
-            return ("timed_out" if timeout.expired() else "failed"), e, None
+            return live.stopped(e)
         except Exception as e:
-            return "failed", e, None
+            if live.stopping_as is None:
+                return "failed", e, None
+        return live.stopped(None)
 
     async def _checkpoint(self, run: ClaimedRun, state: dict[str, Any]) -> None:
         if not await self.store.checkpoint(run.task_id, run.run_id, state_json(state)):
