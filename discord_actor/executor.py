@@ -18,7 +18,7 @@ import logging
 import traceback
 from collections import Counter
 from collections.abc import Callable, Mapping
-from contextlib import suppress
+from contextlib import AbstractAsyncContextManager, suppress
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -144,6 +144,8 @@ class Executor:
         self._cancel_reason = "cancelled"
         self._unwritten: list[tuple[ClaimedRun, Outcome, asyncio.Future[Finished | None]]] = []
         self._writer: asyncio.Task[None] | None = None
+        # Whether this process was stalled past its lease (cancelling the runs in flight if so).
+        self.lease_in_doubt: Callable[[], bool] = lambda: False
         # run id -> the outcome recorded in place of one the database refused
         self._stored_instead: dict[int, Outcome] = {}
 
@@ -221,8 +223,20 @@ class Executor:
         cfg = loaded.config
         platform = self.platforms[loaded.platform]
 
+        loop = asyncio.get_running_loop()
+        live = _LiveRun(run, loop.create_future())
+
         async def post(content: str | None, **kwargs: Any) -> Posted:
+            self._still_running(live)
             return await platform.post(cfg, content, **kwargs)
+
+        def connect() -> AbstractAsyncContextManager[asyncpg.Connection]:
+            self._still_running(live)
+            return self.budget.connection(cfg, run.run_id)
+
+        async def checkpoint(state: dict[str, Any]) -> None:
+            self._still_running(live)
+            await self._checkpoint(run, state)
 
         ctx = RunContext(
             run_id=run.run_id,
@@ -233,9 +247,9 @@ class Executor:
             settings=cfg.settings,
             state=run.state,
             logger=self._logger(run.actor),
-            connect=lambda: self.budget.connection(cfg, run.run_id),
+            connect=connect,
             post=post,
-            checkpoint=lambda state: self._checkpoint(run, state),
+            checkpoint=checkpoint,
             client=self.client,
         )
         if log.isEnabledFor(logging.DEBUG):
@@ -247,8 +261,6 @@ class Executor:
                 run.attempt,
                 self._slot_text(run),
             )
-        loop = asyncio.get_running_loop()
-        live = _LiveRun(run, loop.create_future())
         code = live.code = loop.create_task(
             self._run_actor_code(loaded, ctx, live), name=f"actor {run.actor}"
         )
@@ -274,6 +286,14 @@ class Executor:
             self.running.pop(run.run_id, None)
             self._on_finished(None if finished is None else finished.task)
         self._after_finish(run, outcome, finished)
+
+    def _still_running(self, live: _LiveRun) -> None:
+        """Before a side effect (a post, a connection, a checkpoint): a run that was stopped, or
+        whose process was stalled past its lease, goes no further, even if its code has not
+        reached an ``await`` since it was cancelled."""
+        if live.stopping_as is None and not self.lease_in_doubt():
+            return
+        raise asyncio.CancelledError()
 
     def _reclaim(self, run: ClaimedRun) -> None:
         """Close the connections a run still holds after its code ended or was given up on."""

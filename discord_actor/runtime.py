@@ -136,6 +136,7 @@ class Runtime:
             on_declared_dead=self.cancel_runs,
             runs_in_flight=lambda: self.executor.runs_in_actor_code,
         )
+        self.executor.lease_in_doubt = self.liveness.lease_in_doubt
         self._background: list[asyncio.Task[None]] = []
         self._started = False
         self._stopping = False
@@ -171,6 +172,7 @@ class Runtime:
         # stall every run for tens of milliseconds with 10,000 actors.
         gc.freeze()
         if loops:
+            self.liveness.start_watchdog()
             self._background = [
                 asyncio.create_task(self.scheduler.loop(), name="discord-actor scheduler"),
                 asyncio.create_task(
@@ -217,6 +219,7 @@ class Runtime:
                 await asyncio.wait(pending)
         await self._teardown()
         await self._alert_sender.drain()
+        self.liveness.stop_watchdog()
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)

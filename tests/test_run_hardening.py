@@ -250,3 +250,77 @@ async def test_shutdown_is_bounded_whatever_actor_code_does(
     assert [r["status"] for r in await _fetch(database_url, runs)] == ["cancelled"]
     assert "run 1 of stubborn: the actor's code did not stop" in text
     assert "Traceback" not in text
+
+
+STALLS = """
+import time
+from discord_actor import RunContext, actor
+
+@actor(platform="none")
+async def stalls(ctx: RunContext) -> None:
+    if ctx.attempt == 1:
+        time.sleep(11)  # blocks the whole process, past its lease
+    async with ctx.db() as conn:  # the side effect
+        await conn.execute(
+            f"INSERT INTO {ctx.settings['table']} VALUES ($1, $2)", ctx.run_id, ctx.attempt
+        )
+"""
+
+
+@pytest.mark.slow
+async def test_a_process_stalled_past_its_lease_stops_before_repeating_side_effects(
+    tmp_path: Path, database_url: str, db_schema: str
+) -> None:
+    table = f'public."{db_schema}_effects"'
+    await _fetch(database_url, f"CREATE TABLE {table} (run_id bigint, attempt int)")
+    (tmp_path / "actors").mkdir()
+    (tmp_path / "actors" / "jobs.py").write_text(STALLS)
+    config = tmp_path / "actor_server.toml"
+    config.write_text(
+        textwrap.dedent(f"""
+        [server]
+        lease_seconds = 6
+        poll_interval_seconds = 0.2
+        shutdown_grace_seconds = 1
+
+        [database]
+        url = "{database_url}"
+        schema = "{db_schema}"
+
+        [[actors]]
+        name = "stalls"
+        module = "jobs:stalls"
+        schedule = {{ type = "interval", seconds = 3600 }}
+        retry = {{ attempts = 3, backoff_seconds = 0.5 }}
+        settings = {{ table = '{table}' }}
+        """)
+    )
+    logs = [tmp_path / f"server{i}.log" for i in range(2)]
+    procs = [_spawn(config, log) for log in logs]
+    try:
+        # The first attempt stalls its process for 11 s; the other declares it dead after the
+        # 6 s lease and runs attempt 2. Then the stalled one wakes up.
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            if any("stalled for" in log.read_text() for log in logs):
+                break
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1)
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        for p in procs:
+            await asyncio.to_thread(p.wait, 20)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    text = "\n".join(log.read_text() for log in logs)
+    effects = await _fetch(database_url, f"SELECT * FROM {table} ORDER BY run_id")
+    runs = await _fetch(
+        database_url, f"SELECT id, attempt, status FROM {db_schema}.runs ORDER BY id"
+    )
+    await _fetch(database_url, f"DROP TABLE {table}")
+    assert [r["attempt"] for r in effects] == [2], (runs, text[-3000:])
+    assert runs[0]["status"] == "abandoned" and runs[1]["status"] == "succeeded", runs
+    assert "was stalled for" in text
