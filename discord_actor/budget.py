@@ -23,6 +23,17 @@ class PoolExhausted(Exception):
     """An actor waited longer than ``acquire_timeout_seconds`` for a pooled connection."""
 
 
+class _Lease:
+    """One connection lent to one run, and the permits it holds."""
+
+    __slots__ = ("conn", "held", "reclaimed")
+
+    def __init__(self, conn: asyncpg.Connection, held: list[asyncio.Semaphore]) -> None:
+        self.conn = conn
+        self.held = held
+        self.reclaimed = False
+
+
 class ConnectionBudget:
     """Lends pooled connections to actors within their shares."""
 
@@ -38,10 +49,16 @@ class ConnectionBudget:
         self._shared = asyncio.Semaphore(max(1, pool_size - 1))
         self._limits: dict[str, asyncio.Semaphore] = {}  # made at an actor's first request
         self.in_use: Counter[str] = Counter()  # connections held, by actor
+        self.leases: dict[int, list[_Lease]] = {}  # run id -> connections it holds
 
     @asynccontextmanager
-    async def connection(self, cfg: ActorConfig) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection within the actor's share; waits at most ``acquire_timeout``."""
+    async def connection(
+        self, cfg: ActorConfig, run_id: int = 0
+    ) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection within the actor's share; waits at most ``acquire_timeout``.
+
+        It is lent to run ``run_id``: what the run still holds when it ends is ``reclaim``-ed.
+        """
         limit = self._limits.get(cfg.name)
         if limit is None:
             limit = self._limits[cfg.name] = asyncio.Semaphore(cfg.max_connections)
@@ -63,21 +80,52 @@ class ConnectionBudget:
                 semaphore.release()
             raise
         self.in_use[cfg.name] += 1
+        lease = _Lease(conn, held)
+        self.leases.setdefault(run_id, []).append(lease)
         try:
             yield conn
         finally:
-            self.in_use[cfg.name] -= 1
+            if not lease.reclaimed:  # else the run's end has closed it and freed its permits
+                await self._give_back(cfg.name, run_id, lease)
+
+    async def _give_back(self, actor: str, run_id: int, lease: _Lease) -> None:
+        """Return a connection the actor is done with: its session reset, its permits freed."""
+        leases = self.leases.get(run_id)
+        if leases is not None:
+            leases.remove(lease)
+            if not leases:
+                del self.leases[run_id]
+        conn, held = lease.conn, lease.held
+        self.in_use[actor] -= 1
+        try:
             try:
-                try:
-                    await reset_session(conn)  # the actor may have changed anything
-                except BaseException:
-                    conn.terminate()  # e.g. cancelled mid-query: the pool replaces it
-                    raise  # a cancellation (the run's timeout) must go on
-                finally:
-                    await asyncio.shield(self.pool.release(conn))
+                await reset_session(conn)  # the actor may have changed anything
+            except BaseException:
+                conn.terminate()  # e.g. cancelled mid-query: the pool replaces it
+                raise  # a cancellation (the run's timeout) must go on
             finally:
-                for semaphore in held:
-                    semaphore.release()
+                await asyncio.shield(self.pool.release(conn))
+        finally:
+            for semaphore in held:
+                semaphore.release()
+
+    def reclaim(self, run_id: int, actor: str) -> int:
+        """Close the connections run ``run_id`` still holds after it ended (kept past its
+        ``async with``, or held by code that did not stop when cancelled); returns how many.
+
+        A closed connection goes back to the pool as a free slot, so neither the actor's share
+        nor the pool's closing at shutdown waits for code that will never give it back.
+        """
+        leases = self.leases.pop(run_id, None)
+        if not leases:
+            return 0
+        for lease in leases:
+            lease.reclaimed = True
+            self.in_use[actor] -= 1
+            lease.conn.terminate()  # its holder returns to the pool; any later use fails
+            for semaphore in lease.held:
+                semaphore.release()
+        return len(leases)
 
     def _exhausted_message(self, cfg: ActorConfig) -> str:
         in_use = self.pool.get_size() - self.pool.get_idle_size()

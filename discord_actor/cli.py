@@ -225,8 +225,31 @@ def _unknown_actor(config: Config, name: str) -> str:
     return f"unknown actor {name!r} in {config.path}{hint} (configured actors: {known})"
 
 
+LEFTOVER_TASKS_SECONDS = 2.0  # for tasks still pending when a command is done
+
+
 def _async(coro: Coroutine[Any, Any, _T]) -> _T:
-    return asyncio.run(coro)
+    """``asyncio.run``, except that tasks still pending at the end (actor code that ignored its
+    cancellation) are cancelled and waited for a bounded time, not forever."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        try:
+            left = asyncio.all_tasks(loop)
+            for task in left:
+                task.cancel()
+            if left:
+                loop.run_until_complete(asyncio.wait(left, timeout=LEFTOVER_TASKS_SECONDS))
+            with contextlib.suppress(TimeoutError):
+                loop.run_until_complete(
+                    asyncio.wait_for(loop.shutdown_asyncgens(), LEFTOVER_TASKS_SECONDS)
+                )
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
 
 
 def _database_label(config: Config) -> str:
@@ -803,7 +826,11 @@ async def _history(
 
 
 def _run_item(config: Config, r: Any) -> dict[str, Any]:
+    from discord_actor.storable import MAX_ERROR_MESSAGE, cap
+
     error_type, message = r["error_type"], r["error_message"]
+    if message is not None:  # bounded even for runs recorded before texts were capped
+        message = cap(message, MAX_ERROR_MESSAGE)
     return {
         "id": r["id"],
         "actor": r["actor"],

@@ -18,7 +18,7 @@ import logging
 import traceback
 from collections import Counter
 from collections.abc import Callable, Mapping
-from contextlib import suppress
+from contextlib import AbstractAsyncContextManager, suppress
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,6 +34,7 @@ from .db.transient import TRANSIENT_DB_ERRORS, Backoff
 from .platforms import Platform
 from .plugins import LoadedActor
 from .schedules import Schedule, format_slot
+from .storable import MAX_ERROR_MESSAGE, MAX_TRACEBACK, clean_text, refused_in
 
 log = logging.getLogger("discord_actor.runtime")
 
@@ -50,13 +51,23 @@ class StateNotSerializable(TypeError):
 
 
 def state_json(state: object) -> str:
-    """The state as stored; fails the run (not the bookkeeping) when JSON cannot hold it."""
+    """The state as stored; fails the run (not the bookkeeping) when PostgreSQL cannot hold it,
+    naming the key, rather than have the database refuse the outcome of a run that succeeded."""
+    where: str | None
     try:
-        return json.dumps(state)
+        text = json.dumps(state, allow_nan=False)
     except (TypeError, ValueError) as e:
-        raise StateNotSerializable(
-            f"ctx.state must hold only JSON values (dict, list, str, int, float, bool, None): {e}"
-        ) from None
+        where = refused_in(state) or str(e)
+    else:
+        if "\\u0000" not in text:  # the common case: nothing jsonb refuses
+            return text
+        where = refused_in(state)
+        if where is None:  # the six characters \u0000 themselves, which jsonb accepts
+            return text
+    raise StateNotSerializable(
+        "ctx.state must hold only JSON values (dict, list, str, int, finite float, bool, None;"
+        f" no NUL character): {where}"
+    )
 
 
 def retry_delay(attempt: int, backoff: float, max_backoff: float) -> float:
@@ -66,6 +77,38 @@ def retry_delay(attempt: int, backoff: float, max_backoff: float) -> float:
 
 ActorCodeResult = tuple[str, BaseException | None, str | None]
 MAX_OUTCOMES_PER_WRITE = 256
+# How long actor code may take to stop once cancelled (its timeout, a shutdown, a lost lease)
+# before its run is recorded anyway and the code is left to end alone.
+STOP_GRACE_SECONDS = 2.0
+
+
+class _LiveRun:
+    """A run whose actor code has not ended yet, and how it is to end if it is stopped."""
+
+    __slots__ = ("code", "ended", "run", "stopping_as", "timer")
+
+    def __init__(self, run: ClaimedRun, ended: asyncio.Future[ActorCodeResult]) -> None:
+        self.run = run
+        self.ended = ended  # the code's result, or the stop's when the code does not stop
+        self.code: asyncio.Task[ActorCodeResult] | None = None
+        self.stopping_as: str | None = None  # "timed_out" | "cancelled" once stopped
+        self.timer: asyncio.TimerHandle | None = None
+
+    def stopped(self, error: BaseException | None) -> ActorCodeResult:
+        """What a stopped run records, whether its code ended by the cancellation or not."""
+        if self.stopping_as == "timed_out":
+            return "timed_out", TimeoutError(), None
+        return "cancelled", error or asyncio.CancelledError(), None
+
+    def code_done(self, code: asyncio.Task[ActorCodeResult]) -> None:
+        if self.ended.done():  # given up on earlier, or the run itself was cancelled
+            return
+        if code.cancelled():
+            self.ended.set_result(self.stopped(None))
+        elif (error := code.exception()) is not None:
+            self.ended.set_exception(error)
+        else:
+            self.ended.set_result(code.result())
 
 
 class Executor:
@@ -95,11 +138,16 @@ class Executor:
         self._on_finished = on_finished
         self.running: dict[int, asyncio.Task[None]] = {}  # run id -> its whole execution
         self.local_runs: Counter[int] = Counter()  # task id -> runs in flight here
-        self._actor_code: dict[int, asyncio.Task[ActorCodeResult]] = {}
+        self._actor_code: dict[int, _LiveRun] = {}
+        self._runaway: set[asyncio.Task[ActorCodeResult]] = set()  # did not stop, left alone
         self._loggers: dict[str, logging.Logger] = {}  # made at an actor's first run
         self._cancel_reason = "cancelled"
         self._unwritten: list[tuple[ClaimedRun, Outcome, asyncio.Future[Finished | None]]] = []
         self._writer: asyncio.Task[None] | None = None
+        # Whether this process was stalled past its lease (cancelling the runs in flight if so).
+        self.lease_in_doubt: Callable[[], bool] = lambda: False
+        # run id -> the outcome recorded in place of one the database refused
+        self._stored_instead: dict[int, Outcome] = {}
 
     def _logger(self, actor: str) -> logging.Logger:
         logger = self._loggers.get(actor)
@@ -115,8 +163,42 @@ class Executor:
     def cancel_runs(self, reason: str) -> None:
         """Cancel the actor code of every run in flight; each is recorded ``cancelled``."""
         self._cancel_reason = reason
-        for task in list(self._actor_code.values()):
-            task.cancel()
+        for live in list(self._actor_code.values()):
+            self._stop_code(live, "cancelled")
+
+    def _stop_code(self, live: _LiveRun, status: str) -> None:
+        """Cancel a run's actor code, and give it ``STOP_GRACE_SECONDS`` to stop."""
+        if live.stopping_as is not None or live.ended.done() or live.code is None:
+            return
+        live.stopping_as = status
+        live.code.cancel()
+        if live.timer is not None:
+            live.timer.cancel()
+        live.timer = asyncio.get_running_loop().call_later(
+            STOP_GRACE_SECONDS, self._give_up, live
+        )
+
+    def _give_up(self, live: _LiveRun) -> None:
+        """The actor code ignored its cancellation: record the run anyway and move on."""
+        code = live.code
+        if live.ended.done() or code is None:
+            return
+        log.warning(
+            "run %d of %s: the actor's code did not stop within %g s of being cancelled (does"
+            " it catch CancelledError?); the run is recorded %s and its code left to end alone",
+            live.run.run_id,
+            live.run.actor,
+            STOP_GRACE_SECONDS,
+            live.stopping_as,
+        )
+        self._runaway.add(code)
+        code.add_done_callback(self._runaway.discard)
+        live.ended.set_result(live.stopped(None))
+
+    @property
+    def runaway(self) -> int:
+        """Actor code that was given up on and has not ended yet."""
+        return len(self._runaway)
 
     @property
     def runs_in_actor_code(self) -> int:
@@ -141,8 +223,20 @@ class Executor:
         cfg = loaded.config
         platform = self.platforms[loaded.platform]
 
+        loop = asyncio.get_running_loop()
+        live = _LiveRun(run, loop.create_future())
+
         async def post(content: str | None, **kwargs: Any) -> Posted:
+            self._still_running(live)
             return await platform.post(cfg, content, **kwargs)
+
+        def connect() -> AbstractAsyncContextManager[asyncpg.Connection]:
+            self._still_running(live)
+            return self.budget.connection(cfg, run.run_id)
+
+        async def checkpoint(state: dict[str, Any]) -> None:
+            self._still_running(live)
+            await self._checkpoint(run, state)
 
         ctx = RunContext(
             run_id=run.run_id,
@@ -153,9 +247,9 @@ class Executor:
             settings=cfg.settings,
             state=run.state,
             logger=self._logger(run.actor),
-            connect=lambda: self.budget.connection(cfg),
+            connect=connect,
             post=post,
-            checkpoint=lambda state: self._checkpoint(run, state),
+            checkpoint=checkpoint,
             client=self.client,
         )
         if log.isEnabledFor(logging.DEBUG):
@@ -167,14 +261,24 @@ class Executor:
                 run.attempt,
                 self._slot_text(run),
             )
-        code = asyncio.create_task(self._run_actor_code(loaded, ctx), name=f"actor {run.actor}")
-        self._actor_code[run.run_id] = code
+        code = live.code = loop.create_task(
+            self._run_actor_code(loaded, ctx, live), name=f"actor {run.actor}"
+        )
+        code.add_done_callback(live.code_done)
+        # One timer per run: at the timeout it cancels the code, then gives it a moment to stop.
+        live.timer = loop.call_later(cfg.timeout_seconds, self._stop_code, live, "timed_out")
+        self._actor_code[run.run_id] = live
         finished: Finished | None = None
         try:
-            status, error, new_state = await code
+            status, error, new_state = await live.ended
+            if run.run_id in self.budget.leases:
+                self._reclaim(run)
             outcome = self._outcome(cfg, run, ctx, status, error, new_state)
             finished = await self._record(run, outcome)
         finally:
+            live.timer.cancel()
+            if not code.done() and live.stopping_as is None:
+                code.cancel()  # this run itself was cancelled: so is its actor code
             self._actor_code.pop(run.run_id, None)
             self.local_runs[run.task_id] -= 1
             if not self.local_runs[run.task_id]:
@@ -183,22 +287,44 @@ class Executor:
             self._on_finished(None if finished is None else finished.task)
         self._after_finish(run, outcome, finished)
 
-    @staticmethod
-    async def _run_actor_code(loaded: LoadedActor, ctx: RunContext) -> ActorCodeResult:
-        """Run the actor within its timeout; returns (status, error, new state as JSON).
+    def _still_running(self, live: _LiveRun) -> None:
+        """Before a side effect (a post, a connection, a checkpoint): a run that was stopped, or
+        whose process was stalled past its lease, goes no further, even if its code has not
+        reached an ``await`` since it was cancelled."""
+        if live.stopping_as is None and not self.lease_in_doubt():
+            return
+        raise asyncio.CancelledError()
 
-        Never raises."""
-        timeout = asyncio.timeout(loaded.config.timeout_seconds)
+    def _reclaim(self, run: ClaimedRun) -> None:
+        """Close the connections a run still holds after its code ended or was given up on."""
+        kept = self.budget.reclaim(run.run_id, run.actor)
+        if kept:
+            log.warning(
+                "actor %s: run %d kept %d database connection(s) past its end (use"
+                " `async with ctx.db()` and let it exit); they were closed",
+                run.actor,
+                run.run_id,
+                kept,
+            )
+
+    @staticmethod
+    async def _run_actor_code(
+        loaded: LoadedActor, ctx: RunContext, live: _LiveRun
+    ) -> ActorCodeResult:
+        """Run the actor; returns (status, error, new state as JSON). Never raises.
+
+        Once stopped (timeout, shutdown) the run ends as stopped even if the code caught its
+        cancellation and returned or failed afterwards."""
         try:
-            async with timeout:
-                await loaded.instance.run(ctx)
-            return "succeeded", None, state_json(ctx.state)
+            await loaded.instance.run(ctx)
+            if live.stopping_as is None:
+                return "succeeded", None, state_json(ctx.state)
         except asyncio.CancelledError as e:
-            return "cancelled", e, None
-        except TimeoutError as e:
-            return ("timed_out" if timeout.expired() else "failed"), e, None
+            return live.stopped(e)
         except Exception as e:
-            return "failed", e, None
+            if live.stopping_as is None:
+                return "failed", e, None
+        return live.stopped(None)
 
     async def _checkpoint(self, run: ClaimedRun, state: dict[str, Any]) -> None:
         if not await self.store.checkpoint(run.task_id, run.run_id, state_json(state)):
@@ -244,11 +370,11 @@ class Executor:
             message = str(error) or type(error).__name__
         return Outcome(
             status=status,
-            error_type=None if error is None else type(error).__name__,
-            error_message=message,
+            error_type=None if error is None else clean_text(type(error).__name__, 200),
+            error_message=None if message is None else clean_text(message, MAX_ERROR_MESSAGE),
             error_traceback=None
             if status != "failed" or error is None
-            else "".join(traceback.format_exception(error)),
+            else clean_text("".join(traceback.format_exception(error)), MAX_TRACEBACK),
             posted=list(ctx.posted),
             state_json=new_state,
             retry_at=retry_at,
@@ -337,13 +463,18 @@ class Executor:
         plain = Outcome(
             status="failed",
             error_type="RecordError",
-            error_message=f"the outcome could not be recorded: {type(e).__name__}: {e}",
+            error_message=clean_text(
+                f"the outcome could not be recorded: {type(e).__name__}: {e}", MAX_ERROR_MESSAGE
+            ),
             max_consecutive_failures=outcome.max_consecutive_failures,
             counts_as_failure=True,
         )
+        self._stored_instead[run.run_id] = plain  # what the log line of the run must say
         return (await self._write_batch([(run, plain)]))[0]
 
     def _after_finish(self, run: ClaimedRun, outcome: Outcome, finished: Finished | None) -> None:
+        if self._stored_instead:
+            outcome = self._stored_instead.pop(run.run_id, outcome)
         if finished is None:
             log.warning(
                 "run %d of %s was declared abandoned by another process while it ran;"

@@ -52,12 +52,63 @@ class Liveness:
         self._on_declared_dead = on_declared_dead
         self._runs_in_flight = runs_in_flight
         self._healthy_since = time.monotonic()  # since the last failed heartbeat
+        self._renewed_at = time.monotonic()  # when the last renewal that succeeded was sent
+        self._last_tick = time.monotonic()  # the watchdog's last turn
+        self._watch: asyncio.TimerHandle | None = None
 
     async def register(self) -> None:
+        sent = time.monotonic()
         await self.store.register_instance(
             self.instance_id, socket.gethostname(), os.getpid(), self.lease
         )
+        self._renewed_at = sent
         await self.refresh_share()
+
+    # -- stalls ---------------------------------------------------------------------------------
+    #
+    # A process whose event loop was blocked (a synchronous call in actor code, a swap storm, a
+    # suspended VM) renews nothing meanwhile, and another process may have declared it dead and
+    # retried its runs. When the loop runs again, the actor code that was interrupted would carry
+    # on first, before any heartbeat could notice. So a watchdog ticks every sixth of a lease,
+    # and whatever actor code asks of the runtime (a post, a connection, a checkpoint) first
+    # checks the time: if the watchdog is late by more than a third of a lease and nothing was
+    # renewed for a whole lease, the lease may be gone and every run in flight is cancelled
+    # before it goes on.
+
+    def start_watchdog(self) -> None:
+        self._last_tick = time.monotonic()
+        self._watch = asyncio.get_running_loop().call_later(self.lease / 6, self._tick)
+
+    def stop_watchdog(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+
+    def _tick(self) -> None:
+        self.lease_in_doubt()
+        self._last_tick = time.monotonic()
+        self._watch = asyncio.get_running_loop().call_later(self.lease / 6, self._tick)
+
+    def lease_in_doubt(self) -> bool:
+        """True (once, having cancelled the runs in flight) when this process was stalled for
+        so long that its lease may have expired and its runs be running elsewhere."""
+        if self._watch is None:  # no background loops (tests that step time): no lease kept
+            return False
+        now = time.monotonic()
+        stalled = now - self._last_tick
+        if stalled <= self.lease / 3 or now - self._renewed_at < self.lease:
+            return False
+        self._last_tick = now
+        log.error(
+            "this process was stalled for %.1f s (its event loop was blocked), past its lease"
+            " (lease_seconds = %g): cancelling its %d run(s) before they go on, as another"
+            " process may be running them again",
+            stalled,
+            self.lease,
+            self._runs_in_flight(),
+        )
+        self._on_declared_dead("cancelled: this process was stalled for longer than its lease")
+        return True
 
     async def unregister(self) -> None:
         with suppress(*TRANSIENT_DB_ERRORS):
@@ -84,7 +135,10 @@ class Liveness:
         while True:
             await asyncio.sleep(self.lease / 3)
             try:
-                if not await self.store.heartbeat(self.instance_id):
+                sent = time.monotonic()
+                if await self.store.heartbeat(self.instance_id):
+                    self._renewed_at = sent
+                else:
                     # Our runs were marked abandoned and are retried elsewhere: stop them here.
                     log.error(
                         "this process was declared dead by another (missed heartbeats for"

@@ -15,6 +15,7 @@ import gc
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -51,6 +52,7 @@ __all__ = [
 log = logging.getLogger("discord_actor.runtime")
 
 RECORD_TIMEOUT_AT_SHUTDOWN = 10.0  # seconds to record cancelled runs before giving up
+TEARDOWN_SECONDS = 5.0  # all teardown() hooks together, at shutdown
 
 
 def default_platforms() -> dict[str, Platform]:
@@ -134,6 +136,7 @@ class Runtime:
             on_declared_dead=self.cancel_runs,
             runs_in_flight=lambda: self.executor.runs_in_actor_code,
         )
+        self.executor.lease_in_doubt = self.liveness.lease_in_doubt
         self._background: list[asyncio.Task[None]] = []
         self._started = False
         self._stopping = False
@@ -169,6 +172,7 @@ class Runtime:
         # stall every run for tens of milliseconds with 10,000 actors.
         gc.freeze()
         if loops:
+            self.liveness.start_watchdog()
             self._background = [
                 asyncio.create_task(self.scheduler.loop(), name="discord-actor scheduler"),
                 asyncio.create_task(
@@ -213,19 +217,30 @@ class Runtime:
                     len(pending),
                 )
                 await asyncio.wait(pending)
-        for name, loaded in self.actors.items():
-            if loaded.config.enabled and name not in self._broken and self._started:
-                try:
-                    await loaded.instance.teardown()
-                except Exception as e:
-                    log.error("actor %s: teardown() failed: %s: %s", name, type(e).__name__, e)
+        await self._teardown()
         await self._alert_sender.drain()
+        self.liveness.stop_watchdog()
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.executor.close()
         await self.liveness.unregister()
         log.info("runtime %s stopped", self.instance_id)
+
+    async def _teardown(self) -> None:
+        """Run the actors' teardown hooks, within ``TEARDOWN_SECONDS`` together: a hook that
+        hangs (or ignores its cancellation) must not keep the process from stopping."""
+        deadline = time.monotonic() + TEARDOWN_SECONDS
+        for name, loaded in self.actors.items():
+            if not (loaded.config.enabled and name not in self._broken and self._started):
+                continue
+            hook = asyncio.create_task(loaded.instance.teardown(), name=f"teardown {name}")
+            await asyncio.wait({hook}, timeout=max(0.0, deadline - time.monotonic()))
+            if not hook.done():
+                hook.cancel()
+                log.error("actor %s: teardown() did not finish in time; left behind", name)
+            elif not hook.cancelled() and (e := hook.exception()) is not None:
+                log.error("actor %s: teardown() failed: %s: %s", name, type(e).__name__, e)
 
     def cancel_runs(self, reason: str) -> None:
         """Cancel the actor code of every run in flight; each is recorded ``cancelled``.

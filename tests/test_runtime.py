@@ -345,10 +345,10 @@ async def test_state_that_json_cannot_hold_fails_the_run_cleanly(database: Datab
 
 async def test_an_outcome_the_database_refuses_still_ends_the_run(database: Database) -> None:
     @actor
-    async def nul_byte(ctx: RunContext) -> None:
-        await ctx.post("text with a \x00 NUL byte, which PostgreSQL cannot store")
+    async def lone_surrogate(ctx: RunContext) -> None:
+        await ctx.post("text with a lone surrogate \ud800, which jsonb cannot store")
 
-    run = await run_actor_once(database, nul_byte)
+    run = await run_actor_once(database, lone_surrogate)
     assert run.status == "failed"
     assert run.error_type == "RecordError"
     assert "could not be recorded" in (run.error_message or "")
