@@ -38,7 +38,7 @@ from discord_actor.config import (
     redact_url,
     write_starter,
 )
-from discord_actor.schedules import build_schedule, format_slot
+from discord_actor.schedules import Schedule, build_schedule, format_slot
 
 if TYPE_CHECKING:
     from discord_actor.db import Database
@@ -366,21 +366,16 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     config, actors = load_project(getattr(args, "config", CONFIG_FILE))
     now = datetime.now(UTC)
+    stored = _async(_stored_tasks(config)) if _may_have_database(config) else {}
     for a in config.actors:
         loaded = actors[a.name]
         schedule = build_schedule(a.schedule)
         flags = "" if a.enabled else ", disabled"
         print(f"{a.name}  (module {a.module}, platform {loaded.platform}{flags})")
         print(f"  schedule: {describe_schedule(a.schedule)}")
-        # As for a new task: an interval's first slot is the moment it is created.
-        first = schedule.initial_slot(now) if a.schedule.type == "interval" else None
-        slots = (
-            schedule.upcoming(now - timedelta(microseconds=1), CHECK_SLOTS, anchor=first)
-            if first is not None
-            else schedule.upcoming(now, CHECK_SLOTS)
-        )
+        slots, _ = predicted_slots(schedule, stored.get(a.name), now, CHECK_SLOTS, now)
         if slots:
-            print(f"  next: {', '.join(format_slot(s) for s in slots)}")
+            print(f"  next: {', '.join(format_slot(s.astimezone(schedule.tz)) for s in slots)}")
         elif a.schedule.type == "immediate":
             print("  next: when the server starts")
         else:
@@ -716,11 +711,11 @@ def _status_item(config: Config, name: str, row: Any) -> dict[str, Any]:
         "paused_reason": row["paused_reason"] if row is not None else None,
         "next_run": _iso(row["next_run"], tz) if row is not None else None,
         "last_status": row["last_status"] if row is not None else None,
-        "last_run_at": _iso(row["last_run_at"]) if row is not None else None,
+        "last_run_at": _iso(row["last_run_at"], tz) if row is not None else None,
         "consecutive_failures": row["consecutive_failures"] if row is not None else 0,
         "running": int(row["running"]) if row is not None else 0,
         "trigger_pending": bool(row and row["manual_at"] is not None),
-        "retry_at": _iso(row["retry_at"]) if row is not None else None,
+        "retry_at": _iso(row["retry_at"], tz) if row is not None else None,
     }
 
 
@@ -804,12 +799,13 @@ async def _history(
 
 def _run_item(config: Config, r: Any) -> dict[str, Any]:
     error_type, message = r["error_type"], r["error_message"]
+    tz = _zone(config, r["actor"])
     return {
         "id": r["id"],
         "actor": r["actor"],
-        "scheduled_for": _iso(r["scheduled_for"], _zone(config, r["actor"])),
-        "started_at": _iso(r["started_at"]),
-        "finished_at": _iso(r["finished_at"]),
+        "scheduled_for": _iso(r["scheduled_for"], tz),
+        "started_at": _iso(r["started_at"], tz),
+        "finished_at": _iso(r["finished_at"], tz),
         "duration_ms": None if r["duration_ms"] is None else round(r["duration_ms"], 3),
         "status": r["status"],
         "attempt": r["attempt"],
@@ -828,21 +824,17 @@ def cmd_next(args: argparse.Namespace) -> int:
     after: datetime = args.after or datetime.now(UTC)
     if after.tzinfo is None:
         after = after.replace(tzinfo=schedule.tz)
-    task = _async(_stored_task(config, cfg.name)) if _may_have_database(config) else None
-    anchor: datetime | None = None
-    done = False
-    if task is not None and task["schedule_hash"] == schedule.hash():
-        anchor = task["next_run"]
-        done = anchor is None  # a once actor that ran: no slot left
-        if task["paused"]:
-            print(f"note: {cfg.name} is paused ({task['paused_reason']}); these slots run "
-                  f"after 'discord-actor resume {cfg.name}'", file=sys.stderr)
+    stored = _async(_stored_tasks(config)) if _may_have_database(config) else {}
+    task = stored.get(cfg.name)
+    if task is not None and task["schedule_hash"] == schedule.hash() and task["paused"]:
+        print(f"note: {cfg.name} is paused ({task['paused_reason']}); these slots run "
+              f"after 'discord-actor resume {cfg.name}'", file=sys.stderr)
     if not cfg.enabled:
         print(f"note: {cfg.name} is disabled in {config.path}", file=sys.stderr)
     if cfg.schedule.type == "immediate":
         print(f"note: {cfg.name} runs once each time the server starts; no slot to predict",
               file=sys.stderr)
-    slots = [] if done else schedule.upcoming(after, args.count, anchor)
+    slots, done = predicted_slots(schedule, task, after, args.count, datetime.now(UTC))
     if not slots and cfg.schedule.type == "once":
         print(f"note: {_once_note(cfg, after, done, args.after is None)}", file=sys.stderr)
     if args.json:
@@ -872,16 +864,38 @@ def _may_have_database(config: Config) -> bool:
     return resolve_url(config.database) is not None or Path(config.database.data_dir).exists()
 
 
-async def _stored_task(config: Config, actor: str) -> Any:
-    """The actor's task row, or None; an unreachable database is noted, not fatal."""
+def predicted_slots(
+    schedule: Schedule, task: Any, after: datetime, count: int, now: datetime
+) -> tuple[list[datetime], bool]:
+    """The next ``count`` slots after ``after`` as the runtime computes them; True when a
+    ``once`` actor has run its slot. ``check`` and ``next`` both answer with this.
+
+    With the actor's stored task (same schedule), from its stored next slot: an interval's grid
+    is anchored there. Without one, as for a new task: an interval's first slot is ``now``.
+    """
+    anchor: datetime | None = None
+    if task is not None and task["schedule_hash"] == schedule.hash():
+        anchor = task["next_run"]
+        if anchor is None:  # a once actor that ran: no slot left
+            return [], True
+    elif schedule.config.type == "interval":
+        anchor = schedule.initial_slot(now)
+    if anchor is not None and anchor == after:
+        after -= timedelta(microseconds=1)  # the anchor itself is a slot (a new interval's)
+    return schedule.upcoming(after, count, anchor), False
+
+
+async def _stored_tasks(config: Config) -> dict[str, Any]:
+    """Every actor's task row by name; an unreachable database is noted, not fatal."""
     timeout = min(config.database.connect_timeout_seconds, NEXT_DB_TIMEOUT)
     try:
         async with _store(config, connect_timeout_seconds=timeout) as (store, _):
-            return await store.task(actor) if store is not None else None
+            rows = await store.status() if store is not None else []
+            return {r["actor"]: r for r in rows}
     except CliError as e:
         print(f"note: computing from the schedule alone, without the stored next slot: {e}",
               file=sys.stderr)
-        return None
+        return {}
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ and alerts together, and owns their lifecycle (start, serve, graceful stop).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
 import os
@@ -121,7 +122,7 @@ class Runtime:
             self.instance_id,
             free_slots=self._free_slots,
             runnable=self._runnable,
-            start_run=self.executor.start,
+            start_run=self._start_run,
         )
         self.liveness = Liveness(
             database,
@@ -285,6 +286,14 @@ class Runtime:
             and view.actor not in self._broken
             and self.executor.local_runs[view.id] < view.max_instances
         )
+
+    def _start_run(self, run: ClaimedRun) -> None:
+        """Start a claimed run, its slot in the schedule's zone (the database gives UTC): what
+        ``ctx.scheduled_for`` says matches the logs and ``status``."""
+        tz = self.schedules[run.actor].tz
+        if run.scheduled_for.tzinfo is not tz:
+            run = dataclasses.replace(run, scheduled_for=run.scheduled_for.astimezone(tz))
+        self.executor.start(run)
 
     def _run_finished(self, view: TaskView | None) -> None:
         """A run ended (``view``: its task's row as recorded): capacity is free again."""

@@ -412,6 +412,58 @@ def test_status_history_and_next_after_runs(project: Path) -> None:
                         "2026-01-05T12:00:30+00:00"]
 
 
+def test_check_and_next_give_the_same_next_slots(project: Path) -> None:
+    """Both count an interval actor's slots from its stored next slot, as the runtime does."""
+    populate(project)  # failing: hourly from 2026-01-05T12:00:00+00:00
+    check = cli("check", cwd=project)
+    assert check.code == 0, check.err
+    lines = check.out.splitlines()
+    shown = lines[lines.index(next(x for x in lines if x.startswith("failing "))) + 2]
+    nxt = cli("next", "failing", "--count", "3", cwd=project)
+    assert nxt.code == 0, nxt.err
+    assert shown == "  next: " + ", ".join(nxt.out.split()), (shown, nxt.out)
+    assert shown.count(":00:00+00:00") == 3  # on the stored hourly grid, not from "now"
+
+
+NEW_YORK_ACTORS = """
+[[actors]]
+name = "nightly"
+module = "counter"
+platform = "none"
+schedule = { type = "cron", expression = "0 7 * * *", timezone = "America/New_York" }
+"""
+
+
+def test_status_and_history_show_times_in_the_schedules_zone(
+    tmp_path: Path, database_url: str, db_schema: str
+) -> None:
+    write_project(tmp_path, db_section(database_url, db_schema), NEW_YORK_ACTORS,
+                  modules={"counter": COUNTER_PY})
+    config = load_config(tmp_path / "actor_server.toml")
+
+    async def go() -> None:
+        database = await open_database(config.database)
+        try:
+            pairs = [(Counter, config.actor("nightly"))]
+            async with ActorHarness(database, pairs, clock=FakeClock(START)) as harness:
+                assert len(await harness.tick(24 * 3600)) == 1
+        finally:
+            await database.close()
+
+    asyncio.run(go())
+    r = cli("status", "--json", cwd=tmp_path)
+    assert r.code == 0, r.err
+    (item,) = r.json()
+    for key in ("next_run", "last_run_at"):
+        assert item[key].endswith("-05:00"), item
+    r = cli("status", cwd=tmp_path)
+    row = r.out.splitlines()[1]
+    assert row.count("-05:00") == 2 and "+00:00" not in row, row
+    (run,) = cli("history", "--json", cwd=tmp_path).json()
+    for key in ("scheduled_for", "started_at", "finished_at"):
+        assert run[key].endswith("-05:00"), run
+
+
 def test_pause_trigger_resume_and_prune(project: Path, database_url: str, db_schema: str) -> None:
     populate(project)
 

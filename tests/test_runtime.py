@@ -480,3 +480,27 @@ async def test_recording_waits_out_a_lock_timeout(database: Database) -> None:
         for conn in holder:
             await conn.close()
     assert [r["status"] for r in runs] == ["succeeded"]
+
+
+async def test_times_are_in_the_schedules_zone_in_ctx_and_in_logs(
+    database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cron actor in New York sees its slot with New York's offset, and the failure line
+    gives the retry time in the same zone, to the second."""
+    seen: list[datetime] = []
+
+    @actor
+    async def nightly(ctx: RunContext) -> None:
+        seen.append(ctx.scheduled_for)
+        raise RuntimeError("feed down")
+
+    cron = ScheduleConfig(type="cron", timezone="America/New_York", expression="0 7 * * *")
+    cfg = actor_config("nightly", schedule=cron, retry=RetryPolicy(attempts=2, backoff_seconds=5))
+    caplog.set_level("INFO", logger="discord_actor.runtime")
+    async with ActorHarness(database, [(nightly, cfg)], clock=FakeClock(START)) as h:
+        runs = await h.tick(timedelta(hours=1))  # 13:00 UTC = 08:00 in New York: 07:00 is past
+        runs += await h.tick(timedelta(hours=23))
+    assert [r.status for r in runs] == ["failed"]
+    assert seen[0].isoformat() == "2026-01-06T07:00:00-05:00"
+    line = next(r.getMessage() for r in caplog.records if "feed down" in r.getMessage())
+    assert line.endswith("; retry at 2026-01-06T07:00:05-05:00"), line

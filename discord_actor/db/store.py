@@ -7,9 +7,10 @@ Hot path: a run costs at most two round trips, ``claim`` (one statement that loc
 advances their next slots and inserts the runs, for every run due in a pass) and ``finish_many``
 (one statement that records outcomes, each through the ``finish_run`` function: the run, the new
 state, the retry and the circuit breaker together). ``due_window`` is how the scheduler learns
-what is due: a read through the due-time indexes, every poll interval, not per run. Each task row counts its runs in flight
-(``running``), so that ``max_instances`` is checked on the locked row itself: a count of the runs
-table would be read from the statement's snapshot, which a concurrent claim can outdate.
+what is due: a read through the due-time indexes, every poll interval, not per run. Each task
+row counts its runs in flight (``running``), so that ``max_instances`` is checked on the locked
+row itself: a count of the runs table would be read from the statement's snapshot, which a
+concurrent claim can outdate.
 """
 
 from __future__ import annotations
