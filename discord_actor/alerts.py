@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TextIO
 
 from .db.store import Outcome
 
@@ -44,6 +47,21 @@ class Alert:
 
 
 AlertSink = Callable[[Alert], Awaitable[None]]
+
+
+class ConsoleAlerts:
+    """The dry run's alert sink: prints each alert on the console, as the dry run prints posts,
+    so that an operator trying a configuration sees what the alert channel would get."""
+
+    def __init__(self, channel_id: int = 0, stream: TextIO | None = None) -> None:
+        self.channel_id = channel_id
+        self._stream = stream
+
+    async def __call__(self, alert: Alert) -> None:
+        where = f" -> #{self.channel_id}" if self.channel_id else ""
+        stamp = datetime.now(UTC).strftime("%H:%M:%S")
+        print(f"{stamp} [alert{where}] {alert.text()}", file=self._stream or sys.stdout,
+              flush=True)
 
 
 class AlertSender:

@@ -452,6 +452,9 @@ def _run(args: argparse.Namespace) -> int:
         what = (f"discord actors ({', '.join(names)}) print their posts on the console"
                 if names else "not connecting to Discord")
         log.info("dry run: %s", what)
+        if config.discord.alert_channel_id:
+            log.info("dry run: alerts for channel %s are printed on the console",
+                     config.discord.alert_channel_id)
     elif names:
         raise CliError(
             f"no bot token: ${env} is not set, and the discord actors ({', '.join(names)}) "
@@ -461,7 +464,7 @@ def _run(args: argparse.Namespace) -> int:
     else:
         log.info("no bot token in $%s: not connecting to Discord (no /actors commands, no "
                  "alerts); the actors post on the console", env)
-    return _async(_serve(config, actors))
+    return _async(_serve(config, actors, console_alerts=args.dry_run))
 
 
 class _DiscordLogFilter(logging.Filter):
@@ -525,10 +528,15 @@ def _signal_handlers(stop: asyncio.Event, grace: float,
             loop.remove_signal_handler(sig)
 
 
-async def _serve(config: Config, actors: dict[str, LoadedActor]) -> int:
-    """Without Discord: open the database, run until a signal, shut down, close the database."""
+async def _serve(config: Config, actors: dict[str, LoadedActor], *,
+                 console_alerts: bool = False) -> int:
+    """Without Discord: open the database, run until a signal, shut down, close the database.
+
+    ``console_alerts`` (the dry run): alerts meant for ``discord.alert_channel_id`` are printed
+    on the console, like the posts."""
     import asyncpg
 
+    from discord_actor.alerts import ConsoleAlerts
     from discord_actor.runtime import TRANSIENT_DB_ERRORS, Runtime, default_platforms
 
     stop = asyncio.Event()
@@ -549,7 +557,10 @@ async def _serve(config: Config, actors: dict[str, LoadedActor]) -> int:
         try:
             if database.applied_migrations:
                 log.info("applied migrations: %s", ", ".join(database.applied_migrations))
-            runtime = Runtime(config, database, actors, platforms=default_platforms())
+            channel = config.discord.alert_channel_id
+            alerts = ConsoleAlerts(channel) if console_alerts and channel else None
+            runtime = Runtime(config, database, actors, platforms=default_platforms(),
+                              alerts=alerts)
             await runtime.serve(stop)
         except (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError) as e:
             raise CliError(

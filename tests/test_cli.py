@@ -602,6 +602,47 @@ def test_run_until_interrupted(tmp_path: Path, database_url: str, db_schema: str
         assert post in posts
 
 
+BREAKER_ACTORS = """
+[discord]
+alert_channel_id = 424242
+
+[[actors]]
+name = "failing"
+module = "failing"
+platform = "discord"
+channel_id = 1234
+max_consecutive_failures = 1
+schedule = { type = "immediate" }
+"""
+
+
+def test_a_dry_run_prints_alerts_on_the_console(tmp_path: Path, database_url: str,
+                                                db_schema: str) -> None:
+    """With alert_channel_id set, the circuit breaker's alert is printed like a post."""
+    write_project(tmp_path, db_section(database_url, db_schema), BREAKER_ACTORS,
+                  modules={"failing": FAILING_PY})
+    out, err = tmp_path / "out.txt", tmp_path / "err.txt"
+    with out.open("w") as out_f, err.open("w") as err_f:
+        proc = subprocess.Popen([*CLI, "run", "--dry-run"], cwd=tmp_path, env=_env(),
+                                stdout=out_f, stderr=err_f)
+    try:
+        def alerted() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"run exited with {proc.returncode}: {err.read_text()}")
+            return "[alert -> #424242]" in out.read_text()
+
+        _wait_for(alerted, 30, "the breaker's alert on the console")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    printed = out.read_text()
+    assert "actor failing paused after 1 consecutive failures" in printed, printed
+    assert "discord-actor resume failing" in printed
+
+
 SLOW_IMPORT_PY = """
 import pathlib
 import time
