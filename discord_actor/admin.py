@@ -269,6 +269,8 @@ class ActorsCommands(app_commands.Group, name="actors", description="Operate the
                     str(failures),
                 ]
             )
+            if row is not None and row.get("setup_error"):
+                notes.append(f"{name} broken: setup() failed: {_one_line(row['setup_error'])}")
             if row is not None and row["paused"]:
                 paused += 1
                 notes.append(f"{name} paused: {_one_line(row['paused_reason'] or '')}")
@@ -411,6 +413,8 @@ def _state_label(row: Any, in_config: bool, enabled: bool) -> str:
         return "disabled"
     if row is None:
         return "not started"
+    if row.get("setup_error"):
+        return "broken"
     if row["paused"]:
         return "paused"
     return "running" if row["running"] else "active"
@@ -462,6 +466,15 @@ def format_alert(alert: Alert) -> str:
     name = alert.actor
     outcome = alert.outcome
     error = _error_text(outcome.error_type, outcome.error_message) or outcome.status
+    if alert.setup:
+        head = (
+            f"\N{POLICE CARS REVOLVING LIGHT} Actor `{name}` is broken: its setup() failed at "
+            "start-up, so it does not run in this process."
+        )
+        tail = "Fix the cause and restart the server; `discord-actor check --setup` tries it."
+        before, after = f"{head}\nError:\n```\n", f"\n```\n{tail}"
+        room = MESSAGE_LIMIT - len(before) - len(after)
+        return before + _shorten(_fence_safe(error), room) + after
     if alert.paused:
         head = (
             f"\N{POLICE CARS REVOLVING LIGHT} Actor `{name}` was paused by the circuit breaker "

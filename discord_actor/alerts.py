@@ -31,9 +31,21 @@ class Alert:
     outcome: Outcome
     consecutive_failures: int
     paused: bool  # the circuit breaker paused the actor
+    setup: bool = False  # its setup() hook failed: it does not run in this process
+
+    @classmethod
+    def setup_failed(cls, actor: str, error: BaseException) -> Alert:
+        """An actor that cannot run at all: its setup() raised at start-up."""
+        outcome = Outcome("failed", type(error).__name__, str(error) or type(error).__name__)
+        return cls(actor, 0, outcome, 0, False, setup=True)
 
     def text(self) -> str:
         error = f"{self.outcome.error_type}: {self.outcome.error_message}"
+        if self.setup:
+            return (
+                f"actor {self.actor} is broken: setup() failed ({error}); it does not run in"
+                " this process until a restart whose setup() succeeds"
+            )
         if self.paused:
             return (
                 f"actor {self.actor} paused after {self.consecutive_failures} consecutive"

@@ -123,7 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "current directory)")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
 
-    command("check", cmd_check, "validate the configuration and the actors; show next slots")
+    p = command("check", cmd_check,
+                "validate the configuration and the actors; show next slots")
+    p.add_argument("--setup", action="store_true",
+                   help="also run each enabled actor's setup() and teardown() hooks; exit 1 if "
+                   "one fails")
     p = command("run", cmd_run, "run the actors until Ctrl-C or SIGTERM (with a bot token: as a "
                 "Discord bot)")
     p.add_argument("--dry-run", action="store_true",
@@ -384,8 +388,32 @@ def cmd_check(args: argparse.Namespace) -> int:
     if dry:
         print(f"note: {dry}")
     count = len(config.actors)
+    if getattr(args, "setup", False):
+        failures = _async(_try_hooks(actors))
+        if failures:
+            for problem in failures:
+                print(problem, file=sys.stderr)
+            print(f"{config.path}: {len(failures)} actor hook(s) failed", file=sys.stderr)
+            return FAILURE
+        print("setup() and teardown() hooks: OK")
     print(f"{config.path}: OK, {count} actor{'s' if count != 1 else ''}")
     return OK
+
+
+async def _try_hooks(actors: dict[str, LoadedActor]) -> list[str]:
+    """Run each enabled actor's setup() and then teardown(), as a server does around its runs;
+    what fails is returned as one line per hook."""
+    problems: list[str] = []
+    for name, loaded in actors.items():
+        if not loaded.config.enabled:
+            continue
+        for hook in ("setup", "teardown"):
+            try:
+                await getattr(loaded.instance, hook)()
+            except Exception as e:
+                problems.append(f"actor {name}: {hook}() failed: {type(e).__name__}: {e}")
+                break  # a server does not tear down an actor whose setup() failed
+    return problems
 
 
 def _discord_actors(actors: dict[str, LoadedActor]) -> list[str]:
@@ -690,6 +718,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(_table(["ACTOR", "STATE", "NEXT RUN", "LAST STATUS", "LAST RUN", "FAILURES",
                   "RUNNING", "SCHEDULE"], table))
     for i in items:
+        if i["broken"]:
+            print(f"{i['actor']} is broken: setup() failed: {i['setup_error']} (it does not run; "
+                  "fix it and restart the server, 'discord-actor check --setup' tries it)")
         if i["paused"]:
             print(f"{i['actor']} is paused: {i['paused_reason']} "
                   f"(resume with: discord-actor resume {i['actor']})")
@@ -720,6 +751,9 @@ def _status_item(config: Config, name: str, row: Any) -> dict[str, Any]:
         "enabled": row["enabled"] if row is not None else bool(cfg and cfg.enabled),
         "paused": bool(row and row["paused"]),
         "paused_reason": row["paused_reason"] if row is not None else None,
+        # setup() failed at the last start of a server: the actor does not run there
+        "broken": bool(row is not None and row.get("setup_error")),
+        "setup_error": row.get("setup_error") if row is not None else None,
         "next_run": _iso(row["next_run"], tz) if row is not None else None,
         "last_status": row["last_status"] if row is not None else None,
         "last_run_at": _iso(row["last_run_at"], tz) if row is not None else None,
@@ -739,6 +773,8 @@ def _state_label(item: dict[str, Any]) -> str:
         return "not in config"
     if not item["enabled"]:
         return "disabled"
+    if item["broken"]:
+        return "broken"
     if item["paused"]:
         return "paused"
     if not item["registered"]:

@@ -150,6 +150,8 @@ class Runtime:
         await self.liveness.register()
         await self.store.recover_abandoned(self.clock.now())
         await self.reconcile()
+        failed: dict[str, str] = {}
+        succeeded: list[str] = []
         for name, loaded in self.actors.items():
             if not loaded.config.enabled:
                 continue
@@ -157,12 +159,18 @@ class Runtime:
                 await loaded.instance.setup()
             except Exception as e:
                 self._broken.add(name)
+                failed[name] = f"{type(e).__name__}: {e}"
                 log.error(
                     "actor %s: setup() failed, it will not run in this process: %s: %s",
                     name,
                     type(e).__name__,
                     e,
                 )
+                self._alert_sender.send(Alert.setup_failed(name, e))
+            else:
+                succeeded.append(name)
+        # Kept on the task rows: status and /actors list show these actors as broken.
+        await self.store.record_setup(failed, succeeded)
         await self.sync()
         self._started = True
         # What exists now (configuration, actors, modules) lives as long as the process: keep

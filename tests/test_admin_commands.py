@@ -15,7 +15,13 @@ import pytest
 from discord.ext import commands
 
 from discord_actor import RunContext, actor
-from discord_actor.admin import REFUSAL, ActorsCommands, DiscordAlerts, sync_commands
+from discord_actor.admin import (
+    REFUSAL,
+    ActorsCommands,
+    DiscordAlerts,
+    format_alert,
+    sync_commands,
+)
 from discord_actor.clock import FakeClock
 from discord_actor.config import Config, DiscordConfig, ScheduleConfig
 from discord_actor.db import Database
@@ -323,6 +329,17 @@ async def test_list_and_history_show_the_stored_state(world: World) -> None:
     assert "No runs of `reminder` are recorded yet" in text(none_yet)
     unknown = await answer(fake, "actors history", {"actor": "flakey"})
     assert "did you mean `flaky`?" in text(unknown)
+
+
+async def test_list_shows_an_actor_whose_setup_failed_as_broken(world: World) -> None:
+    await world.harness.store.record_setup({"reminder": "OSError: no credentials"}, [])
+    shown = text(await answer(world.fake, "actors list"))
+    row = next(line for line in shown.splitlines() if line.startswith("reminder "))
+    assert row.split()[1] == "broken"
+    assert "reminder broken: setup() failed: OSError: no credentials" in shown
+    alert = format_alert(Alert.setup_failed("reminder", OSError("no credentials")))
+    assert "Actor `reminder` is broken: its setup() failed" in alert
+    assert "OSError: no credentials" in alert
 
 
 async def test_list_of_many_actors_fits_discords_limits_with_the_rest_attached(

@@ -425,6 +425,62 @@ def test_check_and_next_give_the_same_next_slots(project: Path) -> None:
     assert shown.count(":00:00+00:00") == 3  # on the stored hourly grid, not from "now"
 
 
+BROKEN_SETUP_PY = '''
+from discord_actor import Actor, RunContext
+
+
+class Fragile(Actor):
+    async def setup(self) -> None:
+        raise ConnectionError("token file missing")
+
+    async def run(self, ctx: RunContext) -> None:
+        pass
+'''
+
+
+def test_an_actor_whose_setup_fails_shows_as_broken(
+    tmp_path: Path, database_url: str, db_schema: str
+) -> None:
+    actors = STORY_ACTORS + """
+[[actors]]
+name = "fragile"
+module = "fragile"
+platform = "none"
+schedule = { type = "interval", seconds = 60 }
+"""
+    write_project(tmp_path, db_section(database_url, db_schema), actors,
+                  modules={"counter": COUNTER_PY, "failing": FAILING_PY,
+                           "fragile": BROKEN_SETUP_PY})
+    r = cli("check", "--setup", cwd=tmp_path)
+    assert r.code == 1, (r.out, r.err)
+    assert "actor fragile: setup() failed: ConnectionError: token file missing" in r.err
+    assert "counter" not in r.err
+    config = load_config(tmp_path / "actor_server.toml")
+
+    class Fragile(Counter):
+        async def setup(self) -> None:
+            raise ConnectionError("token file missing")
+
+    async def go() -> None:
+        database = await open_database(config.database)
+        try:
+            pairs = [(Counter, config.actor("counter")), (Fragile, config.actor("fragile"))]
+            async with ActorHarness(database, pairs, clock=FakeClock(START)) as harness:
+                await harness.tick()
+        finally:
+            await database.close()
+
+    asyncio.run(go())
+    status = {i["actor"]: i for i in cli("status", "--json", cwd=tmp_path).json()}
+    assert status["fragile"]["broken"] is True
+    assert status["fragile"]["setup_error"] == "ConnectionError: token file missing"
+    assert status["counter"]["broken"] is False
+    r = cli("status", cwd=tmp_path)
+    row = next(line for line in r.out.splitlines() if line.startswith("fragile "))
+    assert row.split()[1] == "broken"
+    assert "fragile is broken: setup() failed: ConnectionError: token file missing" in r.out
+
+
 NEW_YORK_ACTORS = """
 [[actors]]
 name = "nightly"

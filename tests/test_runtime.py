@@ -504,3 +504,32 @@ async def test_times_are_in_the_schedules_zone_in_ctx_and_in_logs(
     assert seen[0].isoformat() == "2026-01-06T07:00:00-05:00"
     line = next(r.getMessage() for r in caplog.records if "feed down" in r.getMessage())
     assert line.endswith("; retry at 2026-01-06T07:00:05-05:00"), line
+
+
+async def test_an_actor_whose_setup_fails_is_recorded_broken_and_alerted(
+    database: Database,
+) -> None:
+    alerts: list[Alert] = []
+
+    async def sink(alert: Alert) -> None:
+        alerts.append(alert)
+
+    class Fragile(Counter):
+        fail = True
+
+        async def setup(self) -> None:
+            if Fragile.fail:
+                raise ConnectionError("token file missing")
+
+    cfg = actor_config("fragile", schedule=every(10))
+    async with ActorHarness(database, [(Fragile, cfg)], clock=FakeClock(START), alerts=sink) as h:
+        assert await h.tick(30) == []  # it never runs
+        row = await h.store.task("fragile")
+        assert row is not None
+        assert row["setup_error"] == "ConnectionError: token file missing"
+    assert [(a.actor, a.setup) for a in alerts] == [("fragile", True)]
+    assert "setup() failed (ConnectionError: token file missing)" in alerts[0].text()
+    Fragile.fail = False  # fixed: the next start clears it
+    async with ActorHarness(database, [(Fragile, cfg)], clock=FakeClock(START)) as h:
+        row = await h.store.task("fragile")
+        assert row is not None and row["setup_error"] is None

@@ -383,6 +383,19 @@ class Store:
             # Other running servers look at what is due again (a schedule may have changed).
             await conn.execute("SELECT pg_notify($1, '')", self.channel)
 
+    async def record_setup(self, failed: dict[str, str], succeeded: Sequence[str]) -> None:
+        """Keep each actor's setup() failure on its task (``failed``: actor -> error), and
+        clear it for the actors whose setup() succeeded at this start."""
+        await self.pool.execute(
+            f"UPDATE {self._tasks} t SET setup_error = s.error,"
+            " setup_error_at = CASE WHEN s.error IS NULL THEN NULL ELSE now() END,"
+            " updated_at = now()"
+            " FROM unnest($1::text[], $2::text[]) AS s(actor, error)"
+            " WHERE t.actor = s.actor AND t.setup_error IS DISTINCT FROM s.error",
+            [*failed, *succeeded],
+            [*failed.values(), *(None for _ in succeeded)],
+        )
+
     # -- the scheduler's hot path ---------------------------------------------------------
 
     async def due_window(self, until: datetime, limit: int) -> DueWindow:
