@@ -103,7 +103,9 @@ class Liveness:
                 await self.recover_abandoned()
             except Exception as e:
                 self._healthy_since = time.monotonic()
-                log.warning("heartbeat failed (%s: %s)", type(e).__name__, e)
+                # An outage is reported by the scheduler, once; anything else is worth a warning.
+                level = logging.DEBUG if isinstance(e, TRANSIENT_DB_ERRORS) else logging.WARNING
+                log.log(level, "heartbeat failed (%s: %s)", type(e).__name__, e)
 
     async def listen_loop(self) -> None:
         """Wake the scheduler at once when an operator triggers, pauses or resumes an actor."""
