@@ -27,6 +27,8 @@ import discord
 from discord import app_commands
 
 from .config import closest
+from .db.store import Operator
+from .schedules import resume_slot
 
 if TYPE_CHECKING:
     import asyncpg
@@ -81,6 +83,12 @@ def is_operator(user: discord.abc.User, config: DiscordConfig) -> bool:
 
 def _who(user: discord.abc.User) -> str:
     return f"{user} (id {user.id})"
+
+
+def _operator(interaction: discord.Interaction) -> Operator:
+    """Who uses /actors, and where: written into paused reasons and logged by every server."""
+    where = f"Discord, guild {interaction.guild_id} channel {interaction.channel_id}"
+    return Operator(_who(interaction.user), where)
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,7 +153,7 @@ class ActorsCommands(app_commands.Group, name="actors", description="Operate the
     @app_commands.command(name="run", description="Run an actor now (a manual trigger)")
     @app_commands.describe(actor="The actor to run")
     async def run(self, interaction: discord.Interaction, actor: str) -> None:
-        await self._answer(interaction, "run", lambda: self._run(interaction.user, actor))
+        await self._answer(interaction, "run", lambda: self._run(interaction, actor))
 
     @app_commands.command(name="pause", description="Pause an actor until it is resumed")
     @app_commands.describe(actor="The actor to pause", reason="Shown by /actors list")
@@ -156,7 +164,7 @@ class ActorsCommands(app_commands.Group, name="actors", description="Operate the
         reason: app_commands.Range[str, 1, 200] | None = None,
     ) -> None:
         await self._answer(
-            interaction, "pause", lambda: self._pause(interaction.user, actor, reason)
+            interaction, "pause", lambda: self._pause(interaction, actor, reason)
         )
 
     @app_commands.command(
@@ -164,7 +172,7 @@ class ActorsCommands(app_commands.Group, name="actors", description="Operate the
     )
     @app_commands.describe(actor="The actor to resume")
     async def resume(self, interaction: discord.Interaction, actor: str) -> None:
-        await self._answer(interaction, "resume", lambda: self._resume(interaction.user, actor))
+        await self._answer(interaction, "resume", lambda: self._resume(interaction, actor))
 
     @history.autocomplete("actor")
     @run.autocomplete("actor")
@@ -317,7 +325,7 @@ class ActorsCommands(app_commands.Group, name="actors", description="Operate the
         return Reply(embed=discord.Embed(title=title, description=description),
                      attachment=attachment)
 
-    async def _run(self, user: discord.abc.User, actor: str) -> Reply:
+    async def _run(self, interaction: discord.Interaction, actor: str) -> Reply:
         task = await self._task(actor)
         if isinstance(task, Reply):
             return task
@@ -332,9 +340,9 @@ class ActorsCommands(app_commands.Group, name="actors", description="Operate the
                 f"`{name}` is disabled (`enabled = false` in the configuration): "
                 "no server runs it."
             )
-        if not await self.store.trigger(name):
+        # Every running server logs who triggered it (from the notification).
+        if not await self.store.trigger(name, _operator(interaction)):
             return self._not_started(name)
-        log.info("%s triggered %s with /actors run", _who(user), name)
         if task["manual_at"] is not None:
             return Reply(f"`{name}` was already triggered and has not started yet.")
         return Reply(
@@ -342,28 +350,39 @@ class ActorsCommands(app_commands.Group, name="actors", description="Operate the
             "(or when one next starts); `/actors history` shows the outcome."
         )
 
-    async def _pause(self, user: discord.abc.User, actor: str, reason: str | None) -> Reply:
+    async def _pause(
+        self, interaction: discord.Interaction, actor: str, reason: str | None
+    ) -> Reply:
         task = await self._task(actor)
         if isinstance(task, Reply):
             return task
         name = task["actor"]
-        reason = _one_line(reason or "") or f"paused by {user} on Discord"
-        if not await self.store.pause(name, reason):
+        operator = _operator(interaction)
+        reason = operator.reason(_one_line(reason or "") or None)
+        if not await self.store.pause(name, reason, operator):
             return self._not_started(name)
-        log.info("%s paused %s with /actors pause: %s", _who(user), name, reason)
         before = f" (it was already paused: {task['paused_reason']})" if task["paused"] else ""
         return Reply(
             f"Paused `{name}`: {reason}{before}. Resume it with `/actors resume {name}`."
         )
 
-    async def _resume(self, user: discord.abc.User, actor: str) -> Reply:
+    async def _resume(self, interaction: discord.Interaction, actor: str) -> Reply:
         task = await self._task(actor)
         if isinstance(task, Reply):
             return task
         name = task["actor"]
-        if not await self.store.resume(name):
+        cfg = next((a for a in self.config.actors if a.name == name), None)
+        slot = None if cfg is None else resume_slot(cfg.schedule, task, datetime.now(UTC))
+        passed, new, due = slot or (None, None, None)
+        if not await self.store.resume(
+            name, _operator(interaction), passed_slot=passed, next_run=new, due_at=due
+        ):
             return self._not_started(name)
-        log.info("%s resumed %s with /actors resume", _who(user), name)
+        if task["paused"] and new is not None:
+            return Reply(
+                f"Resumed `{name}`; its failure count is reset. Its slot passed while it was "
+                f"paused, so it runs next at {_utc(new)} UTC."
+            )
         if task["paused"]:
             return Reply(f"Resumed `{name}`; its failure count is reset.")
         return Reply(f"`{name}` was not paused; its failure count is reset.")

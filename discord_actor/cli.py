@@ -38,11 +38,11 @@ from discord_actor.config import (
     redact_url,
     write_starter,
 )
-from discord_actor.schedules import Schedule, build_schedule, format_slot
+from discord_actor.schedules import Schedule, build_schedule, format_slot, resume_slot
 
 if TYPE_CHECKING:
     from discord_actor.db import Database
-    from discord_actor.db.store import Store
+    from discord_actor.db.store import Operator, Store
     from discord_actor.plugins import LoadedActor
     from discord_actor.runtime import Runtime
 
@@ -949,14 +949,29 @@ async def _stored_tasks(config: Config) -> dict[str, Any]:
 # pause, resume, trigger
 
 
+def _operator() -> Operator:
+    """The CLI's operator: the OS user, on this host."""
+    import getpass
+    import socket
+
+    from discord_actor.db.store import Operator
+
+    try:
+        who = getpass.getuser()
+    except (OSError, KeyError):  # no login name (a container with an unnamed uid)
+        who = f"uid {os.getuid()}"
+    return Operator(who, f"CLI on host {socket.gethostname()}")
+
+
 def cmd_pause(args: argparse.Namespace) -> int:
     config = _config(args)
     name = _config_actor(config, args.actor).name
-    reason = args.reason or "paused by an operator"
+    operator = _operator()
+    reason = operator.reason(" ".join((args.reason or "").split()) or None)
 
     async def pause() -> None:
         async with _store(config) as (store, _):
-            if store is None or not await store.pause(name, reason):
+            if store is None or not await store.pause(name, reason, operator):
                 raise _not_started(config, name)
 
     _async(pause())
@@ -966,18 +981,29 @@ def cmd_pause(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     config = _config(args)
-    name = _config_actor(config, args.actor).name
+    cfg = _config_actor(config, args.actor)
+    name = cfg.name
 
-    async def resume() -> bool:
+    async def resume() -> tuple[bool, datetime | None]:
         async with _store(config) as (store, _):
             task = await store.task(name) if store is not None else None
-            if store is None or task is None or not await store.resume(name):
+            if store is None or task is None:
                 raise _not_started(config, name)
-            return bool(task["paused"])
+            slot = resume_slot(cfg.schedule, task, datetime.now(UTC))
+            passed, new, due = slot or (None, None, None)
+            if not await store.resume(name, _operator(), passed_slot=passed, next_run=new,
+                                      due_at=due):
+                raise _not_started(config, name)
+            return bool(task["paused"]), new
 
-    was_paused = _async(resume())
-    print(f"resumed {name}" if was_paused
-          else f"{name} was not paused; its failure count is reset")
+    was_paused, new = _async(resume())
+    if not was_paused:
+        print(f"{name} was not paused; its failure count is reset")
+    elif new is not None:
+        print(f"resumed {name}; its slot passed while it was paused, so it runs next at "
+              f"{format_slot(new.astimezone(build_schedule(cfg.schedule).tz))}")
+    else:
+        print(f"resumed {name}")
     return OK
 
 
@@ -996,7 +1022,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
             if not task["enabled"]:
                 raise CliError(f"{name} is disabled (enabled = false in {config.path}): "
                                "a server does not run it")
-            if not await store.trigger(name):
+            if not await store.trigger(name, _operator()):
                 raise _not_started(config, name)
             return task["manual_at"] is not None
 

@@ -52,6 +52,7 @@ class Liveness:
         self._on_declared_dead = on_declared_dead
         self._runs_in_flight = runs_in_flight
         self._healthy_since = time.monotonic()  # since the last failed heartbeat
+        self.on_notice: Callable[[str], None] | None = None  # a notification's payload
 
     async def register(self) -> None:
         await self.store.register_instance(
@@ -110,8 +111,10 @@ class Liveness:
     async def listen_loop(self) -> None:
         """Wake the scheduler at once when an operator triggers, pauses or resumes an actor."""
 
-        def notified(*_: object) -> None:
+        def notified(*args: object) -> None:
             self._on_change()
+            if len(args) == 4 and args[3] and self.on_notice is not None:
+                self.on_notice(str(args[3]))  # the payload: what an operator did
 
         backoff = Backoff(0.5, 5.0)
         while True:

@@ -25,7 +25,7 @@ from .budget import ConnectionBudget, PoolExhausted
 from .clock import Clock
 from .config import Config, ScheduleConfig
 from .db import Database
-from .db.store import ClaimedRun, Store, TaskSpec, TaskView
+from .db.store import ClaimedRun, Store, TaskSpec, TaskView, describe_notice
 from .db.transient import TRANSIENT_DB_ERRORS
 from .executor import Executor, RunNoLongerOwned, StateNotSerializable, retry_delay
 from .liveness import Liveness
@@ -135,6 +135,7 @@ class Runtime:
             on_declared_dead=self.cancel_runs,
             runs_in_flight=lambda: self.executor.runs_in_actor_code,
         )
+        self.liveness.on_notice = self._operator_notice
         self._background: list[asyncio.Task[None]] = []
         self._started = False
         self._stopping = False
@@ -294,6 +295,13 @@ class Runtime:
             and view.actor not in self._broken
             and self.executor.local_runs[view.id] < view.max_instances
         )
+
+    def _operator_notice(self, payload: str) -> None:
+        """An operator paused, resumed or triggered an actor (by the CLI, /actors, another
+        process): every running server logs who, from where."""
+        line = describe_notice(payload)
+        if line is not None:
+            log.info("operator: %s", line)
 
     def _start_run(self, run: ClaimedRun) -> None:
         """Start a claimed run, its slot in the schedule's zone (the database gives UTC): what

@@ -177,12 +177,16 @@ async def test_owner_and_admin_role_operate_actors_in_the_database(world: World)
     assert paused.original is not None and paused.original.ephemeral
     assert "Paused `flaky`: feed is down" in text(paused)
     row = await task(store, "flaky")
-    assert (row["paused"], row["paused_reason"]) == (True, "feed is down")
+    where = f"via Discord, guild {fake.guild.id} channel {fake.channel.id}"
+    owner = f"{fake.owner.username} (id {fake.owner.id})"
+    assert (row["paused"], row["paused_reason"]) == (
+        True, f"feed is down; paused by {owner} {where}"
+    )
     assert row["consecutive_failures"] == 2
 
     # a paused actor is not triggered: the answer says so and nothing changes
     refused = await answer(fake, "actors run", {"actor": "flaky"}, **as_operator)
-    assert "is paused (feed is down)" in text(refused) and "/actors resume flaky" in text(refused)
+    assert "is paused (feed is down; paused by" in text(refused) and "/actors resume flaky" in text(refused)
     assert (await task(store, "flaky"))["manual_at"] is None
 
     # resume, by a member with an admin role: unpaused, failures reset
@@ -194,7 +198,9 @@ async def test_owner_and_admin_role_operate_actors_in_the_database(world: World)
 
     # pause without a reason records who did it
     await answer(fake, "actors pause", {"actor": "reminder"}, **as_operator)
-    assert (await task(store, "reminder"))["paused_reason"] == "paused by olivia on Discord"
+    assert (await task(store, "reminder"))["paused_reason"] == (
+        f"paused by olivia (id {world.operator.id}) {where}"
+    )
 
     # run: a manual trigger that the runtime then runs
     triggered = await answer(fake, "actors run", {"actor": "digest"}, **as_operator)

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import getpass
 import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,9 @@ from discord_actor import Actor, RunContext
 from discord_actor.clock import FakeClock
 from discord_actor.config import load_config, redact_url
 from discord_actor.db import open_database
-from discord_actor.testing.harness import ActorHarness
+from discord_actor.runtime import Runtime
+from discord_actor.testing import RecordingPlatform
+from discord_actor.testing.harness import ActorHarness, load
 
 REPO = Path(__file__).resolve().parents[1]
 START = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)  # the fake clock of the populated database
@@ -357,7 +361,7 @@ def test_commands_before_the_first_run(project: Path, database_url: str, db_sche
     r = cli("migrate", cwd=project)
     assert r.code == 0 and "already up to date" in r.out
     assert query(database_url, f'SELECT version FROM "{db_schema}".schema_migrations') == [
-        {"version": 1}, {"version": 2}, {"version": 3}]
+        {"version": 1}, {"version": 2}, {"version": 3}, {"version": 4}]
 
 
 def test_status_history_and_next_after_runs(project: Path) -> None:
@@ -529,17 +533,27 @@ def test_pause_trigger_resume_and_prune(project: Path, database_url: str, db_sch
 
     r = cli("pause", "counter", "--reason", "maintenance", cwd=project)
     assert r.code == 0, r.err
-    assert (task("counter")["paused"], task("counter")["paused_reason"]) == (True, "maintenance")
+    who = f"{getpass.getuser()} via CLI on host {socket.gethostname()}"
+    assert (task("counter")["paused"], task("counter")["paused_reason"]) == (
+        True, f"maintenance; paused by {who}"
+    )
 
     r = cli("trigger", "counter", cwd=project)
     assert r.code == 1
-    assert "paused (maintenance)" in r.err and "discord-actor resume counter" in r.err
+    assert "paused (maintenance; paused by" in r.err and "discord-actor resume counter" in r.err
     assert task("counter")["manual_at"] is None
 
     r = cli("resume", "failing", cwd=project)  # not paused: resets the failure count
     assert r.code == 0, r.err
+    before = datetime.now(UTC)
     r = cli("resume", "counter", cwd=project)
     assert r.code == 0 and "resumed counter" in r.out
+    # Its slot (2026-01-05T12:00:10Z) passed while it was paused: it goes on at its next slot
+    # after now, on its 10 s grid, rather than catching up at once.
+    assert "its slot passed while it was paused, so it runs next at" in r.out
+    next_run = task("counter")["next_run"]
+    assert before < next_run <= datetime.now(UTC) + timedelta(seconds=10)
+    assert (next_run - START).total_seconds() % 10 == 0
     r = cli("trigger", "counter", cwd=project)
     assert r.code == 0, r.err
     counter = task("counter")
@@ -551,6 +565,43 @@ def test_pause_trigger_resume_and_prune(project: Path, database_url: str, db_sch
     r = cli("prune", "--older-than-days", "0", cwd=project)
     assert r.code == 0 and "deleted 2 runs" in r.out
     assert query(database_url, f'SELECT count(*) AS n FROM "{db_schema}".runs') == [{"n": 0}]
+
+
+def test_operator_actions_are_logged_by_the_running_server(
+    project: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """pause and resume from the CLI reach a running server's log: who, and from where."""
+    populate(project)
+    config = load_config(project / "actor_server.toml")
+    caplog.set_level("INFO", logger="discord_actor.runtime")
+
+    def logged(what: str) -> bool:
+        return any(what in r.getMessage() for r in caplog.records)
+
+    async def go() -> None:
+        database = await open_database(config.database)
+        actors = {"counter": load(Counter, config.actor("counter"))}
+        runtime = Runtime(config, database, actors, platforms={"console": RecordingPlatform()})
+        try:
+            await runtime.start()
+            await asyncio.sleep(0.5)  # the listener connects
+            r = await asyncio.to_thread(cli, "pause", "counter", "--reason", "upgrade",
+                                        cwd=project)
+            assert r.code == 0, r.err
+            r = await asyncio.to_thread(cli, "resume", "counter", cwd=project)
+            assert r.code == 0, r.err
+            for _ in range(100):
+                if logged("resumed counter"):
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await runtime.stop()
+            await database.close()
+
+    asyncio.run(go())
+    who = f"{getpass.getuser()} via CLI on host {socket.gethostname()}"
+    assert logged(f"operator: {who} paused counter: upgrade; paused by {who}"), caplog.text
+    assert logged(f"operator: {who} resumed counter"), caplog.text
 
 
 def _session_data_dir() -> Path | None:

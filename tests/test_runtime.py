@@ -13,7 +13,9 @@ from discord_actor import Actor, RunContext, actor
 from discord_actor.clock import FakeClock
 from discord_actor.config import RetryPolicy, ScheduleConfig
 from discord_actor.db import Database, open_database
+from discord_actor.db.store import Operator
 from discord_actor.runtime import Alert
+from discord_actor.schedules import resume_slot
 from discord_actor.testing.harness import ActorHarness, actor_config, run_actor_once
 
 START = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -533,3 +535,24 @@ async def test_an_actor_whose_setup_fails_is_recorded_broken_and_alerted(
     async with ActorHarness(database, [(Fragile, cfg)], clock=FakeClock(START)) as h:
         row = await h.store.task("fragile")
         assert row is not None and row["setup_error"] is None
+
+
+async def test_resume_after_slots_passed_goes_on_at_the_next_slot(database: Database) -> None:
+    """Slots that fell while the actor was paused are not caught up: the first run after the
+    resume is at its next slot, a ``schedule`` run."""
+    cfg = actor_config("counter", schedule=every(60))
+    clock = FakeClock(START)
+    async with ActorHarness(database, [(Counter, cfg)], clock=clock) as h:
+        assert len(await h.tick()) == 1
+        await h.store.pause("counter", "maintenance", Operator("alice", "CLI on host db1"))
+        assert await h.tick(600) == []  # ten slots pass while it is paused
+        task = await h.store.task("counter")
+        assert task is not None
+        slot = resume_slot(cfg.schedule, task, clock.now())
+        assert slot is not None
+        passed, new, due = slot
+        assert new == START + timedelta(seconds=660)
+        await h.store.resume("counter", passed_slot=passed, next_run=new, due_at=due)
+        assert await h.tick(1) == []  # no burst, no catch-up at once
+        runs = await h.tick(59)
+    assert [(r.trigger, r.scheduled_for) for r in runs] == [("schedule", new)]
