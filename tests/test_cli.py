@@ -8,8 +8,8 @@ The database is the test session's PostgreSQL, with a fresh schema per test.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import getpass
+import itertools
 import json
 import os
 import re
