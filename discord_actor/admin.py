@@ -27,6 +27,8 @@ import discord
 from discord import app_commands
 
 from .config import closest
+from .db.store import Operator
+from .schedules import resume_slot
 
 if TYPE_CHECKING:
     import asyncpg
@@ -81,6 +83,12 @@ def is_operator(user: discord.abc.User, config: DiscordConfig) -> bool:
 
 def _who(user: discord.abc.User) -> str:
     return f"{user} (id {user.id})"
+
+
+def _operator(interaction: discord.Interaction) -> Operator:
+    """Who uses /actors, and where: written into paused reasons and logged by every server."""
+    where = f"Discord, guild {interaction.guild_id} channel {interaction.channel_id}"
+    return Operator(_who(interaction.user), where)
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,7 +153,7 @@ class ActorsCommands(app_commands.Group, name="actors", description="Operate the
     @app_commands.command(name="run", description="Run an actor now (a manual trigger)")
     @app_commands.describe(actor="The actor to run")
     async def run(self, interaction: discord.Interaction, actor: str) -> None:
-        await self._answer(interaction, "run", lambda: self._run(interaction.user, actor))
+        await self._answer(interaction, "run", lambda: self._run(interaction, actor))
 
     @app_commands.command(name="pause", description="Pause an actor until it is resumed")
     @app_commands.describe(actor="The actor to pause", reason="Shown by /actors list")
@@ -156,7 +164,7 @@ class ActorsCommands(app_commands.Group, name="actors", description="Operate the
         reason: app_commands.Range[str, 1, 200] | None = None,
     ) -> None:
         await self._answer(
-            interaction, "pause", lambda: self._pause(interaction.user, actor, reason)
+            interaction, "pause", lambda: self._pause(interaction, actor, reason)
         )
 
     @app_commands.command(
@@ -164,7 +172,7 @@ class ActorsCommands(app_commands.Group, name="actors", description="Operate the
     )
     @app_commands.describe(actor="The actor to resume")
     async def resume(self, interaction: discord.Interaction, actor: str) -> None:
-        await self._answer(interaction, "resume", lambda: self._resume(interaction.user, actor))
+        await self._answer(interaction, "resume", lambda: self._resume(interaction, actor))
 
     @history.autocomplete("actor")
     @run.autocomplete("actor")
@@ -269,6 +277,8 @@ class ActorsCommands(app_commands.Group, name="actors", description="Operate the
                     str(failures),
                 ]
             )
+            if row is not None and row.get("setup_error"):
+                notes.append(f"{name} broken: setup() failed: {_one_line(row['setup_error'])}")
             if row is not None and row["paused"]:
                 paused += 1
                 notes.append(f"{name} paused: {_one_line(row['paused_reason'] or '')}")
@@ -315,7 +325,7 @@ class ActorsCommands(app_commands.Group, name="actors", description="Operate the
         return Reply(embed=discord.Embed(title=title, description=description),
                      attachment=attachment)
 
-    async def _run(self, user: discord.abc.User, actor: str) -> Reply:
+    async def _run(self, interaction: discord.Interaction, actor: str) -> Reply:
         task = await self._task(actor)
         if isinstance(task, Reply):
             return task
@@ -330,9 +340,9 @@ class ActorsCommands(app_commands.Group, name="actors", description="Operate the
                 f"`{name}` is disabled (`enabled = false` in the configuration): "
                 "no server runs it."
             )
-        if not await self.store.trigger(name):
+        # Every running server logs who triggered it (from the notification).
+        if not await self.store.trigger(name, _operator(interaction)):
             return self._not_started(name)
-        log.info("%s triggered %s with /actors run", _who(user), name)
         if task["manual_at"] is not None:
             return Reply(f"`{name}` was already triggered and has not started yet.")
         return Reply(
@@ -340,28 +350,39 @@ class ActorsCommands(app_commands.Group, name="actors", description="Operate the
             "(or when one next starts); `/actors history` shows the outcome."
         )
 
-    async def _pause(self, user: discord.abc.User, actor: str, reason: str | None) -> Reply:
+    async def _pause(
+        self, interaction: discord.Interaction, actor: str, reason: str | None
+    ) -> Reply:
         task = await self._task(actor)
         if isinstance(task, Reply):
             return task
         name = task["actor"]
-        reason = _one_line(reason or "") or f"paused by {user} on Discord"
-        if not await self.store.pause(name, reason):
+        operator = _operator(interaction)
+        reason = operator.reason(_one_line(reason or "") or None)
+        if not await self.store.pause(name, reason, operator):
             return self._not_started(name)
-        log.info("%s paused %s with /actors pause: %s", _who(user), name, reason)
         before = f" (it was already paused: {task['paused_reason']})" if task["paused"] else ""
         return Reply(
             f"Paused `{name}`: {reason}{before}. Resume it with `/actors resume {name}`."
         )
 
-    async def _resume(self, user: discord.abc.User, actor: str) -> Reply:
+    async def _resume(self, interaction: discord.Interaction, actor: str) -> Reply:
         task = await self._task(actor)
         if isinstance(task, Reply):
             return task
         name = task["actor"]
-        if not await self.store.resume(name):
+        cfg = next((a for a in self.config.actors if a.name == name), None)
+        slot = None if cfg is None else resume_slot(cfg.schedule, task, datetime.now(UTC))
+        passed, new, due = slot or (None, None, None)
+        if not await self.store.resume(
+            name, _operator(interaction), passed_slot=passed, next_run=new, due_at=due
+        ):
             return self._not_started(name)
-        log.info("%s resumed %s with /actors resume", _who(user), name)
+        if task["paused"] and new is not None:
+            return Reply(
+                f"Resumed `{name}`; its failure count is reset. Its slot passed while it was "
+                f"paused, so it runs next at {_utc(new)} UTC."
+            )
         if task["paused"]:
             return Reply(f"Resumed `{name}`; its failure count is reset.")
         return Reply(f"`{name}` was not paused; its failure count is reset.")
@@ -411,6 +432,8 @@ def _state_label(row: Any, in_config: bool, enabled: bool) -> str:
         return "disabled"
     if row is None:
         return "not started"
+    if row.get("setup_error"):
+        return "broken"
     if row["paused"]:
         return "paused"
     return "running" if row["running"] else "active"
@@ -462,6 +485,15 @@ def format_alert(alert: Alert) -> str:
     name = alert.actor
     outcome = alert.outcome
     error = _error_text(outcome.error_type, outcome.error_message) or outcome.status
+    if alert.setup:
+        head = (
+            f"\N{POLICE CARS REVOLVING LIGHT} Actor `{name}` is broken: its setup() failed at "
+            "start-up, so it does not run in this process."
+        )
+        tail = "Fix the cause and restart the server; `discord-actor check --setup` tries it."
+        before, after = f"{head}\nError:\n```\n", f"\n```\n{tail}"
+        room = MESSAGE_LIMIT - len(before) - len(after)
+        return before + _shorten(_fence_safe(error), room) + after
     if alert.paused:
         head = (
             f"\N{POLICE CARS REVOLVING LIGHT} Actor `{name}` was paused by the circuit breaker "

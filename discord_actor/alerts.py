@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TextIO
 
 from .db.store import Outcome
 
@@ -28,9 +31,21 @@ class Alert:
     outcome: Outcome
     consecutive_failures: int
     paused: bool  # the circuit breaker paused the actor
+    setup: bool = False  # its setup() hook failed: it does not run in this process
+
+    @classmethod
+    def setup_failed(cls, actor: str, error: BaseException) -> Alert:
+        """An actor that cannot run at all: its setup() raised at start-up."""
+        outcome = Outcome("failed", type(error).__name__, str(error) or type(error).__name__)
+        return cls(actor, 0, outcome, 0, False, setup=True)
 
     def text(self) -> str:
         error = f"{self.outcome.error_type}: {self.outcome.error_message}"
+        if self.setup:
+            return (
+                f"actor {self.actor} is broken: setup() failed ({error}); it does not run in"
+                " this process until a restart whose setup() succeeds"
+            )
         if self.paused:
             return (
                 f"actor {self.actor} paused after {self.consecutive_failures} consecutive"
@@ -44,6 +59,21 @@ class Alert:
 
 
 AlertSink = Callable[[Alert], Awaitable[None]]
+
+
+class ConsoleAlerts:
+    """The dry run's alert sink: prints each alert on the console, as the dry run prints posts,
+    so that an operator trying a configuration sees what the alert channel would get."""
+
+    def __init__(self, channel_id: int = 0, stream: TextIO | None = None) -> None:
+        self.channel_id = channel_id
+        self._stream = stream
+
+    async def __call__(self, alert: Alert) -> None:
+        where = f" -> #{self.channel_id}" if self.channel_id else ""
+        stamp = datetime.now(UTC).strftime("%H:%M:%S")
+        print(f"{stamp} [alert{where}] {alert.text()}", file=self._stream or sys.stdout,
+              flush=True)
 
 
 class AlertSender:

@@ -38,11 +38,11 @@ from discord_actor.config import (
     redact_url,
     write_starter,
 )
-from discord_actor.schedules import build_schedule, format_slot
+from discord_actor.schedules import Schedule, build_schedule, format_slot, resume_slot
 
 if TYPE_CHECKING:
     from discord_actor.db import Database
-    from discord_actor.db.store import Store
+    from discord_actor.db.store import Operator, Store
     from discord_actor.plugins import LoadedActor
     from discord_actor.runtime import Runtime
 
@@ -123,7 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "current directory)")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
 
-    command("check", cmd_check, "validate the configuration and the actors; show next slots")
+    p = command("check", cmd_check,
+                "validate the configuration and the actors; show next slots")
+    p.add_argument("--setup", action="store_true",
+                   help="also run each enabled actor's setup() and teardown() hooks; exit 1 if "
+                   "one fails")
     p = command("run", cmd_run, "run the actors until Ctrl-C or SIGTERM (with a bot token: as a "
                 "Discord bot)")
     p.add_argument("--dry-run", action="store_true",
@@ -389,21 +393,16 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     config, actors = load_project(getattr(args, "config", CONFIG_FILE))
     now = datetime.now(UTC)
+    stored = _async(_stored_tasks(config)) if _may_have_database(config) else {}
     for a in config.actors:
         loaded = actors[a.name]
         schedule = build_schedule(a.schedule)
         flags = "" if a.enabled else ", disabled"
         print(f"{a.name}  (module {a.module}, platform {loaded.platform}{flags})")
         print(f"  schedule: {describe_schedule(a.schedule)}")
-        # As for a new task: an interval's first slot is the moment it is created.
-        first = schedule.initial_slot(now) if a.schedule.type == "interval" else None
-        slots = (
-            schedule.upcoming(now - timedelta(microseconds=1), CHECK_SLOTS, anchor=first)
-            if first is not None
-            else schedule.upcoming(now, CHECK_SLOTS)
-        )
+        slots, _ = predicted_slots(schedule, stored.get(a.name), now, CHECK_SLOTS, now)
         if slots:
-            print(f"  next: {', '.join(format_slot(s) for s in slots)}")
+            print(f"  next: {', '.join(format_slot(s.astimezone(schedule.tz)) for s in slots)}")
         elif a.schedule.type == "immediate":
             print("  next: when the server starts")
         else:
@@ -412,8 +411,32 @@ def cmd_check(args: argparse.Namespace) -> int:
     if dry:
         print(f"note: {dry}")
     count = len(config.actors)
+    if getattr(args, "setup", False):
+        failures = _async(_try_hooks(actors))
+        if failures:
+            for problem in failures:
+                print(problem, file=sys.stderr)
+            print(f"{config.path}: {len(failures)} actor hook(s) failed", file=sys.stderr)
+            return FAILURE
+        print("setup() and teardown() hooks: OK")
     print(f"{config.path}: OK, {count} actor{'s' if count != 1 else ''}")
     return OK
+
+
+async def _try_hooks(actors: dict[str, LoadedActor]) -> list[str]:
+    """Run each enabled actor's setup() and then teardown(), as a server does around its runs;
+    what fails is returned as one line per hook."""
+    problems: list[str] = []
+    for name, loaded in actors.items():
+        if not loaded.config.enabled:
+            continue
+        for hook in ("setup", "teardown"):
+            try:
+                await getattr(loaded.instance, hook)()
+            except Exception as e:
+                problems.append(f"actor {name}: {hook}() failed: {type(e).__name__}: {e}")
+                break  # a server does not tear down an actor whose setup() failed
+    return problems
 
 
 def _discord_actors(actors: dict[str, LoadedActor]) -> list[str]:
@@ -480,6 +503,9 @@ def _run(args: argparse.Namespace) -> int:
         what = (f"discord actors ({', '.join(names)}) print their posts on the console"
                 if names else "not connecting to Discord")
         log.info("dry run: %s", what)
+        if config.discord.alert_channel_id:
+            log.info("dry run: alerts for channel %s are printed on the console",
+                     config.discord.alert_channel_id)
     elif names:
         raise CliError(
             f"no bot token: ${env} is not set, and the discord actors ({', '.join(names)}) "
@@ -489,7 +515,7 @@ def _run(args: argparse.Namespace) -> int:
     else:
         log.info("no bot token in $%s: not connecting to Discord (no /actors commands, no "
                  "alerts); the actors post on the console", env)
-    return _async(_serve(config, actors))
+    return _async(_serve(config, actors, console_alerts=args.dry_run))
 
 
 class _DiscordLogFilter(logging.Filter):
@@ -553,10 +579,15 @@ def _signal_handlers(stop: asyncio.Event, grace: float,
             loop.remove_signal_handler(sig)
 
 
-async def _serve(config: Config, actors: dict[str, LoadedActor]) -> int:
-    """Without Discord: open the database, run until a signal, shut down, close the database."""
+async def _serve(config: Config, actors: dict[str, LoadedActor], *,
+                 console_alerts: bool = False) -> int:
+    """Without Discord: open the database, run until a signal, shut down, close the database.
+
+    ``console_alerts`` (the dry run): alerts meant for ``discord.alert_channel_id`` are printed
+    on the console, like the posts."""
     import asyncpg
 
+    from discord_actor.alerts import ConsoleAlerts
     from discord_actor.runtime import TRANSIENT_DB_ERRORS, Runtime, default_platforms
 
     stop = asyncio.Event()
@@ -577,7 +608,10 @@ async def _serve(config: Config, actors: dict[str, LoadedActor]) -> int:
         try:
             if database.applied_migrations:
                 log.info("applied migrations: %s", ", ".join(database.applied_migrations))
-            runtime = Runtime(config, database, actors, platforms=default_platforms())
+            channel = config.discord.alert_channel_id
+            alerts = ConsoleAlerts(channel) if console_alerts and channel else None
+            runtime = Runtime(config, database, actors, platforms=default_platforms(),
+                              alerts=alerts)
             await runtime.serve(stop)
         except (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError) as e:
             raise CliError(
@@ -707,6 +741,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(_table(["ACTOR", "STATE", "NEXT RUN", "LAST STATUS", "LAST RUN", "FAILURES",
                   "RUNNING", "SCHEDULE"], table))
     for i in items:
+        if i["broken"]:
+            print(f"{i['actor']} is broken: setup() failed: {i['setup_error']} (it does not run; "
+                  "fix it and restart the server, 'discord-actor check --setup' tries it)")
         if i["paused"]:
             print(f"{i['actor']} is paused: {i['paused_reason']} "
                   f"(resume with: discord-actor resume {i['actor']})")
@@ -737,13 +774,16 @@ def _status_item(config: Config, name: str, row: Any) -> dict[str, Any]:
         "enabled": row["enabled"] if row is not None else bool(cfg and cfg.enabled),
         "paused": bool(row and row["paused"]),
         "paused_reason": row["paused_reason"] if row is not None else None,
+        # setup() failed at the last start of a server: the actor does not run there
+        "broken": bool(row is not None and row.get("setup_error")),
+        "setup_error": row.get("setup_error") if row is not None else None,
         "next_run": _iso(row["next_run"], tz) if row is not None else None,
         "last_status": row["last_status"] if row is not None else None,
-        "last_run_at": _iso(row["last_run_at"]) if row is not None else None,
+        "last_run_at": _iso(row["last_run_at"], tz) if row is not None else None,
         "consecutive_failures": row["consecutive_failures"] if row is not None else 0,
         "running": int(row["running"]) if row is not None else 0,
         "trigger_pending": bool(row and row["manual_at"] is not None),
-        "retry_at": _iso(row["retry_at"]) if row is not None else None,
+        "retry_at": _iso(row["retry_at"], tz) if row is not None else None,
     }
 
 
@@ -756,6 +796,8 @@ def _state_label(item: dict[str, Any]) -> str:
         return "not in config"
     if not item["enabled"]:
         return "disabled"
+    if item["broken"]:
+        return "broken"
     if item["paused"]:
         return "paused"
     if not item["registered"]:
@@ -831,12 +873,13 @@ def _run_item(config: Config, r: Any) -> dict[str, Any]:
     error_type, message = r["error_type"], r["error_message"]
     if message is not None:  # bounded even for runs recorded before texts were capped
         message = cap(message, MAX_ERROR_MESSAGE)
+    tz = _zone(config, r["actor"])
     return {
         "id": r["id"],
         "actor": r["actor"],
-        "scheduled_for": _iso(r["scheduled_for"], _zone(config, r["actor"])),
-        "started_at": _iso(r["started_at"]),
-        "finished_at": _iso(r["finished_at"]),
+        "scheduled_for": _iso(r["scheduled_for"], tz),
+        "started_at": _iso(r["started_at"], tz),
+        "finished_at": _iso(r["finished_at"], tz),
         "duration_ms": None if r["duration_ms"] is None else round(r["duration_ms"], 3),
         "status": r["status"],
         "attempt": r["attempt"],
@@ -855,21 +898,17 @@ def cmd_next(args: argparse.Namespace) -> int:
     after: datetime = args.after or datetime.now(UTC)
     if after.tzinfo is None:
         after = after.replace(tzinfo=schedule.tz)
-    task = _async(_stored_task(config, cfg.name)) if _may_have_database(config) else None
-    anchor: datetime | None = None
-    done = False
-    if task is not None and task["schedule_hash"] == schedule.hash():
-        anchor = task["next_run"]
-        done = anchor is None  # a once actor that ran: no slot left
-        if task["paused"]:
-            print(f"note: {cfg.name} is paused ({task['paused_reason']}); these slots run "
-                  f"after 'discord-actor resume {cfg.name}'", file=sys.stderr)
+    stored = _async(_stored_tasks(config)) if _may_have_database(config) else {}
+    task = stored.get(cfg.name)
+    if task is not None and task["schedule_hash"] == schedule.hash() and task["paused"]:
+        print(f"note: {cfg.name} is paused ({task['paused_reason']}); these slots run "
+              f"after 'discord-actor resume {cfg.name}'", file=sys.stderr)
     if not cfg.enabled:
         print(f"note: {cfg.name} is disabled in {config.path}", file=sys.stderr)
     if cfg.schedule.type == "immediate":
         print(f"note: {cfg.name} runs once each time the server starts; no slot to predict",
               file=sys.stderr)
-    slots = [] if done else schedule.upcoming(after, args.count, anchor)
+    slots, done = predicted_slots(schedule, task, after, args.count, datetime.now(UTC))
     if not slots and cfg.schedule.type == "once":
         print(f"note: {_once_note(cfg, after, done, args.after is None)}", file=sys.stderr)
     if args.json:
@@ -899,30 +938,67 @@ def _may_have_database(config: Config) -> bool:
     return resolve_url(config.database) is not None or Path(config.database.data_dir).exists()
 
 
-async def _stored_task(config: Config, actor: str) -> Any:
-    """The actor's task row, or None; an unreachable database is noted, not fatal."""
+def predicted_slots(
+    schedule: Schedule, task: Any, after: datetime, count: int, now: datetime
+) -> tuple[list[datetime], bool]:
+    """The next ``count`` slots after ``after`` as the runtime computes them; True when a
+    ``once`` actor has run its slot. ``check`` and ``next`` both answer with this.
+
+    With the actor's stored task (same schedule), from its stored next slot: an interval's grid
+    is anchored there. Without one, as for a new task: an interval's first slot is ``now``.
+    """
+    anchor: datetime | None = None
+    if task is not None and task["schedule_hash"] == schedule.hash():
+        anchor = task["next_run"]
+        if anchor is None:  # a once actor that ran: no slot left
+            return [], True
+    elif schedule.config.type == "interval":
+        anchor = schedule.initial_slot(now)
+    if anchor is not None and anchor == after:
+        after -= timedelta(microseconds=1)  # the anchor itself is a slot (a new interval's)
+    return schedule.upcoming(after, count, anchor), False
+
+
+async def _stored_tasks(config: Config) -> dict[str, Any]:
+    """Every actor's task row by name; an unreachable database is noted, not fatal."""
     timeout = min(config.database.connect_timeout_seconds, NEXT_DB_TIMEOUT)
     try:
         async with _store(config, connect_timeout_seconds=timeout) as (store, _):
-            return await store.task(actor) if store is not None else None
+            rows = await store.status() if store is not None else []
+            return {r["actor"]: r for r in rows}
     except CliError as e:
         print(f"note: computing from the schedule alone, without the stored next slot: {e}",
               file=sys.stderr)
-        return None
+        return {}
 
 
 # --------------------------------------------------------------------------------------------
 # pause, resume, trigger
 
 
+def _operator() -> Operator:
+    """The CLI's operator: the OS user, on this host."""
+    import getpass
+    import socket
+
+    from discord_actor.db.store import Operator
+
+    try:
+        who = getpass.getuser()
+    except (OSError, KeyError):  # no login name (a container with an unnamed uid)
+        who = f"uid {os.getuid()}"
+    return Operator(who, f"CLI on host {socket.gethostname()}")
+
+
 def cmd_pause(args: argparse.Namespace) -> int:
     config = _config(args)
     name = _config_actor(config, args.actor).name
-    reason = args.reason or "paused by an operator"
+    operator = _operator()
+    reason = operator.reason(" ".join((args.reason or "").split()) or None)
 
     async def pause() -> None:
         async with _store(config) as (store, _):
-            if store is None or not await store.pause(name, reason):
+            if store is None or not await store.pause(name, reason, operator):
                 raise _not_started(config, name)
 
     _async(pause())
@@ -932,18 +1008,29 @@ def cmd_pause(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     config = _config(args)
-    name = _config_actor(config, args.actor).name
+    cfg = _config_actor(config, args.actor)
+    name = cfg.name
 
-    async def resume() -> bool:
+    async def resume() -> tuple[bool, datetime | None]:
         async with _store(config) as (store, _):
             task = await store.task(name) if store is not None else None
-            if store is None or task is None or not await store.resume(name):
+            if store is None or task is None:
                 raise _not_started(config, name)
-            return bool(task["paused"])
+            slot = resume_slot(cfg.schedule, task, datetime.now(UTC))
+            passed, new, due = slot or (None, None, None)
+            if not await store.resume(name, _operator(), passed_slot=passed, next_run=new,
+                                      due_at=due):
+                raise _not_started(config, name)
+            return bool(task["paused"]), new
 
-    was_paused = _async(resume())
-    print(f"resumed {name}" if was_paused
-          else f"{name} was not paused; its failure count is reset")
+    was_paused, new = _async(resume())
+    if not was_paused:
+        print(f"{name} was not paused; its failure count is reset")
+    elif new is not None:
+        print(f"resumed {name}; its slot passed while it was paused, so it runs next at "
+              f"{format_slot(new.astimezone(build_schedule(cfg.schedule).tz))}")
+    else:
+        print(f"resumed {name}")
     return OK
 
 
@@ -962,7 +1049,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
             if not task["enabled"]:
                 raise CliError(f"{name} is disabled (enabled = false in {config.path}): "
                                "a server does not run it")
-            if not await store.trigger(name):
+            if not await store.trigger(name, _operator()):
                 raise _not_started(config, name)
             return task["manual_at"] is not None
 

@@ -494,7 +494,10 @@ class Executor:
                     self._slot_text(run),
                 )
             return
-        retry = f"; retry at {outcome.retry_at.isoformat()}" if outcome.retry_at else ""
+        retry = ""
+        if outcome.retry_at is not None:  # in the schedule's zone, to the second, like slots
+            tz = self.schedules[run.actor].tz
+            retry = f"; retry at {format_slot(outcome.retry_at.astimezone(tz))}"
         log.warning(
             "run %d of %s %s: %s%s",
             run.run_id,

@@ -55,6 +55,7 @@ class Liveness:
         self._renewed_at = time.monotonic()  # when the last renewal that succeeded was sent
         self._last_tick = time.monotonic()  # the watchdog's last turn
         self._watch: asyncio.TimerHandle | None = None
+        self.on_notice: Callable[[str], None] | None = None  # a notification's payload
 
     async def register(self) -> None:
         sent = time.monotonic()
@@ -157,13 +158,17 @@ class Liveness:
                 await self.recover_abandoned()
             except Exception as e:
                 self._healthy_since = time.monotonic()
-                log.warning("heartbeat failed (%s: %s)", type(e).__name__, e)
+                # An outage is reported by the scheduler, once; anything else is worth a warning.
+                level = logging.DEBUG if isinstance(e, TRANSIENT_DB_ERRORS) else logging.WARNING
+                log.log(level, "heartbeat failed (%s: %s)", type(e).__name__, e)
 
     async def listen_loop(self) -> None:
         """Wake the scheduler at once when an operator triggers, pauses or resumes an actor."""
 
-        def notified(*_: object) -> None:
+        def notified(*args: object) -> None:
             self._on_change()
+            if len(args) == 4 and args[3] and self.on_notice is not None:
+                self.on_notice(str(args[3]))  # the payload: what an operator did
 
         backoff = Backoff(0.5, 5.0)
         while True:

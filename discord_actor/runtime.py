@@ -11,6 +11,7 @@ and alerts together, and owns their lifecycle (start, serve, graceful stop).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
 import os
@@ -25,7 +26,7 @@ from .budget import ConnectionBudget, PoolExhausted
 from .clock import Clock
 from .config import Config, ScheduleConfig
 from .db import Database
-from .db.store import ClaimedRun, Store, TaskSpec, TaskView
+from .db.store import ClaimedRun, Store, TaskSpec, TaskView, describe_notice
 from .db.transient import TRANSIENT_DB_ERRORS
 from .executor import Executor, RunNoLongerOwned, StateNotSerializable, retry_delay
 from .liveness import Liveness
@@ -123,7 +124,7 @@ class Runtime:
             self.instance_id,
             free_slots=self._free_slots,
             runnable=self._runnable,
-            start_run=self.executor.start,
+            start_run=self._start_run,
         )
         self.liveness = Liveness(
             database,
@@ -137,6 +138,7 @@ class Runtime:
             runs_in_flight=lambda: self.executor.runs_in_actor_code,
         )
         self.executor.lease_in_doubt = self.liveness.lease_in_doubt
+        self.liveness.on_notice = self._operator_notice
         self._background: list[asyncio.Task[None]] = []
         self._started = False
         self._stopping = False
@@ -152,6 +154,8 @@ class Runtime:
         await self.liveness.register()
         await self.store.recover_abandoned(self.clock.now())
         await self.reconcile()
+        failed: dict[str, str] = {}
+        succeeded: list[str] = []
         for name, loaded in self.actors.items():
             if not loaded.config.enabled:
                 continue
@@ -159,12 +163,18 @@ class Runtime:
                 await loaded.instance.setup()
             except Exception as e:
                 self._broken.add(name)
+                failed[name] = f"{type(e).__name__}: {e}"
                 log.error(
                     "actor %s: setup() failed, it will not run in this process: %s: %s",
                     name,
                     type(e).__name__,
                     e,
                 )
+                self._alert_sender.send(Alert.setup_failed(name, e))
+            else:
+                succeeded.append(name)
+        # Kept on the task rows: status and /actors list show these actors as broken.
+        await self.store.record_setup(failed, succeeded)
         await self.sync()
         self._started = True
         # What exists now (configuration, actors, modules) lives as long as the process: keep
@@ -300,6 +310,21 @@ class Runtime:
             and view.actor not in self._broken
             and self.executor.local_runs[view.id] < view.max_instances
         )
+
+    def _operator_notice(self, payload: str) -> None:
+        """An operator paused, resumed or triggered an actor (by the CLI, /actors, another
+        process): every running server logs who, from where."""
+        line = describe_notice(payload)
+        if line is not None:
+            log.info("operator: %s", line)
+
+    def _start_run(self, run: ClaimedRun) -> None:
+        """Start a claimed run, its slot in the schedule's zone (the database gives UTC): what
+        ``ctx.scheduled_for`` says matches the logs and ``status``."""
+        tz = self.schedules[run.actor].tz
+        if run.scheduled_for.tzinfo is not tz:
+            run = dataclasses.replace(run, scheduled_for=run.scheduled_for.astimezone(tz))
+        self.executor.start(run)
 
     def _run_finished(self, view: TaskView | None) -> None:
         """A run ended (``view``: its task's row as recorded): capacity is free again."""

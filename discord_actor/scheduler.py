@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from .clock import Clock
 from .config import Config
 from .db.store import ClaimedRun, ClaimRequest, Store, TaskView
-from .db.transient import TRANSIENT_DB_ERRORS, Backoff
+from .db.transient import TRANSIENT_DB_ERRORS, Backoff, Outage
 from .plugins import LoadedActor
 from .schedules import Schedule, decide, jittered
 
@@ -74,6 +74,8 @@ class Scheduler:
         self.lookahead = timedelta(seconds=1.5 * poll)
         self.wake = asyncio.Event()
         self.stopping = False
+        # This process's one report of a database outage: a line when it starts, one at its end.
+        self.outage = Outage(log)
         # The due window: views of tasks with work due soon, and a heap of (act at, due, id).
         self._views: dict[int, TaskView] = {}
         self._heap: list[tuple[float, float, int]] = []
@@ -272,13 +274,12 @@ class Scheduler:
             try:
                 await self.pass_once()
                 backoff.reset()
+                self.outage.ok()
                 delay = self._next_wake_in()
             except TRANSIENT_DB_ERRORS as e:
                 delay = backoff.next()
                 self._must_read = True
-                log.warning(
-                    "database unavailable (%s: %s); retrying in %.1f s", type(e).__name__, e, delay
-                )
+                self.outage.failed(e, delay)
             except Exception:
                 # Anything else (a read-only failover, a lock timeout, a bug): keep scheduling.
                 delay = backoff.next()

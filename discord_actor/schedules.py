@@ -18,7 +18,7 @@ import hashlib
 import json
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cached_property
@@ -460,6 +460,38 @@ def build_schedule(cfg: ScheduleConfig) -> Schedule:
         expected = ", ".join(_TYPES)
         raise ValueError(f"unknown schedule type {cfg.type!r} (expected one of {expected})")
     return _TYPES[kind](cfg)
+
+
+def resumed_slot(schedule: Schedule, next_run: datetime | None, now: datetime) -> datetime | None:
+    """Where a paused actor resumed at ``now`` goes on, if its stored ``next_run`` passed while
+    it was paused: the schedule's first slot after ``now`` (on an interval's grid). None keeps
+    the stored slot: it has not passed, or the actor runs once (``once``, ``immediate``) and its
+    one slot still runs, at once.
+
+    Slots that fell while an operator (or the circuit breaker) held the actor paused were not
+    missed by the runtime: they are not caught up, and the next run is a ``schedule`` run.
+    """
+    if next_run is None or _utc(next_run, "next_run") > _utc(now, "now"):
+        return None
+    if schedule.config.type not in ("interval", "cron"):
+        return None
+    slots = schedule.upcoming(now, 1, next_run)
+    return slots[0] if slots else None
+
+
+def resume_slot(
+    cfg: ScheduleConfig, task: Mapping[str, Any], now: datetime
+) -> tuple[datetime, datetime, datetime] | None:
+    """For a paused actor (``task``: its row) whose stored next slot passed: (that slot, the
+    next slot after ``now``, its due time with jitter), which ``Store.resume`` puts in its
+    place. None keeps the stored slot. ``discord-actor resume`` and ``/actors resume`` use it."""
+    schedule = build_schedule(cfg)
+    if not task["paused"] or task["schedule_hash"] != schedule.hash():
+        return None
+    new = resumed_slot(schedule, task["next_run"], now)
+    if new is None:
+        return None
+    return task["next_run"], new, jittered(new, cfg.jitter_seconds)
 
 
 def decide(

@@ -15,7 +15,13 @@ import pytest
 from discord.ext import commands
 
 from discord_actor import RunContext, actor
-from discord_actor.admin import REFUSAL, ActorsCommands, DiscordAlerts, sync_commands
+from discord_actor.admin import (
+    REFUSAL,
+    ActorsCommands,
+    DiscordAlerts,
+    format_alert,
+    sync_commands,
+)
 from discord_actor.clock import FakeClock
 from discord_actor.config import Config, DiscordConfig, ScheduleConfig
 from discord_actor.db import Database
@@ -171,12 +177,17 @@ async def test_owner_and_admin_role_operate_actors_in_the_database(world: World)
     assert paused.original is not None and paused.original.ephemeral
     assert "Paused `flaky`: feed is down" in text(paused)
     row = await task(store, "flaky")
-    assert (row["paused"], row["paused_reason"]) == (True, "feed is down")
+    where = f"via Discord, guild {fake.guild.id} channel {fake.channel.id}"
+    owner = f"{fake.owner.username} (id {fake.owner.id})"
+    assert (row["paused"], row["paused_reason"]) == (
+        True, f"feed is down; paused by {owner} {where}"
+    )
     assert row["consecutive_failures"] == 2
 
     # a paused actor is not triggered: the answer says so and nothing changes
     refused = await answer(fake, "actors run", {"actor": "flaky"}, **as_operator)
-    assert "is paused (feed is down)" in text(refused) and "/actors resume flaky" in text(refused)
+    assert "is paused (feed is down; paused by" in text(refused)
+    assert "/actors resume flaky" in text(refused)
     assert (await task(store, "flaky"))["manual_at"] is None
 
     # resume, by a member with an admin role: unpaused, failures reset
@@ -188,7 +199,9 @@ async def test_owner_and_admin_role_operate_actors_in_the_database(world: World)
 
     # pause without a reason records who did it
     await answer(fake, "actors pause", {"actor": "reminder"}, **as_operator)
-    assert (await task(store, "reminder"))["paused_reason"] == "paused by olivia on Discord"
+    assert (await task(store, "reminder"))["paused_reason"] == (
+        f"paused by olivia (id {world.operator.id}) {where}"
+    )
 
     # run: a manual trigger that the runtime then runs
     triggered = await answer(fake, "actors run", {"actor": "digest"}, **as_operator)
@@ -323,6 +336,17 @@ async def test_list_and_history_show_the_stored_state(world: World) -> None:
     assert "No runs of `reminder` are recorded yet" in text(none_yet)
     unknown = await answer(fake, "actors history", {"actor": "flakey"})
     assert "did you mean `flaky`?" in text(unknown)
+
+
+async def test_list_shows_an_actor_whose_setup_failed_as_broken(world: World) -> None:
+    await world.harness.store.record_setup({"reminder": "OSError: no credentials"}, [])
+    shown = text(await answer(world.fake, "actors list"))
+    row = next(line for line in shown.splitlines() if line.startswith("reminder "))
+    assert row.split()[1] == "broken"
+    assert "reminder broken: setup() failed: OSError: no credentials" in shown
+    alert = format_alert(Alert.setup_failed("reminder", OSError("no credentials")))
+    assert "Actor `reminder` is broken: its setup() failed" in alert
+    assert "OSError: no credentials" in alert
 
 
 async def test_list_of_many_actors_fits_discords_limits_with_the_rest_attached(

@@ -8,19 +8,21 @@ The database is the test session's PostgreSQL, with a fresh schema per test.
 from __future__ import annotations
 
 import asyncio
+import getpass
 import itertools
 import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,9 @@ from discord_actor import Actor, RunContext
 from discord_actor.clock import FakeClock
 from discord_actor.config import load_config, redact_url
 from discord_actor.db import open_database
-from discord_actor.testing.harness import ActorHarness
+from discord_actor.runtime import Runtime
+from discord_actor.testing import RecordingPlatform
+from discord_actor.testing.harness import ActorHarness, load
 
 REPO = Path(__file__).resolve().parents[1]
 START = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)  # the fake clock of the populated database
@@ -357,7 +361,7 @@ def test_commands_before_the_first_run(project: Path, database_url: str, db_sche
     r = cli("migrate", cwd=project)
     assert r.code == 0 and "already up to date" in r.out
     assert query(database_url, f'SELECT version FROM "{db_schema}".schema_migrations') == [
-        {"version": 1}, {"version": 2}, {"version": 3}]
+        {"version": 1}, {"version": 2}, {"version": 3}, {"version": 4}]
 
 
 def test_status_history_and_next_after_runs(project: Path) -> None:
@@ -412,6 +416,114 @@ def test_status_history_and_next_after_runs(project: Path) -> None:
                         "2026-01-05T12:00:30+00:00"]
 
 
+def test_check_and_next_give_the_same_next_slots(project: Path) -> None:
+    """Both count an interval actor's slots from its stored next slot, as the runtime does."""
+    populate(project)  # failing: hourly from 2026-01-05T12:00:00+00:00
+    check = cli("check", cwd=project)
+    assert check.code == 0, check.err
+    lines = check.out.splitlines()
+    shown = lines[lines.index(next(x for x in lines if x.startswith("failing "))) + 2]
+    nxt = cli("next", "failing", "--count", "3", cwd=project)
+    assert nxt.code == 0, nxt.err
+    assert shown == "  next: " + ", ".join(nxt.out.split()), (shown, nxt.out)
+    assert shown.count(":00:00+00:00") == 3  # on the stored hourly grid, not from "now"
+
+
+BROKEN_SETUP_PY = '''
+from discord_actor import Actor, RunContext
+
+
+class Fragile(Actor):
+    async def setup(self) -> None:
+        raise ConnectionError("token file missing")
+
+    async def run(self, ctx: RunContext) -> None:
+        pass
+'''
+
+
+def test_an_actor_whose_setup_fails_shows_as_broken(
+    tmp_path: Path, database_url: str, db_schema: str
+) -> None:
+    actors = STORY_ACTORS + """
+[[actors]]
+name = "fragile"
+module = "fragile"
+platform = "none"
+schedule = { type = "interval", seconds = 60 }
+"""
+    write_project(tmp_path, db_section(database_url, db_schema), actors,
+                  modules={"counter": COUNTER_PY, "failing": FAILING_PY,
+                           "fragile": BROKEN_SETUP_PY})
+    r = cli("check", "--setup", cwd=tmp_path)
+    assert r.code == 1, (r.out, r.err)
+    assert "actor fragile: setup() failed: ConnectionError: token file missing" in r.err
+    assert "counter" not in r.err
+    config = load_config(tmp_path / "actor_server.toml")
+
+    class Fragile(Counter):
+        async def setup(self) -> None:
+            raise ConnectionError("token file missing")
+
+    async def go() -> None:
+        database = await open_database(config.database)
+        try:
+            pairs = [(Counter, config.actor("counter")), (Fragile, config.actor("fragile"))]
+            async with ActorHarness(database, pairs, clock=FakeClock(START)) as harness:
+                await harness.tick()
+        finally:
+            await database.close()
+
+    asyncio.run(go())
+    status = {i["actor"]: i for i in cli("status", "--json", cwd=tmp_path).json()}
+    assert status["fragile"]["broken"] is True
+    assert status["fragile"]["setup_error"] == "ConnectionError: token file missing"
+    assert status["counter"]["broken"] is False
+    r = cli("status", cwd=tmp_path)
+    row = next(line for line in r.out.splitlines() if line.startswith("fragile "))
+    assert row.split()[1] == "broken"
+    assert "fragile is broken: setup() failed: ConnectionError: token file missing" in r.out
+
+
+NEW_YORK_ACTORS = """
+[[actors]]
+name = "nightly"
+module = "counter"
+platform = "none"
+schedule = { type = "cron", expression = "0 7 * * *", timezone = "America/New_York" }
+"""
+
+
+def test_status_and_history_show_times_in_the_schedules_zone(
+    tmp_path: Path, database_url: str, db_schema: str
+) -> None:
+    write_project(tmp_path, db_section(database_url, db_schema), NEW_YORK_ACTORS,
+                  modules={"counter": COUNTER_PY})
+    config = load_config(tmp_path / "actor_server.toml")
+
+    async def go() -> None:
+        database = await open_database(config.database)
+        try:
+            pairs = [(Counter, config.actor("nightly"))]
+            async with ActorHarness(database, pairs, clock=FakeClock(START)) as harness:
+                assert len(await harness.tick(24 * 3600)) == 1
+        finally:
+            await database.close()
+
+    asyncio.run(go())
+    r = cli("status", "--json", cwd=tmp_path)
+    assert r.code == 0, r.err
+    (item,) = r.json()
+    for key in ("next_run", "last_run_at"):
+        assert item[key].endswith("-05:00"), item
+    r = cli("status", cwd=tmp_path)
+    row = r.out.splitlines()[1]
+    assert row.count("-05:00") == 2 and "+00:00" not in row, row
+    (run,) = cli("history", "--json", cwd=tmp_path).json()
+    for key in ("scheduled_for", "started_at", "finished_at"):
+        assert run[key].endswith("-05:00"), run
+
+
 def test_pause_trigger_resume_and_prune(project: Path, database_url: str, db_schema: str) -> None:
     populate(project)
 
@@ -421,17 +533,27 @@ def test_pause_trigger_resume_and_prune(project: Path, database_url: str, db_sch
 
     r = cli("pause", "counter", "--reason", "maintenance", cwd=project)
     assert r.code == 0, r.err
-    assert (task("counter")["paused"], task("counter")["paused_reason"]) == (True, "maintenance")
+    who = f"{getpass.getuser()} via CLI on host {socket.gethostname()}"
+    assert (task("counter")["paused"], task("counter")["paused_reason"]) == (
+        True, f"maintenance; paused by {who}"
+    )
 
     r = cli("trigger", "counter", cwd=project)
     assert r.code == 1
-    assert "paused (maintenance)" in r.err and "discord-actor resume counter" in r.err
+    assert "paused (maintenance; paused by" in r.err and "discord-actor resume counter" in r.err
     assert task("counter")["manual_at"] is None
 
     r = cli("resume", "failing", cwd=project)  # not paused: resets the failure count
     assert r.code == 0, r.err
+    before = datetime.now(UTC)
     r = cli("resume", "counter", cwd=project)
     assert r.code == 0 and "resumed counter" in r.out
+    # Its slot (2026-01-05T12:00:10Z) passed while it was paused: it goes on at its next slot
+    # after now, on its 10 s grid, rather than catching up at once.
+    assert "its slot passed while it was paused, so it runs next at" in r.out
+    next_run = task("counter")["next_run"]
+    assert before < next_run <= datetime.now(UTC) + timedelta(seconds=10)
+    assert (next_run - START).total_seconds() % 10 == 0
     r = cli("trigger", "counter", cwd=project)
     assert r.code == 0, r.err
     counter = task("counter")
@@ -443,6 +565,43 @@ def test_pause_trigger_resume_and_prune(project: Path, database_url: str, db_sch
     r = cli("prune", "--older-than-days", "0", cwd=project)
     assert r.code == 0 and "deleted 2 runs" in r.out
     assert query(database_url, f'SELECT count(*) AS n FROM "{db_schema}".runs') == [{"n": 0}]
+
+
+def test_operator_actions_are_logged_by_the_running_server(
+    project: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """pause and resume from the CLI reach a running server's log: who, and from where."""
+    populate(project)
+    config = load_config(project / "actor_server.toml")
+    caplog.set_level("INFO", logger="discord_actor.runtime")
+
+    def logged(what: str) -> bool:
+        return any(what in r.getMessage() for r in caplog.records)
+
+    async def go() -> None:
+        database = await open_database(config.database)
+        actors = {"counter": load(Counter, config.actor("counter"))}
+        runtime = Runtime(config, database, actors, platforms={"console": RecordingPlatform()})
+        try:
+            await runtime.start()
+            await asyncio.sleep(0.5)  # the listener connects
+            r = await asyncio.to_thread(cli, "pause", "counter", "--reason", "upgrade",
+                                        cwd=project)
+            assert r.code == 0, r.err
+            r = await asyncio.to_thread(cli, "resume", "counter", cwd=project)
+            assert r.code == 0, r.err
+            for _ in range(100):
+                if logged("resumed counter"):
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await runtime.stop()
+            await database.close()
+
+    asyncio.run(go())
+    who = f"{getpass.getuser()} via CLI on host {socket.gethostname()}"
+    assert logged(f"operator: {who} paused counter: upgrade; paused by {who}"), caplog.text
+    assert logged(f"operator: {who} resumed counter"), caplog.text
 
 
 def _session_data_dir() -> Path | None:
@@ -548,6 +707,47 @@ def test_run_until_interrupted(tmp_path: Path, database_url: str, db_schema: str
     posts = out.read_text()
     for post in ("[ticker] tick 1", "[ticker] tick 2", "[hello] tick 1", "[sleeper] sleeping"):
         assert post in posts
+
+
+BREAKER_ACTORS = """
+[discord]
+alert_channel_id = 424242
+
+[[actors]]
+name = "failing"
+module = "failing"
+platform = "discord"
+channel_id = 1234
+max_consecutive_failures = 1
+schedule = { type = "immediate" }
+"""
+
+
+def test_a_dry_run_prints_alerts_on_the_console(tmp_path: Path, database_url: str,
+                                                db_schema: str) -> None:
+    """With alert_channel_id set, the circuit breaker's alert is printed like a post."""
+    write_project(tmp_path, db_section(database_url, db_schema), BREAKER_ACTORS,
+                  modules={"failing": FAILING_PY})
+    out, err = tmp_path / "out.txt", tmp_path / "err.txt"
+    with out.open("w") as out_f, err.open("w") as err_f:
+        proc = subprocess.Popen([*CLI, "run", "--dry-run"], cwd=tmp_path, env=_env(),
+                                stdout=out_f, stderr=err_f)
+    try:
+        def alerted() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"run exited with {proc.returncode}: {err.read_text()}")
+            return "[alert -> #424242]" in out.read_text()
+
+        _wait_for(alerted, 30, "the breaker's alert on the console")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    printed = out.read_text()
+    assert "actor failing paused after 1 consecutive failures" in printed, printed
+    assert "discord-actor resume failing" in printed
 
 
 SLOW_IMPORT_PY = """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import signal
 import subprocess
 import sys
@@ -313,3 +314,53 @@ async def test_two_processes_1000_actors_no_slot_missed_or_run_twice(
         assert gaps == {step}, f"{name}: missed slots ({sorted(gaps)})"
     shares = {r["instance_id"] for r in rows}
     assert len(shares) == 2, "one process did all the work"
+
+
+async def test_a_database_outage_is_told_in_two_lines_without_tracebacks(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One warning when the database goes away, one when it is back; asyncpg's own
+    reconnection tracebacks do not reach the log."""
+    server = EmbeddedPostgres()
+    data_dir = tmp_path / "pgdata"
+    url = await asyncio.to_thread(server.start, data_dir)
+
+    @actor
+    async def ticker(ctx: RunContext) -> None:
+        pass
+
+    database = await open_database(
+        DatabaseConfig(url=url, schema="outage", connect_timeout_seconds=5, min_pool_size=2)
+    )
+    cfg = actor_config(
+        "ticker", schedule=ScheduleConfig(type="interval", timezone="UTC", seconds=0.5)
+    )
+    config = make_config(database.config, [cfg], poll_interval_seconds=0.2)
+    platform = RecordingPlatform()
+    runtime = Runtime(
+        config,
+        database,
+        {"ticker": load(ticker, config.actors[0])},
+        platforms={"console": platform, "discord": platform, "none": platform},
+    )
+    caplog.set_level("INFO")
+    try:
+        await runtime.start()
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(server.stop)
+        await asyncio.sleep(5)
+        await asyncio.to_thread(server.start, data_dir)
+        for _ in range(150):
+            if any("available again" in r.getMessage() for r in caplog.records):
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await runtime.stop()
+        await database.close()
+        await asyncio.to_thread(server.stop)
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    down = [r for r in loud if "database unavailable" in r.getMessage()]
+    back = [r for r in loud if "database available again" in r.getMessage()]
+    assert (len(down), len(back)) == (1, 1), [r.getMessage() for r in loud]
+    assert not [r for r in loud if r.exc_info], [r.getMessage() for r in loud if r.exc_info]
+    assert not [r for r in loud if r.name.startswith("asyncpg")]

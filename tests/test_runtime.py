@@ -13,7 +13,9 @@ from discord_actor import Actor, RunContext, actor
 from discord_actor.clock import FakeClock
 from discord_actor.config import RetryPolicy, ScheduleConfig
 from discord_actor.db import Database, open_database
+from discord_actor.db.store import Operator
 from discord_actor.runtime import Alert
+from discord_actor.schedules import resume_slot
 from discord_actor.testing.harness import ActorHarness, actor_config, run_actor_once
 
 START = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -480,3 +482,77 @@ async def test_recording_waits_out_a_lock_timeout(database: Database) -> None:
         for conn in holder:
             await conn.close()
     assert [r["status"] for r in runs] == ["succeeded"]
+
+
+async def test_times_are_in_the_schedules_zone_in_ctx_and_in_logs(
+    database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cron actor in New York sees its slot with New York's offset, and the failure line
+    gives the retry time in the same zone, to the second."""
+    seen: list[datetime] = []
+
+    @actor
+    async def nightly(ctx: RunContext) -> None:
+        seen.append(ctx.scheduled_for)
+        raise RuntimeError("feed down")
+
+    cron = ScheduleConfig(type="cron", timezone="America/New_York", expression="0 7 * * *")
+    cfg = actor_config("nightly", schedule=cron, retry=RetryPolicy(attempts=2, backoff_seconds=5))
+    caplog.set_level("INFO", logger="discord_actor.runtime")
+    async with ActorHarness(database, [(nightly, cfg)], clock=FakeClock(START)) as h:
+        runs = await h.tick(timedelta(hours=1))  # 13:00 UTC = 08:00 in New York: 07:00 is past
+        runs += await h.tick(timedelta(hours=23))
+    assert [r.status for r in runs] == ["failed"]
+    assert seen[0].isoformat() == "2026-01-06T07:00:00-05:00"
+    line = next(r.getMessage() for r in caplog.records if "feed down" in r.getMessage())
+    assert line.endswith("; retry at 2026-01-06T07:00:05-05:00"), line
+
+
+async def test_an_actor_whose_setup_fails_is_recorded_broken_and_alerted(
+    database: Database,
+) -> None:
+    alerts: list[Alert] = []
+
+    async def sink(alert: Alert) -> None:
+        alerts.append(alert)
+
+    class Fragile(Counter):
+        fail = True
+
+        async def setup(self) -> None:
+            if Fragile.fail:
+                raise ConnectionError("token file missing")
+
+    cfg = actor_config("fragile", schedule=every(10))
+    async with ActorHarness(database, [(Fragile, cfg)], clock=FakeClock(START), alerts=sink) as h:
+        assert await h.tick(30) == []  # it never runs
+        row = await h.store.task("fragile")
+        assert row is not None
+        assert row["setup_error"] == "ConnectionError: token file missing"
+    assert [(a.actor, a.setup) for a in alerts] == [("fragile", True)]
+    assert "setup() failed (ConnectionError: token file missing)" in alerts[0].text()
+    Fragile.fail = False  # fixed: the next start clears it
+    async with ActorHarness(database, [(Fragile, cfg)], clock=FakeClock(START)) as h:
+        row = await h.store.task("fragile")
+        assert row is not None and row["setup_error"] is None
+
+
+async def test_resume_after_slots_passed_goes_on_at_the_next_slot(database: Database) -> None:
+    """Slots that fell while the actor was paused are not caught up: the first run after the
+    resume is at its next slot, a ``schedule`` run."""
+    cfg = actor_config("counter", schedule=every(60))
+    clock = FakeClock(START)
+    async with ActorHarness(database, [(Counter, cfg)], clock=clock) as h:
+        assert len(await h.tick()) == 1
+        await h.store.pause("counter", "maintenance", Operator("alice", "CLI on host db1"))
+        assert await h.tick(600) == []  # ten slots pass while it is paused
+        task = await h.store.task("counter")
+        assert task is not None
+        slot = resume_slot(cfg.schedule, task, clock.now())
+        assert slot is not None
+        passed, new, due = slot
+        assert new == START + timedelta(seconds=660)
+        await h.store.resume("counter", passed_slot=passed, next_run=new, due_at=due)
+        assert await h.tick(1) == []  # no burst, no catch-up at once
+        runs = await h.tick(59)
+    assert [(r.trigger, r.scheduled_for) for r in runs] == [("schedule", new)]

@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlsplit
 import asyncpg
 
 from discord_actor.config import REDACTED, DatabaseConfig, redact_text, redact_url
-from discord_actor.db.transient import TRANSIENT_DB_ERRORS, Backoff
+from discord_actor.db.transient import TRANSIENT_DB_ERRORS, Backoff, quiet_pool_logs
 
 APPLICATION_NAME = "discord-actor"
 
@@ -80,6 +80,7 @@ async def reset_session(conn: asyncpg.Connection) -> None:
 
 
 async def _open(cfg: DatabaseConfig, url: str) -> asyncpg.Pool:
+    quiet_pool_logs()  # outages are reported by the runtime, in one line each
     pool = asyncpg.create_pool(
         url,
         min_size=cfg.min_pool_size,

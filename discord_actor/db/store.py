@@ -24,6 +24,8 @@ from typing import Any
 
 import asyncpg
 
+from ..storable import storable_json
+
 
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
@@ -218,6 +220,25 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class Operator:
+    """Who changed a task by hand, and from where: written into the paused reason and sent to
+    every running server in the notification, which logs it."""
+
+    who: str  # the OS user of the CLI, or the Discord user
+    where: str  # "CLI on host db1", or "Discord, guild 1 channel 2"
+
+    def text(self) -> str:
+        return f"{self.who} via {self.where}"
+
+    def reason(self, given: str | None) -> str:
+        """The paused reason: what the operator gave (if anything), and who paused."""
+        return f"{given}; paused by {self.text()}" if given else f"paused by {self.text()}"
+
+
+NOTICE_REASON_CHARS = 1000  # of a reason, in a notification (NOTIFY payloads are < 8000 bytes)
+
+
+@dataclass(frozen=True)
 class Finished:
     task: TaskView
     consecutive_failures: int
@@ -383,6 +404,19 @@ class Store:
             # Other running servers look at what is due again (a schedule may have changed).
             await conn.execute("SELECT pg_notify($1, '')", self.channel)
 
+    async def record_setup(self, failed: dict[str, str], succeeded: Sequence[str]) -> None:
+        """Keep each actor's setup() failure on its task (``failed``: actor -> error), and
+        clear it for the actors whose setup() succeeded at this start."""
+        await self.pool.execute(
+            f"UPDATE {self._tasks} t SET setup_error = s.error,"
+            " setup_error_at = CASE WHEN s.error IS NULL THEN NULL ELSE now() END,"
+            " updated_at = now()"
+            " FROM unnest($1::text[], $2::text[]) AS s(actor, error)"
+            " WHERE t.actor = s.actor AND t.setup_error IS DISTINCT FROM s.error",
+            [*failed, *succeeded],
+            [*failed.values(), *(None for _ in succeeded)],
+        )
+
     # -- the scheduler's hot path ---------------------------------------------------------
 
     async def due_window(self, until: datetime, limit: int) -> DueWindow:
@@ -543,28 +577,54 @@ class Store:
             run_id,
         )
 
-    async def pause(self, actor: str, reason: str | None) -> bool:
+    async def pause(
+        self, actor: str, reason: str | None, by: Operator | None = None
+    ) -> bool:
+        """Pause; ``reason`` is stored as given (``Operator.reason`` adds who paused)."""
+        reason = reason or "paused by an operator"
         return await self._update_and_notify(
             f"UPDATE {self._tasks} SET paused = true, paused_reason = $2, paused_at = now(),"
             " updated_at = now() WHERE actor = $1 AND removed_at IS NULL",
             actor,
-            reason or "paused by an operator",
+            reason,
+            notice=_notice(actor, "paused", by, reason),
         )
 
-    async def resume(self, actor: str) -> bool:
-        """Unpause and reset the failure count (the circuit breaker starts afresh)."""
+    async def resume(
+        self,
+        actor: str,
+        by: Operator | None = None,
+        *,
+        passed_slot: datetime | None = None,
+        next_run: datetime | None = None,
+        due_at: datetime | None = None,
+    ) -> bool:
+        """Unpause and reset the failure count (the circuit breaker starts afresh).
+
+        ``passed_slot``: the next slot as the caller read it, passed while the actor was
+        paused; if it is still the stored one, it is replaced by ``next_run`` / ``due_at``
+        (the first slot after now), so that the slots missed while paused are not caught up.
+        """
         return await self._update_and_notify(
             f"UPDATE {self._tasks} SET paused = false, paused_reason = NULL, paused_at = NULL,"
-            " consecutive_failures = 0, updated_at = now() WHERE actor = $1 AND removed_at IS NULL",
+            " consecutive_failures = 0, updated_at = now(),"
+            " next_run = CASE WHEN next_run = $2 THEN $3 ELSE next_run END,"
+            " due_at = CASE WHEN next_run = $2 THEN $4 ELSE due_at END"
+            " WHERE actor = $1 AND removed_at IS NULL",
             actor,
+            passed_slot,
+            next_run,
+            due_at,
+            notice=_notice(actor, "resumed", by),
         )
 
-    async def trigger(self, actor: str) -> bool:
+    async def trigger(self, actor: str, by: Operator | None = None) -> bool:
         """Ask a running server to run the actor now (coalesced with a pending trigger)."""
         return await self._update_and_notify(
             f"UPDATE {self._tasks} SET manual_at = coalesce(manual_at, clock_timestamp()),"
             " updated_at = now() WHERE actor = $1 AND removed_at IS NULL",
             actor,
+            notice=_notice(actor, "triggered", by),
         )
 
     async def prune(self, older_than_days: float) -> int:
@@ -584,13 +644,37 @@ class Store:
             channel = "discord_actor." + hashlib.sha256(self.schema.encode()).hexdigest()[:32]
         return channel
 
-    async def _update_and_notify(self, sql: str, *args: Any) -> bool:
+    async def _update_and_notify(self, sql: str, *args: Any, notice: str) -> bool:
+        """Run an operator's update and tell the running servers (``notice``: what happened,
+        as JSON, which they log)."""
         async with self.pool.acquire() as conn, conn.transaction():
             status = await conn.execute(sql, *args)
             if status == "UPDATE 0":
                 return False
-            await conn.execute("SELECT pg_notify($1, $2)", self.channel, str(args[0]))
+            await conn.execute("SELECT pg_notify($1, $2)", self.channel, notice)
         return True
+
+
+def _notice(actor: str, action: str, by: Operator | None, reason: str | None = None) -> str:
+    """The notification of an operator's action: JSON that running servers log."""
+    notice: dict[str, Any] = {"actor": actor, "action": action}
+    if by is not None:
+        notice |= {"who": by.who, "where": by.where}
+    if reason:
+        notice["reason"] = reason[:NOTICE_REASON_CHARS]
+    return json.dumps(notice)
+
+
+def describe_notice(payload: str) -> str | None:
+    """A log line for an operator's action from its notification; None for other ones."""
+    try:
+        notice = json.loads(payload)
+        actor, action = notice["actor"], notice["action"]
+    except (ValueError, TypeError, KeyError):
+        return None  # reconcile's empty payload, or an older version's plain actor name
+    who = f"{notice['who']} via {notice['where']}" if "who" in notice else "an operator"
+    reason = f": {notice['reason']}" if notice.get("reason") else ""
+    return f"{who} {action} {actor}{reason}"
 
 
 _CLAIM_SQL = """
@@ -650,7 +734,7 @@ def _json_each(values: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def _posted_json(posted: Sequence[dict[str, Any]]) -> str:
-    return json.dumps(list(posted), default=str) if posted else "[]"
+    return storable_json(list(posted)) if posted else "[]"
 
 
 def _finished(row: asyncpg.Record, outcome: Outcome) -> Finished:

@@ -8,6 +8,8 @@ is worth retrying and none of them spins.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 
 import asyncpg
 
@@ -45,3 +47,71 @@ class Backoff:
         delay = self.next()
         await asyncio.sleep(delay)
         return delay
+
+
+class Outage:
+    """An outage of the database as one loop sees it, told in two lines: one warning when it
+    starts and one when it is over. The retries in between are logged at debug level, so that
+    a 15 s outage does not bury the log in repeated warnings."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.log = logger
+        self.since: float | None = None  # time.monotonic() of the first failure
+        self.failures = 0
+
+    def failed(self, error: BaseException, retry_in: float) -> None:
+        """A statement failed with a transient error; the caller retries in ``retry_in`` s."""
+        self.failures += 1
+        if self.since is None:
+            self.since = time.monotonic()
+            self.log.warning(
+                "database unavailable (%s: %s); retrying until it is back (runs are not lost)",
+                type(error).__name__,
+                error,
+            )
+        else:
+            self.log.debug(
+                "database still unavailable (%s: %s); retrying in %.1f s",
+                type(error).__name__,
+                error,
+                retry_in,
+            )
+
+    def ok(self) -> None:
+        """A statement succeeded: if an outage was going on, say that it is over."""
+        if self.since is None:
+            return
+        self.log.warning(
+            "database available again after %.1f s (%d failed attempt(s))",
+            time.monotonic() - self.since,
+            self.failures,
+        )
+        self.since = None
+        self.failures = 0
+
+
+_FLOOR_MESSAGE = "Failed to restore the pool connection floor"
+
+
+class QuietPoolFilter(logging.Filter):
+    """asyncpg's pool logs a warning with a traceback each time it fails to reconnect its
+    minimum connections during an outage. The runtime reports outages itself (``Outage``), so a
+    transient failure there is turned into a one-line debug record; others pass unchanged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if str(record.msg).startswith(_FLOOR_MESSAGE) and isinstance(error, TRANSIENT_DB_ERRORS):
+            record.msg = f"{record.getMessage()} ({type(error).__name__}: {error})"
+            record.args = None
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+QUIET_POOL_FILTER = QuietPoolFilter()
+
+
+def quiet_pool_logs() -> None:
+    """Install ``QuietPoolFilter`` on asyncpg's pool logger (once)."""
+    logging.getLogger("asyncpg.pool").addFilter(QUIET_POOL_FILTER)
