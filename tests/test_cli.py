@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -162,21 +162,21 @@ class Failing(Actor):
         raise RuntimeError("boom")
 
 
-def populate(project: Path) -> None:
-    """Run counter and failing once at START, in process, as a server would have."""
+def populate(project: Path, pairs: Sequence[tuple[type[Actor], str]] = (
+        (Counter, "counter"), (Failing, "failing"))) -> list[str]:
+    """Run these actors once at START, in process, as a server would have; their statuses."""
     config = load_config(project / "actor_server.toml")
 
-    async def go() -> None:
+    async def go() -> list[str]:
         database = await open_database(config.database)
         try:
-            pairs = [(Counter, config.actor("counter")), (Failing, config.actor("failing"))]
-            async with ActorHarness(database, pairs, clock=FakeClock(START)) as harness:
-                runs = await harness.tick()
-                assert sorted(r.status for r in runs) == ["failed", "succeeded"]
+            actors = [(impl, config.actor(name)) for impl, name in pairs]
+            async with ActorHarness(database, actors, clock=FakeClock(START)) as harness:
+                return sorted(r.status for r in await harness.tick())
         finally:
             await database.close()
 
-    asyncio.run(go())
+    return asyncio.run(go())
 
 
 def query(url: str, sql: str, *args: Any) -> list[dict[str, Any]]:
@@ -365,7 +365,7 @@ def test_commands_before_the_first_run(project: Path, database_url: str, db_sche
 
 
 def test_status_history_and_next_after_runs(project: Path) -> None:
-    populate(project)
+    assert populate(project) == ["failed", "succeeded"]
 
     r = cli("status", "--json", cwd=project)
     assert r.code == 0, r.err
@@ -525,7 +525,7 @@ def test_status_and_history_show_times_in_the_schedules_zone(
 
 
 def test_pause_trigger_resume_and_prune(project: Path, database_url: str, db_schema: str) -> None:
-    populate(project)
+    assert populate(project) == ["failed", "succeeded"]
 
     def task(actor: str) -> dict[str, Any]:
         (row,) = query(database_url, f'SELECT * FROM "{db_schema}".tasks WHERE actor = $1', actor)
@@ -571,7 +571,7 @@ def test_operator_actions_are_logged_by_the_running_server(
     project: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """pause and resume from the CLI reach a running server's log: who, and from where."""
-    populate(project)
+    assert populate(project) == ["failed", "succeeded"]
     config = load_config(project / "actor_server.toml")
     caplog.set_level("INFO", logger="discord_actor.runtime")
 
@@ -825,19 +825,8 @@ def test_history_and_next_say_what_is_true(tmp_path: Path, database_url: str,
     again, and durations of fast runs are shown in milliseconds, not as 0.00 s."""
     write_project(tmp_path, db_section(database_url, db_schema), STORY_ACTORS + ONCE_ACTOR,
                   modules={"counter": COUNTER_PY, "failing": FAILING_PY})
-    config = load_config(tmp_path / "actor_server.toml")
-
-    async def go() -> None:
-        database = await open_database(config.database)
-        try:
-            pairs = [(Counter, config.actor("counter")), (Counter, config.actor("launch"))]
-            async with ActorHarness(database, pairs, clock=FakeClock(START)) as harness:
-                runs = await harness.tick()
-                assert sorted(r.actor for r in runs) == ["counter", "launch"]
-        finally:
-            await database.close()
-
-    asyncio.run(go())
+    assert populate(tmp_path, [(Counter, "counter"), (Counter, "launch")]) == [
+        "succeeded", "succeeded"]
 
     r = cli("history", "--status", "failed", cwd=tmp_path)
     assert (r.code, r.out.strip()) == (0, "no failed runs recorded")

@@ -342,6 +342,17 @@ def db_config(database_url: str, db_schema: str, actor_schema: str) -> DatabaseC
     )
 
 
+def _async_fixture(function: Any, name: str) -> Any:
+    """``function`` as an async fixture, or, without pytest-asyncio, one that says what to do."""
+    if pytest_asyncio is not None:
+        return pytest_asyncio.fixture(function, name=name)
+
+    def unavailable() -> None:
+        pytest.fail(f"the {name!r} fixture needs pytest-asyncio: pip install pytest-asyncio")
+
+    return pytest.fixture(unavailable, name=name)
+
+
 async def _database(db_config: DatabaseConfig) -> AsyncIterator[Database]:
     """An open ``Database`` on this test's schema, migrated; closed after the test.
 
@@ -356,14 +367,7 @@ async def _database(db_config: DatabaseConfig) -> AsyncIterator[Database]:
         await db.close()
 
 
-if pytest_asyncio is not None:
-    database = pytest_asyncio.fixture(_database, name="database")
-else:
-
-    @pytest.fixture(name="database")
-    def _database_unavailable() -> None:
-        """Needs pytest-asyncio (``pip install pytest-asyncio``)."""
-        pytest.fail("the 'database' fixture needs pytest-asyncio: pip install pytest-asyncio")
+database = _async_fixture(_database, "database")
 
 
 # --------------------------------------------------------------------------------------------
@@ -428,11 +432,4 @@ async def _run_actor(
         await runner.close()
 
 
-if pytest_asyncio is not None:
-    run_actor = pytest_asyncio.fixture(_run_actor, name="run_actor")
-else:
-
-    @pytest.fixture(name="run_actor")
-    def _run_actor_unavailable() -> None:
-        """Needs pytest-asyncio (``pip install pytest-asyncio``)."""
-        pytest.fail("the 'run_actor' fixture needs pytest-asyncio: pip install pytest-asyncio")
+run_actor = _async_fixture(_run_actor, "run_actor")
