@@ -76,6 +76,9 @@ def retry_delay(attempt: int, backoff: float, max_backoff: float) -> float:
 
 
 ActorCodeResult = tuple[str, BaseException | None, str | None]
+# What writing an outcome gives: the task's row (None: the run was declared abandoned) and the
+# outcome stored, which is a plain failure when the database refused the run's own.
+Written = tuple[Finished | None, Outcome]
 MAX_OUTCOMES_PER_WRITE = 256
 # How long actor code may take to stop once cancelled (its timeout, a shutdown, a lost lease)
 # before its run is recorded anyway and the code is left to end alone.
@@ -142,12 +145,10 @@ class Executor:
         self._runaway: set[asyncio.Task[ActorCodeResult]] = set()  # did not stop, left alone
         self._loggers: dict[str, logging.Logger] = {}  # made at an actor's first run
         self._cancel_reason = "cancelled"
-        self._unwritten: list[tuple[ClaimedRun, Outcome, asyncio.Future[Finished | None]]] = []
+        self._unwritten: list[tuple[ClaimedRun, Outcome, asyncio.Future[Written]]] = []
         self._writer: asyncio.Task[None] | None = None
         # Whether this process was stalled past its lease (cancelling the runs in flight if so).
         self.lease_in_doubt: Callable[[], bool] = lambda: False
-        # run id -> the outcome recorded in place of one the database refused
-        self._stored_instead: dict[int, Outcome] = {}
 
     def _logger(self, actor: str) -> logging.Logger:
         logger = self._loggers.get(actor)
@@ -222,6 +223,9 @@ class Executor:
         loaded = self.actors[run.actor]
         cfg = loaded.config
         platform = self.platforms[loaded.platform]
+        # The slot in the schedule's zone (the database gives UTC): what ctx.scheduled_for and
+        # the logs say matches status and history.
+        slot = run.scheduled_for.astimezone(self.schedules[run.actor].tz)
 
         loop = asyncio.get_running_loop()
         live = _LiveRun(run, loop.create_future())
@@ -241,7 +245,7 @@ class Executor:
         ctx = RunContext(
             run_id=run.run_id,
             actor=run.actor,
-            scheduled_for=run.scheduled_for,
+            scheduled_for=slot,
             attempt=run.attempt,
             trigger=run.trigger,
             settings=cfg.settings,
@@ -259,7 +263,7 @@ class Executor:
                 run.actor,
                 run.trigger,
                 run.attempt,
-                self._slot_text(run),
+                format_slot(slot),
             )
         code = live.code = loop.create_task(
             self._run_actor_code(loaded, ctx, live), name=f"actor {run.actor}"
@@ -274,7 +278,7 @@ class Executor:
             if run.run_id in self.budget.leases:
                 self._reclaim(run)
             outcome = self._outcome(cfg, run, ctx, status, error, new_state)
-            finished = await self._record(run, outcome)
+            finished, outcome = await self._record(run, outcome)
         finally:
             live.timer.cancel()
             if not code.done() and live.stopping_as is None:
@@ -285,7 +289,7 @@ class Executor:
                 del self.local_runs[run.task_id]
             self.running.pop(run.run_id, None)
             self._on_finished(None if finished is None else finished.task)
-        self._after_finish(run, outcome, finished)
+        self._after_finish(run, slot, outcome, finished)
 
     def _still_running(self, live: _LiveRun) -> None:
         """Before a side effect (a post, a connection, a checkpoint): a run that was stopped, or
@@ -382,9 +386,9 @@ class Executor:
             max_consecutive_failures=cfg.max_consecutive_failures,
         )
 
-    async def _record(self, run: ClaimedRun, outcome: Outcome) -> Finished | None:
+    async def _record(self, run: ClaimedRun, outcome: Outcome) -> Written:
         """Hand the outcome to the writer and wait until it is stored."""
-        done: asyncio.Future[Finished | None] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[Written] = asyncio.get_running_loop().create_future()
         self._unwritten.append((run, outcome, done))
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_outcomes(), name="outcome writer")
@@ -392,7 +396,7 @@ class Executor:
 
     async def _write_outcomes(self) -> None:
         """Write what has finished, in batches, until nothing is left."""
-        batch: list[tuple[ClaimedRun, Outcome, asyncio.Future[Finished | None]]] = []
+        batch: list[tuple[ClaimedRun, Outcome, asyncio.Future[Written]]] = []
         try:
             while self._unwritten:
                 batch = self._unwritten[:MAX_OUTCOMES_PER_WRITE]
@@ -404,18 +408,16 @@ class Executor:
                         if not done.done():
                             done.set_exception(e)
                     continue
-                for (_, _, done), finished in zip(batch, results, strict=True):
+                for (_, _, done), written in zip(batch, results, strict=True):
                     if not done.done():
-                        done.set_result(finished)
+                        done.set_result(written)
         finally:
             self._writer = None
             for _, _, done in batch + self._unwritten:  # closed while writing
                 if not done.done():
                     done.cancel()
 
-    async def _write_batch(
-        self, batch: list[tuple[ClaimedRun, Outcome]]
-    ) -> list[Finished | None]:
+    async def _write_batch(self, batch: list[tuple[ClaimedRun, Outcome]]) -> list[Written]:
         """Write outcomes, retrying while the database is unreachable: nothing is lost.
 
         When the database refuses the batch (a value it cannot store), each outcome is written
@@ -425,7 +427,8 @@ class Executor:
         backoff = Backoff(0.2, 5.0)
         while True:
             try:
-                return await self.store.finish_many([(r.run_id, o) for r, o in batch])
+                finished = await self.store.finish_many([(r.run_id, o) for r, o in batch])
+                return [(f, o) for f, (_, o) in zip(finished, batch, strict=True)]
             except REFUSED_OUTCOME_ERRORS as e:
                 if len(batch) == 1:
                     return [await self._write_refused(*batch[0], e)]
@@ -447,9 +450,7 @@ class Executor:
                 )
                 await asyncio.sleep(delay)
 
-    async def _write_refused(
-        self, run: ClaimedRun, outcome: Outcome, e: BaseException
-    ) -> Finished | None:
+    async def _write_refused(self, run: ClaimedRun, outcome: Outcome, e: BaseException) -> Written:
         """Record a plain failure in place of an outcome that the database refused."""
         if outcome.error_type == "RecordError":
             raise e
@@ -469,12 +470,12 @@ class Executor:
             max_consecutive_failures=outcome.max_consecutive_failures,
             counts_as_failure=True,
         )
-        self._stored_instead[run.run_id] = plain  # what the log line of the run must say
         return (await self._write_batch([(run, plain)]))[0]
 
-    def _after_finish(self, run: ClaimedRun, outcome: Outcome, finished: Finished | None) -> None:
-        if self._stored_instead:
-            outcome = self._stored_instead.pop(run.run_id, outcome)
+    def _after_finish(
+        self, run: ClaimedRun, slot: datetime, outcome: Outcome, finished: Finished | None
+    ) -> None:
+        """Log what was stored (``outcome``) and send the alerts it calls for."""
         if finished is None:
             log.warning(
                 "run %d of %s was declared abandoned by another process while it ran;"
@@ -491,13 +492,12 @@ class Executor:
                     run.run_id,
                     run.actor,
                     run.trigger,
-                    self._slot_text(run),
+                    format_slot(slot),
                 )
             return
         retry = ""
         if outcome.retry_at is not None:  # in the schedule's zone, to the second, like slots
-            tz = self.schedules[run.actor].tz
-            retry = f"; retry at {format_slot(outcome.retry_at.astimezone(tz))}"
+            retry = f"; retry at {format_slot(outcome.retry_at.astimezone(slot.tzinfo))}"
         log.warning(
             "run %d of %s %s: %s%s",
             run.run_id,
@@ -514,7 +514,3 @@ class Executor:
             self.alerts.send(
                 Alert(run.actor, run.run_id, outcome, finished.consecutive_failures, False)
             )
-
-    def _slot_text(self, run: ClaimedRun) -> str:
-        """The run's slot in its schedule's time zone, for logs."""
-        return format_slot(run.scheduled_for.astimezone(self.schedules[run.actor].tz))

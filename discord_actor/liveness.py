@@ -116,7 +116,10 @@ class Liveness:
             await self.store.unregister_instance(self.instance_id)
 
     async def refresh_share(self) -> None:
-        live = await self.store.live_instances()
+        self._share(await self.store.live_instances())
+
+    def _share(self, live: list[str]) -> None:
+        """Pass on this process's rank among the live ones (how the schedulers spread work)."""
         if self.instance_id in live:
             self._on_share(live.index(self.instance_id), len(live))
 
@@ -137,8 +140,10 @@ class Liveness:
             await asyncio.sleep(self.lease / 3)
             try:
                 sent = time.monotonic()
-                if await self.store.heartbeat(self.instance_id):
+                live = await self.store.heartbeat(self.instance_id)
+                if live is not None:
                     self._renewed_at = sent
+                    self._share(live)
                 else:
                     # Our runs were marked abandoned and are retried elsewhere: stop them here.
                     log.error(
@@ -148,9 +153,8 @@ class Liveness:
                         self._runs_in_flight(),
                     )
                     self._on_declared_dead("this process was declared dead by another")
-                    await self.register()
+                    await self.register()  # which learns the live processes again
                     self._healthy_since = time.monotonic()
-                await self.refresh_share()
                 if time.monotonic() - self._healthy_since < self.lease:
                     # Just back from an outage: others may be too. Give them a whole lease to
                     # renew theirs before declaring anyone dead.

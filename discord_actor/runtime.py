@@ -11,7 +11,6 @@ and alerts together, and owns their lifecycle (start, serve, graceful stop).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import gc
 import logging
 import os
@@ -89,7 +88,7 @@ class Runtime:
         )
         self.actors = dict(actors)
         # Actors with equal schedules (an actor per guild, say) share one Schedule object, so
-        # that its hash and normalized form are computed once.
+        # that its canonical form and hash are computed once.
         built: dict[ScheduleConfig, Schedule] = {}
         self.schedules: dict[str, Schedule] = {}
         for name, a in self.actors.items():
@@ -124,7 +123,7 @@ class Runtime:
             self.instance_id,
             free_slots=self._free_slots,
             runnable=self._runnable,
-            start_run=self._start_run,
+            start_run=self.executor.start,
         )
         self.liveness = Liveness(
             database,
@@ -265,20 +264,16 @@ class Runtime:
         """Make the tasks table match the configuration (new actors, changed schedules)."""
         now = self.clock.now()
         specs = []
-        described: dict[int, tuple[dict[str, Any], str]] = {}  # per shared Schedule object
         for name, loaded in self.actors.items():
             schedule = self.schedules[name]
-            normalized, digest = described.get(id(schedule)) or described.setdefault(
-                id(schedule), (schedule.normalized(), schedule.hash())
-            )
             first = schedule.initial_slot(now)
             jitter = loaded.config.schedule.jitter_seconds
             specs.append(
                 TaskSpec(
                     actor=name,
                     enabled=loaded.config.enabled,
-                    schedule=normalized,
-                    schedule_hash=digest,
+                    schedule_json=schedule.canonical,
+                    schedule_hash=schedule.hash(),
                     max_instances=loaded.config.max_instances,
                     max_attempts=loaded.config.retry.attempts,
                     initial_slot=first,
@@ -317,14 +312,6 @@ class Runtime:
         line = describe_notice(payload)
         if line is not None:
             log.info("operator: %s", line)
-
-    def _start_run(self, run: ClaimedRun) -> None:
-        """Start a claimed run, its slot in the schedule's zone (the database gives UTC): what
-        ``ctx.scheduled_for`` says matches the logs and ``status``."""
-        tz = self.schedules[run.actor].tz
-        if run.scheduled_for.tzinfo is not tz:
-            run = dataclasses.replace(run, scheduled_for=run.scheduled_for.astimezone(tz))
-        self.executor.start(run)
 
     def _run_finished(self, view: TaskView | None) -> None:
         """A run ended (``view``: its task's row as recorded): capacity is free again."""

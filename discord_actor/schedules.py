@@ -211,10 +211,19 @@ class Schedule(ABC):
         reset an interval's phase or re-arm a ``once`` task that already ran.
         """
 
+    @cached_property
+    def canonical(self) -> str:
+        """The canonical JSON of :meth:`normalized`, as stored on the task row (computed once:
+        actors with equal schedules share one Schedule)."""
+        return json.dumps(self.normalized(), sort_keys=True, separators=(",", ":"))
+
     def hash(self) -> str:
-        """sha256 of the canonical JSON of :meth:`normalized`; a change means a new schedule."""
-        canonical = json.dumps(self.normalized(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        """sha256 of :attr:`canonical`; a change means a new schedule."""
+        return self._hash
+
+    @cached_property
+    def _hash(self) -> str:
+        return hashlib.sha256(self.canonical.encode()).hexdigest()
 
     def _missed(self, slot: datetime, now: datetime) -> tuple[datetime, int, datetime | None]:
         """(latest slot <= now, slots missed from ``slot`` through it, first slot > now)."""

@@ -145,14 +145,13 @@ class TaskView:
 
 @dataclass(frozen=True)
 class DueWindow:
-    """The tasks with work due up to ``until``; complete up to ``complete_until``.
+    """The tasks with work due up to the ``until`` asked for; complete up to ``complete_until``.
 
     When a part of the window query hit its limit, what lies beyond its last row was not read:
     ``complete_until`` is then earlier than ``until``, and the caller reads again before then.
     """
 
     views: list[TaskView]
-    until: datetime
     complete_until: datetime
 
 
@@ -162,7 +161,7 @@ class TaskSpec:
 
     actor: str
     enabled: bool
-    schedule: dict[str, Any]
+    schedule_json: str  # the schedule's canonical JSON
     schedule_hash: str
     max_instances: int
     max_attempts: int
@@ -283,12 +282,19 @@ class Store:
             lease_seconds,
         )
 
-    async def heartbeat(self, instance_id: str) -> bool:
-        """Renew this process's lease; False if another process already declared it dead."""
-        status: str = await self.pool.execute(
-            f"UPDATE {self._instances} SET heartbeat_at = now() WHERE id = $1", instance_id
+    async def heartbeat(self, instance_id: str) -> list[str] | None:
+        """Renew this process's lease and return the live processes (``live_instances``);
+        None if another process already declared this one dead."""
+        row = await self.pool.fetchrow(
+            f"WITH renewed AS (UPDATE {self._instances} SET heartbeat_at = now()"
+            " WHERE id = $1 RETURNING id)"
+            " SELECT EXISTS (SELECT 1 FROM renewed) AS renewed,"
+            f" ARRAY(SELECT id FROM {self._instances}"
+            "  WHERE id = $1 OR heartbeat_at >= now() - make_interval(secs => lease_seconds)"
+            "  ORDER BY id) AS live",
+            instance_id,
         )
-        return status != "UPDATE 0"
+        return list(row["live"]) if row is not None and row["renewed"] else None
 
     async def live_instances(self) -> list[str]:
         """The processes whose lease is current, in a stable order (their ids)."""
@@ -388,7 +394,7 @@ class Store:
                 """,
                 [s.actor for s in specs],
                 [s.enabled for s in specs],
-                _json_each([s.schedule for s in specs]),
+                [s.schedule_json for s in specs],
                 [s.schedule_hash for s in specs],
                 [s.max_instances for s in specs],
                 [s.max_attempts for s in specs],
@@ -440,7 +446,7 @@ class Store:
             at = last[kind]
             if count >= limit and at is not None and at < complete_until:
                 complete_until = at
-        return DueWindow(list(views.values()), until, complete_until)
+        return DueWindow(list(views.values()), complete_until)
 
     async def views(self, task_ids: Sequence[int]) -> list[TaskView]:
         """The current rows of these tasks (whatever their state)."""
@@ -725,12 +731,6 @@ WITH want AS (
 )
 SELECT s.*, t.actor, t.state FROM started s JOIN {tasks} t ON t.id = s.task_id
 """
-
-
-def _json_each(values: Sequence[dict[str, Any]]) -> list[str]:
-    """JSON of each value; equal objects shared between values are encoded once."""
-    encoded: dict[int, str] = {}
-    return [encoded.get(id(v)) or encoded.setdefault(id(v), json.dumps(v)) for v in values]
 
 
 def _posted_json(posted: Sequence[dict[str, Any]]) -> str:
