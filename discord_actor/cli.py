@@ -898,7 +898,7 @@ def cmd_next(args: argparse.Namespace) -> int:
     after: datetime = args.after or datetime.now(UTC)
     if after.tzinfo is None:
         after = after.replace(tzinfo=schedule.tz)
-    stored = _async(_stored_tasks(config)) if _may_have_database(config) else {}
+    stored = _async(_stored_tasks(config, cfg.name)) if _may_have_database(config) else {}
     task = stored.get(cfg.name)
     if task is not None and task["schedule_hash"] == schedule.hash() and task["paused"]:
         print(f"note: {cfg.name} is paused ({task['paused_reason']}); these slots run "
@@ -959,13 +959,18 @@ def predicted_slots(
     return schedule.upcoming(after, count, anchor), False
 
 
-async def _stored_tasks(config: Config) -> dict[str, Any]:
-    """Every actor's task row by name; an unreachable database is noted, not fatal."""
+async def _stored_tasks(config: Config, actor: str | None = None) -> dict[str, Any]:
+    """The task rows by actor name (every actor's, or just ``actor``'s); an unreachable
+    database is noted, not fatal."""
     timeout = min(config.database.connect_timeout_seconds, NEXT_DB_TIMEOUT)
     try:
         async with _store(config, connect_timeout_seconds=timeout) as (store, _):
-            rows = await store.status() if store is not None else []
-            return {r["actor"]: r for r in rows}
+            if store is None:
+                return {}
+            if actor is not None:
+                row = await store.task(actor)
+                return {} if row is None else {actor: row}
+            return {r["actor"]: r for r in await store.status()}
     except CliError as e:
         print(f"note: computing from the schedule alone, without the stored next slot: {e}",
               file=sys.stderr)

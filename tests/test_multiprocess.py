@@ -7,7 +7,6 @@ import itertools
 import logging
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from servers import fetch, spawn_server
 
 from discord_actor import RunContext, actor
 from discord_actor.config import DatabaseConfig, ScheduleConfig
@@ -81,36 +81,12 @@ def servers(
     tmp_path: Path, database_url: str, db_schema: str
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
     config = write_project(tmp_path, database_url, db_schema)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "discord_actor.cli", "run", "--config", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=open(tmp_path / f"server{i}.log", "wb"),
-        )
-        for i in range(2)
-    ]
+    procs = [spawn_server(config, tmp_path / f"server{i}.log") for i in range(2)]
     yield procs
     for p in procs:
         if p.poll() is None:
             p.kill()
             p.wait()
-
-
-def spawn_server(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as stderr:
-        return subprocess.Popen(
-            [sys.executable, "-m", "discord_actor.cli", "run", "--config", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-
-
-async def fetch(url: str, schema: str, sql: str) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(url)
-    try:
-        return await conn.fetch(sql.replace("S.", f"{schema}."))
-    finally:
-        await conn.close()
 
 
 async def test_two_processes_run_each_slot_once_and_survive_a_kill(
@@ -121,7 +97,7 @@ async def test_two_processes_run_each_slot_once_and_survive_a_kill(
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
-            rows = await fetch(database_url, db_schema, runs_sql)
+            rows = await fetch(database_url, runs_sql, db_schema)
         except asyncpg.UndefinedTableError:
             rows = []
         sleeping = [r for r in rows if r["actor"] == "sleeper" and r["status"] == "running"]
@@ -141,7 +117,7 @@ async def test_two_processes_run_each_slot_once_and_survive_a_kill(
 
     # Within the lease (1.5 s) plus a heartbeat, the survivor declares the run abandoned.
     while time.monotonic() - killed_at < 10:
-        rows = await fetch(database_url, db_schema, runs_sql)
+        rows = await fetch(database_url, runs_sql, db_schema)
         lost = next(r for r in rows if r["id"] == sleeping[0]["id"])
         if lost["status"] == "abandoned":
             break
@@ -153,7 +129,7 @@ async def test_two_processes_run_each_slot_once_and_survive_a_kill(
     survivor.send_signal(signal.SIGINT)
     assert survivor.wait(timeout=15) == 0
 
-    rows = await fetch(database_url, db_schema, runs_sql)
+    rows = await fetch(database_url, runs_sql, db_schema)
     ticks = [r for r in rows if r["actor"] == "ticker"]
     slots = [r["scheduled_for"] for r in ticks if r["attempt"] == 1]
     assert len(slots) == len(set(slots)), "a slot ran twice"
@@ -296,9 +272,9 @@ async def test_two_processes_1000_actors_no_slot_missed_or_run_twice(
                 p.wait()
     rows = await fetch(
         database_url,
-        db_schema,
         "SELECT t.actor, r.scheduled_for, r.attempt, r.status, r.instance_id"
         " FROM S.runs r JOIN S.tasks t ON t.id = r.task_id ORDER BY r.scheduled_for",
+        db_schema,
     )
     assert {r["status"] for r in rows} == {"succeeded"}
     assert {r["attempt"] for r in rows} == {1}

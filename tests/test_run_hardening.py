@@ -9,14 +9,13 @@ import gc
 import json
 import logging
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
 
 import asyncpg
 import pytest
+from servers import fetch, spawn_server
 
 from discord_actor import RunContext, actor
 from discord_actor.config import RetryPolicy, ScheduleConfig
@@ -183,21 +182,6 @@ async def stubborn(ctx: RunContext) -> None:
 """
 
 
-async def _fetch(url: str, sql: str) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(url)
-    try:
-        return await conn.fetch(sql)
-    finally:
-        await conn.close()
-
-
-def _spawn(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as stderr:
-        return subprocess.Popen(
-            [sys.executable, "-m", "discord_actor.cli", "run", "--config", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
 
 
 @pytest.mark.slow
@@ -224,13 +208,13 @@ async def test_shutdown_is_bounded_whatever_actor_code_does(
         """)
     )
     log = tmp_path / "server.log"
-    proc = _spawn(config, log)
+    proc = spawn_server(config, log)
     runs = f"SELECT status FROM {db_schema}.runs"
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with contextlib.suppress(asyncpg.UndefinedTableError):
-                if await _fetch(database_url, runs):
+                if await fetch(database_url, runs):
                     break
             await asyncio.sleep(0.1)
         else:
@@ -247,7 +231,7 @@ async def test_shutdown_is_bounded_whatever_actor_code_does(
     text = log.read_text()
     assert code == 0, text[-2000:]
     assert took < 1 + 2 + 6, text[-2000:]
-    assert [r["status"] for r in await _fetch(database_url, runs)] == ["cancelled"]
+    assert [r["status"] for r in await fetch(database_url, runs)] == ["cancelled"]
     assert "run 1 of stubborn: the actor's code did not stop" in text
     assert "Traceback" not in text
 
@@ -272,7 +256,7 @@ async def test_a_process_stalled_past_its_lease_stops_before_repeating_side_effe
     tmp_path: Path, database_url: str, db_schema: str
 ) -> None:
     table = f'public."{db_schema}_effects"'
-    await _fetch(database_url, f"CREATE TABLE {table} (run_id bigint, attempt int)")
+    await fetch(database_url, f"CREATE TABLE {table} (run_id bigint, attempt int)")
     (tmp_path / "actors").mkdir()
     (tmp_path / "actors" / "jobs.py").write_text(STALLS)
     config = tmp_path / "actor_server.toml"
@@ -296,7 +280,7 @@ async def test_a_process_stalled_past_its_lease_stops_before_repeating_side_effe
         """)
     )
     logs = [tmp_path / f"server{i}.log" for i in range(2)]
-    procs = [_spawn(config, log) for log in logs]
+    procs = [spawn_server(config, log) for log in logs]
     try:
         # The first attempt stalls its process for 11 s; the other declares it dead after the
         # 6 s lease and runs attempt 2. Then the stalled one wakes up.
@@ -316,11 +300,11 @@ async def test_a_process_stalled_past_its_lease_stops_before_repeating_side_effe
                 p.kill()
                 p.wait()
     text = "\n".join(log.read_text() for log in logs)
-    effects = await _fetch(database_url, f"SELECT * FROM {table} ORDER BY run_id")
-    runs = await _fetch(
+    effects = await fetch(database_url, f"SELECT * FROM {table} ORDER BY run_id")
+    runs = await fetch(
         database_url, f"SELECT id, attempt, status FROM {db_schema}.runs ORDER BY id"
     )
-    await _fetch(database_url, f"DROP TABLE {table}")
+    await fetch(database_url, f"DROP TABLE {table}")
     assert [r["attempt"] for r in effects] == [2], (runs, text[-3000:])
     assert runs[0]["status"] == "abandoned" and runs[1]["status"] == "succeeded", runs
     assert "was stalled for" in text
