@@ -372,13 +372,11 @@ class ActorsCommands(app_commands.Group, name="actors", description="Operate the
             return task
         name = task["actor"]
         cfg = next((a for a in self.config.actors if a.name == name), None)
-        slot = None if cfg is None else resume_slot(cfg.schedule, task, datetime.now(UTC))
-        passed, new, due = slot or (None, None, None)
-        if not await self.store.resume(
-            name, _operator(interaction), passed_slot=passed, next_run=new, due_at=due
-        ):
+        moved = None if cfg is None else resume_slot(cfg.schedule, task, datetime.now(UTC))
+        if not await self.store.resume(name, _operator(interaction), moved=moved):
             return self._not_started(name)
-        if task["paused"] and new is not None:
+        if task["paused"] and moved is not None:
+            new = moved[1]
             return Reply(
                 f"Resumed `{name}`; its failure count is reset. Its slot passed while it was "
                 f"paused, so it runs next at {_utc(new)} UTC."

@@ -1021,12 +1021,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
             task = await store.task(name) if store is not None else None
             if store is None or task is None:
                 raise _not_started(config, name)
-            slot = resume_slot(cfg.schedule, task, datetime.now(UTC))
-            passed, new, due = slot or (None, None, None)
-            if not await store.resume(name, _operator(), passed_slot=passed, next_run=new,
-                                      due_at=due):
+            moved = resume_slot(cfg.schedule, task, datetime.now(UTC))
+            if not await store.resume(name, _operator(), moved=moved):
                 raise _not_started(config, name)
-            return bool(task["paused"]), new
+            return bool(task["paused"]), None if moved is None else moved[1]
 
     was_paused, new = _async(resume())
     if not was_paused:

@@ -552,7 +552,7 @@ async def test_resume_after_slots_passed_goes_on_at_the_next_slot(database: Data
         assert slot is not None
         passed, new, due = slot
         assert new == START + timedelta(seconds=660)
-        await h.store.resume("counter", passed_slot=passed, next_run=new, due_at=due)
+        await h.store.resume("counter", moved=(passed, new, due))
         assert await h.tick(1) == []  # no burst, no catch-up at once
         runs = await h.tick(59)
     assert [(r.trigger, r.scheduled_for) for r in runs] == [("schedule", new)]

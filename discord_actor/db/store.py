@@ -601,16 +601,16 @@ class Store:
         actor: str,
         by: Operator | None = None,
         *,
-        passed_slot: datetime | None = None,
-        next_run: datetime | None = None,
-        due_at: datetime | None = None,
+        moved: tuple[datetime, datetime, datetime] | None = None,
     ) -> bool:
         """Unpause and reset the failure count (the circuit breaker starts afresh).
 
-        ``passed_slot``: the next slot as the caller read it, passed while the actor was
-        paused; if it is still the stored one, it is replaced by ``next_run`` / ``due_at``
-        (the first slot after now), so that the slots missed while paused are not caught up.
+        ``moved`` (``schedules.resume_slot``): (the next slot as the caller read it, which passed
+        while the actor was paused; the first slot after now; its due time). If the stored slot
+        is still the one read, it moves on, so that the slots passed while paused are not
+        caught up.
         """
+        passed, next_run, due_at = moved or (None, None, None)
         return await self._update_and_notify(
             f"UPDATE {self._tasks} SET paused = false, paused_reason = NULL, paused_at = NULL,"
             " consecutive_failures = 0, updated_at = now(),"
@@ -618,7 +618,7 @@ class Store:
             " due_at = CASE WHEN next_run = $2 THEN $4 ELSE due_at END"
             " WHERE actor = $1 AND removed_at IS NULL",
             actor,
-            passed_slot,
+            passed,
             next_run,
             due_at,
             notice=_notice(actor, "resumed", by),
