@@ -57,11 +57,15 @@ def load_project(path: str | Path) -> tuple[Config, dict[str, LoadedActor]]:
     return config, load_actors(config)
 
 
+def make_importable(actors_dir: Path) -> None:
+    """Put ``actors_dir`` first on ``sys.path`` (once), so that its modules import by name."""
+    if str(actors_dir) not in sys.path:
+        sys.path.insert(0, str(actors_dir))
+
+
 def load_actors(config: Config) -> dict[str, LoadedActor]:
     """Load every configured actor (enabled or not); raise ConfigError listing all failures."""
-    actors_dir = str(config.server.actors_dir)
-    if actors_dir not in sys.path:
-        sys.path.insert(0, actors_dir)
+    make_importable(config.server.actors_dir)
     loaded: dict[str, LoadedActor] = {}
     problems: list[Problem] = []
     for actor_config in config.actors:

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -28,7 +27,7 @@ from ..config import (
 )
 from ..db import Database
 from ..platforms import Platform
-from ..plugins import LoadedActor, _as_actor_class, _load_one
+from ..plugins import LoadedActor, _as_actor_class, _load_one, make_importable
 from ..runtime import AlertSink, Runtime
 
 
@@ -281,9 +280,7 @@ class ActorRunner:
         if name is not None:
             overrides["name"] = name
         cfg = replace(configured, **overrides)
-        actors_dir = str(project.server.actors_dir)
-        if actors_dir not in sys.path:
-            sys.path.insert(0, actors_dir)
+        make_importable(project.server.actors_dir)
         loaded = _load_one(project, cfg)
         return type(loaded.instance), cfg
 

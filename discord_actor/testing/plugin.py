@@ -32,7 +32,6 @@ import os
 import re
 import secrets
 import shutil
-import sys
 import tempfile
 import warnings
 from collections.abc import AsyncIterator, Coroutine, Iterator
@@ -117,9 +116,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if path is None:
         return
     from discord_actor.config import ConfigError, load_config
+    from discord_actor.plugins import make_importable
 
     try:
-        actors_dir = str(load_config(path).server.actors_dir)
+        actors_dir = load_config(path).server.actors_dir
     except ConfigError as e:
         # Only tests that need the configuration fail (actor_server_config says why).
         warnings.warn(
@@ -130,8 +130,7 @@ def pytest_configure(config: pytest.Config) -> None:
             stacklevel=1,
         )
         return
-    if actors_dir not in sys.path:
-        sys.path.insert(0, actors_dir)
+    make_importable(actors_dir)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
