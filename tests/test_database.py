@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import shutil
 import socket
 import subprocess
@@ -195,3 +196,14 @@ async def test_embedded_server_keeps_data_and_is_shared_between_processes() -> N
             server.start(data_dir)
             server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_a_pid_file_of_a_single_user_backend_is_understood(tmp_path: Path) -> None:
+    """PostgreSQL's single-user mode writes its pid negated into postmaster.pid; a start that
+    finds such a file must read it, not fail on it (here the pid is this test's own process,
+    which is not PostgreSQL, so the file is stale and removed)."""
+    from discord_actor.db.server import _drop_stale_postmaster_pid
+
+    (tmp_path / "postmaster.pid").write_text(f"-{os.getpid()}\n{tmp_path}\n")
+    _drop_stale_postmaster_pid(tmp_path)
+    assert not (tmp_path / "postmaster.pid").exists()

@@ -110,7 +110,8 @@ def _drop_stale_postmaster_pid(data_dir: Path) -> None:
 
     path = data_dir / "postmaster.pid"
     try:
-        pid = int(path.read_text().splitlines()[0])
+        # A single-user backend (the password set-up at start) writes its pid negated.
+        pid = abs(int(path.read_text().splitlines()[0]))
     except (OSError, ValueError, IndexError):
         return
     try:
