@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     import discord
 
     from .config import ActorConfig
+    from .keyed import Schedules
 
 
 class Actor:
@@ -98,6 +99,9 @@ class RunContext:
         post: Callable[..., Awaitable[Posted]],
         checkpoint: Callable[[dict[str, Any]], Awaitable[None]],
         client: discord.Client | None = None,
+        key: str | None = None,
+        payload: Mapping[str, Any] | None = None,
+        schedules: Schedules | None = None,
     ) -> None:
         self.run_id = run_id
         self.actor = actor
@@ -108,6 +112,11 @@ class RunContext:
         self.state = state
         self.log = logging.LoggerAdapter(logger, {"actor": actor, "run_id": run_id})
         self.client = client
+        # A run of a keyed schedule (created at run time): its key and payload. None and {}
+        # for a run of the actor's configured schedule or a manual trigger.
+        self.key = key
+        self.payload: dict[str, Any] = dict(payload) if payload else {}
+        self._schedules = schedules
         self.posted: list[Posted] = []
         self._connect = connect
         self._post = post
@@ -124,6 +133,13 @@ class RunContext:
         posted = await self._post(content, **kwargs)
         self.posted.append(posted)
         return posted
+
+    @property
+    def schedules(self) -> Schedules:
+        """The runtime's keyed schedules: add, remove and list them from inside a run."""
+        if self._schedules is None:
+            raise RuntimeError("ctx.schedules is not available in this context")
+        return self._schedules
 
     async def checkpoint(self) -> None:
         """Save ``state`` now, so it survives even if this run later fails."""

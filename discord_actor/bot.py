@@ -49,14 +49,18 @@ from .config import (
     redact_url,
 )
 from .db import Database, open_database
+from .keyed import Schedules
 from .platforms import Platform
 from .platforms.console import ConsolePlatform
 from .platforms.discord import DiscordPlatform
 from .platforms.none import NoPlatform
-from .plugins import LoadedActor, load_actors, load_project
+from .plugins import LoadedActor, actor_modules, load_actors, load_project
 from .runtime import AlertSink, Runtime
 
 log = logging.getLogger("discord_actor.bot")
+
+AppCommand = app_commands.Command[Any, ..., Any] | app_commands.Group
+
 
 __all__ = [
     "ActorBot",
@@ -138,7 +142,15 @@ class ActorRuntime(commands.Cog, name="ActorRuntime"):
         self._stopping: Runtime | None = None
         self._stopped: asyncio.Future[None] | None = None
         self._commands: app_commands.Group | None = None
+        self._module_commands: list[AppCommand] = []
         self._readies = 0
+
+    @property
+    def schedules(self) -> Schedules:
+        """The runtime's keyed schedules (see ``discord_actor.keyed``); once the cog is loaded."""
+        if self.runtime is None:
+            raise RuntimeError("the ActorRuntime cog is not loaded (or already stopped)")
+        return self.runtime.schedules
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -285,14 +297,18 @@ class ActorRuntime(commands.Cog, name="ActorRuntime"):
         return DiscordAlerts(self.bot, channel) if channel else None
 
     async def _install_commands(self, config: Config, runtime: Runtime) -> None:
-        """Add ``/actors`` to the bot's tree and sync it (a failure is logged, not fatal)."""
+        """Add ``/actors`` and the actor modules' own commands to the bot's tree and sync it
+        (a failure is logged, not fatal)."""
+        self._add_module_commands(runtime)
         group = ActorsCommands(runtime.store, config)
         try:
             self.bot.tree.add_command(group)
         except app_commands.CommandAlreadyRegistered:
             log.error("the bot already has a /actors command; discord-actor's is not added")
+        else:
+            self._commands = group
+        if self._commands is None and not self._module_commands:
             return
-        self._commands = group
         if not self._sync:
             return
         try:
@@ -305,17 +321,55 @@ class ActorRuntime(commands.Cog, name="ActorRuntime"):
                 e,
             )
 
+    def _add_module_commands(self, runtime: Runtime) -> None:
+        """The application commands that actor modules list in a module-level ``commands``."""
+        for module in actor_modules(runtime.actors):
+            listed = getattr(module, "commands", None)
+            if listed is None:
+                continue
+            if not isinstance(listed, list | tuple):
+                log.error(
+                    "module %s: 'commands' must be a list of application commands"
+                    " (app_commands.Command or Group), not %s; none of them is added",
+                    module.__name__,
+                    type(listed).__name__,
+                )
+                continue
+            for command in listed:
+                if not isinstance(command, app_commands.Command | app_commands.Group):
+                    log.error(
+                        "module %s: %r in 'commands' is not an application command; skipped",
+                        module.__name__,
+                        command,
+                    )
+                    continue
+                try:
+                    self.bot.tree.add_command(command)
+                except app_commands.CommandAlreadyRegistered:
+                    log.error(
+                        "module %s: the bot already has a /%s command; not added",
+                        module.__name__,
+                        command.name,
+                    )
+                    continue
+                self._module_commands.append(command)
+
     def _uninstall_commands(self) -> None:
-        """Take ``/actors`` out of the bot's tree (globally and where it was copied to)."""
-        group, self._commands = self._commands, None
-        if group is None or self.config is None:
+        """Take ``/actors`` and the modules' commands out of the bot's tree (globally and where
+        they were copied to)."""
+        names = [c.name for c in self._module_commands]
+        if self._commands is not None:
+            names.append(self._commands.name)
+        self._commands, self._module_commands = None, []
+        if self.config is None:
             return
         tree = self.bot.tree
         scopes = [None, *(discord.Object(g) for g in self.config.discord.command_guild_ids)]
-        for guild in scopes:
-            command = tree.get_command(group.name, guild=guild)
-            if command is not None and command.name == group.name:
-                tree.remove_command(group.name, guild=guild)
+        for name in names:
+            for guild in scopes:
+                command = tree.get_command(name, guild=guild)
+                if command is not None and command.name == name:
+                    tree.remove_command(name, guild=guild)
 
     def _check_endpoints(self, cfg: DiscordConfig) -> None:
         configured = (cfg.api_base_url, cfg.gateway_url)

@@ -158,6 +158,10 @@ class ActorConfig:
     max_consecutive_failures: int = 5  # effective (actor's own, else server default)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     allowed_mentions: tuple[str, ...] = ()  # subset of MENTION_KINDS; none by default
+    # Schedules created at run time (keyed.py): pending ones per actor, and per owner.
+    max_schedules: int = 100_000
+    max_schedules_per_owner: int | None = None  # None = no limit per owner
+    max_payload_bytes: int = 16 * 1024  # a keyed schedule's payload, as UTF-8 JSON
     settings: dict[str, Any] = field(default_factory=dict)
     index: int = 0  # position in the file, for error messages: actors[index]
 
@@ -253,6 +257,8 @@ def dump_config(config: Config) -> str:
         d["settings"] = settings
         if not a.settings:
             del d["settings"]
+        if a.schedule.type == "none":  # written as no [actors.schedule] at all
+            del d["schedule"]
         actors.append(d)
     header = (f"# Resolved configuration from {config.path}\n"
               f"# Secrets are shown as {REDACTED}.\n\n")
@@ -836,6 +842,10 @@ class _Reader:
             retry=self.retry(t, p),
             allowed_mentions=self.names(t, "allowed_mentions", p, (), MENTION_KINDS, "mention"
                                         " kind"),
+            max_schedules=self.integer(t, "max_schedules", p, 100_000, minimum=0),
+            max_schedules_per_owner=self.integer(t, "max_schedules_per_owner", p, None,
+                                                 minimum=1),
+            max_payload_bytes=self.integer(t, "max_payload_bytes", p, 16 * 1024, minimum=2),
             settings=settings if settings is not None else {},
             index=i,
         )
@@ -865,8 +875,9 @@ class _Reader:
     def schedule(self, t: dict[str, Any], ap: _KeyPath,
                  server: ServerConfig) -> ScheduleConfig | None:
         p = (*ap, "schedule")
-        if not self.require(t, "schedule", ap):
-            return None
+        if "schedule" not in t:
+            # Runs only through keyed schedules (created at run time) and manual triggers.
+            return ScheduleConfig(type="none", timezone=server.timezone)
         s = self.table(t, "schedule", p)
         if s is None:
             return None

@@ -19,6 +19,7 @@ import traceback
 from collections import Counter
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager, suppress
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -31,9 +32,10 @@ from .clock import Clock
 from .config import ActorConfig
 from .db.store import ClaimedRun, Finished, Outcome, Store, TaskView
 from .db.transient import TRANSIENT_DB_ERRORS, Backoff
+from .keyed import Schedules
 from .platforms import Platform
 from .plugins import LoadedActor
-from .schedules import Schedule, format_slot
+from .schedules import Schedule, format_slot, schedule_of
 from .storable import MAX_ERROR_MESSAGE, MAX_TRACEBACK, clean_text, refused_in
 
 log = logging.getLogger("discord_actor.runtime")
@@ -129,6 +131,7 @@ class Executor:
         *,
         client: Any = None,
         on_finished: Callable[[TaskView | None], None],
+        keyed: Schedules | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -139,6 +142,7 @@ class Executor:
         self.alerts = alerts
         self.client = client
         self._on_finished = on_finished
+        self.keyed = keyed  # the runtime's keyed schedules API, as ctx.schedules
         self.running: dict[int, asyncio.Task[None]] = {}  # run id -> its whole execution
         self.local_runs: Counter[int] = Counter()  # task id -> runs in flight here
         self._actor_code: dict[int, _LiveRun] = {}
@@ -223,9 +227,12 @@ class Executor:
         loaded = self.actors[run.actor]
         cfg = loaded.config
         platform = self.platforms[loaded.platform]
+        if run.channel_id is not None:  # a keyed schedule's own channel, for ctx.post
+            cfg = replace(cfg, channel_id=run.channel_id)
         # The slot in the schedule's zone (the database gives UTC): what ctx.scheduled_for and
         # the logs say matches status and history.
-        slot = run.scheduled_for.astimezone(self.schedules[run.actor].tz)
+        tz = schedule_of(self.schedules, run.actor, run.keyed_schedule).tz
+        slot = run.scheduled_for.astimezone(tz)
 
         loop = asyncio.get_running_loop()
         live = _LiveRun(run, loop.create_future())
@@ -255,6 +262,9 @@ class Executor:
             post=post,
             checkpoint=checkpoint,
             client=self.client,
+            key=run.key,
+            payload=run.payload,
+            schedules=self.keyed,
         )
         if log.isEnabledFor(logging.DEBUG):
             log.debug(

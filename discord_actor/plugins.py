@@ -13,6 +13,7 @@ import importlib.util
 import inspect
 import sys
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -215,6 +216,18 @@ def _as_actor_class(obj: Any, actor: str) -> type[Actor]:
     raise PluginError(
         f"actor {actor!r}: {obj!r} is neither an Actor subclass nor an @actor function"
     )
+
+
+def actor_modules(actors: Mapping[str, LoadedActor]) -> list[ModuleType]:
+    """The modules the loaded actors come from, each once, in config order."""
+    found: dict[str, ModuleType] = {}
+    for loaded in actors.values():
+        cls = type(loaded.instance)
+        origin = cls.function if issubclass(cls, FunctionActor) else cls
+        module = inspect.getmodule(origin)
+        if module is not None:
+            found.setdefault(module.__name__, module)
+    return list(found.values())
 
 
 def _describe(error: BaseException) -> str:

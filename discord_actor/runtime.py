@@ -25,16 +25,17 @@ from .budget import ConnectionBudget, PoolExhausted
 from .clock import Clock
 from .config import Config, ScheduleConfig
 from .db import Database
-from .db.store import ClaimedRun, Store, TaskSpec, TaskView, describe_notice
+from .db.store import ClaimedRun, Store, TaskView, describe_notice
 from .db.transient import TRANSIENT_DB_ERRORS
 from .executor import Executor, RunNoLongerOwned, StateNotSerializable, retry_delay
+from .keyed import Schedules, actor_row_spec
 from .liveness import Liveness
 from .platforms import Platform
 from .platforms.console import ConsolePlatform
 from .platforms.none import NoPlatform
 from .plugins import LoadedActor
 from .scheduler import MISFIRE_GRACE_SECONDS, Scheduler
-from .schedules import Schedule, build_schedule, jittered
+from .schedules import Schedule, build_schedule
 
 __all__ = [
     "MISFIRE_GRACE_SECONDS",
@@ -90,12 +91,12 @@ class Runtime:
         # Actors with equal schedules (an actor per guild, say) share one Schedule object, so
         # that its canonical form and hash are computed once.
         built: dict[ScheduleConfig, Schedule] = {}
-        self.schedules: dict[str, Schedule] = {}
+        self.actor_schedules: dict[str, Schedule] = {}
         for name, a in self.actors.items():
             schedule = built.get(a.config.schedule)
             if schedule is None:
                 schedule = built[a.config.schedule] = build_schedule(a.config.schedule)
-            self.schedules[name] = schedule
+            self.actor_schedules[name] = schedule
         self._broken: set[str] = set()  # actors whose setup() failed
         self.budget = ConnectionBudget(
             database.pool,
@@ -103,23 +104,26 @@ class Runtime:
             config.database.acquire_timeout_seconds,
         )
         self._alert_sender = AlertSender(alerts)
+        # Keyed schedules created at run time, by bot code or by actors (ctx.schedules).
+        self.schedules = Schedules(self.store, config, self.clock)
         self.executor = Executor(
             self.store,
             self.clock,
             self.actors,
-            self.schedules,
+            self.actor_schedules,
             self.budget,
             self.platforms,
             self._alert_sender,
             client=client,
             on_finished=self._run_finished,
+            keyed=self.schedules,
         )
         self.scheduler = Scheduler(
             config,
             self.store,
             self.clock,
             self.actors,
-            self.schedules,
+            self.actor_schedules,
             self.instance_id,
             free_slots=self._free_slots,
             runnable=self._runnable,
@@ -263,24 +267,10 @@ class Runtime:
     async def reconcile(self) -> None:
         """Make the tasks table match the configuration (new actors, changed schedules)."""
         now = self.clock.now()
-        specs = []
-        for name, loaded in self.actors.items():
-            schedule = self.schedules[name]
-            first = schedule.initial_slot(now)
-            jitter = loaded.config.schedule.jitter_seconds
-            specs.append(
-                TaskSpec(
-                    actor=name,
-                    enabled=loaded.config.enabled,
-                    schedule_json=schedule.canonical,
-                    schedule_hash=schedule.hash(),
-                    max_instances=loaded.config.max_instances,
-                    max_attempts=loaded.config.retry.attempts,
-                    initial_slot=first,
-                    initial_due=None if first is None else jittered(first, jitter),
-                    on_every_start=schedule.config.type == "immediate",
-                )
-            )
+        specs = [
+            actor_row_spec(loaded.config, self.actor_schedules[name], now)
+            for name, loaded in self.actors.items()
+        ]
         await self.store.reconcile(specs, now)
 
     async def sync(self) -> None:

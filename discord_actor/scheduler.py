@@ -28,7 +28,7 @@ from .config import Config
 from .db.store import ClaimedRun, ClaimRequest, Store, TaskView
 from .db.transient import TRANSIENT_DB_ERRORS, Backoff, Outage
 from .plugins import LoadedActor
-from .schedules import Schedule, decide, jittered
+from .schedules import Schedule, decide, jittered, schedule_of
 
 log = logging.getLogger("discord_actor.runtime")
 
@@ -204,10 +204,9 @@ class Scheduler:
             )
         if view.next_run is None or view.due_at is None or view.due_at > now:
             return None
-        jitter = self.actors[view.actor].config.schedule.jitter_seconds
-        decision = decide(
-            self.schedules[view.actor], view.next_run, now, MISFIRE_GRACE_SECONDS + jitter
-        )
+        schedule = schedule_of(self.schedules, view.actor, view.keyed_schedule)
+        jitter = schedule.config.jitter_seconds
+        decision = decide(schedule, view.next_run, now, MISFIRE_GRACE_SECONDS + jitter)
         next_due = None if decision.next_run is None else jittered(decision.next_run, jitter)
         skipped = decision.action == "skip"
         return ClaimRequest(

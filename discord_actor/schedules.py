@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -38,6 +38,7 @@ __all__ = [
     "CronSchedule",
     "ImmediateSchedule",
     "IntervalSchedule",
+    "NoSchedule",
     "OnceSchedule",
     "RandomSource",
     "Schedule",
@@ -45,8 +46,12 @@ __all__ = [
     "build_schedule",
     "cron_error",
     "decide",
+    "definition",
     "format_slot",
+    "from_definition",
     "jittered",
+    "schedule_of",
+    "stored_schedule",
 ]
 
 TRIGGER_SCHEDULE = "schedule"
@@ -454,11 +459,31 @@ class ImmediateSchedule(Schedule):
         return {"type": "immediate"}
 
 
+class NoSchedule(Schedule):
+    """No slots at all: an actor without ``[actors.schedule]`` runs only through its keyed
+    schedules and manual triggers."""
+
+    def initial_slot(self, now: datetime) -> None:
+        return None
+
+    def next_after(self, slot: datetime) -> None:
+        return None
+
+    def upcoming(
+        self, after: datetime, count: int, anchor: datetime | None = None
+    ) -> list[datetime]:
+        return []
+
+    def normalized(self) -> dict[str, Any]:
+        return {"type": "none"}
+
+
 _TYPES: dict[str, type[Schedule]] = {
     "interval": IntervalSchedule,
     "cron": CronSchedule,
     "once": OnceSchedule,
     "immediate": ImmediateSchedule,
+    "none": NoSchedule,
 }
 
 
@@ -469,6 +494,49 @@ def build_schedule(cfg: ScheduleConfig) -> Schedule:
         expected = ", ".join(_TYPES)
         raise ValueError(f"unknown schedule type {cfg.type!r} (expected one of {expected})")
     return _TYPES[kind](cfg)
+
+
+def definition(cfg: ScheduleConfig) -> dict[str, Any]:
+    """A keyed schedule's whole definition as stored (its ``schedule`` column): when slots fall
+    (:meth:`Schedule.normalized`) plus the zone they are shown in, jitter and catch-up."""
+    schedule = build_schedule(cfg)
+    return schedule.normalized() | {
+        "timezone": schedule.tz.key,
+        "jitter_seconds": cfg.jitter_seconds,
+        "catch_up": cfg.catch_up,
+    }
+
+
+def from_definition(data: Mapping[str, Any]) -> ScheduleConfig:
+    """The ScheduleConfig of a stored :func:`definition`."""
+    from discord_actor.config import ScheduleConfig
+
+    at = data.get("at")
+    return ScheduleConfig(
+        type=data["type"],
+        timezone=data.get("timezone", "UTC"),
+        seconds=data.get("seconds"),
+        expression=data.get("expression"),
+        at=None if at is None else datetime.fromisoformat(at),
+        jitter_seconds=float(data.get("jitter_seconds", 0.0)),
+        catch_up=data.get("catch_up", "latest"),
+    )
+
+
+@lru_cache(maxsize=4096)
+def stored_schedule(definition_json: str) -> Schedule:
+    """The Schedule of a keyed schedule's stored definition (JSON text). Cached: schedules
+    with equal definitions (every poll of a feed every 300 s) share one."""
+    return build_schedule(from_definition(json.loads(definition_json)))
+
+
+def schedule_of(
+    actor_schedules: Mapping[str, Schedule], actor: str, keyed_definition: str | None
+) -> Schedule:
+    """A task's schedule: its actor's configured one, or a keyed schedule's stored one."""
+    if keyed_definition is None:
+        return actor_schedules[actor]
+    return stored_schedule(keyed_definition)
 
 
 def resumed_slot(schedule: Schedule, next_run: datetime | None, now: datetime) -> datetime | None:

@@ -19,6 +19,7 @@ from discord_actor.config import (
     redact_url,
     write_starter,
 )
+from discord_actor.schedules import build_schedule
 
 # One valid actor; tests append lines or whole tables to it.
 BASE = """\
@@ -249,8 +250,12 @@ def test_key_of_another_schedule_type(tmp_path: Path) -> None:
     assert "only applies to cron schedules" in p.message
 
 
-def test_missing_schedule(tmp_path: Path) -> None:
-    problem(tmp_path, '[[actors]]\nname = "a"\nmodule = "a"\n', "actors[0].schedule", 1)
+def test_actor_without_a_schedule_runs_only_when_asked(tmp_path: Path) -> None:
+    path = tmp_path / "actor_server.toml"
+    path.write_text('[[actors]]\nname = "a"\nmodule = "a"\n')
+    (actor,) = load_config(path).actors
+    assert actor.schedule.type == "none"
+    assert build_schedule(actor.schedule).initial_slot(datetime.now(UTC)) is None
 
 
 def test_discord_actor_without_channel_id(tmp_path: Path) -> None:

@@ -39,7 +39,8 @@ async def _tables(conn: asyncpg.Connection, schema: str) -> set[str]:
 
 async def test_migrations_apply_once_and_are_idempotent(database: Database) -> None:
     assert database.applied_migrations == ALL_MIGRATIONS == [
-        "0001_initial", "0002_due_indexes", "0003_finish_run", "0004_setup_errors"]
+        "0001_initial", "0002_due_indexes", "0003_finish_run", "0004_setup_errors",
+        "0005_keyed_schedules"]
     async with database.pool.acquire() as conn:
         assert await _tables(conn, database.schema) == TABLES
         assert await migrate(conn, database.schema) == []
@@ -50,7 +51,8 @@ async def test_migrations_apply_once_and_are_idempotent(database: Database) -> N
         assert await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key(database.schema))
         await conn.execute("SELECT pg_advisory_unlock($1)", lock_key(database.schema))
     assert [(r["version"], r["name"]) for r in rows] == [
-            (1, "initial"), (2, "due_indexes"), (3, "finish_run"), (4, "setup_errors")]
+            (1, "initial"), (2, "due_indexes"), (3, "finish_run"), (4, "setup_errors"),
+            (5, "keyed_schedules")]
     assert rows[0]["applied_at"] is not None
 
 

@@ -229,7 +229,6 @@ async def test_a_broken_configuration_fails_add_cog_with_every_problem(tmp_path:
     assert [(p.key, p.line) for p in info.value.problems] == [
         ("discord.intents[0]", 2),
         ("actors[0].module", 4),
-        ("actors[0].schedule", 4),
     ]
     assert bot.get_cog("ActorRuntime") is None
 

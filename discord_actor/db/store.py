@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,8 +36,17 @@ def quote_ident(name: str) -> str:
 # ``views`` and by ``finish``. The retry is the task's earliest pending one.
 TASK_VIEW_COLUMNS = """
 t.id, t.actor, t.enabled, t.paused, t.max_instances, t.next_run, t.due_at,
-q.scheduled_for AS retry_slot, q.attempt AS retry_attempt, q.retry_at, t.manual_at
+q.scheduled_for AS retry_slot, q.attempt AS retry_attempt, q.retry_at, t.manual_at,
+t.key, CASE WHEN t.key IS NULL THEN NULL ELSE t.schedule::text END AS keyed_schedule
 """
+# A keyed schedule obeys its actor's switches, which live on the actor's row (key NULL).
+ACTOR_LIVE_SQL = """(t.key IS NULL OR EXISTS (
+    SELECT 1 FROM {tasks} a WHERE a.actor = t.actor AND a.key IS NULL
+      AND a.enabled AND NOT a.paused AND a.removed_at IS NULL))"""
+# A keyed schedule is pending while it has anything left to run: a slot, a trigger, a run in
+# flight or a retry. A ``once`` that has run, or used up its retries, is not.
+PENDING_SQL = """(t.removed_at IS NULL AND (t.next_run IS NOT NULL OR t.running > 0
+    OR t.manual_at IS NOT NULL OR EXISTS (SELECT 1 FROM {retries} p WHERE p.task_id = t.id)))"""
 EARLIEST_RETRY_SQL = """
 LEFT JOIN LATERAL (
     SELECT scheduled_for, attempt, retry_at FROM {retries}
@@ -49,14 +59,14 @@ LEFT JOIN LATERAL (
 # that the caller can tell whether a part was cut off by the limit.
 DUE_WINDOW_SQL = """
 WITH due AS (
-    (SELECT id, 's' AS kind, due_at AS at FROM {tasks}
-     WHERE due_at <= $1 AND enabled AND NOT paused AND removed_at IS NULL
-       AND running < max_instances
-     ORDER BY due_at LIMIT $2)
+    (SELECT t.id, 's' AS kind, t.due_at AS at FROM {tasks} t
+     WHERE t.due_at <= $1 AND t.enabled AND NOT t.paused AND t.removed_at IS NULL
+       AND t.running < t.max_instances AND {actor_live}
+     ORDER BY t.due_at LIMIT $2)
     UNION ALL
-    (SELECT id, 'm', manual_at FROM {tasks}
-     WHERE manual_at IS NOT NULL AND enabled AND NOT paused AND removed_at IS NULL
-       AND running < max_instances
+    (SELECT t.id, 'm', t.manual_at FROM {tasks} t
+     WHERE t.manual_at IS NOT NULL AND t.enabled AND NOT t.paused AND t.removed_at IS NULL
+       AND t.running < t.max_instances AND {actor_live}
      LIMIT $2)
     UNION ALL
     (SELECT task_id, 'r', retry_at FROM {retries} WHERE retry_at <= $1 ORDER BY retry_at LIMIT $2)
@@ -64,7 +74,7 @@ WITH due AS (
 SELECT due.kind, due.at, {columns}
 FROM due JOIN {tasks} t ON t.id = due.id
 {earliest_retry}
-WHERE t.enabled AND NOT t.paused AND t.removed_at IS NULL
+WHERE t.enabled AND NOT t.paused AND t.removed_at IS NULL AND {actor_live}
 """
 
 
@@ -76,6 +86,8 @@ class TaskView:
         "due_at",
         "enabled",
         "id",
+        "key",
+        "keyed_schedule",
         "manual_at",
         "max_instances",
         "next_run",
@@ -98,6 +110,8 @@ class TaskView:
         retry_attempt: int | None,
         retry_at: datetime | None,
         manual_at: datetime | None,
+        key: str | None = None,
+        keyed_schedule: str | None = None,
     ) -> None:
         self.id = id
         self.actor = actor
@@ -110,10 +124,12 @@ class TaskView:
         self.retry_attempt = retry_attempt
         self.retry_at = retry_at
         self.manual_at = manual_at
+        self.key = key  # None: the actor's configured schedule
+        self.keyed_schedule = keyed_schedule  # a keyed schedule's definition (JSON text)
 
     def __repr__(self) -> str:
         return (
-            f"TaskView(id={self.id}, actor={self.actor!r}, due_at={self.due_at},"
+            f"TaskView(id={self.id}, actor={self.actor!r}, key={self.key!r}, due_at={self.due_at},"
             f" retry_at={self.retry_at}, manual_at={self.manual_at})"
         )
 
@@ -131,6 +147,8 @@ class TaskView:
             r["retry_attempt"],
             r["retry_at"],
             r["manual_at"],
+            r["key"],
+            r["keyed_schedule"],
         )
 
     def due_time(self) -> float | None:
@@ -201,6 +219,10 @@ class ClaimedRun:
     trigger: str
     status: str
     state: dict[str, Any]
+    key: str | None = None  # a keyed schedule's run; None for the configured schedule
+    payload: dict[str, Any] | None = None
+    channel_id: int | None = None  # a keyed schedule's channel, over the actor's
+    keyed_schedule: str | None = None  # a keyed schedule's stored definition (JSON text)
 
 
 @dataclass(frozen=True)
@@ -234,6 +256,47 @@ class Operator:
         return f"{given}; paused by {self.text()}" if given else f"paused by {self.text()}"
 
 
+@dataclass(frozen=True)
+class KeyedRow:
+    """One keyed schedule to write, as ``add_keyed`` stores it."""
+
+    key: str
+    definition_json: str  # schedules.definition(), canonical JSON
+    definition_hash: str  # of the definition, payload, channel and owner together
+    payload_json: str | None
+    channel_id: int | None
+    owner: str | None
+    next_run: datetime | None
+    due_at: datetime | None
+
+
+@dataclass(frozen=True)
+class KeyedWrite:
+    """What ``add_keyed`` did: the keys it wrote (new, re-armed or replaced) and those it left
+    alone because they were pending with the same definition."""
+
+    written: list[str]
+    unchanged: list[str]
+
+
+class KeyConflict(Exception):
+    """Keys that are pending with another definition (and ``replace`` was not given)."""
+
+    def __init__(self, keys: list[str]) -> None:
+        super().__init__(keys)
+        self.keys = keys
+
+
+class LimitExceeded(Exception):
+    """Adding would take the pending schedules of an actor (or of one owner) over a limit."""
+
+    def __init__(self, setting: str, limit: int, pending: int, adding: int, owner: str | None):
+        super().__init__(setting)
+        self.setting, self.limit, self.pending, self.adding, self.owner = (
+            setting, limit, pending, adding, owner
+        )
+
+
 NOTICE_REASON_CHARS = 1000  # of a reason, in a notification (NOTIFY payloads are < 8000 bytes)
 
 
@@ -262,10 +325,15 @@ class Store:
             f"SELECT {TASK_VIEW_COLUMNS} FROM {self._tasks} t {earliest_retry}"
             " WHERE t.id = ANY($1::bigint[])"
         )
+        actor_live = ACTOR_LIVE_SQL.format(**tables)
+        self._pending = PENDING_SQL.format(**tables)
         self._window_sql = DUE_WINDOW_SQL.format(
-            columns=TASK_VIEW_COLUMNS, earliest_retry=earliest_retry, **tables
+            columns=TASK_VIEW_COLUMNS,
+            earliest_retry=earliest_retry,
+            actor_live=actor_live,
+            **tables,
         )
-        self._claim_sql = _CLAIM_SQL.format(**tables)
+        self._claim_sql = _CLAIM_SQL.format(actor_live=actor_live, **tables)
         self._finish_many_sql = _FINISH_MANY_SQL.format(schema=s)
 
     # -- processes -------------------------------------------------------------------------
@@ -370,7 +438,7 @@ class Store:
                     max_instances, max_attempts, next_run, due_at)
                 SELECT * FROM unnest($1::text[], $2::bool[], $3::jsonb[], $4::text[],
                     $5::int[], $6::int[], $7::timestamptz[], $8::timestamptz[])
-                ON CONFLICT (actor) DO UPDATE SET
+                ON CONFLICT (actor) WHERE key IS NULL DO UPDATE SET
                     enabled = EXCLUDED.enabled,
                     removed_at = NULL,
                     max_instances = EXCLUDED.max_instances,
@@ -404,7 +472,17 @@ class Store:
             )
             await conn.execute(
                 f"UPDATE {self._tasks} SET removed_at = now(), updated_at = now()"
-                " WHERE removed_at IS NULL AND actor NOT IN (SELECT unnest($1::text[]))",
+                " WHERE key IS NULL AND removed_at IS NULL"
+                " AND actor NOT IN (SELECT unnest($1::text[]))",
+                [s.actor for s in specs],
+            )
+            # Keyed schedules follow their actor's max_instances and retry.attempts.
+            await conn.execute(
+                f"UPDATE {self._tasks} k SET max_instances = a.max_instances,"
+                " max_attempts = a.max_attempts, updated_at = now()"
+                f" FROM {self._tasks} a WHERE a.key IS NULL AND a.actor = k.actor"
+                " AND k.key IS NOT NULL AND k.actor = ANY($1::text[])"
+                " AND (k.max_instances <> a.max_instances OR k.max_attempts <> a.max_attempts)",
                 [s.actor for s in specs],
             )
             # Other running servers look at what is due again (a schedule may have changed).
@@ -418,7 +496,8 @@ class Store:
             " setup_error_at = CASE WHEN s.error IS NULL THEN NULL ELSE now() END,"
             " updated_at = now()"
             " FROM unnest($1::text[], $2::text[]) AS s(actor, error)"
-            " WHERE t.actor = s.actor AND t.setup_error IS DISTINCT FROM s.error",
+            " WHERE t.actor = s.actor AND t.key IS NULL"
+            " AND t.setup_error IS DISTINCT FROM s.error",
             [*failed, *succeeded],
             [*failed.values(), *(None for _ in succeeded)],
         )
@@ -484,6 +563,10 @@ class Store:
                 trigger=r["trigger"],
                 status=r["status"],
                 state=json.loads(r["state"]),
+                key=r["key"],
+                payload=None if r["payload"] is None else json.loads(r["payload"]),
+                channel_id=r["channel_id"],
+                keyed_schedule=r["keyed_schedule"],
             )
             for r in rows
         ]
@@ -530,7 +613,8 @@ class Store:
     async def set_state(self, actor: str, state: dict[str, Any]) -> None:
         """Replace an actor's stored state (tests and operators; not while it runs)."""
         await self.pool.execute(
-            f"UPDATE {self._tasks} SET state = $2::jsonb, updated_at = now() WHERE actor = $1",
+            f"UPDATE {self._tasks} SET state = $2::jsonb, updated_at = now()"
+            " WHERE actor = $1 AND key IS NULL",
             actor,
             json.dumps(state),
         )
@@ -539,7 +623,7 @@ class Store:
         """The actor's pending retries, earliest first."""
         rows: list[asyncpg.Record] = await self.pool.fetch(
             f"SELECT q.* FROM {self._retries} q JOIN {self._tasks} t ON t.id = q.task_id"
-            " WHERE t.actor = $1 ORDER BY q.retry_at, q.scheduled_for, q.attempt",
+            " WHERE t.actor = $1 AND t.key IS NULL ORDER BY q.retry_at, q.scheduled_for, q.attempt",
             actor,
         )
         return rows
@@ -549,24 +633,33 @@ class Store:
     async def status(self) -> list[asyncpg.Record]:
         rows: list[asyncpg.Record] = await self.pool.fetch(
             f"""
-            SELECT t.*, q.retry_at
+            SELECT t.*, q.retry_at, coalesce(k.keyed, 0) AS keyed
             FROM {self._tasks} t
             LEFT JOIN LATERAL (SELECT min(retry_at) AS retry_at FROM {self._retries}
                                WHERE task_id = t.id) q ON true
-            WHERE t.removed_at IS NULL ORDER BY t.actor
+            LEFT JOIN (SELECT t.actor, count(*) AS keyed FROM {self._tasks} t
+                       WHERE t.key IS NOT NULL AND {self._pending} GROUP BY t.actor) k
+                   ON k.actor = t.actor
+            WHERE t.removed_at IS NULL AND t.key IS NULL ORDER BY t.actor
             """
         )
         return rows
 
     async def task(self, actor: str) -> asyncpg.Record | None:
-        return await self.pool.fetchrow(f"SELECT * FROM {self._tasks} WHERE actor = $1", actor)
+        return await self.pool.fetchrow(
+            f"SELECT * FROM {self._tasks} WHERE actor = $1 AND key IS NULL", actor
+        )
+
+    async def task_row(self, task_id: int) -> asyncpg.Record | None:
+        """A task row by id: an actor's own, or one of its keyed schedules."""
+        return await self.pool.fetchrow(f"SELECT * FROM {self._tasks} WHERE id = $1", task_id)
 
     async def history(
         self, actor: str | None = None, limit: int = 20, status: str | None = None
     ) -> list[asyncpg.Record]:
         rows: list[asyncpg.Record] = await self.pool.fetch(
             f"""
-            SELECT r.*, t.actor FROM {self._runs} r JOIN {self._tasks} t ON t.id = r.task_id
+            SELECT r.*, t.actor, t.key FROM {self._runs} r JOIN {self._tasks} t ON t.id = r.task_id
             WHERE ($1::text IS NULL OR t.actor = $1) AND ($2::text IS NULL OR r.status = $2)
             ORDER BY r.started_at DESC, r.id DESC LIMIT $3
             """,
@@ -578,8 +671,8 @@ class Store:
 
     async def run(self, run_id: int) -> asyncpg.Record | None:
         return await self.pool.fetchrow(
-            f"SELECT r.*, t.actor FROM {self._runs} r JOIN {self._tasks} t ON t.id = r.task_id"
-            " WHERE r.id = $1",
+            f"SELECT r.*, t.actor, t.key FROM {self._runs} r"
+            f" JOIN {self._tasks} t ON t.id = r.task_id WHERE r.id = $1",
             run_id,
         )
 
@@ -590,7 +683,7 @@ class Store:
         reason = reason or "paused by an operator"
         return await self._update_and_notify(
             f"UPDATE {self._tasks} SET paused = true, paused_reason = $2, paused_at = now(),"
-            " updated_at = now() WHERE actor = $1 AND removed_at IS NULL",
+            " updated_at = now() WHERE actor = $1 AND key IS NULL AND removed_at IS NULL",
             actor,
             reason,
             notice=_notice(actor, "paused", by, reason),
@@ -614,9 +707,10 @@ class Store:
         return await self._update_and_notify(
             f"UPDATE {self._tasks} SET paused = false, paused_reason = NULL, paused_at = NULL,"
             " consecutive_failures = 0, updated_at = now(),"
-            " next_run = CASE WHEN next_run = $2 THEN $3 ELSE next_run END,"
-            " due_at = CASE WHEN next_run = $2 THEN $4 ELSE due_at END"
-            " WHERE actor = $1 AND removed_at IS NULL",
+            " next_run = CASE WHEN key IS NULL AND next_run = $2 THEN $3 ELSE next_run END,"
+            " due_at = CASE WHEN key IS NULL AND next_run = $2 THEN $4 ELSE due_at END"
+            # The actor, and those of its keyed schedules whose own circuit breaker tripped.
+            " WHERE actor = $1 AND removed_at IS NULL AND (key IS NULL OR paused)",
             actor,
             passed,
             next_run,
@@ -628,10 +722,215 @@ class Store:
         """Ask a running server to run the actor now (coalesced with a pending trigger)."""
         return await self._update_and_notify(
             f"UPDATE {self._tasks} SET manual_at = coalesce(manual_at, clock_timestamp()),"
-            " updated_at = now() WHERE actor = $1 AND removed_at IS NULL",
+            " updated_at = now() WHERE actor = $1 AND key IS NULL AND removed_at IS NULL",
             actor,
             notice=_notice(actor, "triggered", by),
         )
+
+    # -- keyed schedules (created at run time) ------------------------------------------------
+
+    async def ensure_actor(self, spec: TaskSpec) -> None:
+        """Give a configured actor its row if no server has yet (keyed schedules hang on it)."""
+        await self.pool.execute(
+            f"INSERT INTO {self._tasks} (actor, enabled, schedule, schedule_hash, max_instances,"
+            " max_attempts, next_run, due_at) VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7, $8)"
+            " ON CONFLICT (actor) WHERE key IS NULL DO NOTHING",
+            spec.actor,
+            spec.enabled,
+            spec.schedule_json,
+            spec.schedule_hash,
+            spec.max_instances,
+            spec.max_attempts,
+            spec.initial_slot,
+            spec.initial_due,
+        )
+
+    async def add_keyed(
+        self,
+        actor: str,
+        rows: Sequence[KeyedRow],
+        *,
+        replace: bool,
+        max_pending: int,
+        max_per_owner: int | None,
+        notify: bool,
+    ) -> KeyedWrite:
+        """Write keyed schedules of ``actor`` in one transaction, all or none.
+
+        A key that is pending with the same definition is left alone; with another one it is a
+        conflict unless ``replace``. A key that is no longer pending (its ``once`` ran, or it
+        was removed) is armed again, keeping its history. The limits count pending schedules
+        and are checked under a lock on the actor's row, so that concurrent adds cannot pass
+        them together.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            actor_row = await conn.fetchrow(
+                f"SELECT max_instances, max_attempts FROM {self._tasks}"
+                " WHERE actor = $1 AND key IS NULL FOR UPDATE",
+                actor,
+            )
+            if actor_row is None:
+                raise LookupError(actor)
+            keys = [r.key for r in rows]
+            existing = {
+                r["key"]: r
+                for r in await conn.fetch(
+                    f"SELECT t.id, t.key, t.schedule_hash, {self._pending} AS pending"
+                    f" FROM {self._tasks} t WHERE t.actor = $1 AND t.key = ANY($2::text[])",
+                    actor,
+                    keys,
+                )
+            }
+            write: dict[str, KeyedRow] = {}
+            unchanged: list[str] = []
+            conflicts: list[str] = []
+            for row in rows:
+                old = existing.get(row.key)
+                if old is None or not old["pending"] or (replace and old["schedule_hash"]
+                                                         != row.definition_hash):
+                    write[row.key] = row  # the last of one key given twice wins
+                elif old["schedule_hash"] == row.definition_hash:
+                    unchanged.append(row.key)
+                else:
+                    conflicts.append(row.key)
+            if conflicts:
+                raise KeyConflict(conflicts)
+            arming = [
+                r for r in write.values() if r.key not in existing or not existing[r.key]["pending"]
+            ]
+            if arming:
+                await self._check_limits(conn, actor, arming, max_pending, max_per_owner)
+            if not write:
+                return KeyedWrite([], unchanged)
+            replaced = [existing[k]["id"] for k in write if k in existing]
+            if replaced:  # a retry of the old definition has nothing left to retry
+                await conn.execute(
+                    f"DELETE FROM {self._retries} WHERE task_id = ANY($1::bigint[])", replaced
+                )
+            values = list(write.values())
+            await conn.execute(
+                f"""
+                INSERT INTO {self._tasks} AS t (actor, key, schedule, schedule_hash,
+                    max_instances, max_attempts, next_run, due_at, payload, channel_id, owner)
+                SELECT $1, v.key, v.schedule, v.hash, $2, $3, v.next_run, v.due_at,
+                       v.payload, v.channel_id, v.owner
+                FROM unnest($4::text[], $5::jsonb[], $6::text[], $7::timestamptz[],
+                            $8::timestamptz[], $9::jsonb[], $10::bigint[], $11::text[])
+                     AS v(key, schedule, hash, next_run, due_at, payload, channel_id, owner)
+                ON CONFLICT (actor, key) WHERE key IS NOT NULL DO UPDATE SET
+                    schedule = EXCLUDED.schedule, schedule_hash = EXCLUDED.schedule_hash,
+                    next_run = EXCLUDED.next_run, due_at = EXCLUDED.due_at,
+                    payload = EXCLUDED.payload, channel_id = EXCLUDED.channel_id,
+                    owner = EXCLUDED.owner, removed_at = NULL, manual_at = NULL,
+                    paused = false, paused_reason = NULL, paused_at = NULL,
+                    consecutive_failures = 0, updated_at = now()
+                """,
+                actor,
+                actor_row["max_instances"],
+                actor_row["max_attempts"],
+                [r.key for r in values],
+                [r.definition_json for r in values],
+                [r.definition_hash for r in values],
+                [r.next_run for r in values],
+                [r.due_at for r in values],
+                [r.payload_json for r in values],
+                [r.channel_id for r in values],
+                [r.owner for r in values],
+            )
+            if notify:  # something is due before the running servers' next look
+                await conn.execute("SELECT pg_notify($1, '')", self.channel)
+        return KeyedWrite(list(write), unchanged)
+
+    async def _check_limits(
+        self,
+        conn: asyncpg.Connection,
+        actor: str,
+        arming: Sequence[KeyedRow],
+        max_pending: int,
+        max_per_owner: int | None,
+    ) -> None:
+        pending = await conn.fetchval(
+            f"SELECT count(*) FROM {self._tasks} t"
+            f" WHERE t.actor = $1 AND t.key IS NOT NULL AND {self._pending}",
+            actor,
+        )
+        if pending + len(arming) > max_pending:
+            raise LimitExceeded("max_schedules", max_pending, pending, len(arming), None)
+        if max_per_owner is None:
+            return
+        adding = Counter(r.owner for r in arming if r.owner is not None)
+        if not adding:
+            return
+        rows = await conn.fetch(
+            f"SELECT t.owner, count(*) AS n FROM {self._tasks} t WHERE t.actor = $1"
+            f" AND t.key IS NOT NULL AND t.owner = ANY($2::text[]) AND {self._pending}"
+            " GROUP BY t.owner",
+            actor,
+            list(adding),
+        )
+        held = {r["owner"]: r["n"] for r in rows}
+        for owner, n in adding.items():
+            if held.get(owner, 0) + n > max_per_owner:
+                raise LimitExceeded(
+                    "max_schedules_per_owner", max_per_owner, held.get(owner, 0), n, owner
+                )
+
+    async def remove_keyed(self, actor: str, key: str) -> bool:
+        """Remove a keyed schedule: nothing more of it runs (a run in flight finishes) and its
+        history stays. True if it was pending."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"SELECT t.id, {self._pending} AS pending FROM {self._tasks} t"
+                " WHERE t.actor = $1 AND t.key = $2 AND t.removed_at IS NULL FOR UPDATE",
+                actor,
+                key,
+            )
+            if row is None:
+                return False
+            await conn.execute(f"DELETE FROM {self._retries} WHERE task_id = $1", row["id"])
+            await conn.execute(
+                f"UPDATE {self._tasks} SET removed_at = now(), next_run = NULL, due_at = NULL,"
+                " manual_at = NULL, updated_at = now() WHERE id = $1",
+                row["id"],
+            )
+        return bool(row["pending"])
+
+    async def list_keyed(
+        self,
+        actor: str,
+        *,
+        prefix: str | None = None,
+        owner: str | None = None,
+        key: str | None = None,
+        limit: int | None = None,
+    ) -> list[asyncpg.Record]:
+        """The actor's pending keyed schedules, soonest first (``next_at``: their next slot,
+        retry or trigger)."""
+        rows: list[asyncpg.Record] = await self.pool.fetch(
+            f"""
+            SELECT t.id, t.key, t.schedule::text AS schedule, t.payload::text AS payload,
+                   t.channel_id, t.owner, t.next_run, t.paused, t.paused_reason,
+                   t.consecutive_failures, t.last_status, t.last_run_at, t.running,
+                   t.created_at, q.retry_at,
+                   CASE WHEN t.manual_at IS NOT NULL THEN t.manual_at
+                        ELSE least(t.next_run, q.retry_at) END AS next_at
+            FROM {self._tasks} t
+            LEFT JOIN LATERAL (SELECT min(retry_at) AS retry_at FROM {self._retries}
+                               WHERE task_id = t.id) q ON true
+            WHERE t.actor = $1 AND t.key IS NOT NULL AND {self._pending}
+              AND ($2::text IS NULL OR starts_with(t.key, $2))
+              AND ($3::text IS NULL OR t.owner = $3)
+              AND ($4::text IS NULL OR t.key = $4)
+            ORDER BY next_at NULLS LAST, t.key
+            LIMIT $5
+            """,
+            actor,
+            prefix,
+            owner,
+            key,
+            limit,
+        )
+        return rows
 
     async def prune(self, older_than_days: float) -> int:
         """Delete finished runs older than the retention period; returns how many."""
@@ -693,7 +992,7 @@ WITH want AS (
 ), picked AS (
     SELECT t.id, t.actor, t.state, w.*
     FROM {tasks} t JOIN want w ON w.task_id = t.id
-    WHERE t.enabled AND NOT t.paused AND t.removed_at IS NULL
+    WHERE t.enabled AND NOT t.paused AND t.removed_at IS NULL AND {actor_live}
       AND CASE w.kind
             WHEN 'schedule' THEN t.next_run = w.expected AND t.due_at <= $12
             WHEN 'retry' THEN EXISTS (
@@ -729,7 +1028,9 @@ WITH want AS (
     FROM picked p LEFT JOIN started s ON s.task_id = p.id
     WHERE t.id = p.id
 )
-SELECT s.*, t.actor, t.state FROM started s JOIN {tasks} t ON t.id = s.task_id
+SELECT s.*, t.actor, t.state, t.key, t.payload, t.channel_id,
+       CASE WHEN t.key IS NULL THEN NULL ELSE t.schedule::text END AS keyed_schedule
+FROM started s JOIN {tasks} t ON t.id = s.task_id
 """
 
 

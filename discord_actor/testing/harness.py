@@ -60,6 +60,7 @@ class RunRecord:
     consecutive_failures: int = 0  # the circuit breaker's count after the run
     paused: bool = False  # the circuit breaker (or an operator) paused the actor
     paused_reason: str | None = None
+    key: str | None = None  # the keyed schedule that ran (its state is ``state``)
 
 
 def actor_config(
@@ -138,6 +139,7 @@ class ActorHarness:
             alerts=alerts,
         )
         self.store = self.runtime.store
+        self.schedules = self.runtime.schedules  # keyed schedules, as bot code adds them
 
     async def __aenter__(self) -> ActorHarness:
         await self.runtime.start(loops=False)
@@ -163,7 +165,7 @@ class ActorHarness:
     async def record(self, run_id: int) -> RunRecord:
         row = await self.store.run(run_id)
         assert row is not None, f"run {run_id} not found"
-        task = await self.store.task(row["actor"])
+        task = await self.store.task_row(row["task_id"])
         assert task is not None
         return RunRecord(
             id=row["id"],
@@ -179,6 +181,7 @@ class ActorHarness:
             consecutive_failures=task["consecutive_failures"],
             paused=task["paused"],
             paused_reason=task["paused_reason"],
+            key=task["key"],
         )
 
 

@@ -1,0 +1,509 @@
+"""Schedules created at run time, per key: reminders, per-guild digests, one-off timers.
+
+An actor has its configured schedule (if any) and any number of *keyed* schedules, each named
+by a string the caller chooses (``"guild:7"``, ``"reminder:<interaction id>"``). Each is a task
+row of its own, so it goes through the same claims, run records, retries, timeouts, circuit
+breaker and exactly-once guarantees as a configured actor, and keeps its own ``ctx.state``.
+The scheduler never loads them all: it reads what is due soon through the due-time index, so
+100,000 pending reminders cost what is due, not how many there are.
+
+    from discord_actor import Cron, Interval, Once
+
+    await schedules.add("reminder", key="r:123", schedule=Once(at=when),
+                        payload={"text": "stand up"}, channel_id=..., owner="user:42")
+    await schedules.add("digest", key="guild:7", schedule=Cron("0 9 * * 1-5",
+                                                               timezone="Europe/Berlin"))
+    await schedules.remove("reminder", "r:123")
+    await schedules.list("reminder", prefix="r:", owner="user:42")
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .clock import Clock
+from .config import CATCH_UP_POLICIES, ActorConfig, Config, ScheduleConfig
+from .db.store import KeyConflict, KeyedRow, LimitExceeded, Store, TaskSpec
+from .schedules import Schedule, build_schedule, definition, jittered, stored_schedule
+from .storable import refused_in
+
+if TYPE_CHECKING:
+    import discord
+
+__all__ = [
+    "Cron",
+    "Interval",
+    "InvalidKey",
+    "InvalidPayload",
+    "InvalidSchedule",
+    "KeyedSchedule",
+    "NewSchedule",
+    "Once",
+    "ScheduleConflict",
+    "ScheduleError",
+    "ScheduleLimitReached",
+    "Schedules",
+    "UnknownActor",
+    "schedules_of",
+]
+
+MAX_KEY_CHARS = 200
+MAX_OWNER_CHARS = 200
+
+
+# -- what a caller asks for --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Once:
+    """One run at ``at`` (timezone-aware, or naive in ``timezone``). Once it has run, or used
+    up its retries, it leaves the pending schedules and keeps its run history."""
+
+    at: datetime
+    timezone: str | None = None  # shown in; default: the aware ``at``'s own, else server's
+    jitter_seconds: float = 0.0
+    catch_up: str = "latest"  # if the server was down at ``at``: run late, or "skip"
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Every ``seconds``, from ``start_at`` (default: now, so the first run is at once)."""
+
+    seconds: float
+    start_at: datetime | None = None
+    timezone: str | None = None
+    jitter_seconds: float = 0.0
+    catch_up: str = "latest"
+
+
+@dataclass(frozen=True)
+class Cron:
+    """A 5-field cron expression (Debian semantics) in ``timezone``."""
+
+    expression: str
+    timezone: str | None = None
+    jitter_seconds: float = 0.0
+    catch_up: str = "latest"
+
+
+ScheduleSpec = Once | Interval | Cron
+
+
+@dataclass(frozen=True)
+class NewSchedule:
+    """One item of :meth:`Schedules.add_many` (a mapping with these keys works too)."""
+
+    key: str
+    schedule: ScheduleSpec
+    payload: Mapping[str, Any] | None = None
+    channel_id: int | None = None
+    owner: str | None = None
+
+
+@dataclass(frozen=True)
+class KeyedSchedule:
+    """A pending keyed schedule, as :meth:`Schedules.list` and :meth:`Schedules.add` give it."""
+
+    actor: str
+    key: str
+    next_run: datetime | None  # its next slot, retry or trigger, in the schedule's zone
+    schedule: dict[str, Any]  # the stored definition: type, at/seconds/expression, timezone...
+    payload: dict[str, Any] = field(default_factory=dict)
+    channel_id: int | None = None
+    owner: str | None = None
+    paused: bool = False  # its own circuit breaker tripped
+    last_status: str | None = None
+
+
+# -- errors: each says what is wrong and what to do ---------------------------------------------
+
+
+class ScheduleError(Exception):
+    """Base of every error of the keyed schedules API."""
+
+
+class UnknownActor(ScheduleError):
+    """No actor of that name in the configuration."""
+
+
+class InvalidKey(ScheduleError):
+    """The key (or owner) is empty, too long or not a string."""
+
+
+class InvalidSchedule(ScheduleError):
+    """The schedule cannot work: bad cron expression, naive time without a zone, ..."""
+
+
+class InvalidPayload(ScheduleError):
+    """The payload is not a JSON object, or is over the actor's ``max_payload_bytes``."""
+
+
+class ScheduleConflict(ScheduleError):
+    """The key is pending with another definition: pass ``replace=True`` to change it."""
+
+    def __init__(self, message: str, keys: list[str]) -> None:
+        super().__init__(message)
+        self.keys = keys
+
+
+class ScheduleLimitReached(ScheduleError):
+    """The actor (or the owner) has as many pending schedules as its limit allows."""
+
+    def __init__(self, message: str, setting: str, limit: int, owner: str | None) -> None:
+        super().__init__(message)
+        self.setting = setting
+        self.limit = limit
+        self.owner = owner
+
+
+# -- the API -------------------------------------------------------------------------------------
+
+
+def actor_row_spec(cfg: ActorConfig, schedule: Schedule, now: datetime) -> TaskSpec:
+    """What the actor's own row holds (its configured schedule): the runtime's reconcile and
+    the first keyed schedule of an actor no server has started yet both write it."""
+    first = schedule.initial_slot(now)
+    return TaskSpec(
+        actor=cfg.name,
+        enabled=cfg.enabled,
+        schedule_json=schedule.canonical,
+        schedule_hash=schedule.hash(),
+        max_instances=cfg.max_instances,
+        max_attempts=cfg.retry.attempts,
+        initial_slot=first,
+        initial_due=None if first is None else jittered(first, cfg.schedule.jitter_seconds),
+        on_every_start=schedule.config.type == "immediate",
+    )
+
+
+class Schedules:
+    """Add, remove and list the keyed schedules of the configured actors.
+
+    One per runtime (``Runtime.schedules``, ``ActorRuntime.schedules``, ``ctx.schedules``); the
+    CLI makes its own. Every call is one transaction; servers running elsewhere learn of a
+    schedule due soon at once (a notification) and of later ones at their next look.
+    """
+
+    def __init__(self, store: Store, config: Config, clock: Clock | None = None) -> None:
+        self.store = store
+        self.config = config
+        self.clock = clock or Clock()
+        self._actors = {a.name: a for a in config.actors}
+        self._ensured: set[str] = set()
+        # Due sooner than this: tell running servers now rather than at their next look.
+        self._notify_within = timedelta(seconds=3 * config.server.poll_interval_seconds)
+
+    async def add(
+        self,
+        actor: str,
+        *,
+        key: str,
+        schedule: ScheduleSpec,
+        payload: Mapping[str, Any] | None = None,
+        channel_id: int | None = None,
+        owner: str | None = None,
+        replace: bool = False,
+    ) -> KeyedSchedule:
+        """Add a keyed schedule to ``actor``; returns it with its next run.
+
+        Adding a key that is pending with the same definition does nothing; with another
+        definition it raises :class:`ScheduleConflict` unless ``replace=True``.
+        """
+        item = NewSchedule(key, schedule, payload, channel_id, owner)
+        cfg = self._actor(actor)
+        row, first = self._row(cfg, item, self.clock.now())
+        written = await self._write(cfg, [row], replace)
+        if key in written:
+            return KeyedSchedule(
+                actor=actor,
+                key=key,
+                next_run=first,
+                schedule=json.loads(row.definition_json),
+                payload=dict(payload or {}),
+                channel_id=channel_id,
+                owner=owner,
+            )
+        found = await self.list(actor, key=key)
+        return found[0]
+
+    async def add_many(
+        self,
+        actor: str,
+        items: Iterable[NewSchedule | Mapping[str, Any]],
+        *,
+        replace: bool = False,
+    ) -> int:
+        """Add many keyed schedules in one transaction (all or none); returns how many were
+        written (new, changed or armed again). Same rules as :meth:`add` for each."""
+        cfg = self._actor(actor)
+        now = self.clock.now()
+        rows = []
+        for i, item in enumerate(items):
+            if not isinstance(item, NewSchedule):
+                try:
+                    item = NewSchedule(**item)
+                except TypeError as e:
+                    raise InvalidSchedule(f"add_many item {i}: {e}") from None
+            try:
+                rows.append(self._row(cfg, item, now)[0])
+            except ScheduleError as e:
+                raise type(e)(f"add_many item {i}: {e}") from None
+        if not rows:
+            return 0
+        return len(await self._write(cfg, rows, replace))
+
+    async def remove(self, actor: str, key: str) -> bool:
+        """Remove a keyed schedule; True if it was pending. Its run history stays."""
+        self._actor(actor)
+        return await self.store.remove_keyed(actor, key)
+
+    async def list(
+        self,
+        actor: str,
+        *,
+        prefix: str | None = None,
+        owner: str | None = None,
+        key: str | None = None,
+        limit: int | None = None,
+    ) -> builtins.list[KeyedSchedule]:
+        """The actor's pending keyed schedules, soonest first."""
+        self._actor(actor)
+        rows = await self.store.list_keyed(
+            actor, prefix=prefix, owner=owner, key=key, limit=limit
+        )
+        out = []
+        for r in rows:
+            tz = stored_schedule(r["schedule"]).tz
+            out.append(
+                KeyedSchedule(
+                    actor=actor,
+                    key=r["key"],
+                    next_run=None if r["next_at"] is None else r["next_at"].astimezone(tz),
+                    schedule=json.loads(r["schedule"]),
+                    payload=json.loads(r["payload"]) if r["payload"] else {},
+                    channel_id=r["channel_id"],
+                    owner=r["owner"],
+                    paused=r["paused"],
+                    last_status=r["last_status"],
+                )
+            )
+        return out
+
+    # -- checking and writing --------------------------------------------------------------
+
+    def _actor(self, name: str) -> ActorConfig:
+        cfg = self._actors.get(name)
+        if cfg is None:
+            known = ", ".join(sorted(self._actors)) or "none"
+            raise UnknownActor(
+                f"unknown actor {name!r}: not in {self.config.path} (actors: {known})"
+            )
+        return cfg
+
+    def _row(
+        self, cfg: ActorConfig, item: NewSchedule, now: datetime
+    ) -> tuple[KeyedRow, datetime | None]:
+        _check_key("key", item.key)
+        if item.owner is not None:
+            _check_key("owner", item.owner, MAX_OWNER_CHARS)
+        if item.channel_id is not None and (
+            isinstance(item.channel_id, bool)
+            or not isinstance(item.channel_id, int)
+            or item.channel_id <= 0
+        ):
+            raise InvalidSchedule(
+                f"key {item.key!r}: channel_id must be a positive integer (a Discord channel"
+                f" id), not {item.channel_id!r}"
+            )
+        schedule_config = self._schedule_config(item)
+        try:
+            schedule = build_schedule(schedule_config)
+        except ValueError as e:
+            raise InvalidSchedule(f"key {item.key!r}: {e}") from None
+        stored = definition(schedule_config)
+        definition_json = _canonical(stored)
+        payload_json = _payload_json(cfg, item)
+        identity = _canonical(
+            {
+                "schedule": stored,
+                "payload": None if payload_json is None else json.loads(payload_json),
+                "channel_id": item.channel_id,
+                "owner": item.owner,
+            }
+        )
+        if isinstance(item.schedule, Interval) and item.schedule.start_at is not None:
+            first: datetime | None = item.schedule.start_at.astimezone(schedule.tz)
+        else:
+            first = schedule.initial_slot(now)
+        due = None if first is None else jittered(first, schedule_config.jitter_seconds)
+        row = KeyedRow(
+            key=item.key,
+            definition_json=definition_json,
+            definition_hash=hashlib.sha256(identity.encode()).hexdigest(),
+            payload_json=payload_json,
+            channel_id=item.channel_id,
+            owner=item.owner,
+            next_run=first,
+            due_at=due,
+        )
+        return row, first
+
+    def _schedule_config(self, item: NewSchedule) -> ScheduleConfig:
+        spec = item.schedule
+        where = f"key {item.key!r}"
+        if not isinstance(spec, Once | Interval | Cron):
+            raise InvalidSchedule(
+                f"{where}: schedule must be Once(at=...), Interval(seconds=...) or"
+                f" Cron(expression), not {type(spec).__name__}"
+            )
+        if spec.catch_up not in CATCH_UP_POLICIES:
+            raise InvalidSchedule(
+                f"{where}: catch_up must be one of {', '.join(CATCH_UP_POLICIES)},"
+                f" not {spec.catch_up!r}"
+            )
+        if not isinstance(spec.jitter_seconds, int | float) or not spec.jitter_seconds >= 0:
+            raise InvalidSchedule(f"{where}: jitter_seconds must be >= 0")
+        zone = spec.timezone
+        if isinstance(spec, Once):
+            if not isinstance(spec.at, datetime):
+                raise InvalidSchedule(f"{where}: Once(at=...) needs a datetime, not {spec.at!r}")
+            if spec.at.tzinfo is None and zone is None:
+                raise InvalidSchedule(
+                    f"{where}: Once(at={spec.at.isoformat()}) is a naive time: give it a"
+                    " timezone (datetime(..., tzinfo=...)) or Once(at=..., timezone='Europe/"
+                    "Berlin')"
+                )
+            if zone is None:
+                zone = getattr(spec.at.tzinfo, "key", None)
+        if isinstance(spec, Interval):
+            if isinstance(spec.seconds, bool) or not isinstance(spec.seconds, int | float):
+                raise InvalidSchedule(f"{where}: Interval(seconds=...) needs a number")
+            if spec.start_at is not None and (
+                not isinstance(spec.start_at, datetime) or spec.start_at.tzinfo is None
+            ):
+                raise InvalidSchedule(f"{where}: Interval(start_at=...) must be timezone-aware")
+        zone = zone or self.config.server.timezone
+        if isinstance(spec, Once):
+            at = spec.at
+            if at.tzinfo is None:
+                try:
+                    at = at.replace(tzinfo=ZoneInfo(zone))
+                except (ZoneInfoNotFoundError, ValueError):
+                    raise InvalidSchedule(
+                        f"{where}: unknown time zone {zone!r} (expected an IANA name such as"
+                        " 'Europe/Berlin')"
+                    ) from None
+            return ScheduleConfig(type="once", timezone=zone, at=at,
+                                  jitter_seconds=float(spec.jitter_seconds),
+                                  catch_up=spec.catch_up)
+        if isinstance(spec, Interval):
+            return ScheduleConfig(type="interval", timezone=zone, seconds=float(spec.seconds),
+                                  jitter_seconds=float(spec.jitter_seconds),
+                                  catch_up=spec.catch_up)
+        return ScheduleConfig(type="cron", timezone=zone, expression=spec.expression,
+                              jitter_seconds=float(spec.jitter_seconds), catch_up=spec.catch_up)
+
+    async def _write(
+        self, cfg: ActorConfig, rows: Sequence[KeyedRow], replace: bool
+    ) -> Sequence[str]:
+        now = self.clock.now()
+        soon = now + self._notify_within
+        notify = any(r.due_at is not None and r.due_at <= soon for r in rows)
+        if cfg.name not in self._ensured:
+            await self.store.ensure_actor(actor_row_spec(cfg, build_schedule(cfg.schedule), now))
+            self._ensured.add(cfg.name)
+        try:
+            result = await self.store.add_keyed(
+                cfg.name,
+                rows,
+                replace=replace,
+                max_pending=cfg.max_schedules,
+                max_per_owner=cfg.max_schedules_per_owner,
+                notify=notify,
+            )
+        except KeyConflict as e:
+            shown = ", ".join(repr(k) for k in e.keys[:5])
+            more = f" and {len(e.keys) - 5} more" if len(e.keys) > 5 else ""
+            raise ScheduleConflict(
+                f"actor {cfg.name!r}: key {shown}{more} already pending with another schedule,"
+                " payload, channel or owner; pass replace=True to change it, or remove it first",
+                e.keys,
+            ) from None
+        except LimitExceeded as e:
+            if e.owner is not None:
+                text = (
+                    f"owner {e.owner!r} already has {e.pending} pending schedule(s) of actor"
+                    f" {cfg.name!r}, and max_schedules_per_owner is {e.limit}"
+                )
+            else:
+                text = (
+                    f"actor {cfg.name!r} already has {e.pending} pending schedule(s); adding"
+                    f" {e.adding} would pass max_schedules = {e.limit}"
+                )
+            raise ScheduleLimitReached(
+                f"{text} (actors[{cfg.index}].{e.setting} in {self.config.path}): remove some"
+                " first, or raise the limit",
+                e.setting,
+                e.limit,
+                e.owner,
+            ) from None
+        return result.written
+
+
+def schedules_of(interaction: discord.Interaction[Any]) -> Schedules:
+    """The keyed schedules of the runtime that the interaction's bot hosts: what an actor
+    module's slash commands use to add, list and remove schedules."""
+    from .bot import ActorRuntime
+
+    client = interaction.client
+    cog = client.get_cog("ActorRuntime") if hasattr(client, "get_cog") else None
+    if not isinstance(cog, ActorRuntime):
+        raise RuntimeError("this bot does not host discord-actor's ActorRuntime cog")
+    return cog.schedules
+
+
+def _check_key(what: str, value: object, limit: int = MAX_KEY_CHARS) -> None:
+    if not isinstance(value, str):
+        raise InvalidKey(f"{what} must be a string, not {type(value).__name__}")
+    if not value:
+        raise InvalidKey(f"{what} must not be empty")
+    if len(value) > limit:
+        raise InvalidKey(f"{what} is {len(value)} characters long; at most {limit} are allowed")
+    if "\x00" in value:
+        raise InvalidKey(f"{what} {value!r} contains a NUL character")
+
+
+def _payload_json(cfg: ActorConfig, item: NewSchedule) -> str | None:
+    payload = item.payload
+    if payload is None:
+        return None
+    where = f"key {item.key!r}"
+    if not isinstance(payload, Mapping):
+        raise InvalidPayload(
+            f"{where}: payload must be a dict (a JSON object), not {type(payload).__name__}"
+        )
+    refused = refused_in(dict(payload), "payload")
+    if refused is not None:
+        raise InvalidPayload(f"{where}: payload must hold only JSON values: {refused}")
+    try:
+        text = json.dumps(dict(payload), allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as e:
+        raise InvalidPayload(f"{where}: payload must hold only JSON values: {e}") from None
+    size = len(text.encode())
+    if size > cfg.max_payload_bytes:
+        raise InvalidPayload(
+            f"{where}: payload is {size} bytes as JSON; actor {cfg.name!r} allows at most"
+            f" {cfg.max_payload_bytes} (actors[{cfg.index}].max_payload_bytes)"
+        )
+    return text
+
+
+def _canonical(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
