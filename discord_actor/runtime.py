@@ -137,6 +137,7 @@ class Runtime:
             runs_in_flight=lambda: self.executor.runs_in_actor_code,
         )
         self.executor.lease_in_doubt = self.liveness.lease_in_doubt
+        self.executor.log_successes = config.server.log_runs == "all"
         self.liveness.on_notice = self._operator_notice
         self._background: list[asyncio.Task[None]] = []
         self._started = False
@@ -190,6 +191,11 @@ class Runtime:
                 asyncio.create_task(self.liveness.listen_loop(), name="discord-actor listener"),
             ]
         log.info("runtime %s started with %d actor(s)", self.instance_id, len(self.actors))
+
+    @property
+    def started(self) -> bool:
+        """Whether ``start`` has finished: the actors are set up and scheduling."""
+        return self._started and not self._stopping
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then shut down gracefully."""
