@@ -226,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("prune", cmd_prune, "delete finished runs older than the retention period")
     p.add_argument("--older-than-days", type=_non_negative_float, metavar="N",
                    help="age in days (default: server.run_retention_days)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="delete nothing: print how many runs would go, per actor, and the cutoff")
 
     config = sub.add_parser("config", parents=[common], help="configuration commands",
                             description="configuration commands")
@@ -748,18 +750,43 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    from discord_actor import retention
+
     config = _config(args)
     days = args.older_than_days
     if days is None:
         days = float(config.server.run_retention_days)
+    age = f"{days:g} day{'s' if days != 1 else ''}"
 
-    async def prune() -> int:
+    async def dry_run() -> tuple[datetime | None, list[tuple[str, int]]]:
         async with _store(config) as (store, _):
-            return await store.prune(days) if store is not None else 0
+            if store is None:
+                return None, []
+            cutoff = await store.retention_cutoff(days)
+            return cutoff, await store.prunable(cutoff)
+
+    if args.dry_run:
+        cutoff, counts = run_async(dry_run())
+        total = sum(n for _, n in counts)
+        when_text = "" if cutoff is None else f" (before {cutoff.isoformat(timespec='seconds')})"
+        print(f"would delete {total} run{'s' if total != 1 else ''} finished more than {age} "
+              f"ago{when_text}; nothing was deleted")
+        if counts:
+            print("\n".join(table(["ACTOR", "RUNS"], [[a, str(n)] for a, n in counts])))
+        return OK
+
+    async def prune() -> int | None:
+        async with _store(config) as (store, _):
+            if store is None:
+                return 0
+            result = await retention.prune(store, days)
+            return None if result.busy and not result.deleted else result.deleted
 
     deleted = run_async(prune())
-    print(f"deleted {deleted} run{'s' if deleted != 1 else ''} finished more than "
-          f"{days:g} day{'s' if days != 1 else ''} ago")
+    if deleted is None:
+        raise CliError("another process (a running server) is deleting old runs right now; "
+                       "try again when it is done")
+    print(f"deleted {deleted} run{'s' if deleted != 1 else ''} finished more than {age} ago")
     return OK
 
 

@@ -5,7 +5,8 @@ and alerts together, and owns their lifecycle (start, serve, graceful stop).
 - ``executor.Executor``: running one run within its timeout and recording its outcome;
 - ``budget.ConnectionBudget``: the shared pool's per-actor quotas;
 - ``liveness.Liveness``: heartbeat, lease recovery, the listener;
-- ``alerts.AlertSender``: failure alerts to wherever the host sends them.
+- ``alerts.AlertSender``: failure alerts to wherever the host sends them;
+- ``retention.loop``: deleting finished runs older than ``server.run_retention_days``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from . import retention
 from .alerts import Alert, AlertSender, AlertSink
 from .budget import ConnectionBudget, PoolExhausted
 from .clock import Clock
@@ -182,6 +184,7 @@ class Runtime:
         # stall every run for tens of milliseconds with 10,000 actors.
         gc.freeze()
         if loops:
+            config = self.config
             self.liveness.start_watchdog()
             self._background = [
                 asyncio.create_task(self.scheduler.loop(), name="discord-actor scheduler"),
@@ -189,6 +192,10 @@ class Runtime:
                     self.liveness.heartbeat_loop(), name="discord-actor heartbeat"
                 ),
                 asyncio.create_task(self.liveness.listen_loop(), name="discord-actor listener"),
+                asyncio.create_task(
+                    retention.loop(self.store, config.server.run_retention_days),
+                    name="discord-actor retention",
+                ),
             ]
         log.info("runtime %s started with %d actor(s)", self.instance_id, len(self.actors))
 
