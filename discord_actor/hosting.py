@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 OK, FAILURE, USAGE = 0, 1, 2
 
-log = logging.getLogger("discord_actor.cli")
+log = logging.getLogger("discord_actor.hosting")
 _T = TypeVar("_T")
 
 LEFTOVER_TASKS_SECONDS = 2.0  # for tasks still pending when a command is done
