@@ -32,6 +32,7 @@ class Alert:
     consecutive_failures: int
     paused: bool  # the circuit breaker paused the actor
     setup: bool = False  # its setup() hook failed: it does not run in this process
+    key: str | None = None  # a keyed schedule's run: its breaker pauses only that key
 
     @classmethod
     def setup_failed(cls, actor: str, error: BaseException) -> Alert:
@@ -46,14 +47,22 @@ class Alert:
                 f"actor {self.actor} is broken: setup() failed ({error}); it does not run in"
                 " this process until a restart whose setup() succeeds"
             )
+        if self.paused and self.key is not None:
+            return (
+                f"schedule {self.key!r} of actor {self.actor} paused after"
+                f" {self.consecutive_failures} consecutive failures (last: run {self.run_id},"
+                f" {error}); the actor's other schedules go on. Resume it with: discord-actor"
+                f" resume {self.actor}, or add it again with replace=True"
+            )
         if self.paused:
             return (
                 f"actor {self.actor} paused after {self.consecutive_failures} consecutive"
                 f" failures (last: run {self.run_id}, {error}); resume it with:"
                 f" discord-actor resume {self.actor}"
             )
+        which = f"schedule {self.key!r} of actor" if self.key is not None else "actor"
         return (
-            f"actor {self.actor} failed {self.consecutive_failures} times in a row"
+            f"{which} {self.actor} failed {self.consecutive_failures} times in a row"
             f" (last: run {self.run_id}, {error})"
         )
 

@@ -13,6 +13,7 @@ lease recovery marks the run ``abandoned``).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import traceback
@@ -33,6 +34,7 @@ from .config import ActorConfig
 from .db.store import ClaimedRun, Finished, Outcome, Store, TaskView
 from .db.transient import TRANSIENT_DB_ERRORS, Backoff
 from .keyed import Schedules
+from .logs import current_run
 from .platforms import Platform
 from .plugins import LoadedActor
 from .schedules import Schedule, format_slot, schedule_of
@@ -151,6 +153,8 @@ class Executor:
         self._cancel_reason = "cancelled"
         self._unwritten: list[tuple[ClaimedRun, Outcome, asyncio.Future[Written]]] = []
         self._writer: asyncio.Task[None] | None = None
+        #: server.log_runs = "all": a line per succeeded run too (failures are always logged)
+        self.log_successes = True
         # Whether this process was stalled past its lease (cancelling the runs in flight if so).
         self.lease_in_doubt: Callable[[], bool] = lambda: False
 
@@ -162,7 +166,13 @@ class Executor:
 
     def start(self, run: ClaimedRun) -> None:
         self.local_runs[run.task_id] += 1
-        task = asyncio.create_task(self._execute(run), name=f"run {run.run_id} of {run.actor}")
+        # The run's task (and its actor code's, which copies it) knows which run it is: every
+        # log line from it names the actor and run (``logs.current_run``).
+        context = contextvars.copy_context()
+        context.run(current_run.set, (run.actor, run.run_id))
+        task = asyncio.create_task(
+            self._execute(run), name=f"run {run.run_id} of {run.actor}", context=context
+        )
         self.running[run.run_id] = task
 
     def cancel_runs(self, reason: str) -> None:
@@ -401,7 +411,11 @@ class Executor:
         done: asyncio.Future[Written] = asyncio.get_running_loop().create_future()
         self._unwritten.append((run, outcome, done))
         if self._writer is None:
-            self._writer = asyncio.create_task(self._write_outcomes(), name="outcome writer")
+            self._writer = asyncio.create_task(
+                self._write_outcomes(),
+                name="outcome writer",
+                context=contextvars.Context(),  # not the run's that happened to start it
+            )
         return await done  # cancelled at shutdown: the writer still writes the outcome
 
     async def _write_outcomes(self) -> None:
@@ -486,21 +500,22 @@ class Executor:
         self, run: ClaimedRun, slot: datetime, outcome: Outcome, finished: Finished | None
     ) -> None:
         """Log what was stored (``outcome``) and send the alerts it calls for."""
+        label = run.actor if run.key is None else f"{run.actor} [{run.key}]"
         if finished is None:
             log.warning(
                 "run %d of %s was declared abandoned by another process while it ran;"
                 " its outcome (%s) was not recorded",
                 run.run_id,
-                run.actor,
+                label,
                 outcome.status,
             )
             return
         if outcome.status == "succeeded":
-            if log.isEnabledFor(logging.INFO):  # formatting the slot is not free
+            if self.log_successes and log.isEnabledFor(logging.INFO):  # formatting costs
                 log.info(
                     "run %d of %s succeeded (%s, slot %s)",
                     run.run_id,
-                    run.actor,
+                    label,
                     run.trigger,
                     format_slot(slot),
                 )
@@ -511,16 +526,27 @@ class Executor:
         log.warning(
             "run %d of %s %s: %s%s",
             run.run_id,
-            run.actor,
+            label,
             outcome.status,
-            outcome.error_message,
+            f"{outcome.error_type}: {outcome.error_message}"
+            if outcome.error_type
+            else outcome.error_message,
             retry,
         )
         if finished.breaker_tripped:
-            alert = Alert(run.actor, run.run_id, outcome, finished.consecutive_failures, True)
+            alert = Alert(
+                run.actor, run.run_id, outcome, finished.consecutive_failures, True, key=run.key
+            )
             log.error("%s", alert.text())
             self.alerts.send(alert)
         elif outcome.counts_as_failure and finished.consecutive_failures >= 2:
             self.alerts.send(
-                Alert(run.actor, run.run_id, outcome, finished.consecutive_failures, False)
+                Alert(
+                    run.actor,
+                    run.run_id,
+                    outcome,
+                    finished.consecutive_failures,
+                    False,
+                    key=run.key,
+                )
             )

@@ -26,6 +26,7 @@ from discord_actor import (
     UnknownActor,
     actor,
 )
+from discord_actor.alerts import Alert
 from discord_actor.config import RetryPolicy, ScheduleConfig
 from discord_actor.db import Database
 from discord_actor.runtime import Runtime
@@ -58,11 +59,11 @@ def clear_seen() -> None:
     seen.clear()
 
 
-def harness(database: Database, **cfg: Any) -> ActorHarness:
+def harness(database: Database, alerts: Any = None, **cfg: Any) -> ActorHarness:
     return ActorHarness(
         database,
         [(remind, actor_config("reminder", schedule=NO_SCHEDULE, **cfg))],
-        clock=None,
+        alerts=alerts,
     )
 
 
@@ -289,7 +290,12 @@ async def test_retries_and_the_breaker_are_per_key_pause_is_per_actor(
     database: Database,
 ) -> None:
     retry = RetryPolicy(attempts=2, backoff_seconds=10, max_backoff_seconds=10)
-    async with harness(database, retry=retry, max_consecutive_failures=1) as h:
+    alerts: list[Alert] = []
+
+    async def sink(alert: Alert) -> None:
+        alerts.append(alert)
+
+    async with harness(database, sink, retry=retry, max_consecutive_failures=1) as h:
         await h.schedules.add("reminder", key="bad", schedule=Interval(seconds=60),
                               payload={"fail": True})
         await h.schedules.add("reminder", key="good", schedule=Interval(seconds=60))
@@ -299,6 +305,11 @@ async def test_retries_and_the_breaker_are_per_key_pause_is_per_actor(
         (retried,) = await h.tick(10)
         assert (retried.key, retried.attempt, retried.status) == ("bad", 2, "failed")
         assert retried.paused  # its own breaker tripped: only this key stops
+        await h.runtime._alert_sender.drain()
+        assert [a.text().split(";")[0] for a in alerts] == [
+            "schedule 'bad' of actor reminder paused after 1 consecutive failures (last: run"
+            f" {retried.id}, RuntimeError: asked to fail)"
+        ]
         runs = await h.tick(50)
         assert [r.key for r in runs] == ["good"]
         # Pausing the actor stops all of its keyed schedules; resuming restarts them, the
