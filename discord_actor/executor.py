@@ -31,6 +31,7 @@ from .clock import Clock
 from .config import ActorConfig
 from .db.store import ClaimedRun, Finished, Outcome, Store, TaskView
 from .db.transient import TRANSIENT_DB_ERRORS, Backoff
+from .metrics import RuntimeMetrics
 from .platforms import Platform
 from .plugins import LoadedActor
 from .schedules import Schedule, format_slot
@@ -129,6 +130,7 @@ class Executor:
         *,
         client: Any = None,
         on_finished: Callable[[TaskView | None], None],
+        metrics: RuntimeMetrics | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -139,6 +141,7 @@ class Executor:
         self.alerts = alerts
         self.client = client
         self._on_finished = on_finished
+        self.metrics = metrics or RuntimeMetrics()
         self.running: dict[int, asyncio.Task[None]] = {}  # run id -> its whole execution
         self.local_runs: Counter[int] = Counter()  # task id -> runs in flight here
         self._actor_code: dict[int, _LiveRun] = {}
@@ -205,6 +208,10 @@ class Executor:
     def runs_in_actor_code(self) -> int:
         return len(self._actor_code)
 
+    def in_progress(self) -> list[ClaimedRun]:
+        """The runs whose actor code has not ended yet."""
+        return [live.run for live in self._actor_code.values()]
+
     async def wait_idle(self) -> None:
         """Wait until every run this process started has finished and been recorded."""
         while self.running:
@@ -229,6 +236,8 @@ class Executor:
 
         loop = asyncio.get_running_loop()
         live = _LiveRun(run, loop.create_future())
+        started = loop.time()
+        self.metrics.run_started(run.trigger, (self.clock.now() - run.scheduled_for).total_seconds())
 
         async def post(content: str | None, **kwargs: Any) -> Posted:
             self._still_running(live)
@@ -289,6 +298,7 @@ class Executor:
                 del self.local_runs[run.task_id]
             self.running.pop(run.run_id, None)
             self._on_finished(None if finished is None else finished.task)
+        self.metrics.run_finished(run.actor, outcome.status, loop.time() - started)
         self._after_finish(run, slot, outcome, finished)
 
     def _still_running(self, live: _LiveRun) -> None:

@@ -1,0 +1,236 @@
+"""Prometheus metrics of one runtime, in a registry of its own (several runtimes in one process,
+as in tests, do not collide), rendered by ``prometheus_client``.
+
+What happens (runs, their lateness, waits for a pooled connection) is counted where it happens,
+by the executor and the connection budget; what *is* (the pool's connections, the gateway, the
+event loop's lag) is read only when someone scrapes, so an unscraped runtime pays nothing for it.
+
+The per-actor series (``runs_total``, ``run_duration_seconds``) are what grows with the number
+of actors: 10,000 actors make about 100,000 samples, and rendering one sample costs
+``prometheus_client`` several microseconds. So each actor's lines are rendered once and kept
+until that actor runs again: a scrape renders only the actors that ran since the previous one.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+PREFIX = "discord_actor"
+RUN_DURATION_BUCKETS = (0.01, 0.1, 1.0, 10.0, 60.0, 300.0)
+RUN_LATENESS_BUCKETS = (0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0, 300.0)
+ACQUIRE_BUCKETS = (0.001, 0.01, 0.1, 1.0, 10.0)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class LiveReadings:
+    """What the runtime is right now, read at scrape time."""
+
+    pool_in_use: int
+    pool_idle: int
+    pool_max: int
+    actor_connections: Mapping[str, int]  # connections held, by actor
+    discord_connected: bool | None  # None: this runtime has no Discord client
+    discord_latency: float  # seconds; NaN when unknown
+    loop_lag: float  # seconds, the event loop's latest measured lag
+
+
+@dataclass
+class AcquireWaits:
+    """Waits for a pooled connection so far, for the dashboard."""
+
+    count: int = 0
+    total: float = 0.0  # seconds
+    longest: float = 0.0
+    slow: int = 0  # longer than SLOW_ACQUIRE
+
+
+SLOW_ACQUIRE = 0.1  # seconds: a wait this long means the actor's share or the pool is full
+
+
+class _Families:
+    """A collection of metric families, in the shape ``generate_latest`` renders."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = list(families)
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+
+def _render(families: Iterable[Metric]) -> str:
+    return generate_latest(_Families(families)).decode()  # type: ignore[arg-type]
+
+
+def _samples_only(text: str) -> str:
+    """A rendered family without its ``# HELP`` and ``# TYPE`` lines."""
+    return "".join(line + "\n" for line in text.splitlines() if not line.startswith("#"))
+
+
+_RUNS = (f"{PREFIX}_runs", "Runs finished, by actor and recorded status.")
+_DURATION = (
+    f"{PREFIX}_run_duration_seconds",
+    "How long runs took, from start to recorded outcome, by actor.",
+)
+
+
+class _ActorSeries:
+    """One actor's run counts and durations, and their rendered lines (None: ran since)."""
+
+    __slots__ = ("buckets", "count", "lines", "statuses", "sum")
+
+    def __init__(self) -> None:
+        self.statuses: dict[str, int] = {}
+        self.buckets = [0] * (len(RUN_DURATION_BUCKETS) + 1)  # the last one: above every bound
+        self.count = 0
+        self.sum = 0.0
+        self.lines: tuple[str, str] | None = None
+
+    def render(self, actor: str) -> tuple[str, str]:
+        if self.lines is None:
+            runs = CounterMetricFamily(*_RUNS, labels=["actor", "status"])
+            for status, n in sorted(self.statuses.items()):
+                runs.add_metric([actor, status], n)
+            cumulative, seen = [], 0
+            for bound, n in zip((*RUN_DURATION_BUCKETS, math.inf), self.buckets, strict=True):
+                seen += n
+                cumulative.append(("+Inf" if bound == math.inf else repr(bound), seen))
+            duration = HistogramMetricFamily(*_DURATION, labels=["actor"])
+            duration.add_metric([actor], cumulative, self.sum)
+            self.lines = (_samples_only(_render([runs])), _samples_only(_render([duration])))
+        return self.lines
+
+
+class RuntimeMetrics:
+    """The metrics of one runtime; ``render()`` is what ``GET /metrics`` serves."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.run_lateness = Histogram(
+            f"{PREFIX}_run_lateness_seconds",
+            "How late runs started: start minus their slot (retries not counted).",
+            buckets=RUN_LATENESS_BUCKETS,
+            registry=self.registry,
+        )
+        self.pool_acquire = Histogram(
+            f"{PREFIX}_pool_acquire_seconds",
+            "How long actors waited for a pooled connection (within their share).",
+            buckets=ACQUIRE_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(self)  # the live gauges: see collect()
+        self._actors: dict[str, _ActorSeries] = {}
+        self.acquire_waits = AcquireWaits()
+        self._read_live: Callable[[], LiveReadings] | None = None
+        self._headers = (
+            _render([CounterMetricFamily(*_RUNS, labels=["actor", "status"])]),
+            _render([HistogramMetricFamily(*_DURATION, labels=["actor"])]),
+        )
+
+    def read_live_from(self, read: Callable[[], LiveReadings]) -> None:
+        self._read_live = read
+
+    # -- counted as it happens ----------------------------------------------------------------
+
+    def run_started(self, trigger: str, lateness: float) -> None:
+        if trigger != "retry":  # a retry is late by its backoff, on purpose
+            self.run_lateness.observe(max(0.0, lateness))
+
+    def run_finished(self, actor: str, status: str, seconds: float) -> None:
+        series = self._actors.get(actor)
+        if series is None:
+            series = self._actors[actor] = _ActorSeries()
+        series.statuses[status] = series.statuses.get(status, 0) + 1
+        series.buckets[bisect.bisect_left(RUN_DURATION_BUCKETS, seconds)] += 1
+        series.count += 1
+        series.sum += seconds
+        series.lines = None
+
+    def acquired(self, seconds: float) -> None:
+        self.pool_acquire.observe(seconds)
+        waits = self.acquire_waits
+        waits.count += 1
+        waits.total += seconds
+        waits.longest = max(waits.longest, seconds)
+        if seconds > SLOW_ACQUIRE:
+            waits.slow += 1
+
+    # -- read at scrape time -------------------------------------------------------------------
+
+    def collect(self) -> Iterator[Metric]:
+        """The gauges, read from the runtime now (a ``prometheus_client`` custom collector)."""
+        if self._read_live is None:
+            return
+        live = self._read_live()
+        pool = GaugeMetricFamily(
+            f"{PREFIX}_pool_connections",
+            "Connections of the shared pool, by state.",
+            labels=["state"],
+        )
+        pool.add_metric(["in_use"], live.pool_in_use)
+        pool.add_metric(["idle"], live.pool_idle)
+        yield pool
+        yield GaugeMetricFamily(
+            f"{PREFIX}_pool_max_connections",
+            "The shared pool's size (database.max_pool_size).",
+            value=live.pool_max,
+        )
+        by_actor = GaugeMetricFamily(
+            f"{PREFIX}_actor_connections_in_use",
+            "Pooled connections held by each actor that has asked for one.",
+            labels=["actor"],
+        )
+        for actor, n in sorted(live.actor_connections.items()):
+            by_actor.add_metric([actor], n)
+        yield by_actor
+        yield GaugeMetricFamily(
+            f"{PREFIX}_discord_connected",
+            "1 while the Discord gateway connection is ready, else 0 (0 without Discord).",
+            value=1 if live.discord_connected else 0,
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_discord_latency_seconds",
+            "The gateway heartbeat's round trip (NaN when not connected).",
+            value=live.discord_latency,
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_event_loop_lag_seconds",
+            "How late the event loop ran a timer, at its latest check (every 0.5 s).",
+            value=live.loop_lag,
+        )
+
+    def render(self) -> bytes:
+        """Every metric in Prometheus's text format."""
+        parts = [generate_latest(self.registry).decode(), self._headers[0]]
+        actors = sorted(self._actors.items())
+        rendered = [(series.render(actor)) for actor, series in actors]
+        parts += [runs for runs, _ in rendered]
+        parts.append(self._headers[1])
+        parts += [duration for _, duration in rendered]
+        return "".join(parts).encode()
+
+    def runs(self, actor: str, status: str) -> int:
+        """Runs of ``actor`` counted with ``status`` (for tests and the dashboard)."""
+        series = self._actors.get(actor)
+        return 0 if series is None else series.statuses.get(status, 0)
+
+
+def discord_readings(client: Any) -> tuple[bool | None, float]:
+    """(connected, latency) of a discord.py client; (None, NaN) without one."""
+    if client is None:
+        return None, math.nan
+    connected = bool(client.is_ready() and not client.is_closed())
+    latency = float(client.latency) if connected else math.nan
+    return connected, latency if math.isfinite(latency) else math.nan
