@@ -21,7 +21,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -31,14 +31,35 @@ from discord_actor.config import (
     ActorConfig,
     Config,
     ConfigError,
-    ScheduleConfig,
     closest,
     dump_config,
     load_config,
     redact_url,
     write_starter,
 )
-from discord_actor.schedules import Schedule, build_schedule, format_slot, resume_slot
+from discord_actor.operations import (
+    RUN_STATUSES,
+    ActorDisabled,
+    ActorPaused,
+    ActorRemoved,
+    NotStarted,
+    OperationError,
+    Operations,
+    PauseResult,
+    ResumeResult,
+    RunInfo,
+    RunNotFound,
+    Status,
+    TriggerResult,
+    UnknownActor,
+    describe_schedule,
+    format_duration,
+    one_line,
+    shorten,
+    table,
+    when,
+)
+from discord_actor.schedules import Schedule, build_schedule, format_slot
 
 if TYPE_CHECKING:
     from discord_actor.db import Database
@@ -48,8 +69,8 @@ if TYPE_CHECKING:
 
 OK, FAILURE, USAGE, INTERRUPTED = 0, 1, 2, 130
 
-RUN_STATUSES = ("running", "succeeded", "failed", "timed_out", "cancelled", "abandoned", "skipped")
 CHECK_SLOTS = 3  # next slots shown per actor by ``check``
+HISTORY_ERROR_WIDTH = 60  # characters of a run's error in the history table
 NEXT_DB_TIMEOUT = 3.0  # seconds ``next`` waits for the database before using the schedule alone
 
 log = logging.getLogger("discord_actor.cli")
@@ -143,7 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="at most N runs (default: 20)")
     p.add_argument("--status", choices=RUN_STATUSES, metavar="S",
                    help=f"only runs with this status ({', '.join(RUN_STATUSES)})")
-    p.add_argument("--json", action="store_true", help="print a JSON array")
+    p.add_argument("--show", type=_positive_int, metavar="RUN_ID",
+                   help="one run in full: its times, error, traceback and posts")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON array (with --show: the run as an object, traceback "
+                   "included)")
 
     p = command("next", cmd_next, "show an actor's next slots, as the runtime computes them")
     p.add_argument("actor", metavar="ACTOR")
@@ -303,6 +328,33 @@ async def _store(config: Config, **overrides: Any) -> AsyncIterator[tuple[Store 
         await db.close()
 
 
+@contextlib.asynccontextmanager
+async def _operations(config: Config, **overrides: Any) -> AsyncIterator[Operations]:
+    """The operations layer on this configuration's database; its refusals become messages
+    that name the configuration and the command to run instead."""
+    async with _store(config, **overrides) as (store, _):
+        try:
+            yield Operations(store, config)
+        except UnknownActor as e:
+            raise CliError(_unknown_actor(config, e.actor), USAGE) from None
+        except NotStarted as e:
+            raise _not_started(config, e.actor) from None
+        except ActorRemoved as e:
+            raise CliError(f"actor {e.actor!r} is no longer in {config.path}; its history is "
+                           f"kept (discord-actor history {e.actor})") from None
+        except ActorPaused as e:
+            raise CliError(f"{e.actor} is paused ({e.reason}); resume it first with: "
+                           f"discord-actor resume {e.actor}") from None
+        except ActorDisabled as e:
+            raise CliError(f"{e.actor} is disabled (enabled = false in {config.path}): "
+                           "a server does not run it") from None
+        except RunNotFound as e:
+            raise CliError(f"no run with id {e.run_id} in {_database_label(config)} (it may "
+                           "have been pruned; 'discord-actor history' lists the runs)") from None
+        except OperationError as e:
+            raise CliError(str(e)) from None
+
+
 def _not_started(config: Config, actor: str) -> CliError:
     return CliError(
         f"actor {actor!r} has no task in the database yet ({_database_label(config)}): "
@@ -310,48 +362,8 @@ def _not_started(config: Config, actor: str) -> CliError:
     )
 
 
-def _iso(value: datetime | None, tz: tzinfo | None = None) -> str | None:
-    if value is None:
-        return None
-    return (value.astimezone(tz) if tz is not None else value).isoformat()
-
-
-def _when(value: datetime | None, tz: tzinfo | None = None) -> str:
-    if value is None:
-        return "-"
-    return format_slot(value.astimezone(tz) if tz is not None else value)
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    lines = [headers, *rows]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-        for line in lines
-    )
-
-
 def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2))
-
-
-def describe_schedule(cfg: ScheduleConfig) -> str:
-    """One line a person reads: ``every 10 s``, ``cron '0 9 * * 1-5' (Europe/Berlin)``."""
-    if cfg.type == "interval":
-        return f"every {cfg.seconds:g} s"
-    if cfg.type == "cron":
-        return f"cron '{cfg.expression}' ({cfg.timezone})"
-    if cfg.type == "once":
-        return f"once at {format_slot(cfg.at)}" if cfg.at is not None else "once"
-    return "once at every start (immediate)"
-
-
-def _zone(config: Config, actor: str) -> tzinfo | None:
-    """The time zone an actor's slots are shown in (None if it left the configuration)."""
-    try:
-        return build_schedule(config.actor(actor).schedule).tz
-    except KeyError:
-        return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -719,111 +731,103 @@ def _cancel_runs(runtime: Runtime) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     config = _config(args)
-    rows, initialized = _async(_status_rows(config))
-    if not initialized:
+
+    async def status() -> Status:
+        async with _operations(config) as ops:
+            return await ops.status()
+
+    report = _async(status())
+    if not report.initialized:
         print("note: no server has run on this database yet (start 'discord-actor run')",
               file=sys.stderr)
-    items = [_status_item(config, name, row) for name, row in rows]
     if args.json:
-        _print_json(items)
+        _print_json([a.to_json() for a in report.actors])
         return OK
-    if not items:
+    if not report.actors:
         print("no actors configured")
         return OK
-    table = [
+    rows = [
         [
-            i["actor"], _state_label(i), _when(_parse(i["next_run"])), i["last_status"] or "-",
-            _when(_parse(i["last_run_at"])), str(i["consecutive_failures"]), str(i["running"]),
-            i["schedule"] or "-",
+            a.actor, a.state, when(a.next_run, a.timezone), a.last_status or "-",
+            when(a.last_run_at, a.timezone), str(a.consecutive_failures), str(a.running),
+            a.schedule or "-",
         ]
-        for i in items
+        for a in report.actors
     ]
-    print(_table(["ACTOR", "STATE", "NEXT RUN", "LAST STATUS", "LAST RUN", "FAILURES",
-                  "RUNNING", "SCHEDULE"], table))
-    for i in items:
-        if i["broken"]:
-            print(f"{i['actor']} is broken: setup() failed: {i['setup_error']} (it does not run; "
+    print("\n".join(table(["ACTOR", "STATE", "NEXT RUN", "LAST STATUS", "LAST RUN", "FAILURES",
+                             "RUNNING", "SCHEDULE"], rows)))
+    for a in report.actors:
+        if a.broken:
+            print(f"{a.actor} is broken: setup() failed: {a.setup_error} (it does not run; "
                   "fix it and restart the server, 'discord-actor check --setup' tries it)")
-        if i["paused"]:
-            print(f"{i['actor']} is paused: {i['paused_reason']} "
-                  f"(resume with: discord-actor resume {i['actor']})")
+        if a.paused:
+            print(f"{a.actor} is paused: {a.paused_reason} "
+                  f"(resume with: discord-actor resume {a.actor})")
     return OK
-
-
-async def _status_rows(config: Config) -> tuple[list[tuple[str, Any]], bool]:
-    """(actor, task row or None) for configured actors, then tasks not in the configuration."""
-    async with _store(config) as (store, _):
-        records = await store.status() if store is not None else []
-    by_actor = {r["actor"]: r for r in records}
-    rows: list[tuple[str, Any]] = [(a.name, by_actor.pop(a.name, None)) for a in config.actors]
-    rows += sorted(by_actor.items())
-    return rows, store is not None
-
-
-def _status_item(config: Config, name: str, row: Any) -> dict[str, Any]:
-    try:
-        cfg: ActorConfig | None = config.actor(name)
-    except KeyError:
-        cfg = None
-    tz = _zone(config, name)
-    return {
-        "actor": name,
-        "in_config": cfg is not None,
-        "registered": row is not None,  # has a task row: a server has run it
-        "schedule": describe_schedule(cfg.schedule) if cfg is not None else None,
-        "enabled": row["enabled"] if row is not None else bool(cfg and cfg.enabled),
-        "paused": bool(row and row["paused"]),
-        "paused_reason": row["paused_reason"] if row is not None else None,
-        # setup() failed at the last start of a server: the actor does not run there
-        "broken": bool(row is not None and row.get("setup_error")),
-        "setup_error": row.get("setup_error") if row is not None else None,
-        "next_run": _iso(row["next_run"], tz) if row is not None else None,
-        "last_status": row["last_status"] if row is not None else None,
-        "last_run_at": _iso(row["last_run_at"], tz) if row is not None else None,
-        "consecutive_failures": row["consecutive_failures"] if row is not None else 0,
-        "running": int(row["running"]) if row is not None else 0,
-        "trigger_pending": bool(row and row["manual_at"] is not None),
-        "retry_at": _iso(row["retry_at"], tz) if row is not None else None,
-    }
-
-
-def _parse(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
-
-
-def _state_label(item: dict[str, Any]) -> str:
-    if not item["in_config"]:
-        return "not in config"
-    if not item["enabled"]:
-        return "disabled"
-    if item["broken"]:
-        return "broken"
-    if item["paused"]:
-        return "paused"
-    if not item["registered"]:
-        return "not started"
-    return "running" if item["running"] else "active"
 
 
 def cmd_history(args: argparse.Namespace) -> int:
     config = _config(args)
-    runs = _async(_history(config, args.actor, args.limit, args.status))
+    if args.show is not None:
+        return _show_run(config, args.show, args.json)
+
+    async def history() -> list[RunInfo]:
+        async with _operations(config) as ops:
+            return await ops.history(args.actor, args.status, args.limit)
+
+    runs = _async(history())
     if args.json:
-        _print_json(runs)
+        _print_json([r.to_json() for r in runs])
         return OK
     if not runs:
         print(_no_runs(args.actor, args.status))
         return OK
-    table = [
+    rows = [
         [
-            str(r["id"]), r["actor"], _when(_parse(r["scheduled_for"])),
-            format_duration(r["duration_ms"]),
-            r["status"], r["trigger"], str(r["attempt"]), _shorten(r["error"] or r["note"] or ""),
+            str(r.id), r.actor, when(r.scheduled_for, r.timezone), format_duration(r.duration_ms),
+            r.status, r.trigger, str(r.attempt),
+            shorten(one_line(r.error or r.note or ""), HISTORY_ERROR_WIDTH),
         ]
         for r in runs
     ]
-    print(_table(["ID", "ACTOR", "SCHEDULED FOR", "DURATION", "STATUS", "TRIGGER", "ATTEMPT",
-                  "ERROR"], table))
+    print("\n".join(table(["ID", "ACTOR", "SCHEDULED FOR", "DURATION", "STATUS", "TRIGGER",
+                             "ATTEMPT", "ERROR"], rows)))
+    if any(r.error_type for r in runs):
+        print("a failed run's traceback: discord-actor history --show ID", file=sys.stderr)
+    return OK
+
+
+def _show_run(config: Config, run_id: int, as_json: bool) -> int:
+    """``history --show ID``: one run, with its traceback and what it posted."""
+
+    async def run() -> RunInfo:
+        async with _operations(config) as ops:
+            return await ops.run(run_id)
+
+    r = _async(run())
+    if as_json:
+        _print_json(r.to_json(traceback=True))
+        return OK
+    tz = r.timezone
+    lines = [
+        f"run {r.id} of {r.actor}: {r.status}",
+        f"  scheduled for  {when(r.scheduled_for, tz)}",
+        f"  started        {when(r.started_at, tz)}",
+        f"  finished       {when(r.finished_at, tz)}",
+        f"  duration       {format_duration(r.duration_ms)}",
+        f"  trigger        {r.trigger} (attempt {r.attempt})",
+        f"  process        {r.instance_id or '-'}",
+    ]
+    if r.error:
+        lines.append(f"  error          {r.error}")
+    elif r.note:
+        lines.append(f"  note           {r.note}")
+    if r.posted:
+        lines.append(f"  posted         {len(r.posted)} message(s):")
+        lines += [f"    {json.dumps(p, ensure_ascii=False)}" for p in r.posted]
+    if r.traceback:
+        lines += ["", r.traceback.rstrip("\n")]
+    print("\n".join(lines))
     return OK
 
 
@@ -831,64 +835,6 @@ def _no_runs(actor: str | None, status: str | None) -> str:
     """What an empty history means, naming the filters: ``no failed runs of counter``."""
     what = f"no {status} runs" if status else "no runs"
     return f"{what} of {actor}" if actor else f"{what} recorded"
-
-
-def format_duration(ms: float | None) -> str:
-    """A run's duration as measured (claim to recorded outcome, by the database's clock):
-    ``2.1 ms`` under a second, ``1.25 s`` under a minute, ``3 min 05 s`` beyond."""
-    if ms is None:
-        return "-"
-    if ms < 1000:
-        return f"{ms:.1f} ms"
-    if ms < 60_000:
-        return f"{ms / 1000:.2f} s"
-    minutes, seconds = divmod(round(ms / 1000), 60)
-    return f"{minutes} min {seconds:02d} s"
-
-
-def _shorten(text: str, width: int = 60) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
-async def _history(
-    config: Config, actor: str | None, limit: int, status: str | None
-) -> list[dict[str, Any]]:
-    in_config = actor is None or any(a.name == actor for a in config.actors)
-    async with _store(config) as (store, _):
-        if store is None:
-            if not in_config:
-                raise CliError(_unknown_actor(config, actor or ""), USAGE)
-            return []
-        if not in_config and await store.task(actor or "") is None:
-            # Not configured and never run: a typo (a removed actor keeps its history).
-            raise CliError(_unknown_actor(config, actor or ""), USAGE)
-        records = await store.history(actor, limit, status)
-    return [_run_item(config, r) for r in records]
-
-
-def _run_item(config: Config, r: Any) -> dict[str, Any]:
-    from discord_actor.storable import MAX_ERROR_MESSAGE, cap
-
-    error_type, message = r["error_type"], r["error_message"]
-    if message is not None:  # bounded even for runs recorded before texts were capped
-        message = cap(message, MAX_ERROR_MESSAGE)
-    tz = _zone(config, r["actor"])
-    return {
-        "id": r["id"],
-        "actor": r["actor"],
-        "scheduled_for": _iso(r["scheduled_for"], tz),
-        "started_at": _iso(r["started_at"], tz),
-        "finished_at": _iso(r["finished_at"], tz),
-        "duration_ms": None if r["duration_ms"] is None else round(r["duration_ms"], 3),
-        "status": r["status"],
-        "attempt": r["attempt"],
-        "trigger": r["trigger"],
-        "error": f"{error_type}: {message}" if error_type else None,
-        "note": message if not error_type else None,  # e.g. why slots were skipped
-        "instance_id": r["instance_id"],
-        "posted": json.loads(r["posted"]) if isinstance(r["posted"], str) else r["posted"],
-    }
 
 
 def cmd_next(args: argparse.Namespace) -> int:
@@ -922,13 +868,13 @@ def cmd_next(args: argparse.Namespace) -> int:
 def _once_note(cfg: ActorConfig, after: datetime, done: bool, now: bool) -> str:
     """Why a once actor has no slot to show: it ran, or its time is not after ``after``."""
     at = cfg.schedule.at
-    when = format_slot(at.astimezone(build_schedule(cfg.schedule).tz)) if at else "?"
+    slot = format_slot(at.astimezone(build_schedule(cfg.schedule).tz)) if at else "?"
     if done:
-        return f"{cfg.name} ran its one slot ({when}); it will not run again"
+        return f"{cfg.name} ran its one slot ({slot}); it will not run again"
     if now:
-        return (f"{cfg.name} runs once, at {when}, which has passed and has not run yet: a "
+        return (f"{cfg.name} runs once, at {slot}, which has passed and has not run yet: a "
                 f'server that starts does what catch_up = "{cfg.schedule.catch_up}" says')
-    return f"{cfg.name} runs once, at {when}, which is not after {format_slot(after)}"
+    return f"{cfg.name} runs once, at {slot}, which is not after {format_slot(after)}"
 
 
 def _may_have_database(config: Config) -> bool:
@@ -998,40 +944,30 @@ def _operator() -> Operator:
 def cmd_pause(args: argparse.Namespace) -> int:
     config = _config(args)
     name = _config_actor(config, args.actor).name
-    operator = _operator()
-    reason = operator.reason(" ".join((args.reason or "").split()) or None)
 
-    async def pause() -> None:
-        async with _store(config) as (store, _):
-            if store is None or not await store.pause(name, reason, operator):
-                raise _not_started(config, name)
+    async def pause() -> PauseResult:
+        async with _operations(config) as ops:
+            return await ops.pause(name, args.reason, _operator())
 
-    _async(pause())
-    print(f"paused {name} ({reason}); resume with: discord-actor resume {name}")
+    result = _async(pause())
+    print(f"paused {name} ({result.reason}); resume with: discord-actor resume {name}")
     return OK
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     config = _config(args)
-    cfg = _config_actor(config, args.actor)
-    name = cfg.name
+    name = _config_actor(config, args.actor).name
 
-    async def resume() -> tuple[bool, datetime | None]:
-        async with _store(config) as (store, _):
-            task = await store.task(name) if store is not None else None
-            if store is None or task is None:
-                raise _not_started(config, name)
-            moved = resume_slot(cfg.schedule, task, datetime.now(UTC))
-            if not await store.resume(name, _operator(), moved=moved):
-                raise _not_started(config, name)
-            return bool(task["paused"]), None if moved is None else moved[1]
+    async def resume() -> ResumeResult:
+        async with _operations(config) as ops:
+            return await ops.resume(name, _operator())
 
-    was_paused, new = _async(resume())
-    if not was_paused:
+    result = _async(resume())
+    if not result.was_paused:
         print(f"{name} was not paused; its failure count is reset")
-    elif new is not None:
+    elif result.next_run is not None:
         print(f"resumed {name}; its slot passed while it was paused, so it runs next at "
-              f"{format_slot(new.astimezone(build_schedule(cfg.schedule).tz))}")
+              f"{when(result.next_run, result.timezone)}")
     else:
         print(f"resumed {name}")
     return OK
@@ -1041,23 +977,11 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     config = _config(args)
     name = _config_actor(config, args.actor).name
 
-    async def trigger() -> bool:
-        async with _store(config) as (store, _):
-            task = await store.task(name) if store is not None else None
-            if store is None or task is None or task["removed_at"] is not None:
-                raise _not_started(config, name)
-            if task["paused"]:
-                raise CliError(f"{name} is paused ({task['paused_reason']}); resume it first "
-                               f"with: discord-actor resume {name}")
-            if not task["enabled"]:
-                raise CliError(f"{name} is disabled (enabled = false in {config.path}): "
-                               "a server does not run it")
-            if not await store.trigger(name, _operator()):
-                raise _not_started(config, name)
-            return task["manual_at"] is not None
+    async def trigger() -> TriggerResult:
+        async with _operations(config) as ops:
+            return await ops.trigger(name, _operator())
 
-    pending = _async(trigger())
-    if pending:
+    if _async(trigger()).already_pending:
         print(f"{name} was already triggered and has not started yet")
     else:
         print(f"triggered {name}: a running server starts it within a second "
