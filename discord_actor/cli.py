@@ -506,6 +506,11 @@ def _run(args: argparse.Namespace) -> int:
 
     # Every problem, the configuration's and the actors', exits 2 before the database is used.
     config, actors = load_project(getattr(args, "config", CONFIG_FILE))
+    from discord_actor.web.server import exposed_without_token
+
+    exposed = exposed_without_token(config)
+    if exposed is not None:
+        raise CliError(exposed, USAGE)
     env = config.discord.token_env
     names = _discord_actors(actors)
     token = None if args.dry_run else _token(config)
@@ -601,6 +606,7 @@ async def _serve(config: Config, actors: dict[str, LoadedActor], *,
 
     from discord_actor.alerts import ConsoleAlerts
     from discord_actor.runtime import TRANSIENT_DB_ERRORS, Runtime, default_platforms
+    from discord_actor.web.server import HttpUnavailable
 
     stop = asyncio.Event()
     runtime: Runtime | None = None
@@ -625,6 +631,8 @@ async def _serve(config: Config, actors: dict[str, LoadedActor], *,
             runtime = Runtime(config, database, actors, platforms=default_platforms(),
                               alerts=alerts)
             await runtime.serve(stop)
+        except HttpUnavailable as e:
+            raise CliError(str(e), USAGE) from None
         except (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError) as e:
             raise CliError(
                 f"database error on {redact_url(database.url)}: {type(e).__name__}: {e}"
@@ -643,6 +651,7 @@ async def _serve_bot(config: Config, actors: dict[str, LoadedActor], token: str)
 
     from discord_actor.bot import GatewayUnreachable, create_bot, serve_bot
     from discord_actor.db import DatabaseUnavailable, MigrationError
+    from discord_actor.web.server import HttpUnavailable
 
     cfg = config.discord
     stop = asyncio.Event()
@@ -663,6 +672,8 @@ async def _serve_bot(config: Config, actors: dict[str, LoadedActor], token: str)
             raise CliError(_privileged(config), USAGE) from None
         except discord.ConnectionClosed as e:
             raise _gateway_closed(config, e) from None
+        except HttpUnavailable as e:
+            raise CliError(str(e), USAGE) from None
         except (DatabaseUnavailable, MigrationError, GatewayUnreachable) as e:
             raise CliError(str(e)) from None
         except (asyncpg.PostgresError, asyncpg.InterfaceError) as e:

@@ -237,7 +237,8 @@ class Executor:
         loop = asyncio.get_running_loop()
         live = _LiveRun(run, loop.create_future())
         started = loop.time()
-        self.metrics.run_started(run.trigger, (self.clock.now() - run.scheduled_for).total_seconds())
+        lateness = (self.clock.now() - run.scheduled_for).total_seconds()
+        self.metrics.run_started(run.trigger, lateness)
 
         async def post(content: str | None, **kwargs: Any) -> Posted:
             self._still_running(live)

@@ -16,7 +16,7 @@ from .db.store import ClaimedRun
 
 log = logging.getLogger("discord_actor.runtime")
 
-CHECK_INTERVAL = 0.5  # seconds between two checks
+CHECK_INTERVAL = 0.25  # seconds between two checks: a stall is measured this much short
 WARN_AFTER = 1.0  # seconds of lag that get a warning
 
 
@@ -35,7 +35,6 @@ class LoopLagWatcher:
         self.warn_after = warn_after
         self.lag = 0.0
         self._expected = 0.0
-        self._before: dict[int, str] = {}  # runs in progress at the previous check
         self._timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
@@ -56,10 +55,10 @@ class LoopLagWatcher:
         loop = asyncio.get_running_loop()
         now = loop.time()
         self.lag = max(0.0, now - self._expected)
-        current = {run.run_id: run.actor for run in self._in_progress()}
         if self.lag > self.warn_after:
-            self._warn(self._before | current)
-        self._before = current
+            # The run that blocked is still among these: its end is recorded only after the
+            # loop has turned again, which is after this timer.
+            self._warn({run.run_id: run.actor for run in self._in_progress()})
         self._expected = now + self.interval
         self._timer = loop.call_at(self._expected, self._check)
 

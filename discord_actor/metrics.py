@@ -71,7 +71,7 @@ class _Families:
 
 
 def _render(families: Iterable[Metric]) -> str:
-    return generate_latest(_Families(families)).decode()  # type: ignore[arg-type]
+    return generate_latest(_Families(families)).decode()
 
 
 def _samples_only(text: str) -> str:
@@ -207,7 +207,7 @@ class RuntimeMetrics:
         )
         yield GaugeMetricFamily(
             f"{PREFIX}_event_loop_lag_seconds",
-            "How late the event loop ran a timer, at its latest check (every 0.5 s).",
+            "How late the event loop ran a timer, at its latest check (every 0.25 s).",
             value=live.loop_lag,
         )
 

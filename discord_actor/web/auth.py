@@ -48,7 +48,8 @@ class Auth:
         if self.token is None or not same_secret(given.strip(), self.token):
             return None
         session_id = secrets.token_urlsafe(32)
-        session = Session(csrf=secrets.token_urlsafe(32), expires=time.monotonic() + SESSION_SECONDS)
+        expires = time.monotonic() + SESSION_SECONDS
+        session = Session(csrf=secrets.token_urlsafe(32), expires=expires)
         self._sessions[session_id] = session
         while len(self._sessions) > MAX_SESSIONS:
             self._sessions.popitem(last=False)
@@ -82,7 +83,9 @@ class Auth:
         )
 
     def may_read(self, request: web.Request) -> bool:
-        return not self.reads_need_token or self.bearer(request) or self.session(request) is not None
+        if not self.reads_need_token or self.bearer(request):
+            return True
+        return self.session(request) is not None
 
     def may_act(self, request: web.Request, csrf: str | None) -> bool:
         """A ``POST``: the Bearer token, or a session whose CSRF token came with the form."""

@@ -99,10 +99,12 @@ class HttpServer:
 
     async def start(self) -> None:
         cfg = self.config.http
-        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            self.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await runner.setup()
         try:
-            await web.TCPSite(runner, cfg.host, cfg.port, shutdown_timeout=1.0).start()
+            await web.TCPSite(runner, cfg.host, cfg.port).start()
         except OSError as e:
             await runner.cleanup()
             why = e.strerror or str(e)
