@@ -87,7 +87,8 @@ _DURATION = (
 
 
 class _ActorSeries:
-    """One actor's run counts and durations, and their rendered lines (None: ran since)."""
+    """One actor's run counts and durations, and their rendered lines with the ``count`` they
+    were rendered at (rendering runs in a thread: a run recorded meanwhile makes them stale)."""
 
     __slots__ = ("buckets", "count", "lines", "statuses", "sum")
 
@@ -96,10 +97,11 @@ class _ActorSeries:
         self.buckets = [0] * (len(RUN_DURATION_BUCKETS) + 1)  # the last one: above every bound
         self.count = 0
         self.sum = 0.0
-        self.lines: tuple[str, str] | None = None
+        self.lines: tuple[int, str, str] = (-1, "", "")
 
     def render(self, actor: str) -> tuple[str, str]:
-        if self.lines is None:
+        count = self.count
+        if self.lines[0] != count:
             runs = CounterMetricFamily(*_RUNS, labels=["actor", "status"])
             for status, n in sorted(self.statuses.items()):
                 runs.add_metric([actor, status], n)
@@ -109,8 +111,8 @@ class _ActorSeries:
                 cumulative.append(("+Inf" if bound == math.inf else repr(bound), seen))
             duration = HistogramMetricFamily(*_DURATION, labels=["actor"])
             duration.add_metric([actor], cumulative, self.sum)
-            self.lines = (_samples_only(_render([runs])), _samples_only(_render([duration])))
-        return self.lines
+            self.lines = (count, _samples_only(_render([runs])), _samples_only(_render([duration])))
+        return self.lines[1], self.lines[2]
 
 
 class RuntimeMetrics:
@@ -156,7 +158,6 @@ class RuntimeMetrics:
         series.buckets[bisect.bisect_left(RUN_DURATION_BUCKETS, seconds)] += 1
         series.count += 1
         series.sum += seconds
-        series.lines = None
 
     def acquired(self, seconds: float) -> None:
         self.pool_acquire.observe(seconds)
@@ -212,9 +213,12 @@ class RuntimeMetrics:
         )
 
     def render(self) -> bytes:
-        """Every metric in Prometheus's text format."""
+        """Every metric in Prometheus's text format.
+
+        Safe to call from another thread (``/metrics`` does, so that rendering 10,000 actors
+        does not stall the event loop): it only reads, and copies what it iterates."""
         parts = [generate_latest(self.registry).decode(), self._headers[0]]
-        actors = sorted(self._actors.items())
+        actors = sorted(list(self._actors.items()))
         rendered = [(series.render(actor)) for actor, series in actors]
         parts += [runs for runs, _ in rendered]
         parts.append(self._headers[1])

@@ -202,7 +202,8 @@ class HttpServer:
         return _probe_answer(all(c["ok"] for c in checks.values()), checks)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        body = self.runtime.metrics.render()
+        # In a thread: with thousands of actors rendering takes long enough to delay runs.
+        body = await asyncio.to_thread(self.runtime.metrics.render)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     def render(self, request: web.Request, template: str, **values: Any) -> web.Response:
