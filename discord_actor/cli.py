@@ -5,25 +5,24 @@ stop), 1 runtime failure (database unreachable, actor not in the database yet, a
 triggered...), 2 usage or configuration error, 130 another command interrupted by Ctrl-C.
 Anything a user can cause ends with a message, never a traceback.
 
-Heavy modules (asyncpg, the runtime, the plugins) are imported by the commands that need them,
-so ``init``, ``config show`` and usage errors answer at once.
+This module parses and prints: what the commands do is in ``operations`` (the operator
+commands), ``hosting`` (``run``) and ``logs`` (the log set-up every command shares). Heavy
+modules (asyncpg, the runtime, the plugins) are imported by the commands that need them, so
+``init``, ``config show`` and usage errors answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import os
-import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from discord_actor import __version__
 from discord_actor.config import (
@@ -36,6 +35,25 @@ from discord_actor.config import (
     load_config,
     redact_url,
     write_starter,
+)
+from discord_actor.hosting import (
+    HostError,
+    bot_token,
+    database_label,
+    discord_actor_names,
+    open_for,
+    run_async,
+    run_server,
+)
+from discord_actor.logs import (
+    FORMATS,
+    LEVELS,
+    LOG_FORMAT_ENV,
+    LOG_LEVEL_ENV,
+    LogSettingError,
+    configure_logging,
+    resolve_format,
+    resolve_level,
 )
 from discord_actor.operations import (
     RUN_STATUSES,
@@ -65,7 +83,6 @@ if TYPE_CHECKING:
     from discord_actor.db import Database
     from discord_actor.db.store import Operator, Store
     from discord_actor.plugins import LoadedActor
-    from discord_actor.runtime import Runtime
 
 OK, FAILURE, USAGE, INTERRUPTED = 0, 1, 2, 130
 
@@ -74,7 +91,6 @@ HISTORY_ERROR_WIDTH = 60  # characters of a run's error in the history table
 NEXT_DB_TIMEOUT = 3.0  # seconds ``next`` waits for the database before using the schedule alone
 
 log = logging.getLogger("discord_actor.cli")
-_T = TypeVar("_T")
 
 
 class CliError(Exception):
@@ -93,9 +109,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit code (the console script exits with it)."""
     args = build_parser().parse_args(argv)  # usage errors exit 2 here
     try:
+        _configure_logging(args)
         code: int = args.handler(args)
         return code
-    except CliError as e:
+    except LogSettingError as e:
+        print(f"discord-actor: error: {e}", file=sys.stderr)
+        return USAGE
+    except (CliError, HostError) as e:
         print(f"discord-actor: error: {e}", file=sys.stderr)
         return e.code
     except ConfigError as e:
@@ -119,6 +139,20 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--config", metavar="PATH", default=argparse.SUPPRESS,
         help=f"configuration file (default: ./{CONFIG_FILE})",
+    )
+    logs = common.add_argument_group("logging")
+    logs.add_argument(
+        "--log-level", choices=LEVELS, metavar="LEVEL", default=argparse.SUPPRESS,
+        help=f"{', '.join(LEVELS)} (default: ${LOG_LEVEL_ENV}, else info for run and warning "
+        "for the other commands)",
+    )
+    logs.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                      help="more detail (one level per -v)")
+    logs.add_argument("-q", "--quiet", action="count", default=argparse.SUPPRESS,
+                      help="less detail (one level per -q)")
+    logs.add_argument(
+        "--log-format", choices=FORMATS, metavar="FORMAT", default=argparse.SUPPRESS,
+        help=f"text, or json: one object per line (default: ${LOG_FORMAT_ENV}, else text)",
     )
     parser = argparse.ArgumentParser(
         prog="discord-actor", parents=[common],
@@ -192,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("prune", cmd_prune, "delete finished runs older than the retention period")
     p.add_argument("--older-than-days", type=_non_negative_float, metavar="N",
                    help="age in days (default: server.run_retention_days)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="delete nothing: print how many runs would go, per actor, and the cutoff")
 
     config = sub.add_parser("config", parents=[common], help="configuration commands",
                             description="configuration commands")
@@ -199,6 +235,15 @@ def build_parser() -> argparse.ArgumentParser:
     command("show", cmd_config_show,
             "print the resolved configuration as TOML, secrets redacted", parent=config_sub)
     return parser
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    """The log set-up every command shares: ``run`` tells what it does at info; the other
+    commands print their answers and log only warnings unless asked for more."""
+    default = logging.INFO if args.handler is cmd_run else logging.WARNING
+    level = resolve_level(getattr(args, "log_level", None), getattr(args, "verbose", 0),
+                          getattr(args, "quiet", 0), default)
+    configure_logging(level, resolve_format(getattr(args, "log_format", None)))
 
 
 def _positive_int(text: str) -> int:
@@ -254,60 +299,6 @@ def _unknown_actor(config: Config, name: str) -> str:
     return f"unknown actor {name!r} in {config.path}{hint} (configured actors: {known})"
 
 
-LEFTOVER_TASKS_SECONDS = 2.0  # for tasks still pending when a command is done
-
-
-def _async(coro: Coroutine[Any, Any, _T]) -> _T:
-    """``asyncio.run``, except that tasks still pending at the end (actor code that ignored its
-    cancellation) are cancelled and waited for a bounded time, not forever."""
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    try:
-        return loop.run_until_complete(coro)
-    finally:
-        try:
-            left = asyncio.all_tasks(loop)
-            for task in left:
-                task.cancel()
-            if left:
-                loop.run_until_complete(asyncio.wait(left, timeout=LEFTOVER_TASKS_SECONDS))
-            with contextlib.suppress(TimeoutError):
-                loop.run_until_complete(
-                    asyncio.wait_for(loop.shutdown_asyncgens(), LEFTOVER_TASKS_SECONDS)
-                )
-            loop.run_until_complete(loop.shutdown_default_executor())
-        finally:
-            asyncio.set_event_loop(None)
-            loop.close()
-
-
-def _database_label(config: Config) -> str:
-    """Which database a command uses, password redacted."""
-    from discord_actor.db import resolve_url
-
-    url = resolve_url(config.database)
-    where = (redact_url(url) if url is not None
-             else f"embedded PostgreSQL in {config.database.data_dir}")
-    return f"{where} (schema {config.database.schema})"
-
-
-async def _open(
-    config: Config, *, migrate: bool = False, for_run: bool = False, announce: bool = False,
-    **overrides: Any,
-) -> Database:
-    """``open_database`` as the runtime does it (attaching to the embedded server if it runs);
-    its failures become a message and exit code 1. A short command gets a pool of two; ``run``
-    gets the configured one."""
-    from discord_actor.db import DatabaseUnavailable, MigrationError, open_database
-
-    pool = {} if for_run else {"min_pool_size": 1, "max_pool_size": 2}
-    cfg = dataclasses.replace(config.database, **(pool | overrides))
-    try:
-        return await open_database(cfg, migrate=migrate, announce=announce)
-    except (DatabaseUnavailable, MigrationError) as e:
-        raise CliError(str(e)) from None
-
-
 @contextlib.asynccontextmanager
 async def _store(config: Config, **overrides: Any) -> AsyncIterator[tuple[Store | None, Database]]:
     """An open Store, or None if the schema has no tables yet (no server has run)."""
@@ -316,7 +307,7 @@ async def _store(config: Config, **overrides: Any) -> AsyncIterator[tuple[Store 
     from discord_actor.db.migrations import applied_versions
     from discord_actor.db.store import Store
 
-    db = await _open(config, **overrides)
+    db = await open_for(config, **overrides)
     try:
         async with db.pool.acquire() as conn:
             initialized = bool(await applied_versions(conn, db.schema))
@@ -349,7 +340,7 @@ async def _operations(config: Config, **overrides: Any) -> AsyncIterator[Operati
             raise CliError(f"{e.actor} is disabled (enabled = false in {config.path}): "
                            "a server does not run it") from None
         except RunNotFound as e:
-            raise CliError(f"no run with id {e.run_id} in {_database_label(config)} (it may "
+            raise CliError(f"no run with id {e.run_id} in {database_label(config)} (it may "
                            "have been pruned; 'discord-actor history' lists the runs)") from None
         except OperationError as e:
             raise CliError(str(e)) from None
@@ -357,7 +348,7 @@ async def _operations(config: Config, **overrides: Any) -> AsyncIterator[Operati
 
 def _not_started(config: Config, actor: str) -> CliError:
     return CliError(
-        f"actor {actor!r} has no task in the database yet ({_database_label(config)}): "
+        f"actor {actor!r} has no task in the database yet ({database_label(config)}): "
         "start 'discord-actor run' once first"
     )
 
@@ -405,7 +396,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     config, actors = load_project(getattr(args, "config", CONFIG_FILE))
     now = datetime.now(UTC)
-    stored = _async(_stored_tasks(config)) if _may_have_database(config) else {}
+    stored = run_async(_stored_tasks(config)) if _may_have_database(config) else {}
     for a in config.actors:
         loaded = actors[a.name]
         schedule = build_schedule(a.schedule)
@@ -424,7 +415,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"note: {dry}")
     count = len(config.actors)
     if getattr(args, "setup", False):
-        failures = _async(_try_hooks(actors))
+        failures = run_async(_try_hooks(actors))
         if failures:
             for problem in failures:
                 print(problem, file=sys.stderr)
@@ -451,19 +442,10 @@ async def _try_hooks(actors: dict[str, LoadedActor]) -> list[str]:
     return problems
 
 
-def _discord_actors(actors: dict[str, LoadedActor]) -> list[str]:
-    return [n for n, a in actors.items() if a.platform == "discord" and a.config.enabled]
-
-
-def _token(config: Config) -> str | None:
-    """The bot token from the variable named by ``discord.token_env`` (never logged)."""
-    return (os.environ.get(config.discord.token_env) or "").strip() or None
-
-
 def _dry_run_note(config: Config, actors: dict[str, LoadedActor]) -> str | None:
     """Discord actors without a token: say what ``run`` will do about it."""
-    names = _discord_actors(actors)
-    if not names or _token(config) is not None:
+    names = discord_actor_names(actors)
+    if not names or bot_token(config) is not None:
         return None
     env = config.discord.token_env
     return (f"no bot token in ${env}: 'discord-actor run' needs one for the discord actors "
@@ -475,265 +457,9 @@ def _dry_run_note(config: Config, actors: dict[str, LoadedActor]) -> str | None:
 # run
 
 
-class _StoppedAtStartup(BaseException):
-    """SIGINT/SIGTERM before the event loop took the signals over (loading actors).
-
-    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` (an actor module's
-    import) takes it for the module's own failure."""
-
-
-def _stop_startup(signum: int, frame: object) -> None:
-    raise _StoppedAtStartup(signal.Signals(signum).name)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run until SIGINT/SIGTERM. A stop by either signal is a clean stop and exits 0, at any
-    point: while loading the actors and opening the database too."""
-    _configure_logging()
-    previous = {sig: signal.signal(sig, _stop_startup) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        return _run(args)
-    except _StoppedAtStartup as e:
-        log.info("%s: stopped before the actors started", e)
-        return OK
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _run(args: argparse.Namespace) -> int:
-    from discord_actor.plugins import load_project
-
-    # Every problem, the configuration's and the actors', exits 2 before the database is used.
-    config, actors = load_project(getattr(args, "config", CONFIG_FILE))
-    from discord_actor.web.server import exposed_without_token
-
-    exposed = exposed_without_token(config)
-    if exposed is not None:
-        raise CliError(exposed, USAGE)
-    env = config.discord.token_env
-    names = _discord_actors(actors)
-    token = None if args.dry_run else _token(config)
-    if token is not None:
-        return _async(_serve_bot(config, actors, token))
-    if args.dry_run:
-        what = (f"discord actors ({', '.join(names)}) print their posts on the console"
-                if names else "not connecting to Discord")
-        log.info("dry run: %s", what)
-        if config.discord.alert_channel_id:
-            log.info("dry run: alerts for channel %s are printed on the console",
-                     config.discord.alert_channel_id)
-    elif names:
-        raise CliError(
-            f"no bot token: ${env} is not set, and the discord actors ({', '.join(names)}) "
-            f"need one. Set {env} to the bot's token (Discord developer portal > your "
-            "application > Bot > Reset Token), or run 'discord-actor run --dry-run' to print "
-            "their posts on the console instead", USAGE)
-    else:
-        log.info("no bot token in $%s: not connecting to Discord (no /actors commands, no "
-                 "alerts); the actors post on the console", env)
-    return _async(_serve(config, actors, console_alerts=args.dry_run))
-
-
-class _DiscordLogFilter(logging.Filter):
-    """discord.py logs reconnect attempts with tracebacks (an operator needs one line) and
-    warns about voice support, which a bot that posts does not use."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not record.name.startswith("discord."):
-            return True
-        if record.name == "discord.client" and "voice will NOT be supported" in str(record.msg):
-            return False
-        if record.exc_info:
-            error = record.exc_info[1]
-            if error is not None:
-                record.msg = f"{record.getMessage()} ({type(error).__name__}: {error})"
-                record.args = None
-            record.exc_info = None
-            record.exc_text = None
-        return True
-
-
-def _configure_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
-    )
-    handler.addFilter(_DiscordLogFilter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-
-
-@contextlib.contextmanager
-def _signal_handlers(stop: asyncio.Event, grace: float,
-                     cancel: Callable[[], None]) -> Iterator[None]:
-    """SIGINT/SIGTERM: the first stops gracefully, the second cancels the running runs."""
-    loop = asyncio.get_running_loop()
-    signals = 0
-
-    def on_signal(signum: int) -> None:
-        nonlocal signals
-        signals += 1
-        name = signal.Signals(signum).name
-        if signals == 1:
-            log.info("%s: shutting down (running runs get up to %g s; send it again to "
-                     "cancel them now)", name, grace)
-            stop.set()
-        elif signals == 2:
-            log.warning("%s again: cancelling running runs now", name)
-            cancel()
-        else:
-            log.info("%s: already shutting down", name)
-
-    handled = (signal.SIGINT, signal.SIGTERM)
-    for sig in handled:
-        loop.add_signal_handler(sig, on_signal, sig)
-    try:
-        yield
-    finally:
-        for sig in handled:
-            loop.remove_signal_handler(sig)
-
-
-async def _serve(config: Config, actors: dict[str, LoadedActor], *,
-                 console_alerts: bool = False) -> int:
-    """Without Discord: open the database, run until a signal, shut down, close the database.
-
-    ``console_alerts`` (the dry run): alerts meant for ``discord.alert_channel_id`` are printed
-    on the console, like the posts."""
-    import asyncpg
-
-    from discord_actor.alerts import ConsoleAlerts
-    from discord_actor.runtime import TRANSIENT_DB_ERRORS, Runtime, default_platforms
-    from discord_actor.web.server import HttpUnavailable
-
-    stop = asyncio.Event()
-    runtime: Runtime | None = None
-
-    def cancel() -> None:
-        if runtime is not None:
-            _cancel_runs(runtime)
-
-    with _signal_handlers(stop, config.server.shutdown_grace_seconds, cancel):
-        log.info("database: %s", _database_label(config))
-        database = await _until_stopped(
-            _open(config, migrate=True, for_run=True, announce=True), stop
-        )
-        if database is None:
-            log.info("stopped before the database was open")
-            return OK
-        try:
-            if database.applied_migrations:
-                log.info("applied migrations: %s", ", ".join(database.applied_migrations))
-            channel = config.discord.alert_channel_id
-            alerts = ConsoleAlerts(channel) if console_alerts and channel else None
-            runtime = Runtime(config, database, actors, platforms=default_platforms(),
-                              alerts=alerts)
-            await runtime.serve(stop)
-        except HttpUnavailable as e:
-            raise CliError(str(e), USAGE) from None
-        except (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError) as e:
-            raise CliError(
-                f"database error on {redact_url(database.url)}: {type(e).__name__}: {e}"
-            ) from None
-        finally:
-            await database.close()  # detaches from the embedded server (stops it if last)
-        log.info("stopped cleanly")
-        return OK
-
-
-async def _serve_bot(config: Config, actors: dict[str, LoadedActor], token: str) -> int:
-    """As a Discord bot: the runtime in the bot's ActorRuntime cog, until a signal."""
-    import aiohttp
-    import asyncpg
-    import discord
-
-    from discord_actor.bot import GatewayUnreachable, create_bot, serve_bot
-    from discord_actor.db import DatabaseUnavailable, MigrationError
-    from discord_actor.web.server import HttpUnavailable
-
-    cfg = config.discord
-    stop = asyncio.Event()
-    bot = create_bot(config, actors)
-
-    def cancel() -> None:
-        bot.actor_runtime.cancel_runs("cancelled by a second interrupt during shutdown")
-
-    with _signal_handlers(stop, config.server.shutdown_grace_seconds, cancel):
-        log.info("connecting to Discord at %s (gateway %s) with the bot token in $%s",
-                 redact_url(cfg.api_base_url), redact_url(cfg.gateway_url), cfg.token_env)
-        log.info("database: %s", _database_label(config))
-        try:
-            await serve_bot(bot, token, stop)
-        except discord.LoginFailure:
-            raise CliError(_rejected_token(cfg.token_env), USAGE) from None
-        except discord.PrivilegedIntentsRequired:
-            raise CliError(_privileged(config), USAGE) from None
-        except discord.ConnectionClosed as e:
-            raise _gateway_closed(config, e) from None
-        except HttpUnavailable as e:
-            raise CliError(str(e), USAGE) from None
-        except (DatabaseUnavailable, MigrationError, GatewayUnreachable) as e:
-            raise CliError(str(e)) from None
-        except (asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-            raise CliError(f"database error: {type(e).__name__}: {e}") from None
-        except (discord.DiscordException, aiohttp.ClientError, OSError) as e:
-            raise CliError(f"cannot use Discord at {redact_url(cfg.api_base_url)}: "
-                           f"{type(e).__name__}: {e}") from None
-    log.info("stopped cleanly")
-    return OK
-
-
-def _rejected_token(env: str) -> str:
-    return (f"Discord rejected the bot token in ${env} (401 Unauthorized): set {env} to the "
-            "token from the Discord developer portal (your application > Bot > Reset Token); "
-            "the client secret and the public key are not bot tokens")
-
-
-def _privileged(config: Config) -> str:
-    from discord_actor.config import PRIVILEGED_INTENTS
-
-    asked = [i for i in config.discord.intents if i in PRIVILEGED_INTENTS] or config.discord.intents
-    return (f"Discord refused the privileged intents in discord.intents ({', '.join(asked)}): "
-            "enable them in the Discord developer portal (your application > Bot > Privileged "
-            f"Gateway Intents) or remove them from discord.intents in {config.path}")
-
-
-def _gateway_closed(config: Config, e: Any) -> CliError:
-    code = getattr(e, "code", None)
-    if code == 4004:
-        return CliError(_rejected_token(config.discord.token_env), USAGE)
-    if code == 4014:
-        return CliError(_privileged(config), USAGE)
-    if code in (4010, 4011):
-        return CliError(f"Discord closed the gateway with {code} ({e.reason or 'sharding'}): "
-                        "set discord.shard_count (and shard_ids) for a bot in this many "
-                        f"servers, in {config.path}", USAGE)
-    return CliError(f"Discord closed the gateway connection with code {code}: "
-                    f"{e.reason or 'no reason given'}")
-
-
-async def _until_stopped(coro: Coroutine[Any, Any, _T], stop: asyncio.Event) -> _T | None:
-    """Await ``coro`` unless ``stop`` is set first (Ctrl-C while connecting); then None."""
-    task = asyncio.ensure_future(coro)
-    waiter = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    waiter.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, CliError):
-        result = await task  # finished anyway before the cancellation landed: undo it
-        close = getattr(result, "close", None)
-        if close is not None:
-            await close()
-    return None
-
-
-def _cancel_runs(runtime: Runtime) -> None:
-    """Cancel in-flight runs; the runtime records them ``cancelled`` and finishes stopping."""
-    runtime.cancel_runs("cancelled by a second interrupt during shutdown")
+    """Run until SIGINT/SIGTERM (``hosting.run_server``); 0 for a stop by either signal."""
+    return run_server(getattr(args, "config", CONFIG_FILE), dry_run=args.dry_run)
 
 
 # --------------------------------------------------------------------------------------------
@@ -747,7 +473,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         async with _operations(config) as ops:
             return await ops.status()
 
-    report = _async(status())
+    report = run_async(status())
     if not report.initialized:
         print("note: no server has run on this database yet (start 'discord-actor run')",
               file=sys.stderr)
@@ -786,7 +512,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         async with _operations(config) as ops:
             return await ops.history(args.actor, args.status, args.limit)
 
-    runs = _async(history())
+    runs = run_async(history())
     if args.json:
         _print_json([r.to_json() for r in runs])
         return OK
@@ -815,7 +541,7 @@ def _show_run(config: Config, run_id: int, as_json: bool) -> int:
         async with _operations(config) as ops:
             return await ops.run(run_id)
 
-    r = _async(run())
+    r = run_async(run())
     if as_json:
         _print_json(r.to_json(traceback=True))
         return OK
@@ -855,7 +581,7 @@ def cmd_next(args: argparse.Namespace) -> int:
     after: datetime = args.after or datetime.now(UTC)
     if after.tzinfo is None:
         after = after.replace(tzinfo=schedule.tz)
-    stored = _async(_stored_tasks(config, cfg.name)) if _may_have_database(config) else {}
+    stored = run_async(_stored_tasks(config, cfg.name)) if _may_have_database(config) else {}
     task = stored.get(cfg.name)
     if task is not None and task["schedule_hash"] == schedule.hash() and task["paused"]:
         print(f"note: {cfg.name} is paused ({task['paused_reason']}); these slots run "
@@ -928,7 +654,7 @@ async def _stored_tasks(config: Config, actor: str | None = None) -> dict[str, A
                 row = await store.task(actor)
                 return {} if row is None else {actor: row}
             return {r["actor"]: r for r in await store.status()}
-    except CliError as e:
+    except (CliError, HostError) as e:
         print(f"note: computing from the schedule alone, without the stored next slot: {e}",
               file=sys.stderr)
         return {}
@@ -960,7 +686,7 @@ def cmd_pause(args: argparse.Namespace) -> int:
         async with _operations(config) as ops:
             return await ops.pause(name, args.reason, _operator())
 
-    result = _async(pause())
+    result = run_async(pause())
     print(f"paused {name} ({result.reason}); resume with: discord-actor resume {name}")
     return OK
 
@@ -973,7 +699,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         async with _operations(config) as ops:
             return await ops.resume(name, _operator())
 
-    result = _async(resume())
+    result = run_async(resume())
     if not result.was_paused:
         print(f"{name} was not paused; its failure count is reset")
     elif result.next_run is not None:
@@ -992,7 +718,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
         async with _operations(config) as ops:
             return await ops.trigger(name, _operator())
 
-    if _async(trigger()).already_pending:
+    if run_async(trigger()).already_pending:
         print(f"{name} was already triggered and has not started yet")
     else:
         print(f"triggered {name}: a running server starts it within a second "
@@ -1008,12 +734,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     config = _config(args)
 
     async def migrate() -> list[str]:
-        database = await _open(config, migrate=True)
+        database = await open_for(config, migrate=True)
         await database.close()
         return database.applied_migrations
 
-    applied = _async(migrate())
-    label = _database_label(config)
+    applied = run_async(migrate())
+    label = database_label(config)
     if applied:
         for version in applied:
             print(f"applied {version}")
@@ -1024,18 +750,43 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    from discord_actor import retention
+
     config = _config(args)
     days = args.older_than_days
     if days is None:
         days = float(config.server.run_retention_days)
+    age = f"{days:g} day{'s' if days != 1 else ''}"
 
-    async def prune() -> int:
+    async def dry_run() -> tuple[datetime | None, list[tuple[str, int]]]:
         async with _store(config) as (store, _):
-            return await store.prune(days) if store is not None else 0
+            if store is None:
+                return None, []
+            cutoff = await store.retention_cutoff(days)
+            return cutoff, await store.prunable(cutoff)
 
-    deleted = _async(prune())
-    print(f"deleted {deleted} run{'s' if deleted != 1 else ''} finished more than "
-          f"{days:g} day{'s' if days != 1 else ''} ago")
+    if args.dry_run:
+        cutoff, counts = run_async(dry_run())
+        total = sum(n for _, n in counts)
+        when_text = "" if cutoff is None else f" (before {cutoff.isoformat(timespec='seconds')})"
+        print(f"would delete {total} run{'s' if total != 1 else ''} finished more than {age} "
+              f"ago{when_text}; nothing was deleted")
+        if counts:
+            print("\n".join(table(["ACTOR", "RUNS"], [[a, str(n)] for a, n in counts])))
+        return OK
+
+    async def prune() -> int | None:
+        async with _store(config) as (store, _):
+            if store is None:
+                return 0
+            result = await retention.prune(store, days)
+            return None if result.busy and not result.deleted else result.deleted
+
+    deleted = run_async(prune())
+    if deleted is None:
+        raise CliError("another process (a running server) is deleting old runs right now; "
+                       "try again when it is done")
+    print(f"deleted {deleted} run{'s' if deleted != 1 else ''} finished more than {age} ago")
     return OK
 
 

@@ -5,7 +5,8 @@ and alerts together, and owns their lifecycle (start, serve, graceful stop).
 - ``executor.Executor``: running one run within its timeout and recording its outcome;
 - ``budget.ConnectionBudget``: the shared pool's per-actor quotas;
 - ``liveness.Liveness``: heartbeat, lease recovery, the listener;
-- ``alerts.AlertSender``: failure alerts to wherever the host sends them.
+- ``alerts.AlertSender``: failure alerts to wherever the host sends them;
+- ``retention.loop``: deleting finished runs older than ``server.run_retention_days``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from . import retention
 from .alerts import Alert, AlertSender, AlertSink
 from .budget import ConnectionBudget, PoolExhausted
 from .clock import Clock
@@ -145,6 +147,7 @@ class Runtime:
             runs_in_flight=lambda: self.executor.runs_in_actor_code,
         )
         self.executor.lease_in_doubt = self.liveness.lease_in_doubt
+        self.executor.log_successes = config.server.log_runs == "all"
         self.loop_lag = LoopLagWatcher(self.executor.in_progress)
         self.metrics.read_live_from(self._live_readings)
         self.http: HttpServer | None = None  # started with the loops when [http] is enabled
@@ -195,6 +198,7 @@ class Runtime:
         gc.freeze()
         if loops:
             self.loop_lag.start()
+            config = self.config
             self.liveness.start_watchdog()
             self._background = [
                 asyncio.create_task(self.scheduler.loop(), name="discord-actor scheduler"),
@@ -202,12 +206,16 @@ class Runtime:
                     self.liveness.heartbeat_loop(), name="discord-actor heartbeat"
                 ),
                 asyncio.create_task(self.liveness.listen_loop(), name="discord-actor listener"),
+                asyncio.create_task(
+                    retention.loop(self.store, config.server.run_retention_days),
+                    name="discord-actor retention",
+                ),
             ]
         log.info("runtime %s started with %d actor(s)", self.instance_id, len(self.actors))
 
     @property
     def started(self) -> bool:
-        """Started and not stopping: what ``/readyz`` answers."""
+        """Started and not stopping: the actors are set up and scheduling (``/readyz``)."""
         return self._started and not self._stopping
 
     async def serve(self, stop: asyncio.Event) -> None:

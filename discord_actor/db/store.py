@@ -649,14 +649,49 @@ class Store:
             notice=_notice(actor, "triggered", by),
         )
 
-    async def prune(self, older_than_days: float) -> int:
-        """Delete finished runs older than the retention period; returns how many."""
-        status = await self.pool.execute(
-            f"DELETE FROM {self._runs} WHERE status <> 'running'"
-            " AND finished_at < now() - make_interval(secs => $1)",
-            older_than_days * 86400.0,
+    # -- retention ---------------------------------------------------------------------------
+
+    async def retention_cutoff(self, older_than_days: float) -> datetime:
+        """The database's now minus the retention period: runs that finished before it go."""
+        cutoff: datetime = await self.pool.fetchval(
+            "SELECT now() - make_interval(secs => $1)", older_than_days * 86400.0
         )
+        return cutoff
+
+    async def prunable(self, cutoff: datetime) -> list[tuple[str, int]]:
+        """(actor, how many of its finished runs finished before ``cutoff``), by actor."""
+        rows = await self.pool.fetch(
+            f"SELECT t.actor, count(*) AS n FROM {self._runs} r"
+            f" JOIN {self._tasks} t ON t.id = r.task_id"
+            " WHERE r.status <> 'running' AND r.finished_at < $1"
+            " GROUP BY t.actor ORDER BY t.actor",
+            cutoff,
+        )
+        return [(r["actor"], r["n"]) for r in rows]
+
+    async def prune_batch(self, cutoff: datetime, limit: int) -> int | None:
+        """Delete at most ``limit`` finished runs that finished before ``cutoff``, oldest first;
+        how many. None, deleting nothing, while another process holds the retention lock (one
+        deleter at a time: concurrent deletes of the same rows would only wait on each other)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval(
+                "SELECT pg_try_advisory_xact_lock(hashtext($1))", self.retention_lock
+            ):
+                return None
+            status: str = await conn.execute(
+                f"DELETE FROM {self._runs} WHERE id IN ("
+                f" SELECT id FROM {self._runs} WHERE status <> 'running' AND finished_at < $1"
+                " ORDER BY finished_at LIMIT $2)",
+                cutoff,
+                limit,
+            )
         return int(status.split()[-1])
+
+    @property
+    def retention_lock(self) -> str:
+        """The advisory lock's name (hashed by ``hashtext``) a process holds while it deletes
+        old runs of this schema."""
+        return f"discord_actor.retention.{self.schema}"
 
     @property
     def channel(self) -> str:
