@@ -16,6 +16,7 @@ $(BIN)/.installed: pyproject.toml
 	@touch $@
 
 run: $(BIN)/.installed
+	@echo "dashboard, API and /metrics: http://127.0.0.1:8750/ (actions: set DISCORD_ACTOR_HTTP_TOKEN)"
 	$(BIN)/discord-actor run --config $(CONFIG) $(if $($(TOKEN_ENV)),,--dry-run)
 
 test: $(BIN)/.installed

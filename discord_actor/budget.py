@@ -9,6 +9,7 @@ block the statements that record their runs.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +18,7 @@ import asyncpg
 
 from .config import ActorConfig
 from .db.pool import reset_session
+from .metrics import RuntimeMetrics
 
 
 class PoolExhausted(Exception):
@@ -42,8 +44,10 @@ class ConnectionBudget:
         pool: asyncpg.Pool,
         pool_size: int,
         acquire_timeout: float,
+        metrics: RuntimeMetrics | None = None,
     ) -> None:
         self.pool = pool
+        self.metrics = metrics or RuntimeMetrics()
         self.pool_size = pool_size
         self.acquire_timeout = acquire_timeout
         self._shared = asyncio.Semaphore(max(1, pool_size - 1))
@@ -64,6 +68,7 @@ class ConnectionBudget:
             limit = self._limits[cfg.name] = asyncio.Semaphore(cfg.max_connections)
         held: list[asyncio.Semaphore] = []
         conn: asyncpg.Connection | None = None
+        asked = time.monotonic()
         try:
             async with asyncio.timeout(self.acquire_timeout):
                 await limit.acquire()
@@ -74,11 +79,13 @@ class ConnectionBudget:
         except TimeoutError:
             for semaphore in held:
                 semaphore.release()
+            self.metrics.acquired(time.monotonic() - asked)
             raise PoolExhausted(self._exhausted_message(cfg)) from None
         except BaseException:
             for semaphore in held:
                 semaphore.release()
             raise
+        self.metrics.acquired(time.monotonic() - asked)
         self.in_use[cfg.name] += 1
         lease = _Lease(conn, held)
         self.leases.setdefault(run_id, []).append(lease)

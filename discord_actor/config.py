@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import ipaddress
 import json
 import math
 import os
@@ -129,6 +130,26 @@ class DiscordConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    """The health, metrics, API and dashboard endpoint (``web/``)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"  # loopback: GETs open; any other address needs the token for all
+    port: int = 8750
+    token_env: str = "DISCORD_ACTOR_HTTP_TOKEN"  # variable holding the operators' token
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only: ``localhost`` or a loopback IP."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+@dataclass(frozen=True)
 class RetryPolicy:
     attempts: int = 1  # total attempts of one slot; 1 = no retry
     backoff_seconds: float = 5.0  # delay before attempt 2; doubles each attempt
@@ -175,6 +196,7 @@ class Config:
     database: DatabaseConfig
     discord: DiscordConfig
     actors: tuple[ActorConfig, ...]
+    http: HttpConfig = field(default_factory=HttpConfig)
 
     def actor(self, name: str) -> ActorConfig:
         for a in self.actors:
@@ -245,6 +267,7 @@ def dump_config(config: Config) -> str:
         "server": _plain(config.server),
         "database": _plain(config.database),
         "discord": _plain(config.discord),
+        "http": _plain(config.http),
     }
     top["database"]["url"] = redact_url(config.database.url)
     for key in ("api_base_url", "gateway_url"):  # a proxy URL may carry credentials
@@ -352,6 +375,7 @@ _D = TypeVar("_D")
 _SERVER_KEYS = tuple(f.name for f in dataclasses.fields(ServerConfig))
 _DATABASE_KEYS = tuple(f.name for f in dataclasses.fields(DatabaseConfig))
 _DISCORD_KEYS = tuple(f.name for f in dataclasses.fields(DiscordConfig))
+_HTTP_KEYS = tuple(f.name for f in dataclasses.fields(HttpConfig))
 _RETRY_KEYS = tuple(f.name for f in dataclasses.fields(RetryPolicy))
 _ACTOR_KEYS = tuple(
     f.name for f in dataclasses.fields(ActorConfig) if f.name not in ("index", "line")
@@ -589,20 +613,21 @@ class _Reader:
 
     def read(self, raw: dict[str, Any], file: Path) -> Config | None:
         data = self.expand(raw, ())
-        self.known_keys(data, ("server", "database", "discord", "actors"), ())
+        self.known_keys(data, ("server", "database", "discord", "http", "actors"), ())
         base = file.parent
         server = self.server(self.table(data, "server", ("server",)) or {}, base)
         database = self.database(self.table(data, "database", ("database",)) or {}, base)
         discord = self.discord(self.table(data, "discord", ("discord",)) or {})
+        http = self.http(self.table(data, "http", ("http",)) or {})
         actors = self.actors(data.get("actors", []), server, database)
         if self.problems:
             if not any(p.key.startswith("server.actors_dir") for p in self.problems):
                 sound = tuple(a for a in actors if not self._has_problem(f"actors[{a.index}]"))
                 self.partial = Config(path=file, server=server, database=database,
-                                      discord=discord, actors=sound)
+                                      discord=discord, actors=sound, http=http)
             return None
         return Config(path=file, server=server, database=database, discord=discord,
-                      actors=actors)
+                      actors=actors, http=http)
 
     def _has_problem(self, key: str) -> bool:
         return any(p.key == key or p.key.startswith((f"{key}.", f"{key}["))
@@ -701,6 +726,29 @@ class _Reader:
             api_base_url=self.url(t, "api_base_url", p, d.api_base_url, ("http", "https")),
             gateway_url=self.url(t, "gateway_url", p, d.gateway_url, ("ws", "wss")),
         )
+
+    def http(self, t: dict[str, Any]) -> HttpConfig:
+        p: _KeyPath = ("http",)
+        self.known_keys(t, _HTTP_KEYS, p)
+        d = HttpConfig()
+        host = self.string(t, "host", p, d.host).strip()
+        if not host or any(c.isspace() or c in "/@?#" for c in host):
+            self.problem((*p, "host"), "must be an address to listen on, such as \"127.0.0.1\" "
+                         f"(this machine only) or \"0.0.0.0\" (every interface), not {host!r}")
+            host = d.host
+        port = self.integer(t, "port", p, d.port, minimum=1)
+        if port > 65535:
+            self.problem((*p, "port"), f"must be at most 65535, not {port}")
+            port = d.port
+        token_env = self.string(t, "token_env", p, d.token_env)
+        if not _ENV_NAME.fullmatch(token_env):
+            # Never echo the value: it may be the token itself, pasted in the wrong place.
+            self.problem((*p, "token_env"), "must be the name of the environment variable "
+                         "that holds the token (e.g. \"DISCORD_ACTOR_HTTP_TOKEN\"), never the "
+                         "token itself")
+            token_env = d.token_env
+        return HttpConfig(enabled=self.boolean(t, "enabled", p, d.enabled), host=host,
+                          port=port, token_env=token_env)
 
     def names(self, t: dict[str, Any], key: str, p: _KeyPath, default: tuple[str, ...],
               choices: tuple[str, ...], what: str) -> tuple[str, ...]:
@@ -1218,6 +1266,9 @@ _STARTER_COMMENTS = {
     ("discord", "command_guild_ids"): "sync /actors to these guilds; [] = globally",
     ("discord", "api_base_url"): "REST API (or a proxy in front of it)",
     ("discord", "gateway_url"): "gateway (or a gateway proxy)",
+    ("http", "enabled"): "health, /metrics, JSON API and dashboard",
+    ("http", "host"): "loopback: GETs need no token; else all do",
+    ("http", "token_env"): "the variable that holds the operators' token",
     ("actors", "name"): "required, unique",
     ("actors", "module"): "required: actors/hello.py",
     ("actors", "platform"): '"discord" | "console" | "none"; console prints posts',
@@ -1244,8 +1295,9 @@ def _starter_config() -> str:
         "settings": {"greeting": "hello"},
         "schedule": {"type": "interval", "seconds": 10, "catch_up": "latest"},
     }
-    text = _render({"server": server, "database": database, "discord": _plain(DiscordConfig())},
-                   [hello])
+    top = {"server": server, "database": database, "discord": _plain(DiscordConfig()),
+           "http": _plain(HttpConfig())}
+    text = _render(top, [hello])
     out, table = [], ""
     for line in text.split("\n"):
         header = re.fullmatch(r"\[\[?([^\]]+)\]\]?", line)

@@ -35,6 +35,7 @@ from .db.store import ClaimedRun, Finished, Outcome, Store, TaskView
 from .db.transient import TRANSIENT_DB_ERRORS, Backoff
 from .keyed import Schedules
 from .logs import current_run
+from .metrics import RuntimeMetrics
 from .platforms import Platform
 from .plugins import LoadedActor
 from .schedules import Schedule, format_slot, schedule_of
@@ -134,6 +135,7 @@ class Executor:
         client: Any = None,
         on_finished: Callable[[TaskView | None], None],
         keyed: Schedules | None = None,
+        metrics: RuntimeMetrics | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -145,6 +147,7 @@ class Executor:
         self.client = client
         self._on_finished = on_finished
         self.keyed = keyed  # the runtime's keyed schedules API, as ctx.schedules
+        self.metrics = metrics or RuntimeMetrics()
         self.running: dict[int, asyncio.Task[None]] = {}  # run id -> its whole execution
         self.local_runs: Counter[int] = Counter()  # task id -> runs in flight here
         self._actor_code: dict[int, _LiveRun] = {}
@@ -219,6 +222,10 @@ class Executor:
     def runs_in_actor_code(self) -> int:
         return len(self._actor_code)
 
+    def in_progress(self) -> list[ClaimedRun]:
+        """The runs whose actor code has not ended yet."""
+        return [live.run for live in self._actor_code.values()]
+
     async def wait_idle(self) -> None:
         """Wait until every run this process started has finished and been recorded."""
         while self.running:
@@ -246,6 +253,9 @@ class Executor:
 
         loop = asyncio.get_running_loop()
         live = _LiveRun(run, loop.create_future())
+        started = loop.time()
+        lateness = (self.clock.now() - run.scheduled_for).total_seconds()
+        self.metrics.run_started(run.trigger, lateness)
 
         async def post(content: str | None, **kwargs: Any) -> Posted:
             self._still_running(live)
@@ -309,6 +319,7 @@ class Executor:
                 del self.local_runs[run.task_id]
             self.running.pop(run.run_id, None)
             self._on_finished(None if finished is None else finished.task)
+        self.metrics.run_finished(run.actor, outcome.status, loop.time() - started)
         self._after_finish(run, slot, outcome, finished)
 
     def _still_running(self, live: _LiveRun) -> None:

@@ -122,6 +122,11 @@ def _run(config_path: Path, dry_run: bool, services: Sequence[Service] | None) -
 
     # Every problem, the configuration's and the actors', exits 2 before the database is used.
     config, actors = load_project(config_path)
+    from discord_actor.web.server import exposed_without_token
+
+    exposed = exposed_without_token(config)
+    if exposed is not None:
+        raise HostError(exposed, USAGE)
     if services is None:
         services = default_services(config)
     env = config.discord.token_env
@@ -268,6 +273,7 @@ async def _serve(config: Config, actors: dict[str, LoadedActor], services: Seque
 
     from discord_actor.alerts import ConsoleAlerts
     from discord_actor.runtime import TRANSIENT_DB_ERRORS, Runtime, default_platforms
+    from discord_actor.web.server import HttpUnavailable
 
     stop = asyncio.Event()
     runtime: Runtime | None = None
@@ -293,6 +299,8 @@ async def _serve(config: Config, actors: dict[str, LoadedActor], services: Seque
                 runtime = Runtime(config, database, actors, platforms=default_platforms(),
                                   alerts=alerts)
                 await runtime.serve(stop)
+            except HttpUnavailable as e:
+                raise HostError(str(e), USAGE) from None
             except (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError) as e:
                 raise HostError(
                     f"database error on {redact_url(database.url)}: {type(e).__name__}: {e}"
@@ -313,6 +321,7 @@ async def _serve_bot(config: Config, actors: dict[str, LoadedActor], token: str,
 
     from discord_actor.bot import GatewayUnreachable, create_bot, serve_bot
     from discord_actor.db import DatabaseUnavailable, MigrationError
+    from discord_actor.web.server import HttpUnavailable
 
     cfg = config.discord
     stop = asyncio.Event()
@@ -334,6 +343,8 @@ async def _serve_bot(config: Config, actors: dict[str, LoadedActor], token: str,
                 raise HostError(_privileged(config), USAGE) from None
             except discord.ConnectionClosed as e:
                 raise _gateway_closed(config, e) from None
+            except HttpUnavailable as e:
+                raise HostError(str(e), USAGE) from None
             except (DatabaseUnavailable, MigrationError, GatewayUnreachable) as e:
                 raise HostError(str(e)) from None
             except (asyncpg.PostgresError, asyncpg.InterfaceError) as e:

@@ -19,7 +19,7 @@ import socket
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import retention
 from .alerts import Alert, AlertSender, AlertSink
@@ -32,6 +32,8 @@ from .db.transient import TRANSIENT_DB_ERRORS
 from .executor import Executor, RunNoLongerOwned, StateNotSerializable, retry_delay
 from .keyed import Schedules, actor_row_spec
 from .liveness import Liveness
+from .loop_lag import LoopLagWatcher
+from .metrics import LiveReadings, RuntimeMetrics, discord_readings
 from .platforms import Platform
 from .platforms.console import ConsolePlatform
 from .platforms.none import NoPlatform
@@ -51,6 +53,9 @@ __all__ = [
     "default_platforms",
     "retry_delay",
 ]
+
+if TYPE_CHECKING:
+    from .web.server import HttpServer
 
 log = logging.getLogger("discord_actor.runtime")
 
@@ -100,10 +105,12 @@ class Runtime:
                 schedule = built[a.config.schedule] = build_schedule(a.config.schedule)
             self.actor_schedules[name] = schedule
         self._broken: set[str] = set()  # actors whose setup() failed
+        self.metrics = RuntimeMetrics()
         self.budget = ConnectionBudget(
             database.pool,
             config.database.max_pool_size,
             config.database.acquire_timeout_seconds,
+            self.metrics,
         )
         self._alert_sender = AlertSender(alerts)
         # Keyed schedules created at run time, by bot code or by actors (ctx.schedules).
@@ -119,6 +126,7 @@ class Runtime:
             client=client,
             on_finished=self._run_finished,
             keyed=self.schedules,
+            metrics=self.metrics,
         )
         self.scheduler = Scheduler(
             config,
@@ -144,6 +152,9 @@ class Runtime:
         )
         self.executor.lease_in_doubt = self.liveness.lease_in_doubt
         self.executor.log_successes = config.server.log_runs == "all"
+        self.loop_lag = LoopLagWatcher(self.executor.in_progress)
+        self.metrics.read_live_from(self._live_readings)
+        self.http: HttpServer | None = None  # started with the loops when [http] is enabled
         self.liveness.on_notice = self._operator_notice
         self._background: list[asyncio.Task[None]] = []
         self._started = False
@@ -157,6 +168,8 @@ class Runtime:
 
         With ``loops=False`` nothing runs in the background: tests drive ``run_due``.
         """
+        if loops:
+            await self.start_http()
         await self.liveness.register()
         await self.store.recover_abandoned(self.clock.now())
         await self.reconcile()
@@ -188,6 +201,7 @@ class Runtime:
         # stall every run for tens of milliseconds with 10,000 actors.
         gc.freeze()
         if loops:
+            self.loop_lag.start()
             config = self.config
             self.liveness.start_watchdog()
             self._background = [
@@ -205,7 +219,7 @@ class Runtime:
 
     @property
     def started(self) -> bool:
-        """Whether ``start`` has finished: the actors are set up and scheduling."""
+        """Started and not stopping: the actors are set up and scheduling (``/readyz``)."""
         return self._started and not self._stopping
 
     async def serve(self, stop: asyncio.Event) -> None:
@@ -250,6 +264,9 @@ class Runtime:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.executor.close()
+        self.loop_lag.stop()
+        if self.http is not None:
+            await self.http.stop()
         await self.liveness.unregister()
         log.info("runtime %s stopped", self.instance_id)
 
@@ -267,6 +284,34 @@ class Runtime:
                 log.error("actor %s: teardown() did not finish in time; left behind", name)
             elif not hook.cancelled() and (e := hook.exception()) is not None:
                 log.error("actor %s: teardown() failed: %s: %s", name, type(e).__name__, e)
+
+    async def start_http(self) -> None:
+        """Serve health, metrics, the API and the dashboard when ``[http]`` is enabled.
+
+        Started before the runtime itself, so that ``/readyz`` answers 503 while it starts.
+        Raises ``HttpUnavailable`` when the address cannot be used (or needs a token).
+        """
+        if not self.config.http.enabled or self.http is not None:
+            return
+        from .web.server import HttpServer
+
+        server = HttpServer(self)
+        await server.start()
+        self.http = server
+
+    def _live_readings(self) -> LiveReadings:
+        pool = self.database.pool
+        idle = pool.get_idle_size()
+        connected, latency = discord_readings(self.client)
+        return LiveReadings(
+            pool_in_use=pool.get_size() - idle,
+            pool_idle=idle,
+            pool_max=pool.get_max_size(),
+            actor_connections=self.budget.in_use,
+            discord_connected=connected,
+            discord_latency=latency,
+            loop_lag=self.loop_lag.lag,
+        )
 
     def cancel_runs(self, reason: str) -> None:
         """Cancel the actor code of every run in flight; each is recorded ``cancelled``.

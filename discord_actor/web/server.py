@@ -1,0 +1,225 @@
+"""The aiohttp server of one runtime: its lifecycle, the probes and ``/metrics``.
+
+``GET /healthz`` answers 200 when the event loop keeps time, the database answers and (for a
+bot) the gateway is connected, else 503 with the reasons; ``GET /readyz`` answers 200 once the
+runtime has started and while the database answers. Both are what systemd, Docker and
+Kubernetes poll. Nothing here runs unless someone sends a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+from aiohttp import web
+
+from ..config import Config, is_loopback, redact_text
+from ..metrics import CONTENT_TYPE, discord_readings
+from .auth import Auth
+
+if TYPE_CHECKING:
+    from ..runtime import Runtime
+
+log = logging.getLogger("discord_actor.http")
+
+DATABASE_CHECK_SECONDS = 2.0  # a health check waits this long for ``SELECT 1``
+OPEN_PATHS = ("/login", "/static/")  # served to anyone, even where reading needs the token
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class HttpUnavailable(Exception):
+    """The HTTP endpoint cannot start: its address is taken or invalid, or it would be open to
+    the network without a token. The message says which key to change."""
+
+
+def http_token(config: Config) -> str | None:
+    """The operators' token from the variable named by ``http.token_env`` (never logged)."""
+    return (os.environ.get(config.http.token_env) or "").strip() or None
+
+
+def exposed_without_token(config: Config) -> str | None:
+    """Why ``[http]`` must not start as configured (a non-loopback host without a token)."""
+    cfg = config.http
+    if not cfg.enabled or is_loopback(cfg.host) or http_token(config) is not None:
+        return None
+    return (
+        f"http.host = {cfg.host!r} in {config.path} listens beyond this machine, and "
+        f"${cfg.token_env} (http.token_env) is not set: set it to a long random token (e.g. "
+        "the output of 'openssl rand -hex 32'), which every request must then carry, or set "
+        'http.host = "127.0.0.1"'
+    )
+
+
+def base_url(config: Config) -> str:
+    host = config.http.host
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{config.http.port}/"
+
+
+SERVER: web.AppKey[HttpServer] = web.AppKey("server")
+
+
+class HttpServer:
+    """Serves one runtime over HTTP until ``stop``."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.config = runtime.config
+        problem = exposed_without_token(self.config)
+        if problem is not None:
+            raise HttpUnavailable(problem)
+        self.auth = Auth(
+            http_token(self.config), reads_need_token=not is_loopback(self.config.http.host)
+        )
+        self.templates = jinja2.Environment(
+            loader=jinja2.PackageLoader("discord_actor.web", "templates"),
+            autoescape=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self._runner: web.AppRunner | None = None
+
+    def app(self) -> web.Application:
+        from . import api, dashboard
+
+        app = web.Application(middlewares=[self._guard])
+        app[SERVER] = self
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.metrics)
+        api.add_routes(app)
+        dashboard.add_routes(app)
+        return app
+
+    async def start(self) -> None:
+        cfg = self.config.http
+        runner = web.AppRunner(
+            self.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, cfg.host, cfg.port).start()
+        except OSError as e:
+            await runner.cleanup()
+            why = e.strerror or str(e)
+            raise HttpUnavailable(
+                f"cannot listen on {cfg.host}:{cfg.port} (http.host, http.port in "
+                f"{self.config.path}): {why}"
+            ) from None
+        self._runner = runner
+        reads = "reading needs the token" if self.auth.reads_need_token else "reading is open"
+        acting = (
+            f"actions need the token in ${cfg.token_env}"
+            if self.auth.token
+            else f"no actions (${cfg.token_env} is not set)"
+        )
+        log.info(
+            "dashboard, API, /metrics and /healthz at %s (%s; %s)",
+            base_url(self.config),
+            reads,
+            acting,
+        )
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    # -- who may read ----------------------------------------------------------------------------
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Reading needs the token where the host is not loopback; answers carry headers that
+        keep the dashboard out of frames and out of caches."""
+        if request.method in ("GET", "HEAD") and not request.path.startswith(OPEN_PATHS):
+            if not self.auth.may_read(request):
+                if request.path.startswith(("/api/", "/metrics", "/healthz", "/readyz")):
+                    raise unauthorized("this server needs the token to read: send it as "
+                                       "'Authorization: Bearer <token>'")
+                raise web.HTTPSeeOther(f"/login?next={request.path_qs}")
+        response = await handler(request)
+        headers = response.headers
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        headers.setdefault("X-Frame-Options", "DENY")
+        headers.setdefault("Referrer-Policy", "no-referrer")
+        headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; style-src 'self'; script-src 'self'; frame-ancestors 'none';"
+            " form-action 'self'",
+        )
+        if not request.path.startswith("/static/"):
+            headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    # -- probes and metrics ----------------------------------------------------------------------
+
+    async def health(self, *, gateway: bool = True) -> tuple[bool, dict[str, Any]]:
+        """(healthy, the checks and their findings)."""
+        checks: dict[str, dict[str, Any]] = {}
+        lag = self.runtime.loop_lag.lag
+        limit = self.runtime.loop_lag.warn_after
+        checks["event_loop"] = {"ok": lag <= limit, "lag_seconds": round(lag, 4)}
+        if lag > limit:
+            checks["event_loop"]["reason"] = f"the event loop lagged {lag:.1f} s at its last check"
+        checks["database"] = await self._database_check()
+        if gateway and self.runtime.client is not None:
+            connected, latency = discord_readings(self.runtime.client)
+            checks["gateway"] = {"ok": bool(connected)}
+            if connected:
+                checks["gateway"]["latency_seconds"] = round(latency, 4)
+            else:
+                checks["gateway"]["reason"] = "not connected to the Discord gateway"
+        return all(c["ok"] for c in checks.values()), checks
+
+    async def _database_check(self) -> dict[str, Any]:
+        try:
+            async with asyncio.timeout(DATABASE_CHECK_SECONDS):
+                await self.runtime.database.pool.fetchval("SELECT 1")
+        except TimeoutError:
+            reason = f"the database did not answer within {DATABASE_CHECK_SECONDS:g} s"
+            return {"ok": False, "reason": reason}
+        except Exception as e:  # refused, reset, shutting down: all mean "not healthy"
+            error = redact_text(f"{type(e).__name__}: {e}".rstrip(": "))
+            return {"ok": False, "reason": f"the database is unreachable ({error})"}
+        return {"ok": True}
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        healthy, checks = await self.health()
+        return _probe_answer(healthy, checks)
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        started = self.runtime.started
+        checks: dict[str, dict[str, Any]] = {"runtime": {"ok": started}}
+        if not started:
+            checks["runtime"]["reason"] = "the runtime is starting or stopping"
+        checks["database"] = await self._database_check()
+        return _probe_answer(all(c["ok"] for c in checks.values()), checks)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        # In a thread: with thousands of actors rendering takes long enough to delay runs.
+        body = await asyncio.to_thread(self.runtime.metrics.render)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+    def render(self, request: web.Request, template: str, **values: Any) -> web.Response:
+        html = self.templates.get_template(template).render(**values)
+        return web.Response(text=html, content_type="text/html")
+
+
+def _probe_answer(ok: bool, checks: dict[str, dict[str, Any]]) -> web.Response:
+    reasons = [c["reason"] for c in checks.values() if not c["ok"] and "reason" in c]
+    body = {"status": "ok" if ok else "unavailable", "checks": checks, "reasons": reasons}
+    return web.json_response(body, status=200 if ok else 503)
+
+
+def unauthorized(message: str) -> web.HTTPUnauthorized:
+    return web.HTTPUnauthorized(
+        text=json.dumps({"error": message}),
+        content_type="application/json",
+        headers={"WWW-Authenticate": 'Bearer realm="discord-actor"'},
+    )
