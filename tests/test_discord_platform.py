@@ -186,6 +186,14 @@ async def test_refused_posts_say_what_to_fix(
         "Discord does not know channel 4242 (404 Not Found, error 10003: Unknown Channel): check"
         " actors[0].channel_id of 'lost'"
     )
+    nowhere = actor_config("keyed_only", platform="discord",
+                           schedule=ScheduleConfig(type="none", timezone="UTC"))
+    with pytest.raises(DiscordPostError) as e:
+        await platform.post(nowhere, "x")
+    assert str(e.value) == (
+        "actor 'keyed_only' has no channel to post to: set actors[0].channel_id, or give the"
+        " keyed schedule one (schedules.add(..., channel_id=...))"
+    )
     with pytest.raises(DiscordPostError, match="needs content, an embed or a file"):
         await platform.post(discord_actor("empty", fake_discord.channel.id), None)
     with pytest.raises(TypeError, match=r"discord\.Embed or a dict"):

@@ -72,8 +72,8 @@ class DiscordPlatform:
         """
         if actor.channel_id is None:
             raise DiscordPostError(
-                f"actor {actor.name!r} has no channel_id: set actors[{actor.index}].channel_id "
-                "to the channel it posts to"
+                f"actor {actor.name!r} has no channel to post to: set actors[{actor.index}]"
+                ".channel_id, or give the keyed schedule one (schedules.add(..., channel_id=...))"
             )
         all_embeds = [_embed(e) for e in _both(embed, embeds)]
         all_files = [_file(f) for f in _both(file, files)]
