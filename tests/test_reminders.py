@@ -298,3 +298,77 @@ async def test_cancel_list_ownership_limit_and_bad_input(reminders: Reminders) -
         )
         assert "You have no pending reminders" in await run(bob, "reminders list", {})
     assert posts(fake) == []
+
+
+# ---------------------------------------------------------------------------- the README
+
+
+def dynamic_schedules_section() -> str:
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Dynamic schedules") :]
+    return section[: section.index("\n## ", 1)]
+
+
+def squeezed(text: str) -> str:
+    """Lines without their indentation, to find an indented excerpt in its file."""
+    return "\n".join(line.strip() for line in text.strip().splitlines())
+
+
+def test_the_readme_quotes_the_example_exactly() -> None:
+    section = dynamic_schedules_section()
+    module = squeezed((REPO / "actors" / "reminders.py").read_text())
+    excerpts = [
+        body
+        for body in re.findall(r"```python\n(.*?)```", section, re.S)
+        if not body.startswith(("# ", "from "))  # the first project's files, the API
+    ]
+    assert len(excerpts) == 2
+    for excerpt in excerpts:
+        assert squeezed(excerpt) in module, excerpt
+    (entry,) = [b for b in re.findall(r"```toml\n(.*?)```", section, re.S) if "reminders" in b]
+    assert entry in (REPO / "actor_server.toml").read_text()
+
+
+@pytest.mark.slow
+def test_the_readme_first_project_runs_as_shown(
+    tmp_path: Path, database_url: str, db_schema: str
+) -> None:
+    """Its files as the README shows them, ``discord-actor run`` for a few seconds."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    section = dynamic_schedules_section()
+    files = dict(re.findall(r"```(?:python|toml)\n# (\S+)\n(.*?)```", section, re.S))
+    assert set(files) == {"actor_server.toml", "actors/digest.py", "actors/planner.py"}
+    for path, body in files.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(body)
+    with (tmp_path / "actor_server.toml").open("a") as f:  # this test's schema
+        f.write(f'\n[database]\nschema = "{db_schema}"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DISCORD_"))}
+    env |= {"DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"}
+    log = tmp_path / "out.txt"
+    with log.open("w") as out_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "discord_actor.cli", "run"], cwd=tmp_path, env=env,
+            stdout=out_file, stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "r:1: once #1" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)  # r:1 is due 5 s after the start
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = log.read_text()
+    assert proc.returncode == 0, out
+    posts = [line.split(" ", 1)[1] for line in out.splitlines() if "[digest]" in line]
+    assert posts[:2] == ["[digest] feed:9: feed #1", "[digest] r:1: once #1"], out
+    for key in ("feed:9", "r:1", "guild:7"):
+        assert f"pending: {key}, next run" in out
+    assert "Traceback" not in out
