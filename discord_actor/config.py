@@ -866,7 +866,8 @@ class _Reader:
                              " followed by ':NAME' to pick one actor of the module)")
         platform = self.choice(t, "platform", p, None, PLATFORMS)
         channel_id = self.integer(t, "channel_id", p, None, minimum=1)
-        if platform == "discord" and "channel_id" not in t:
+        # Without [actors.schedule] it runs only by keyed schedules, which bring their channel.
+        if platform == "discord" and "channel_id" not in t and "schedule" in t:
             self.problem((*p, "channel_id"), "required for platform = \"discord\" (the "
                          "channel the actor posts to)", at=(*p, "platform"))
         reserved = database.max_pool_size - 1

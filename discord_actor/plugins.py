@@ -118,7 +118,11 @@ def _load_one(config: Config, actor_config: ActorConfig) -> LoadedActor:
             f"actor {actor_config.name!r}: platform {platform!r} is not one of"
             f" {', '.join(PLATFORMS)}"
         )
-    if platform == "discord" and not actor_config.channel_id:
+    if (
+        platform == "discord"
+        and not actor_config.channel_id
+        and actor_config.schedule.type != "none"  # keyed schedules bring their channel
+    ):
         raise PluginError(
             f"actor {actor_config.name!r} posts to Discord but has no channel_id; add channel_id"
             " to its [[actors]] entry"

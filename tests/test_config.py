@@ -264,6 +264,14 @@ def test_discord_actor_without_channel_id(tmp_path: Path) -> None:
     assert "platform = \"discord\"" in p.message
 
 
+def test_discord_actor_without_a_schedule_needs_no_channel_id(tmp_path: Path) -> None:
+    """It runs only by keyed schedules, which bring their own channel."""
+    path = tmp_path / "actor_server.toml"
+    path.write_text('[[actors]]\nname = "r"\nmodule = "r"\nplatform = "discord"\n')
+    (actor,) = load_config(path, environ={}).actors
+    assert (actor.schedule.type, actor.platform, actor.channel_id) == ("none", "discord", None)
+
+
 def test_duplicate_actor_names(tmp_path: Path) -> None:
     text = BASE + actor_text("other") + actor_text("tick")
     p = problem(tmp_path, text, "actors[2].name", 21)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -186,6 +187,14 @@ async def test_refused_posts_say_what_to_fix(
         "Discord does not know channel 4242 (404 Not Found, error 10003: Unknown Channel): check"
         " actors[0].channel_id of 'lost'"
     )
+    nowhere = actor_config("keyed_only", platform="discord",
+                           schedule=ScheduleConfig(type="none", timezone="UTC"))
+    with pytest.raises(DiscordPostError) as e:
+        await platform.post(nowhere, "x")
+    assert str(e.value) == (
+        "actor 'keyed_only' has no channel to post to: set actors[0].channel_id, or give the"
+        " keyed schedule one (schedules.add(..., channel_id=...))"
+    )
     with pytest.raises(DiscordPostError, match="needs content, an embed or a file"):
         await platform.post(discord_actor("empty", fake_discord.channel.id), None)
     with pytest.raises(TypeError, match=r"discord\.Embed or a dict"):
@@ -193,7 +202,10 @@ async def test_refused_posts_say_what_to_fix(
 
 
 async def test_mentions_are_off_unless_the_actor_allows_them(
-    database: Database, fake_discord: FakeDiscord, fake_discord_bot: commands.Bot
+    database: Database,
+    fake_discord: FakeDiscord,
+    fake_discord_bot: commands.Bot,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     fake = fake_discord
     role = fake.add_role(fake.guild, "oncall")
@@ -207,7 +219,15 @@ async def test_mentions_are_off_unless_the_actor_allows_them(
     async def narrowed(ctx: RunContext) -> None:  # asks for less than it may
         await ctx.post(ping, allowed_mentions=discord.AllowedMentions(users=False))
 
+    @actor
+    async def one_user(ctx: RunContext) -> None:  # pings exactly one user, whatever the text
+        only = discord.AllowedMentions(users=[discord.Object(fake.owner.id)], replied_user=False)
+        await ctx.post(f"{ping} <@{other.id}>", allowed_mentions=only)
+
+    other = fake.add_user("other")
     actors = [
+        (one_user, discord_actor("one", fake.channel.id, allowed_mentions=("users",))),
+        (one_user, discord_actor("one_refused", fake.channel.id)),
         (pinger, discord_actor("quiet", fake.channel.id)),
         (pinger, discord_actor("users", fake.channel.id, allowed_mentions=("users",))),
         (
@@ -217,9 +237,17 @@ async def test_mentions_are_off_unless_the_actor_allows_them(
         (narrowed, discord_actor("narrowed", fake.channel.id, allowed_mentions=("users", "roles"))),
     ]
     platform = DiscordPlatform(fake_discord_bot)
-    async with ActorHarness(database, actors, platform=platform) as harness:
-        runs = await harness.tick()
+    with caplog.at_level(logging.WARNING, "discord_actor.platforms.discord"):
+        async with ActorHarness(database, actors, platform=platform) as harness:
+            runs = await harness.tick()
+            assert await harness.store.trigger("one_refused")
+            runs += await harness.tick()
     assert {r.status for r in runs} == {"succeeded"}
+    warned = [r.getMessage() for r in caplog.records]
+    assert warned == [
+        'actor one_refused: a post names users to ping, but its allowed_mentions does not list'
+        ' "users", so nobody is pinged; add "users" to actors[1].allowed_mentions'
+    ]  # once, though it posted twice
     by_actor = {r.actor: r.posted[0]["message_id"] for r in runs}
     messages = {m.id: m for m in fake.sent_messages()}
 
@@ -232,3 +260,5 @@ async def test_mentions_are_off_unless_the_actor_allows_them(
     assert mentions("users") == ([fake.owner.id], [], False)
     assert mentions("all") == ([fake.owner.id], [role.id], True)
     assert mentions("narrowed") == ([], [role.id], False)
+    assert mentions("one") == ([fake.owner.id], [], False)
+    assert mentions("one_refused") == ([], [], False)

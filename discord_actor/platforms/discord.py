@@ -47,6 +47,7 @@ class DiscordPlatform:
         #: posts currently waiting for the gateway (for monitoring and tests)
         self.waiting = 0
         self._closing = False
+        self._warned: set[tuple[str, str]] = set()  # (actor, mention kind): said once
 
     def close(self) -> None:
         """The bot is shutting down: posts still waiting for the gateway give up at once."""
@@ -72,8 +73,8 @@ class DiscordPlatform:
         """
         if actor.channel_id is None:
             raise DiscordPostError(
-                f"actor {actor.name!r} has no channel_id: set actors[{actor.index}].channel_id "
-                "to the channel it posts to"
+                f"actor {actor.name!r} has no channel to post to: set actors[{actor.index}]"
+                ".channel_id, or give the keyed schedule one (schedules.add(..., channel_id=...))"
             )
         all_embeds = [_embed(e) for e in _both(embed, embeds)]
         all_files = [_file(f) for f in _both(file, files)]
@@ -84,6 +85,7 @@ class DiscordPlatform:
                 " (Discord rejects empty messages)"
             )
         mentions = self.allowed_mentions(actor, allowed_mentions)
+        self._warn_of_refused_mentions(actor, allowed_mentions)
         if all_embeds:
             kwargs["embeds"] = all_embeds
         if all_files:
@@ -132,6 +134,28 @@ class DiscordPlatform:
             roles=requested.roles if policy.roles else False,
             replied_user=policy.replied_user and requested.replied_user,
         )
+
+    def _warn_of_refused_mentions(
+        self, actor: ActorConfig, requested: discord.AllowedMentions | None
+    ) -> None:
+        """A post that names whom to ping (``users=[...]``) while the config allows no such
+        mention pings nobody: say so once per actor, since nothing fails."""
+        if requested is None:
+            return
+        for kind, named in (("users", requested.users), ("roles", requested.roles)):
+            if isinstance(named, list) and named and kind not in actor.allowed_mentions:
+                if (actor.name, kind) in self._warned:
+                    continue
+                self._warned.add((actor.name, kind))
+                log.warning(
+                    "actor %s: a post names %s to ping, but its allowed_mentions does not list"
+                    ' "%s", so nobody is pinged; add "%s" to actors[%d].allowed_mentions',
+                    actor.name,
+                    kind,
+                    kind,
+                    kind,
+                    actor.index,
+                )
 
     def gateway_ready(self, channel_id: int | None = None) -> bool:
         """Is the client ready and its gateway connection (the channel's shard's) open?"""
