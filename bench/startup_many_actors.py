@@ -77,12 +77,9 @@ def child(config_path: Path, fresh: bool, limit: float, profile: int, quiet: boo
     stamps: dict[str, float] = {}
     if quiet:
         logging.disable(logging.INFO)  # --no-log: WARNING and above only
-    handler = logging.StreamHandler(sys.stderr)  # as discord_actor.cli._configure_logging does
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
-    )
-    logging.getLogger().handlers[:] = [handler]
-    logging.getLogger().setLevel(logging.INFO)
+    from discord_actor.logs import configure_logging
+
+    configure_logging(logging.INFO)  # as `discord-actor run` does
 
     from discord_actor.config import load_config
     from discord_actor.plugins import load_actors

@@ -26,13 +26,21 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord import app_commands
 
-from .config import closest
 from .db.store import Operator
-from .schedules import resume_slot
+from .operations import (
+    ActorDisabled,
+    ActorPaused,
+    ActorRemoved,
+    NotStarted,
+    OperationError,
+    Operations,
+    UnknownActor,
+    one_line,
+    shorten,
+    table,
+)
 
 if TYPE_CHECKING:
-    import asyncpg
-
     from .config import Config, DiscordConfig
     from .db.store import Store
     from .runtime import Alert
@@ -134,6 +142,11 @@ class ActorsCommands(app_commands.Group, name="actors", description="Operate the
                 config.path,
             )
 
+    @property
+    def operations(self) -> Operations:
+        """What the commands do, on the current store (tests swap it)."""
+        return Operations(self.store, self.config)
+
     # -- the commands ----------------------------------------------------------------------
 
     @app_commands.command(name="list", description="Every actor: state, next run, last status")
@@ -188,12 +201,12 @@ class ActorsCommands(app_commands.Group, name="actors", description="Operate the
         names = {a.name for a in self.config.actors}
         try:
             async with asyncio.timeout(AUTOCOMPLETE_TIMEOUT_SECONDS):
-                records = await self.store.status()
+                actors = (await self.operations.status()).actors
         except Exception as e:  # offer the configured names rather than nothing
             log.debug("autocomplete without the database: %s: %s", type(e).__name__, e)
         else:
-            names |= {r["actor"] for r in records}
-            paused = {r["actor"] for r in records if r["paused"]}
+            names |= {a.actor for a in actors}
+            paused = {a.actor for a in actors if a.paused}
         typed = current.strip().lower()
         ordered = sorted(names, key=lambda n: (not n.lower().startswith(typed), n.lower()))
         matches = [n for n in ordered if typed in n.lower()][:AUTOCOMPLETE_CHOICES]
@@ -231,13 +244,15 @@ class ActorsCommands(app_commands.Group, name="actors", description="Operate the
                     log.warning("could not defer /actors %s: %s", command, e)
             async with asyncio.timeout(self.command_timeout):
                 reply = await asyncio.shield(task)
+        except OperationError as e:
+            reply = refusal(e)
         except Exception as e:
             if isinstance(e, TimeoutError) and not task.done():  # our deadline, not the work's
                 problem = f"did not finish within {self.command_timeout:g} s (is the database up?)"
             else:
                 problem = f"failed: {type(e).__name__}: {e}"
             log.warning("/actors %s from user %s %s", command, _who(interaction.user), problem)
-            reply = Reply(_shorten(f"/actors {command} {problem}"))
+            reply = Reply(shorten(f"/actors {command} {problem}", MESSAGE_LIMIT))
         finally:
             task.cancel()  # only if we gave up on it (timeout, shutdown)
         await self._send(interaction, command, reply)
@@ -256,37 +271,26 @@ class ActorsCommands(app_commands.Group, name="actors", description="Operate the
     # -- what the commands do ------------------------------------------------------------
 
     async def _list(self) -> Reply:
-        records = await self.store.status()
-        by_actor = {r["actor"]: r for r in records}
-        configured = {a.name: a for a in self.config.actors}
-        names = list(configured) + sorted(set(by_actor) - set(configured))
-        if not names:
+        actors = (await self.operations.status()).actors
+        if not actors:
             return Reply("No actors are configured.")
         rows, notes = [], []
         paused = failing = 0
-        for name in names:
-            row, cfg = by_actor.get(name), configured.get(name)
-            state = _state_label(row, cfg is not None, cfg is None or cfg.enabled)
-            failures = int(row["consecutive_failures"]) if row is not None else 0
+        for a in actors:
             rows.append(
-                [
-                    name,
-                    state,
-                    _utc(row["next_run"]) if row is not None else "-",
-                    (row["last_status"] if row is not None else None) or "-",
-                    str(failures),
-                ]
+                [a.actor, a.state, _utc(a.next_run), a.last_status or "-",
+                 str(a.consecutive_failures)]
             )
-            if row is not None and row.get("setup_error"):
-                notes.append(f"{name} broken: setup() failed: {_one_line(row['setup_error'])}")
-            if row is not None and row["paused"]:
+            if a.broken:
+                notes.append(f"{a.actor} broken: setup() failed: {one_line(a.setup_error or '')}")
+            if a.paused:
                 paused += 1
-                notes.append(f"{name} paused: {_one_line(row['paused_reason'] or '')}")
-            failing += failures > 0
-        lines = _table(["ACTOR", "STATE", "NEXT RUN (UTC)", "LAST", "FAILS"], rows)
+                notes.append(f"{a.actor} paused: {one_line(a.paused_reason or '')}")
+            failing += a.consecutive_failures > 0
+        lines = table(["ACTOR", "STATE", "NEXT RUN (UTC)", "LAST", "FAILS"], rows)
         if notes:
             lines += ["", *notes]
-        title = f"{len(names)} actor{'s' if len(names) != 1 else ''}"
+        title = f"{len(actors)} actor{'s' if len(actors) != 1 else ''}"
         title += f" · {paused} paused" if paused else ""
         title += f" · {failing} failing" if failing else ""
         description, attachment = _fit_block(lines, "actors.txt")
@@ -296,28 +300,26 @@ class ActorsCommands(app_commands.Group, name="actors", description="Operate the
         return Reply(embed=embed, attachment=attachment)
 
     async def _history(self, actor: str, limit: int) -> Reply:
-        name = await self._existing(actor)
-        if isinstance(name, Reply):
-            return name
-        runs = await self.store.history(name, limit)
+        runs = await self.operations.history(actor.strip(), limit=limit)
+        name = actor.strip()
         if not runs:
             return Reply(f"No runs of `{name}` are recorded yet.")
         rows, errors = [], []
         for r in runs:
             rows.append(
                 [
-                    str(r["id"]),
-                    _utc(r["started_at"], seconds=True),
-                    r["status"],
-                    r["trigger"],
-                    str(r["attempt"]),
-                    _duration(r["duration_ms"]),
+                    str(r.id),
+                    _utc(r.started_at, seconds=True),
+                    r.status,
+                    r.trigger,
+                    str(r.attempt),
+                    _duration(r.duration_ms),
                 ]
             )
-            error = _error_text(r["error_type"], r["error_message"])
+            error = r.error or r.note
             if error:
-                errors.append(f"run {r['id']}: {_shorten(_one_line(error), _ERROR_LINE)}")
-        lines = _table(["RUN", "STARTED (UTC)", "STATUS", "TRIGGER", "TRY", "DURATION"], rows)
+                errors.append(f"run {r.id}: {shorten(one_line(error), _ERROR_LINE)}")
+        lines = table(["RUN", "STARTED (UTC)", "STATUS", "TRIGGER", "TRY", "DURATION"], rows)
         if errors:
             lines += ["", *errors]
         title = f"{name}: last {len(runs)} run{'s' if len(runs) != 1 else ''}"
@@ -326,24 +328,10 @@ class ActorsCommands(app_commands.Group, name="actors", description="Operate the
                      attachment=attachment)
 
     async def _run(self, interaction: discord.Interaction, actor: str) -> Reply:
-        task = await self._task(actor)
-        if isinstance(task, Reply):
-            return task
-        name = task["actor"]
-        if task["paused"]:
-            return Reply(
-                f"`{name}` is paused ({task['paused_reason']}); nothing was triggered. "
-                f"Resume it first with `/actors resume {name}`."
-            )
-        if not task["enabled"]:
-            return Reply(
-                f"`{name}` is disabled (`enabled = false` in the configuration): "
-                "no server runs it."
-            )
+        name = actor.strip()
         # Every running server logs who triggered it (from the notification).
-        if not await self.store.trigger(name, _operator(interaction)):
-            return self._not_started(name)
-        if task["manual_at"] is not None:
+        result = await self.operations.trigger(name, _operator(interaction))
+        if result.already_pending:
             return Reply(f"`{name}` was already triggered and has not started yet.")
         return Reply(
             f"Triggered `{name}`: a running server starts it within a second "
@@ -353,88 +341,54 @@ class ActorsCommands(app_commands.Group, name="actors", description="Operate the
     async def _pause(
         self, interaction: discord.Interaction, actor: str, reason: str | None
     ) -> Reply:
-        task = await self._task(actor)
-        if isinstance(task, Reply):
-            return task
-        name = task["actor"]
-        operator = _operator(interaction)
-        reason = operator.reason(_one_line(reason or "") or None)
-        if not await self.store.pause(name, reason, operator):
-            return self._not_started(name)
-        before = f" (it was already paused: {task['paused_reason']})" if task["paused"] else ""
+        name = actor.strip()
+        result = await self.operations.pause(name, reason, _operator(interaction))
+        before = f" (it was already paused: {result.previous_reason})" if result.was_paused else ""
         return Reply(
-            f"Paused `{name}`: {reason}{before}. Resume it with `/actors resume {name}`."
+            f"Paused `{name}`: {result.reason}{before}. Resume it with `/actors resume {name}`."
         )
 
     async def _resume(self, interaction: discord.Interaction, actor: str) -> Reply:
-        task = await self._task(actor)
-        if isinstance(task, Reply):
-            return task
-        name = task["actor"]
-        cfg = next((a for a in self.config.actors if a.name == name), None)
-        moved = None if cfg is None else resume_slot(cfg.schedule, task, datetime.now(UTC))
-        if not await self.store.resume(name, _operator(interaction), moved=moved):
-            return self._not_started(name)
-        if task["paused"] and moved is not None:
-            new = moved[1]
+        name = actor.strip()
+        result = await self.operations.resume(name, _operator(interaction))
+        if result.was_paused and result.next_run is not None:
             return Reply(
                 f"Resumed `{name}`; its failure count is reset. Its slot passed while it was "
-                f"paused, so it runs next at {_utc(new)} UTC."
+                f"paused, so it runs next at {_utc(result.next_run)} UTC."
             )
-        if task["paused"]:
+        if result.was_paused:
             return Reply(f"Resumed `{name}`; its failure count is reset.")
         return Reply(f"`{name}` was not paused; its failure count is reset.")
 
-    # -- looking actors up ---------------------------------------------------------------
 
-    async def _task(self, actor: str) -> asyncpg.Record | Reply:
-        """The actor's current task row, or a Reply saying why there is none."""
-        name = actor.strip()
-        task = await self.store.task(name)
-        if task is not None and task["removed_at"] is None:
-            return task
-        if task is not None or any(a.name == name for a in self.config.actors):
-            return self._not_started(name) if task is None else Reply(
-                f"`{name}` is no longer in the configuration; its history is kept "
-                f"(`/actors history {name}`)."
-            )
-        return await self._unknown(name)
-
-    async def _existing(self, actor: str) -> str | Reply:
-        """``actor`` if it is configured or has a task (even a removed one), else a Reply."""
-        name = actor.strip()
-        if any(a.name == name for a in self.config.actors) or await self.store.task(name):
-            return name
-        return await self._unknown(name)
-
-    async def _unknown(self, name: str) -> Reply:
-        known = {a.name for a in self.config.actors}
-        known |= {r["actor"] for r in await self.store.status()}
-        match = closest(name, sorted(known))
-        hint = f"; did you mean `{match}`?" if match else ""
-        shown = _one_line(name).replace("`", "'")
-        return Reply(_shorten(f"Unknown actor `{shown}`{hint} (`/actors list` shows them all)"))
-
-    def _not_started(self, name: str) -> Reply:
+def refusal(error: OperationError) -> Reply:
+    """What /actors answers when the operations layer refuses."""
+    if isinstance(error, UnknownActor):
+        hint = f"; did you mean `{error.suggestion}`?" if error.suggestion else ""
+        shown = one_line(error.actor).replace("`", "'")
+        return Reply(shorten(f"Unknown actor `{shown}`{hint} (`/actors list` shows them all)",
+                             MESSAGE_LIMIT))
+    if isinstance(error, NotStarted):
         return Reply(
-            f"`{name}` has no task in the database yet: it gets one when a server that runs it "
-            "starts."
+            f"`{error.actor}` has no task in the database yet: it gets one when a server that "
+            "runs it starts."
         )
-
-
-def _state_label(row: Any, in_config: bool, enabled: bool) -> str:
-    """As ``discord-actor status`` says it."""
-    if not in_config:
-        return "not in config"
-    if not enabled:
-        return "disabled"
-    if row is None:
-        return "not started"
-    if row.get("setup_error"):
-        return "broken"
-    if row["paused"]:
-        return "paused"
-    return "running" if row["running"] else "active"
+    if isinstance(error, ActorRemoved):
+        return Reply(
+            f"`{error.actor}` is no longer in the configuration; its history is kept "
+            f"(`/actors history {error.actor}`)."
+        )
+    if isinstance(error, ActorPaused):
+        return Reply(
+            f"`{error.actor}` is paused ({error.reason}); nothing was triggered. "
+            f"Resume it first with `/actors resume {error.actor}`."
+        )
+    if isinstance(error, ActorDisabled):
+        return Reply(
+            f"`{error.actor}` is disabled (`enabled = false` in the configuration): "
+            "no server runs it."
+        )
+    return Reply(shorten(str(error), MESSAGE_LIMIT))
 
 
 # --------------------------------------------------------------------------------------------
@@ -491,7 +445,7 @@ def format_alert(alert: Alert) -> str:
         tail = "Fix the cause and restart the server; `discord-actor check --setup` tries it."
         before, after = f"{head}\nError:\n```\n", f"\n```\n{tail}"
         room = MESSAGE_LIMIT - len(before) - len(after)
-        return before + _shorten(_fence_safe(error), room) + after
+        return before + shorten(_fence_safe(error), room) + after
     if alert.paused:
         head = (
             f"\N{POLICE CARS REVOLVING LIGHT} Actor `{name}` was paused by the circuit breaker "
@@ -513,7 +467,7 @@ def format_alert(alert: Alert) -> str:
         )
     before, after = f"{head}\nLast error (run {alert.run_id}):\n```\n", f"\n```\n{tail}"
     room = MESSAGE_LIMIT - len(before) - len(after)
-    return before + _shorten(_fence_safe(error), room) + after
+    return before + shorten(_fence_safe(error), room) + after
 
 
 class DiscordAlerts:
@@ -610,25 +564,9 @@ def _error_text(error_type: str | None, message: str | None) -> str:
     return message or ""  # e.g. why slots were skipped
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _shorten(text: str, width: int = MESSAGE_LIMIT) -> str:
-    return text if len(text) <= width else text[: max(0, width - 1)] + "\N{HORIZONTAL ELLIPSIS}"
-
-
 def _fence_safe(text: str) -> str:
     """Text that cannot close the code block it is shown in."""
     return text.replace("```", "`\N{ZERO WIDTH SPACE}``")
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    return [
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-        for line in [headers, *rows]
-    ]
 
 
 def _fit_block(

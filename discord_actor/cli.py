@@ -5,25 +5,24 @@ stop), 1 runtime failure (database unreachable, actor not in the database yet, a
 triggered...), 2 usage or configuration error, 130 another command interrupted by Ctrl-C.
 Anything a user can cause ends with a message, never a traceback.
 
-Heavy modules (asyncpg, the runtime, the plugins) are imported by the commands that need them,
-so ``init``, ``config show`` and usage errors answer at once.
+This module parses and prints: what the commands do is in ``operations`` (the operator
+commands), ``hosting`` (``run``) and ``logs`` (the log set-up every command shares). Heavy
+modules (asyncpg, the runtime, the plugins) are imported by the commands that need them, so
+``init``, ``config show`` and usage errors answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import os
-import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
-from datetime import UTC, datetime, timedelta, tzinfo
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from discord_actor import __version__
 from discord_actor.config import (
@@ -31,29 +30,67 @@ from discord_actor.config import (
     ActorConfig,
     Config,
     ConfigError,
-    ScheduleConfig,
     closest,
     dump_config,
     load_config,
     redact_url,
     write_starter,
 )
-from discord_actor.schedules import Schedule, build_schedule, format_slot, resume_slot
+from discord_actor.hosting import (
+    HostError,
+    bot_token,
+    database_label,
+    discord_actor_names,
+    open_for,
+    run_async,
+    run_server,
+)
+from discord_actor.logs import (
+    FORMATS,
+    LEVELS,
+    LOG_FORMAT_ENV,
+    LOG_LEVEL_ENV,
+    LogSettingError,
+    configure_logging,
+    resolve_format,
+    resolve_level,
+)
+from discord_actor.operations import (
+    RUN_STATUSES,
+    ActorDisabled,
+    ActorPaused,
+    ActorRemoved,
+    NotStarted,
+    OperationError,
+    Operations,
+    PauseResult,
+    ResumeResult,
+    RunInfo,
+    RunNotFound,
+    Status,
+    TriggerResult,
+    UnknownActor,
+    describe_schedule,
+    format_duration,
+    one_line,
+    shorten,
+    table,
+    when,
+)
+from discord_actor.schedules import Schedule, build_schedule, format_slot
 
 if TYPE_CHECKING:
     from discord_actor.db import Database
     from discord_actor.db.store import Operator, Store
     from discord_actor.plugins import LoadedActor
-    from discord_actor.runtime import Runtime
 
 OK, FAILURE, USAGE, INTERRUPTED = 0, 1, 2, 130
 
-RUN_STATUSES = ("running", "succeeded", "failed", "timed_out", "cancelled", "abandoned", "skipped")
 CHECK_SLOTS = 3  # next slots shown per actor by ``check``
+HISTORY_ERROR_WIDTH = 60  # characters of a run's error in the history table
 NEXT_DB_TIMEOUT = 3.0  # seconds ``next`` waits for the database before using the schedule alone
 
 log = logging.getLogger("discord_actor.cli")
-_T = TypeVar("_T")
 
 
 class CliError(Exception):
@@ -72,9 +109,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit code (the console script exits with it)."""
     args = build_parser().parse_args(argv)  # usage errors exit 2 here
     try:
+        _configure_logging(args)
         code: int = args.handler(args)
         return code
-    except CliError as e:
+    except LogSettingError as e:
+        print(f"discord-actor: error: {e}", file=sys.stderr)
+        return USAGE
+    except (CliError, HostError) as e:
         print(f"discord-actor: error: {e}", file=sys.stderr)
         return e.code
     except ConfigError as e:
@@ -98,6 +139,20 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--config", metavar="PATH", default=argparse.SUPPRESS,
         help=f"configuration file (default: ./{CONFIG_FILE})",
+    )
+    logs = common.add_argument_group("logging")
+    logs.add_argument(
+        "--log-level", choices=LEVELS, metavar="LEVEL", default=argparse.SUPPRESS,
+        help=f"{', '.join(LEVELS)} (default: ${LOG_LEVEL_ENV}, else info for run and warning "
+        "for the other commands)",
+    )
+    logs.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                      help="more detail (one level per -v)")
+    logs.add_argument("-q", "--quiet", action="count", default=argparse.SUPPRESS,
+                      help="less detail (one level per -q)")
+    logs.add_argument(
+        "--log-format", choices=FORMATS, metavar="FORMAT", default=argparse.SUPPRESS,
+        help=f"text, or json: one object per line (default: ${LOG_FORMAT_ENV}, else text)",
     )
     parser = argparse.ArgumentParser(
         prog="discord-actor", parents=[common],
@@ -143,7 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="at most N runs (default: 20)")
     p.add_argument("--status", choices=RUN_STATUSES, metavar="S",
                    help=f"only runs with this status ({', '.join(RUN_STATUSES)})")
-    p.add_argument("--json", action="store_true", help="print a JSON array")
+    p.add_argument("--show", type=_positive_int, metavar="RUN_ID",
+                   help="one run in full: its times, error, traceback and posts")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON array (with --show: the run as an object, traceback "
+                   "included)")
 
     p = command("next", cmd_next, "show an actor's next slots, as the runtime computes them")
     p.add_argument("actor", metavar="ACTOR")
@@ -167,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("prune", cmd_prune, "delete finished runs older than the retention period")
     p.add_argument("--older-than-days", type=_non_negative_float, metavar="N",
                    help="age in days (default: server.run_retention_days)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="delete nothing: print how many runs would go, per actor, and the cutoff")
 
     config = sub.add_parser("config", parents=[common], help="configuration commands",
                             description="configuration commands")
@@ -174,6 +235,15 @@ def build_parser() -> argparse.ArgumentParser:
     command("show", cmd_config_show,
             "print the resolved configuration as TOML, secrets redacted", parent=config_sub)
     return parser
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    """The log set-up every command shares: ``run`` tells what it does at info; the other
+    commands print their answers and log only warnings unless asked for more."""
+    default = logging.INFO if args.handler is cmd_run else logging.WARNING
+    level = resolve_level(getattr(args, "log_level", None), getattr(args, "verbose", 0),
+                          getattr(args, "quiet", 0), default)
+    configure_logging(level, resolve_format(getattr(args, "log_format", None)))
 
 
 def _positive_int(text: str) -> int:
@@ -229,60 +299,6 @@ def _unknown_actor(config: Config, name: str) -> str:
     return f"unknown actor {name!r} in {config.path}{hint} (configured actors: {known})"
 
 
-LEFTOVER_TASKS_SECONDS = 2.0  # for tasks still pending when a command is done
-
-
-def _async(coro: Coroutine[Any, Any, _T]) -> _T:
-    """``asyncio.run``, except that tasks still pending at the end (actor code that ignored its
-    cancellation) are cancelled and waited for a bounded time, not forever."""
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    try:
-        return loop.run_until_complete(coro)
-    finally:
-        try:
-            left = asyncio.all_tasks(loop)
-            for task in left:
-                task.cancel()
-            if left:
-                loop.run_until_complete(asyncio.wait(left, timeout=LEFTOVER_TASKS_SECONDS))
-            with contextlib.suppress(TimeoutError):
-                loop.run_until_complete(
-                    asyncio.wait_for(loop.shutdown_asyncgens(), LEFTOVER_TASKS_SECONDS)
-                )
-            loop.run_until_complete(loop.shutdown_default_executor())
-        finally:
-            asyncio.set_event_loop(None)
-            loop.close()
-
-
-def _database_label(config: Config) -> str:
-    """Which database a command uses, password redacted."""
-    from discord_actor.db import resolve_url
-
-    url = resolve_url(config.database)
-    where = (redact_url(url) if url is not None
-             else f"embedded PostgreSQL in {config.database.data_dir}")
-    return f"{where} (schema {config.database.schema})"
-
-
-async def _open(
-    config: Config, *, migrate: bool = False, for_run: bool = False, announce: bool = False,
-    **overrides: Any,
-) -> Database:
-    """``open_database`` as the runtime does it (attaching to the embedded server if it runs);
-    its failures become a message and exit code 1. A short command gets a pool of two; ``run``
-    gets the configured one."""
-    from discord_actor.db import DatabaseUnavailable, MigrationError, open_database
-
-    pool = {} if for_run else {"min_pool_size": 1, "max_pool_size": 2}
-    cfg = dataclasses.replace(config.database, **(pool | overrides))
-    try:
-        return await open_database(cfg, migrate=migrate, announce=announce)
-    except (DatabaseUnavailable, MigrationError) as e:
-        raise CliError(str(e)) from None
-
-
 @contextlib.asynccontextmanager
 async def _store(config: Config, **overrides: Any) -> AsyncIterator[tuple[Store | None, Database]]:
     """An open Store, or None if the schema has no tables yet (no server has run)."""
@@ -291,7 +307,7 @@ async def _store(config: Config, **overrides: Any) -> AsyncIterator[tuple[Store 
     from discord_actor.db.migrations import applied_versions
     from discord_actor.db.store import Store
 
-    db = await _open(config, **overrides)
+    db = await open_for(config, **overrides)
     try:
         async with db.pool.acquire() as conn:
             initialized = bool(await applied_versions(conn, db.schema))
@@ -303,55 +319,42 @@ async def _store(config: Config, **overrides: Any) -> AsyncIterator[tuple[Store 
         await db.close()
 
 
+@contextlib.asynccontextmanager
+async def _operations(config: Config, **overrides: Any) -> AsyncIterator[Operations]:
+    """The operations layer on this configuration's database; its refusals become messages
+    that name the configuration and the command to run instead."""
+    async with _store(config, **overrides) as (store, _):
+        try:
+            yield Operations(store, config)
+        except UnknownActor as e:
+            raise CliError(_unknown_actor(config, e.actor), USAGE) from None
+        except NotStarted as e:
+            raise _not_started(config, e.actor) from None
+        except ActorRemoved as e:
+            raise CliError(f"actor {e.actor!r} is no longer in {config.path}; its history is "
+                           f"kept (discord-actor history {e.actor})") from None
+        except ActorPaused as e:
+            raise CliError(f"{e.actor} is paused ({e.reason}); resume it first with: "
+                           f"discord-actor resume {e.actor}") from None
+        except ActorDisabled as e:
+            raise CliError(f"{e.actor} is disabled (enabled = false in {config.path}): "
+                           "a server does not run it") from None
+        except RunNotFound as e:
+            raise CliError(f"no run with id {e.run_id} in {database_label(config)} (it may "
+                           "have been pruned; 'discord-actor history' lists the runs)") from None
+        except OperationError as e:
+            raise CliError(str(e)) from None
+
+
 def _not_started(config: Config, actor: str) -> CliError:
     return CliError(
-        f"actor {actor!r} has no task in the database yet ({_database_label(config)}): "
+        f"actor {actor!r} has no task in the database yet ({database_label(config)}): "
         "start 'discord-actor run' once first"
-    )
-
-
-def _iso(value: datetime | None, tz: tzinfo | None = None) -> str | None:
-    if value is None:
-        return None
-    return (value.astimezone(tz) if tz is not None else value).isoformat()
-
-
-def _when(value: datetime | None, tz: tzinfo | None = None) -> str:
-    if value is None:
-        return "-"
-    return format_slot(value.astimezone(tz) if tz is not None else value)
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    lines = [headers, *rows]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-        for line in lines
     )
 
 
 def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2))
-
-
-def describe_schedule(cfg: ScheduleConfig) -> str:
-    """One line a person reads: ``every 10 s``, ``cron '0 9 * * 1-5' (Europe/Berlin)``."""
-    if cfg.type == "interval":
-        return f"every {cfg.seconds:g} s"
-    if cfg.type == "cron":
-        return f"cron '{cfg.expression}' ({cfg.timezone})"
-    if cfg.type == "once":
-        return f"once at {format_slot(cfg.at)}" if cfg.at is not None else "once"
-    return "once at every start (immediate)"
-
-
-def _zone(config: Config, actor: str) -> tzinfo | None:
-    """The time zone an actor's slots are shown in (None if it left the configuration)."""
-    try:
-        return build_schedule(config.actor(actor).schedule).tz
-    except KeyError:
-        return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -393,7 +396,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     config, actors = load_project(getattr(args, "config", CONFIG_FILE))
     now = datetime.now(UTC)
-    stored = _async(_stored_tasks(config)) if _may_have_database(config) else {}
+    stored = run_async(_stored_tasks(config)) if _may_have_database(config) else {}
     for a in config.actors:
         loaded = actors[a.name]
         schedule = build_schedule(a.schedule)
@@ -412,7 +415,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"note: {dry}")
     count = len(config.actors)
     if getattr(args, "setup", False):
-        failures = _async(_try_hooks(actors))
+        failures = run_async(_try_hooks(actors))
         if failures:
             for problem in failures:
                 print(problem, file=sys.stderr)
@@ -439,19 +442,10 @@ async def _try_hooks(actors: dict[str, LoadedActor]) -> list[str]:
     return problems
 
 
-def _discord_actors(actors: dict[str, LoadedActor]) -> list[str]:
-    return [n for n, a in actors.items() if a.platform == "discord" and a.config.enabled]
-
-
-def _token(config: Config) -> str | None:
-    """The bot token from the variable named by ``discord.token_env`` (never logged)."""
-    return (os.environ.get(config.discord.token_env) or "").strip() or None
-
-
 def _dry_run_note(config: Config, actors: dict[str, LoadedActor]) -> str | None:
     """Discord actors without a token: say what ``run`` will do about it."""
-    names = _discord_actors(actors)
-    if not names or _token(config) is not None:
+    names = discord_actor_names(actors)
+    if not names or bot_token(config) is not None:
         return None
     env = config.discord.token_env
     return (f"no bot token in ${env}: 'discord-actor run' needs one for the discord actors "
@@ -463,254 +457,9 @@ def _dry_run_note(config: Config, actors: dict[str, LoadedActor]) -> str | None:
 # run
 
 
-class _StoppedAtStartup(BaseException):
-    """SIGINT/SIGTERM before the event loop took the signals over (loading actors).
-
-    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` (an actor module's
-    import) takes it for the module's own failure."""
-
-
-def _stop_startup(signum: int, frame: object) -> None:
-    raise _StoppedAtStartup(signal.Signals(signum).name)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run until SIGINT/SIGTERM. A stop by either signal is a clean stop and exits 0, at any
-    point: while loading the actors and opening the database too."""
-    _configure_logging()
-    previous = {sig: signal.signal(sig, _stop_startup) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        return _run(args)
-    except _StoppedAtStartup as e:
-        log.info("%s: stopped before the actors started", e)
-        return OK
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _run(args: argparse.Namespace) -> int:
-    from discord_actor.plugins import load_project
-
-    # Every problem, the configuration's and the actors', exits 2 before the database is used.
-    config, actors = load_project(getattr(args, "config", CONFIG_FILE))
-    env = config.discord.token_env
-    names = _discord_actors(actors)
-    token = None if args.dry_run else _token(config)
-    if token is not None:
-        return _async(_serve_bot(config, actors, token))
-    if args.dry_run:
-        what = (f"discord actors ({', '.join(names)}) print their posts on the console"
-                if names else "not connecting to Discord")
-        log.info("dry run: %s", what)
-        if config.discord.alert_channel_id:
-            log.info("dry run: alerts for channel %s are printed on the console",
-                     config.discord.alert_channel_id)
-    elif names:
-        raise CliError(
-            f"no bot token: ${env} is not set, and the discord actors ({', '.join(names)}) "
-            f"need one. Set {env} to the bot's token (Discord developer portal > your "
-            "application > Bot > Reset Token), or run 'discord-actor run --dry-run' to print "
-            "their posts on the console instead", USAGE)
-    else:
-        log.info("no bot token in $%s: not connecting to Discord (no /actors commands, no "
-                 "alerts); the actors post on the console", env)
-    return _async(_serve(config, actors, console_alerts=args.dry_run))
-
-
-class _DiscordLogFilter(logging.Filter):
-    """discord.py logs reconnect attempts with tracebacks (an operator needs one line) and
-    warns about voice support, which a bot that posts does not use."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not record.name.startswith("discord."):
-            return True
-        if record.name == "discord.client" and "voice will NOT be supported" in str(record.msg):
-            return False
-        if record.exc_info:
-            error = record.exc_info[1]
-            if error is not None:
-                record.msg = f"{record.getMessage()} ({type(error).__name__}: {error})"
-                record.args = None
-            record.exc_info = None
-            record.exc_text = None
-        return True
-
-
-def _configure_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
-    )
-    handler.addFilter(_DiscordLogFilter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-
-
-@contextlib.contextmanager
-def _signal_handlers(stop: asyncio.Event, grace: float,
-                     cancel: Callable[[], None]) -> Iterator[None]:
-    """SIGINT/SIGTERM: the first stops gracefully, the second cancels the running runs."""
-    loop = asyncio.get_running_loop()
-    signals = 0
-
-    def on_signal(signum: int) -> None:
-        nonlocal signals
-        signals += 1
-        name = signal.Signals(signum).name
-        if signals == 1:
-            log.info("%s: shutting down (running runs get up to %g s; send it again to "
-                     "cancel them now)", name, grace)
-            stop.set()
-        elif signals == 2:
-            log.warning("%s again: cancelling running runs now", name)
-            cancel()
-        else:
-            log.info("%s: already shutting down", name)
-
-    handled = (signal.SIGINT, signal.SIGTERM)
-    for sig in handled:
-        loop.add_signal_handler(sig, on_signal, sig)
-    try:
-        yield
-    finally:
-        for sig in handled:
-            loop.remove_signal_handler(sig)
-
-
-async def _serve(config: Config, actors: dict[str, LoadedActor], *,
-                 console_alerts: bool = False) -> int:
-    """Without Discord: open the database, run until a signal, shut down, close the database.
-
-    ``console_alerts`` (the dry run): alerts meant for ``discord.alert_channel_id`` are printed
-    on the console, like the posts."""
-    import asyncpg
-
-    from discord_actor.alerts import ConsoleAlerts
-    from discord_actor.runtime import TRANSIENT_DB_ERRORS, Runtime, default_platforms
-
-    stop = asyncio.Event()
-    runtime: Runtime | None = None
-
-    def cancel() -> None:
-        if runtime is not None:
-            _cancel_runs(runtime)
-
-    with _signal_handlers(stop, config.server.shutdown_grace_seconds, cancel):
-        log.info("database: %s", _database_label(config))
-        database = await _until_stopped(
-            _open(config, migrate=True, for_run=True, announce=True), stop
-        )
-        if database is None:
-            log.info("stopped before the database was open")
-            return OK
-        try:
-            if database.applied_migrations:
-                log.info("applied migrations: %s", ", ".join(database.applied_migrations))
-            channel = config.discord.alert_channel_id
-            alerts = ConsoleAlerts(channel) if console_alerts and channel else None
-            runtime = Runtime(config, database, actors, platforms=default_platforms(),
-                              alerts=alerts)
-            await runtime.serve(stop)
-        except (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError) as e:
-            raise CliError(
-                f"database error on {redact_url(database.url)}: {type(e).__name__}: {e}"
-            ) from None
-        finally:
-            await database.close()  # detaches from the embedded server (stops it if last)
-        log.info("stopped cleanly")
-        return OK
-
-
-async def _serve_bot(config: Config, actors: dict[str, LoadedActor], token: str) -> int:
-    """As a Discord bot: the runtime in the bot's ActorRuntime cog, until a signal."""
-    import aiohttp
-    import asyncpg
-    import discord
-
-    from discord_actor.bot import GatewayUnreachable, create_bot, serve_bot
-    from discord_actor.db import DatabaseUnavailable, MigrationError
-
-    cfg = config.discord
-    stop = asyncio.Event()
-    bot = create_bot(config, actors)
-
-    def cancel() -> None:
-        bot.actor_runtime.cancel_runs("cancelled by a second interrupt during shutdown")
-
-    with _signal_handlers(stop, config.server.shutdown_grace_seconds, cancel):
-        log.info("connecting to Discord at %s (gateway %s) with the bot token in $%s",
-                 redact_url(cfg.api_base_url), redact_url(cfg.gateway_url), cfg.token_env)
-        log.info("database: %s", _database_label(config))
-        try:
-            await serve_bot(bot, token, stop)
-        except discord.LoginFailure:
-            raise CliError(_rejected_token(cfg.token_env), USAGE) from None
-        except discord.PrivilegedIntentsRequired:
-            raise CliError(_privileged(config), USAGE) from None
-        except discord.ConnectionClosed as e:
-            raise _gateway_closed(config, e) from None
-        except (DatabaseUnavailable, MigrationError, GatewayUnreachable) as e:
-            raise CliError(str(e)) from None
-        except (asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-            raise CliError(f"database error: {type(e).__name__}: {e}") from None
-        except (discord.DiscordException, aiohttp.ClientError, OSError) as e:
-            raise CliError(f"cannot use Discord at {redact_url(cfg.api_base_url)}: "
-                           f"{type(e).__name__}: {e}") from None
-    log.info("stopped cleanly")
-    return OK
-
-
-def _rejected_token(env: str) -> str:
-    return (f"Discord rejected the bot token in ${env} (401 Unauthorized): set {env} to the "
-            "token from the Discord developer portal (your application > Bot > Reset Token); "
-            "the client secret and the public key are not bot tokens")
-
-
-def _privileged(config: Config) -> str:
-    from discord_actor.config import PRIVILEGED_INTENTS
-
-    asked = [i for i in config.discord.intents if i in PRIVILEGED_INTENTS] or config.discord.intents
-    return (f"Discord refused the privileged intents in discord.intents ({', '.join(asked)}): "
-            "enable them in the Discord developer portal (your application > Bot > Privileged "
-            f"Gateway Intents) or remove them from discord.intents in {config.path}")
-
-
-def _gateway_closed(config: Config, e: Any) -> CliError:
-    code = getattr(e, "code", None)
-    if code == 4004:
-        return CliError(_rejected_token(config.discord.token_env), USAGE)
-    if code == 4014:
-        return CliError(_privileged(config), USAGE)
-    if code in (4010, 4011):
-        return CliError(f"Discord closed the gateway with {code} ({e.reason or 'sharding'}): "
-                        "set discord.shard_count (and shard_ids) for a bot in this many "
-                        f"servers, in {config.path}", USAGE)
-    return CliError(f"Discord closed the gateway connection with code {code}: "
-                    f"{e.reason or 'no reason given'}")
-
-
-async def _until_stopped(coro: Coroutine[Any, Any, _T], stop: asyncio.Event) -> _T | None:
-    """Await ``coro`` unless ``stop`` is set first (Ctrl-C while connecting); then None."""
-    task = asyncio.ensure_future(coro)
-    waiter = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    waiter.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, CliError):
-        result = await task  # finished anyway before the cancellation landed: undo it
-        close = getattr(result, "close", None)
-        if close is not None:
-            await close()
-    return None
-
-
-def _cancel_runs(runtime: Runtime) -> None:
-    """Cancel in-flight runs; the runtime records them ``cancelled`` and finishes stopping."""
-    runtime.cancel_runs("cancelled by a second interrupt during shutdown")
+    """Run until SIGINT/SIGTERM (``hosting.run_server``); 0 for a stop by either signal."""
+    return run_server(getattr(args, "config", CONFIG_FILE), dry_run=args.dry_run)
 
 
 # --------------------------------------------------------------------------------------------
@@ -719,111 +468,103 @@ def _cancel_runs(runtime: Runtime) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     config = _config(args)
-    rows, initialized = _async(_status_rows(config))
-    if not initialized:
+
+    async def status() -> Status:
+        async with _operations(config) as ops:
+            return await ops.status()
+
+    report = run_async(status())
+    if not report.initialized:
         print("note: no server has run on this database yet (start 'discord-actor run')",
               file=sys.stderr)
-    items = [_status_item(config, name, row) for name, row in rows]
     if args.json:
-        _print_json(items)
+        _print_json([a.to_json() for a in report.actors])
         return OK
-    if not items:
+    if not report.actors:
         print("no actors configured")
         return OK
-    table = [
+    rows = [
         [
-            i["actor"], _state_label(i), _when(_parse(i["next_run"])), i["last_status"] or "-",
-            _when(_parse(i["last_run_at"])), str(i["consecutive_failures"]), str(i["running"]),
-            i["schedule"] or "-",
+            a.actor, a.state, when(a.next_run, a.timezone), a.last_status or "-",
+            when(a.last_run_at, a.timezone), str(a.consecutive_failures), str(a.running),
+            a.schedule or "-",
         ]
-        for i in items
+        for a in report.actors
     ]
-    print(_table(["ACTOR", "STATE", "NEXT RUN", "LAST STATUS", "LAST RUN", "FAILURES",
-                  "RUNNING", "SCHEDULE"], table))
-    for i in items:
-        if i["broken"]:
-            print(f"{i['actor']} is broken: setup() failed: {i['setup_error']} (it does not run; "
+    print("\n".join(table(["ACTOR", "STATE", "NEXT RUN", "LAST STATUS", "LAST RUN", "FAILURES",
+                             "RUNNING", "SCHEDULE"], rows)))
+    for a in report.actors:
+        if a.broken:
+            print(f"{a.actor} is broken: setup() failed: {a.setup_error} (it does not run; "
                   "fix it and restart the server, 'discord-actor check --setup' tries it)")
-        if i["paused"]:
-            print(f"{i['actor']} is paused: {i['paused_reason']} "
-                  f"(resume with: discord-actor resume {i['actor']})")
+        if a.paused:
+            print(f"{a.actor} is paused: {a.paused_reason} "
+                  f"(resume with: discord-actor resume {a.actor})")
     return OK
-
-
-async def _status_rows(config: Config) -> tuple[list[tuple[str, Any]], bool]:
-    """(actor, task row or None) for configured actors, then tasks not in the configuration."""
-    async with _store(config) as (store, _):
-        records = await store.status() if store is not None else []
-    by_actor = {r["actor"]: r for r in records}
-    rows: list[tuple[str, Any]] = [(a.name, by_actor.pop(a.name, None)) for a in config.actors]
-    rows += sorted(by_actor.items())
-    return rows, store is not None
-
-
-def _status_item(config: Config, name: str, row: Any) -> dict[str, Any]:
-    try:
-        cfg: ActorConfig | None = config.actor(name)
-    except KeyError:
-        cfg = None
-    tz = _zone(config, name)
-    return {
-        "actor": name,
-        "in_config": cfg is not None,
-        "registered": row is not None,  # has a task row: a server has run it
-        "schedule": describe_schedule(cfg.schedule) if cfg is not None else None,
-        "enabled": row["enabled"] if row is not None else bool(cfg and cfg.enabled),
-        "paused": bool(row and row["paused"]),
-        "paused_reason": row["paused_reason"] if row is not None else None,
-        # setup() failed at the last start of a server: the actor does not run there
-        "broken": bool(row is not None and row.get("setup_error")),
-        "setup_error": row.get("setup_error") if row is not None else None,
-        "next_run": _iso(row["next_run"], tz) if row is not None else None,
-        "last_status": row["last_status"] if row is not None else None,
-        "last_run_at": _iso(row["last_run_at"], tz) if row is not None else None,
-        "consecutive_failures": row["consecutive_failures"] if row is not None else 0,
-        "running": int(row["running"]) if row is not None else 0,
-        "trigger_pending": bool(row and row["manual_at"] is not None),
-        "retry_at": _iso(row["retry_at"], tz) if row is not None else None,
-    }
-
-
-def _parse(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
-
-
-def _state_label(item: dict[str, Any]) -> str:
-    if not item["in_config"]:
-        return "not in config"
-    if not item["enabled"]:
-        return "disabled"
-    if item["broken"]:
-        return "broken"
-    if item["paused"]:
-        return "paused"
-    if not item["registered"]:
-        return "not started"
-    return "running" if item["running"] else "active"
 
 
 def cmd_history(args: argparse.Namespace) -> int:
     config = _config(args)
-    runs = _async(_history(config, args.actor, args.limit, args.status))
+    if args.show is not None:
+        return _show_run(config, args.show, args.json)
+
+    async def history() -> list[RunInfo]:
+        async with _operations(config) as ops:
+            return await ops.history(args.actor, args.status, args.limit)
+
+    runs = run_async(history())
     if args.json:
-        _print_json(runs)
+        _print_json([r.to_json() for r in runs])
         return OK
     if not runs:
         print(_no_runs(args.actor, args.status))
         return OK
-    table = [
+    rows = [
         [
-            str(r["id"]), r["actor"], _when(_parse(r["scheduled_for"])),
-            format_duration(r["duration_ms"]),
-            r["status"], r["trigger"], str(r["attempt"]), _shorten(r["error"] or r["note"] or ""),
+            str(r.id), r.actor, when(r.scheduled_for, r.timezone), format_duration(r.duration_ms),
+            r.status, r.trigger, str(r.attempt),
+            shorten(one_line(r.error or r.note or ""), HISTORY_ERROR_WIDTH),
         ]
         for r in runs
     ]
-    print(_table(["ID", "ACTOR", "SCHEDULED FOR", "DURATION", "STATUS", "TRIGGER", "ATTEMPT",
-                  "ERROR"], table))
+    print("\n".join(table(["ID", "ACTOR", "SCHEDULED FOR", "DURATION", "STATUS", "TRIGGER",
+                             "ATTEMPT", "ERROR"], rows)))
+    if any(r.error_type for r in runs):
+        print("a failed run's traceback: discord-actor history --show ID", file=sys.stderr)
+    return OK
+
+
+def _show_run(config: Config, run_id: int, as_json: bool) -> int:
+    """``history --show ID``: one run, with its traceback and what it posted."""
+
+    async def run() -> RunInfo:
+        async with _operations(config) as ops:
+            return await ops.run(run_id)
+
+    r = run_async(run())
+    if as_json:
+        _print_json(r.to_json(traceback=True))
+        return OK
+    tz = r.timezone
+    lines = [
+        f"run {r.id} of {r.actor}: {r.status}",
+        f"  scheduled for  {when(r.scheduled_for, tz)}",
+        f"  started        {when(r.started_at, tz)}",
+        f"  finished       {when(r.finished_at, tz)}",
+        f"  duration       {format_duration(r.duration_ms)}",
+        f"  trigger        {r.trigger} (attempt {r.attempt})",
+        f"  process        {r.instance_id or '-'}",
+    ]
+    if r.error:
+        lines.append(f"  error          {r.error}")
+    elif r.note:
+        lines.append(f"  note           {r.note}")
+    if r.posted:
+        lines.append(f"  posted         {len(r.posted)} message(s):")
+        lines += [f"    {json.dumps(p, ensure_ascii=False)}" for p in r.posted]
+    if r.traceback:
+        lines += ["", r.traceback.rstrip("\n")]
+    print("\n".join(lines))
     return OK
 
 
@@ -833,64 +574,6 @@ def _no_runs(actor: str | None, status: str | None) -> str:
     return f"{what} of {actor}" if actor else f"{what} recorded"
 
 
-def format_duration(ms: float | None) -> str:
-    """A run's duration as measured (claim to recorded outcome, by the database's clock):
-    ``2.1 ms`` under a second, ``1.25 s`` under a minute, ``3 min 05 s`` beyond."""
-    if ms is None:
-        return "-"
-    if ms < 1000:
-        return f"{ms:.1f} ms"
-    if ms < 60_000:
-        return f"{ms / 1000:.2f} s"
-    minutes, seconds = divmod(round(ms / 1000), 60)
-    return f"{minutes} min {seconds:02d} s"
-
-
-def _shorten(text: str, width: int = 60) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
-async def _history(
-    config: Config, actor: str | None, limit: int, status: str | None
-) -> list[dict[str, Any]]:
-    in_config = actor is None or any(a.name == actor for a in config.actors)
-    async with _store(config) as (store, _):
-        if store is None:
-            if not in_config:
-                raise CliError(_unknown_actor(config, actor or ""), USAGE)
-            return []
-        if not in_config and await store.task(actor or "") is None:
-            # Not configured and never run: a typo (a removed actor keeps its history).
-            raise CliError(_unknown_actor(config, actor or ""), USAGE)
-        records = await store.history(actor, limit, status)
-    return [_run_item(config, r) for r in records]
-
-
-def _run_item(config: Config, r: Any) -> dict[str, Any]:
-    from discord_actor.storable import MAX_ERROR_MESSAGE, cap
-
-    error_type, message = r["error_type"], r["error_message"]
-    if message is not None:  # bounded even for runs recorded before texts were capped
-        message = cap(message, MAX_ERROR_MESSAGE)
-    tz = _zone(config, r["actor"])
-    return {
-        "id": r["id"],
-        "actor": r["actor"],
-        "scheduled_for": _iso(r["scheduled_for"], tz),
-        "started_at": _iso(r["started_at"], tz),
-        "finished_at": _iso(r["finished_at"], tz),
-        "duration_ms": None if r["duration_ms"] is None else round(r["duration_ms"], 3),
-        "status": r["status"],
-        "attempt": r["attempt"],
-        "trigger": r["trigger"],
-        "error": f"{error_type}: {message}" if error_type else None,
-        "note": message if not error_type else None,  # e.g. why slots were skipped
-        "instance_id": r["instance_id"],
-        "posted": json.loads(r["posted"]) if isinstance(r["posted"], str) else r["posted"],
-    }
-
-
 def cmd_next(args: argparse.Namespace) -> int:
     config = _config(args)
     cfg = _config_actor(config, args.actor)
@@ -898,7 +581,7 @@ def cmd_next(args: argparse.Namespace) -> int:
     after: datetime = args.after or datetime.now(UTC)
     if after.tzinfo is None:
         after = after.replace(tzinfo=schedule.tz)
-    stored = _async(_stored_tasks(config, cfg.name)) if _may_have_database(config) else {}
+    stored = run_async(_stored_tasks(config, cfg.name)) if _may_have_database(config) else {}
     task = stored.get(cfg.name)
     if task is not None and task["schedule_hash"] == schedule.hash() and task["paused"]:
         print(f"note: {cfg.name} is paused ({task['paused_reason']}); these slots run "
@@ -922,13 +605,13 @@ def cmd_next(args: argparse.Namespace) -> int:
 def _once_note(cfg: ActorConfig, after: datetime, done: bool, now: bool) -> str:
     """Why a once actor has no slot to show: it ran, or its time is not after ``after``."""
     at = cfg.schedule.at
-    when = format_slot(at.astimezone(build_schedule(cfg.schedule).tz)) if at else "?"
+    slot = format_slot(at.astimezone(build_schedule(cfg.schedule).tz)) if at else "?"
     if done:
-        return f"{cfg.name} ran its one slot ({when}); it will not run again"
+        return f"{cfg.name} ran its one slot ({slot}); it will not run again"
     if now:
-        return (f"{cfg.name} runs once, at {when}, which has passed and has not run yet: a "
+        return (f"{cfg.name} runs once, at {slot}, which has passed and has not run yet: a "
                 f'server that starts does what catch_up = "{cfg.schedule.catch_up}" says')
-    return f"{cfg.name} runs once, at {when}, which is not after {format_slot(after)}"
+    return f"{cfg.name} runs once, at {slot}, which is not after {format_slot(after)}"
 
 
 def _may_have_database(config: Config) -> bool:
@@ -971,7 +654,7 @@ async def _stored_tasks(config: Config, actor: str | None = None) -> dict[str, A
                 row = await store.task(actor)
                 return {} if row is None else {actor: row}
             return {r["actor"]: r for r in await store.status()}
-    except CliError as e:
+    except (CliError, HostError) as e:
         print(f"note: computing from the schedule alone, without the stored next slot: {e}",
               file=sys.stderr)
         return {}
@@ -998,40 +681,30 @@ def _operator() -> Operator:
 def cmd_pause(args: argparse.Namespace) -> int:
     config = _config(args)
     name = _config_actor(config, args.actor).name
-    operator = _operator()
-    reason = operator.reason(" ".join((args.reason or "").split()) or None)
 
-    async def pause() -> None:
-        async with _store(config) as (store, _):
-            if store is None or not await store.pause(name, reason, operator):
-                raise _not_started(config, name)
+    async def pause() -> PauseResult:
+        async with _operations(config) as ops:
+            return await ops.pause(name, args.reason, _operator())
 
-    _async(pause())
-    print(f"paused {name} ({reason}); resume with: discord-actor resume {name}")
+    result = run_async(pause())
+    print(f"paused {name} ({result.reason}); resume with: discord-actor resume {name}")
     return OK
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     config = _config(args)
-    cfg = _config_actor(config, args.actor)
-    name = cfg.name
+    name = _config_actor(config, args.actor).name
 
-    async def resume() -> tuple[bool, datetime | None]:
-        async with _store(config) as (store, _):
-            task = await store.task(name) if store is not None else None
-            if store is None or task is None:
-                raise _not_started(config, name)
-            moved = resume_slot(cfg.schedule, task, datetime.now(UTC))
-            if not await store.resume(name, _operator(), moved=moved):
-                raise _not_started(config, name)
-            return bool(task["paused"]), None if moved is None else moved[1]
+    async def resume() -> ResumeResult:
+        async with _operations(config) as ops:
+            return await ops.resume(name, _operator())
 
-    was_paused, new = _async(resume())
-    if not was_paused:
+    result = run_async(resume())
+    if not result.was_paused:
         print(f"{name} was not paused; its failure count is reset")
-    elif new is not None:
+    elif result.next_run is not None:
         print(f"resumed {name}; its slot passed while it was paused, so it runs next at "
-              f"{format_slot(new.astimezone(build_schedule(cfg.schedule).tz))}")
+              f"{when(result.next_run, result.timezone)}")
     else:
         print(f"resumed {name}")
     return OK
@@ -1041,23 +714,11 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     config = _config(args)
     name = _config_actor(config, args.actor).name
 
-    async def trigger() -> bool:
-        async with _store(config) as (store, _):
-            task = await store.task(name) if store is not None else None
-            if store is None or task is None or task["removed_at"] is not None:
-                raise _not_started(config, name)
-            if task["paused"]:
-                raise CliError(f"{name} is paused ({task['paused_reason']}); resume it first "
-                               f"with: discord-actor resume {name}")
-            if not task["enabled"]:
-                raise CliError(f"{name} is disabled (enabled = false in {config.path}): "
-                               "a server does not run it")
-            if not await store.trigger(name, _operator()):
-                raise _not_started(config, name)
-            return task["manual_at"] is not None
+    async def trigger() -> TriggerResult:
+        async with _operations(config) as ops:
+            return await ops.trigger(name, _operator())
 
-    pending = _async(trigger())
-    if pending:
+    if run_async(trigger()).already_pending:
         print(f"{name} was already triggered and has not started yet")
     else:
         print(f"triggered {name}: a running server starts it within a second "
@@ -1073,12 +734,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     config = _config(args)
 
     async def migrate() -> list[str]:
-        database = await _open(config, migrate=True)
+        database = await open_for(config, migrate=True)
         await database.close()
         return database.applied_migrations
 
-    applied = _async(migrate())
-    label = _database_label(config)
+    applied = run_async(migrate())
+    label = database_label(config)
     if applied:
         for version in applied:
             print(f"applied {version}")
@@ -1089,18 +750,43 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    from discord_actor import retention
+
     config = _config(args)
     days = args.older_than_days
     if days is None:
         days = float(config.server.run_retention_days)
+    age = f"{days:g} day{'s' if days != 1 else ''}"
 
-    async def prune() -> int:
+    async def dry_run() -> tuple[datetime | None, list[tuple[str, int]]]:
         async with _store(config) as (store, _):
-            return await store.prune(days) if store is not None else 0
+            if store is None:
+                return None, []
+            cutoff = await store.retention_cutoff(days)
+            return cutoff, await store.prunable(cutoff)
 
-    deleted = _async(prune())
-    print(f"deleted {deleted} run{'s' if deleted != 1 else ''} finished more than "
-          f"{days:g} day{'s' if days != 1 else ''} ago")
+    if args.dry_run:
+        cutoff, counts = run_async(dry_run())
+        total = sum(n for _, n in counts)
+        when_text = "" if cutoff is None else f" (before {cutoff.isoformat(timespec='seconds')})"
+        print(f"would delete {total} run{'s' if total != 1 else ''} finished more than {age} "
+              f"ago{when_text}; nothing was deleted")
+        if counts:
+            print("\n".join(table(["ACTOR", "RUNS"], [[a, str(n)] for a, n in counts])))
+        return OK
+
+    async def prune() -> int | None:
+        async with _store(config) as (store, _):
+            if store is None:
+                return 0
+            result = await retention.prune(store, days)
+            return None if result.busy and not result.deleted else result.deleted
+
+    deleted = run_async(prune())
+    if deleted is None:
+        raise CliError("another process (a running server) is deleting old runs right now; "
+                       "try again when it is done")
+    print(f"deleted {deleted} run{'s' if deleted != 1 else ''} finished more than {age} ago")
     return OK
 
 

@@ -54,6 +54,7 @@ DEFAULT_API_BASE_URL = "https://discord.com/api/v10"
 DEFAULT_GATEWAY_URL = "wss://gateway.discord.gg/"
 SCHEDULE_TYPES = ("interval", "cron", "once", "immediate")
 CATCH_UP_POLICIES = ("latest", "skip", "all")
+LOG_RUNS = ("all", "failures")  # server.log_runs
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class ServerConfig:
     run_retention_days: int = 30
     lease_seconds: float = 30.0  # a process that misses heartbeats this long is dead
     poll_interval_seconds: float = 1.0  # how often to look for work changed by others
+    log_runs: str = "all"  # "all" | "failures": whether a succeeded run logs a line
 
 
 @dataclass(frozen=True)
@@ -626,6 +628,7 @@ class _Reader:
             lease_seconds=self.number(t, "lease_seconds", p, d.lease_seconds),
             poll_interval_seconds=self.number(t, "poll_interval_seconds", p,
                                               d.poll_interval_seconds),
+            log_runs=self.choice(t, "log_runs", p, d.log_runs, LOG_RUNS),
         )
 
     def path(self, t: dict[str, Any], key: str, p: _KeyPath, default: str) -> str:
@@ -1199,6 +1202,8 @@ _STARTER_COMMENTS = {
     ("server", "max_consecutive_failures"): "circuit breaker: pause an actor after this many",
     ("server", "lease_seconds"): "a process silent this long is presumed dead",
     ("server", "poll_interval_seconds"): "how often to look for work changed elsewhere",
+    ("server", "run_retention_days"): "finished runs older than this are deleted",
+    ("server", "log_runs"): '"all" | "failures": "failures" logs no line per succeeded run',
     ("database", "url"): "empty -> embedded PostgreSQL under data_dir",
     ("database", "schema"): "all tables live in this PostgreSQL schema",
     ("database", "max_pool_size"): "one connection is kept for the runtime itself",

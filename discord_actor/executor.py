@@ -13,6 +13,7 @@ lease recovery marks the run ``abandoned``).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import traceback
@@ -33,6 +34,7 @@ from .config import ActorConfig
 from .db.store import ClaimedRun, Finished, Outcome, Store, TaskView
 from .db.transient import TRANSIENT_DB_ERRORS, Backoff
 from .keyed import Schedules
+from .logs import current_run
 from .platforms import Platform
 from .plugins import LoadedActor
 from .schedules import Schedule, format_slot, schedule_of
@@ -151,6 +153,8 @@ class Executor:
         self._cancel_reason = "cancelled"
         self._unwritten: list[tuple[ClaimedRun, Outcome, asyncio.Future[Written]]] = []
         self._writer: asyncio.Task[None] | None = None
+        #: server.log_runs = "all": a line per succeeded run too (failures are always logged)
+        self.log_successes = True
         # Whether this process was stalled past its lease (cancelling the runs in flight if so).
         self.lease_in_doubt: Callable[[], bool] = lambda: False
 
@@ -162,7 +166,13 @@ class Executor:
 
     def start(self, run: ClaimedRun) -> None:
         self.local_runs[run.task_id] += 1
-        task = asyncio.create_task(self._execute(run), name=f"run {run.run_id} of {run.actor}")
+        # The run's task (and its actor code's, which copies it) knows which run it is: every
+        # log line from it names the actor and run (``logs.current_run``).
+        context = contextvars.copy_context()
+        context.run(current_run.set, (run.actor, run.run_id))
+        task = asyncio.create_task(
+            self._execute(run), name=f"run {run.run_id} of {run.actor}", context=context
+        )
         self.running[run.run_id] = task
 
     def cancel_runs(self, reason: str) -> None:
@@ -401,7 +411,11 @@ class Executor:
         done: asyncio.Future[Written] = asyncio.get_running_loop().create_future()
         self._unwritten.append((run, outcome, done))
         if self._writer is None:
-            self._writer = asyncio.create_task(self._write_outcomes(), name="outcome writer")
+            self._writer = asyncio.create_task(
+                self._write_outcomes(),
+                name="outcome writer",
+                context=contextvars.Context(),  # not the run's that happened to start it
+            )
         return await done  # cancelled at shutdown: the writer still writes the outcome
 
     async def _write_outcomes(self) -> None:
@@ -496,7 +510,7 @@ class Executor:
             )
             return
         if outcome.status == "succeeded":
-            if log.isEnabledFor(logging.INFO):  # formatting the slot is not free
+            if self.log_successes and log.isEnabledFor(logging.INFO):  # formatting costs
                 log.info(
                     "run %d of %s succeeded (%s, slot %s)",
                     run.run_id,
@@ -513,7 +527,9 @@ class Executor:
             run.run_id,
             run.actor,
             outcome.status,
-            outcome.error_message,
+            f"{outcome.error_type}: {outcome.error_message}"
+            if outcome.error_type
+            else outcome.error_message,
             retry,
         )
         if finished.breaker_tripped:

@@ -5,7 +5,8 @@ and alerts together, and owns their lifecycle (start, serve, graceful stop).
 - ``executor.Executor``: running one run within its timeout and recording its outcome;
 - ``budget.ConnectionBudget``: the shared pool's per-actor quotas;
 - ``liveness.Liveness``: heartbeat, lease recovery, the listener;
-- ``alerts.AlertSender``: failure alerts to wherever the host sends them.
+- ``alerts.AlertSender``: failure alerts to wherever the host sends them;
+- ``retention.loop``: deleting finished runs older than ``server.run_retention_days``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from . import retention
 from .alerts import Alert, AlertSender, AlertSink
 from .budget import ConnectionBudget, PoolExhausted
 from .clock import Clock
@@ -141,6 +143,7 @@ class Runtime:
             runs_in_flight=lambda: self.executor.runs_in_actor_code,
         )
         self.executor.lease_in_doubt = self.liveness.lease_in_doubt
+        self.executor.log_successes = config.server.log_runs == "all"
         self.liveness.on_notice = self._operator_notice
         self._background: list[asyncio.Task[None]] = []
         self._started = False
@@ -185,6 +188,7 @@ class Runtime:
         # stall every run for tens of milliseconds with 10,000 actors.
         gc.freeze()
         if loops:
+            config = self.config
             self.liveness.start_watchdog()
             self._background = [
                 asyncio.create_task(self.scheduler.loop(), name="discord-actor scheduler"),
@@ -192,8 +196,17 @@ class Runtime:
                     self.liveness.heartbeat_loop(), name="discord-actor heartbeat"
                 ),
                 asyncio.create_task(self.liveness.listen_loop(), name="discord-actor listener"),
+                asyncio.create_task(
+                    retention.loop(self.store, config.server.run_retention_days),
+                    name="discord-actor retention",
+                ),
             ]
         log.info("runtime %s started with %d actor(s)", self.instance_id, len(self.actors))
+
+    @property
+    def started(self) -> bool:
+        """Whether ``start`` has finished: the actors are set up and scheduling."""
+        return self._started and not self._stopping
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then shut down gracefully."""

@@ -297,6 +297,19 @@ class LimitExceeded(Exception):
         )
 
 
+@dataclass(frozen=True)
+class TaskChange:
+    """What an operator's pause, resume or trigger found on the task row (as it was before the
+    change, locked) and whether it applied."""
+
+    applied: bool  # False: refused by the precondition (a trigger of a paused/disabled actor)
+    enabled: bool
+    was_paused: bool
+    paused_reason: str | None  # before the change
+    was_pending: bool  # a manual trigger was already waiting
+    next_run: datetime | None  # after the change (None also when not applied)
+
+
 NOTICE_REASON_CHARS = 1000  # of a reason, in a notification (NOTIFY payloads are < 8000 bytes)
 
 
@@ -678,12 +691,13 @@ class Store:
 
     async def pause(
         self, actor: str, reason: str | None, by: Operator | None = None
-    ) -> bool:
-        """Pause; ``reason`` is stored as given (``Operator.reason`` adds who paused)."""
+    ) -> TaskChange | None:
+        """Pause; ``reason`` is stored as given (``Operator.reason`` adds who paused). None when
+        the actor has no task (or it was removed from the configuration)."""
         reason = reason or "paused by an operator"
-        return await self._update_and_notify(
-            f"UPDATE {self._tasks} SET paused = true, paused_reason = $2, paused_at = now(),"
-            " updated_at = now() WHERE actor = $1 AND key IS NULL AND removed_at IS NULL",
+        return await self._change(
+            "paused = true, paused_reason = $2, paused_at = now()",
+            "true",
             actor,
             reason,
             notice=_notice(actor, "paused", by, reason),
@@ -695,34 +709,39 @@ class Store:
         by: Operator | None = None,
         *,
         moved: tuple[datetime, datetime, datetime] | None = None,
-    ) -> bool:
+    ) -> TaskChange | None:
         """Unpause and reset the failure count (the circuit breaker starts afresh).
 
         ``moved`` (``schedules.resume_slot``): (the next slot as the caller read it, which passed
-        while the actor was paused; the first slot after now; its due time). If the stored slot
-        is still the one read, it moves on, so that the slots passed while paused are not
-        caught up.
+        while the actor was paused; the first slot after now; its due time). If the actor was
+        paused and its stored slot is still the one read, it moves on, so that the slots passed
+        while paused are not caught up.
         """
         passed, next_run, due_at = moved or (None, None, None)
-        return await self._update_and_notify(
-            f"UPDATE {self._tasks} SET paused = false, paused_reason = NULL, paused_at = NULL,"
-            " consecutive_failures = 0, updated_at = now(),"
-            " next_run = CASE WHEN key IS NULL AND next_run = $2 THEN $3 ELSE next_run END,"
-            " due_at = CASE WHEN key IS NULL AND next_run = $2 THEN $4 ELSE due_at END"
-            # The actor, and those of its keyed schedules whose own circuit breaker tripped.
-            " WHERE actor = $1 AND removed_at IS NULL AND (key IS NULL OR paused)",
+        return await self._change(
+            "paused = false, paused_reason = NULL, paused_at = NULL, consecutive_failures = 0,"
+            " next_run = CASE WHEN old.paused AND t.next_run = $2 THEN $3 ELSE t.next_run END,"
+            " due_at = CASE WHEN old.paused AND t.next_run = $2 THEN $4 ELSE t.due_at END",
+            "true",
             actor,
             passed,
             next_run,
             due_at,
             notice=_notice(actor, "resumed", by),
+            # Those of its keyed schedules whose own circuit breaker tripped start afresh too.
+            then=f"UPDATE {self._tasks} SET paused = false, paused_reason = NULL,"
+            " paused_at = NULL, consecutive_failures = 0, updated_at = now()"
+            " WHERE actor = $1 AND key IS NOT NULL AND removed_at IS NULL AND paused",
         )
 
-    async def trigger(self, actor: str, by: Operator | None = None) -> bool:
-        """Ask a running server to run the actor now (coalesced with a pending trigger)."""
-        return await self._update_and_notify(
-            f"UPDATE {self._tasks} SET manual_at = coalesce(manual_at, clock_timestamp()),"
-            " updated_at = now() WHERE actor = $1 AND key IS NULL AND removed_at IS NULL",
+    async def trigger(self, actor: str, by: Operator | None = None) -> TaskChange | None:
+        """Ask a running server to run the actor now (coalesced with a pending trigger).
+
+        Refused (``applied`` False) when the actor is paused or disabled: checked on the locked
+        row by the same statement that sets the trigger."""
+        return await self._change(
+            "manual_at = coalesce(t.manual_at, clock_timestamp())",
+            "old.enabled AND NOT old.paused",
             actor,
             notice=_notice(actor, "triggered", by),
         )
@@ -932,14 +951,49 @@ class Store:
         )
         return rows
 
-    async def prune(self, older_than_days: float) -> int:
-        """Delete finished runs older than the retention period; returns how many."""
-        status = await self.pool.execute(
-            f"DELETE FROM {self._runs} WHERE status <> 'running'"
-            " AND finished_at < now() - make_interval(secs => $1)",
-            older_than_days * 86400.0,
+    # -- retention ---------------------------------------------------------------------------
+
+    async def retention_cutoff(self, older_than_days: float) -> datetime:
+        """The database's now minus the retention period: runs that finished before it go."""
+        cutoff: datetime = await self.pool.fetchval(
+            "SELECT now() - make_interval(secs => $1)", older_than_days * 86400.0
         )
+        return cutoff
+
+    async def prunable(self, cutoff: datetime) -> list[tuple[str, int]]:
+        """(actor, how many of its finished runs finished before ``cutoff``), by actor."""
+        rows = await self.pool.fetch(
+            f"SELECT t.actor, count(*) AS n FROM {self._runs} r"
+            f" JOIN {self._tasks} t ON t.id = r.task_id"
+            " WHERE r.status <> 'running' AND r.finished_at < $1"
+            " GROUP BY t.actor ORDER BY t.actor",
+            cutoff,
+        )
+        return [(r["actor"], r["n"]) for r in rows]
+
+    async def prune_batch(self, cutoff: datetime, limit: int) -> int | None:
+        """Delete at most ``limit`` finished runs that finished before ``cutoff``, oldest first;
+        how many. None, deleting nothing, while another process holds the retention lock (one
+        deleter at a time: concurrent deletes of the same rows would only wait on each other)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval(
+                "SELECT pg_try_advisory_xact_lock(hashtext($1))", self.retention_lock
+            ):
+                return None
+            status: str = await conn.execute(
+                f"DELETE FROM {self._runs} WHERE id IN ("
+                f" SELECT id FROM {self._runs} WHERE status <> 'running' AND finished_at < $1"
+                " ORDER BY finished_at LIMIT $2)",
+                cutoff,
+                limit,
+            )
         return int(status.split()[-1])
+
+    @property
+    def retention_lock(self) -> str:
+        """The advisory lock's name (hashed by ``hashtext``) a process holds while it deletes
+        old runs of this schema."""
+        return f"discord_actor.retention.{self.schema}"
 
     @property
     def channel(self) -> str:
@@ -949,15 +1003,40 @@ class Store:
             channel = "discord_actor." + hashlib.sha256(self.schema.encode()).hexdigest()[:32]
         return channel
 
-    async def _update_and_notify(self, sql: str, *args: Any, notice: str) -> bool:
-        """Run an operator's update and tell the running servers (``notice``: what happened,
-        as JSON, which they log)."""
+    async def _change(self, assignments: str, allowed: str, actor: str, *args: Any,
+                      notice: str, then: str | None = None) -> TaskChange | None:
+        """An operator's change to an actor's own row, its precondition (``allowed``, on the
+        row as it was) checked in the same statement, on the row locked; the running servers are
+        told (``notice``: what happened, as JSON, which they log) when it was applied. ``then``:
+        a statement (its only argument the actor) run in the same transaction when applied."""
+        sql = f"""
+            WITH old AS (
+                SELECT id, enabled, paused, paused_reason, manual_at FROM {self._tasks}
+                WHERE actor = $1 AND key IS NULL AND removed_at IS NULL FOR UPDATE
+            ), changed AS (
+                UPDATE {self._tasks} t SET {assignments}, updated_at = now()
+                FROM old WHERE t.id = old.id AND ({allowed})
+                RETURNING t.next_run
+            )
+            SELECT old.*, c.next_run, EXISTS (SELECT 1 FROM changed) AS applied
+            FROM old LEFT JOIN changed c ON true
+        """
         async with self.pool.acquire() as conn, conn.transaction():
-            status = await conn.execute(sql, *args)
-            if status == "UPDATE 0":
-                return False
-            await conn.execute("SELECT pg_notify($1, $2)", self.channel, notice)
-        return True
+            row = await conn.fetchrow(sql, actor, *args)
+            if row is None:
+                return None
+            if row["applied"]:
+                if then is not None:
+                    await conn.execute(then, actor)
+                await conn.execute("SELECT pg_notify($1, $2)", self.channel, notice)
+        return TaskChange(
+            applied=row["applied"],
+            enabled=row["enabled"],
+            was_paused=row["paused"],
+            paused_reason=row["paused_reason"],
+            was_pending=row["manual_at"] is not None,
+            next_run=row["next_run"],
+        )
 
 
 def _notice(actor: str, action: str, by: Operator | None, reason: str | None = None) -> str:

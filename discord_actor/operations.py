@@ -1,0 +1,478 @@
+"""What an operator can ask of the actors: status, history, one run, pause, resume, trigger.
+
+One layer for every front end (the ``discord-actor`` commands, ``/actors`` in Discord, the HTTP
+side): each builds an ``Operations`` from a ``Store`` and the configuration, calls it, and only
+formats what comes back. Results are dataclasses; what an operator asked for and cannot have
+(an unknown actor, a paused one triggered...) is an ``OperationError`` naming why.
+
+Preconditions are checked by the database in the statement that makes the change, on the
+locked row (``Store.pause``/``resume``/``trigger``): nothing is read first and written later, so
+two operators (or an operator and the circuit breaker) cannot interleave between a check and
+its write.
+
+Without the CLI::
+
+    ops = Operations(Store(pool, "discord_actor"), config)
+    for actor in (await ops.status()).actors:
+        print(actor.actor, actor.state)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+
+from .config import ActorConfig, Config, ScheduleConfig, closest
+from .db.store import Operator, Store
+from .schedules import build_schedule, format_slot, resume_slot
+from .storable import MAX_ERROR_MESSAGE, cap
+
+#: every status a run can have, as stored
+RUN_STATUSES = ("running", "succeeded", "failed", "timed_out", "cancelled", "abandoned", "skipped")
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass(frozen=True)
+class ActorStatus:
+    """One actor as the configuration and the database know it (times in UTC; ``timezone`` is
+    its schedule's zone, for showing them)."""
+
+    actor: str
+    in_config: bool
+    registered: bool  # has a task row: a server has run it
+    schedule: str | None  # described for a person (None: not in the configuration)
+    timezone: tzinfo | None
+    enabled: bool
+    paused: bool
+    paused_reason: str | None
+    setup_error: str | None  # setup() failed at the last start of a server: it does not run
+    next_run: datetime | None
+    last_status: str | None
+    last_run_at: datetime | None
+    consecutive_failures: int
+    running: int
+    trigger_pending: bool
+    retry_at: datetime | None
+
+    @property
+    def broken(self) -> bool:
+        return self.setup_error is not None
+
+    @property
+    def state(self) -> str:
+        """One word (or two) for its state, the same in every front end."""
+        if not self.in_config:
+            return "not in config"
+        if not self.enabled:
+            return "disabled"
+        if not self.registered:
+            return "not started"
+        if self.broken:
+            return "broken"
+        if self.paused:
+            return "paused"
+        return "running" if self.running else "active"
+
+    def to_json(self) -> dict[str, Any]:
+        """As ``discord-actor status --json`` prints it (times in the schedule's zone)."""
+        tz = self.timezone
+        return {
+            "actor": self.actor,
+            "state": self.state,
+            "in_config": self.in_config,
+            "registered": self.registered,
+            "schedule": self.schedule,
+            "enabled": self.enabled,
+            "paused": self.paused,
+            "paused_reason": self.paused_reason,
+            "broken": self.broken,
+            "setup_error": self.setup_error,
+            "next_run": iso(self.next_run, tz),
+            "last_status": self.last_status,
+            "last_run_at": iso(self.last_run_at, tz),
+            "consecutive_failures": self.consecutive_failures,
+            "running": self.running,
+            "trigger_pending": self.trigger_pending,
+            "retry_at": iso(self.retry_at, tz),
+        }
+
+
+@dataclass(frozen=True)
+class Status:
+    """Configured actors first (in configuration order), then those only in the database."""
+
+    actors: list[ActorStatus]
+    initialized: bool  # False: no server has run on this database yet (no tables)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One recorded run. ``traceback`` is only read for a single run (``Operations.run``)."""
+
+    id: int
+    actor: str
+    timezone: tzinfo | None
+    scheduled_for: datetime
+    started_at: datetime
+    finished_at: datetime | None
+    duration_ms: float | None
+    status: str
+    attempt: int
+    trigger: str
+    error_type: str | None
+    error_message: str | None
+    instance_id: str | None
+    posted: list[Any]
+    traceback: str | None = None
+
+    @property
+    def error(self) -> str | None:
+        """``Type: message`` of a run that raised; None otherwise."""
+        if not self.error_type:
+            return None
+        return f"{self.error_type}: {self.error_message}" if self.error_message \
+            else self.error_type
+
+    @property
+    def note(self) -> str | None:
+        """A message without an error type: why slots were skipped, for instance."""
+        return None if self.error_type else self.error_message
+
+    def to_json(self, *, traceback: bool = False) -> dict[str, Any]:
+        """As ``discord-actor history --json`` prints it; ``traceback`` adds the traceback."""
+        tz = self.timezone
+        item: dict[str, Any] = {
+            "id": self.id,
+            "actor": self.actor,
+            "scheduled_for": iso(self.scheduled_for, tz),
+            "started_at": iso(self.started_at, tz),
+            "finished_at": iso(self.finished_at, tz),
+            "duration_ms": None if self.duration_ms is None else round(self.duration_ms, 3),
+            "status": self.status,
+            "attempt": self.attempt,
+            "trigger": self.trigger,
+            "error": self.error,
+            "note": self.note,
+            "instance_id": self.instance_id,
+            "posted": self.posted,
+        }
+        if traceback:
+            item["traceback"] = self.traceback
+        return item
+
+
+@dataclass(frozen=True)
+class PauseResult:
+    actor: str
+    reason: str  # as stored: what was given, and who paused
+    was_paused: bool
+    previous_reason: str | None  # when it was already paused
+
+
+@dataclass(frozen=True)
+class ResumeResult:
+    actor: str
+    was_paused: bool  # False: only its failure count was reset
+    #: its slot passed while it was paused and moved on to this one (None: kept)
+    next_run: datetime | None
+    timezone: tzinfo | None
+
+
+@dataclass(frozen=True)
+class TriggerResult:
+    actor: str
+    already_pending: bool  # an earlier trigger has not started yet; this one joined it
+
+
+# --------------------------------------------------------------------------------------------
+# Refusals
+
+
+class OperationError(Exception):
+    """What an operator asked for and cannot have; ``str()`` says why, for a person."""
+
+
+class UnknownActor(OperationError):
+    """Neither configured nor ever run here: most likely a typo."""
+
+    def __init__(self, actor: str, suggestion: str | None, known: Sequence[str]) -> None:
+        hint = f"; did you mean {suggestion!r}?" if suggestion else ""
+        super().__init__(f"unknown actor {actor!r}{hint}")
+        self.actor = actor
+        self.suggestion = suggestion
+        self.known = list(known)
+
+
+class NotStarted(OperationError):
+    """Configured, but no server has run it yet: it has no task row to change."""
+
+    def __init__(self, actor: str) -> None:
+        super().__init__(f"actor {actor!r} has no task in the database yet")
+        self.actor = actor
+
+
+class ActorRemoved(OperationError):
+    """Gone from the configuration; its history is kept."""
+
+    def __init__(self, actor: str) -> None:
+        super().__init__(f"actor {actor!r} is no longer in the configuration")
+        self.actor = actor
+
+
+class ActorPaused(OperationError):
+    def __init__(self, actor: str, reason: str | None) -> None:
+        super().__init__(f"{actor} is paused ({reason})")
+        self.actor = actor
+        self.reason = reason
+
+
+class ActorDisabled(OperationError):
+    def __init__(self, actor: str) -> None:
+        super().__init__(f"{actor} is disabled (enabled = false)")
+        self.actor = actor
+
+
+class RunNotFound(OperationError):
+    def __init__(self, run_id: int) -> None:
+        super().__init__(f"no run with id {run_id}")
+        self.run_id = run_id
+
+
+# --------------------------------------------------------------------------------------------
+# The operations
+
+
+class Operations:
+    """The operator's view of one database and configuration.
+
+    ``store`` None: the schema has no tables yet (no server has run); reads answer empty and
+    changes raise ``NotStarted``.
+    """
+
+    def __init__(self, store: Store | None, config: Config) -> None:
+        self.store = store
+        self.config = config
+        self._configured = {a.name: a for a in config.actors}
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def status(self) -> Status:
+        records = await self.store.status() if self.store is not None else []
+        by_actor = {r["actor"]: r for r in records}
+        names = list(self._configured) + sorted(set(by_actor) - set(self._configured))
+        return Status(
+            [self._actor_status(name, by_actor.get(name)) for name in names],
+            initialized=self.store is not None,
+        )
+
+    async def history(
+        self, actor: str | None = None, status: str | None = None, limit: int = 20
+    ) -> list[RunInfo]:
+        """Recorded runs, newest first; of one actor and/or with one status when given."""
+        if status is not None and status not in RUN_STATUSES:
+            raise OperationError(
+                f"unknown run status {status!r} (expected one of {', '.join(RUN_STATUSES)})"
+            )
+        if actor is not None:
+            actor = await self._existing(actor)
+        if self.store is None:
+            return []
+        records = await self.store.history(actor, limit, status)
+        return [self._run_info(r) for r in records]
+
+    async def run(self, run_id: int) -> RunInfo:
+        """One run with its traceback and what it posted."""
+        record = await self.store.run(run_id) if self.store is not None else None
+        if record is None:
+            raise RunNotFound(run_id)
+        return self._run_info(record, traceback=True)
+
+    def zone(self, actor: str) -> tzinfo | None:
+        """The time zone an actor's slots are shown in (None if it left the configuration)."""
+        cfg = self._configured.get(actor)
+        return None if cfg is None else build_schedule(cfg.schedule).tz
+
+    def actor_config(self, actor: str) -> ActorConfig | None:
+        return self._configured.get(actor)
+
+    # -- changes -----------------------------------------------------------------------------
+
+    async def pause(
+        self, actor: str, reason: str | None = None, by: Operator | None = None
+    ) -> PauseResult:
+        """Pause: running servers stop starting its runs. ``reason`` is stored with who paused."""
+        given = " ".join((reason or "").split()) or None
+        stored = by.reason(given) if by is not None else (given or "paused by an operator")
+        change = await self.store.pause(actor, stored, by) if self.store is not None else None
+        if change is None:
+            raise await self._why_no_task(actor)
+        return PauseResult(actor, stored, change.was_paused,
+                           change.paused_reason if change.was_paused else None)
+
+    async def resume(self, actor: str, by: Operator | None = None) -> ResumeResult:
+        """Unpause and reset the failure count. A slot that passed while it was paused is not
+        caught up: the next one after now takes its place."""
+        if self.store is None:
+            raise await self._why_no_task(actor)
+        moved = None
+        cfg = self._configured.get(actor)
+        if cfg is not None:
+            # Only to compute the slot after now: the statement moves it only if the actor was
+            # paused and the stored slot is still this one.
+            task = await self.store.task(actor)
+            if task is not None:
+                moved = resume_slot(cfg.schedule, task, datetime.now(UTC))
+        change = await self.store.resume(actor, by, moved=moved)
+        if change is None:
+            raise await self._why_no_task(actor)
+        new = None
+        if change.was_paused and moved is not None and change.next_run == moved[1]:
+            new = change.next_run
+        return ResumeResult(actor, change.was_paused, new, self.zone(actor))
+
+    async def trigger(self, actor: str, by: Operator | None = None) -> TriggerResult:
+        """Ask a running server to run it now (it starts within a second)."""
+        change = await self.store.trigger(actor, by) if self.store is not None else None
+        if change is None:
+            raise await self._why_no_task(actor)
+        if not change.applied:
+            if change.was_paused:
+                raise ActorPaused(actor, change.paused_reason)
+            raise ActorDisabled(actor)
+        return TriggerResult(actor, change.was_pending)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    async def _existing(self, actor: str) -> str:
+        """``actor`` if it is configured or has a task (even a removed one)."""
+        name = actor.strip()
+        if name in self._configured:
+            return name
+        if self.store is not None and await self.store.task(name) is not None:
+            return name
+        raise await self._unknown(name)
+
+    async def _why_no_task(self, actor: str) -> OperationError:
+        """Why a change found no current task row for ``actor``."""
+        task = await self.store.task(actor) if self.store is not None else None
+        if task is not None:
+            return ActorRemoved(actor)
+        if actor in self._configured:
+            return NotStarted(actor)
+        return await self._unknown(actor)
+
+    async def _unknown(self, actor: str) -> UnknownActor:
+        known = set(self._configured)
+        if self.store is not None:
+            known |= {r["actor"] for r in await self.store.status()}
+        names = sorted(known)
+        return UnknownActor(actor, closest(actor, names), names)
+
+    def _actor_status(self, name: str, row: Any) -> ActorStatus:
+        cfg = self._configured.get(name)
+        return ActorStatus(
+            actor=name,
+            in_config=cfg is not None,
+            registered=row is not None,
+            schedule=describe_schedule(cfg.schedule) if cfg is not None else None,
+            timezone=self.zone(name),
+            enabled=row["enabled"] if row is not None else bool(cfg and cfg.enabled),
+            paused=bool(row and row["paused"]),
+            paused_reason=row["paused_reason"] if row is not None else None,
+            setup_error=(row.get("setup_error") or None) if row is not None else None,
+            next_run=row["next_run"] if row is not None else None,
+            last_status=row["last_status"] if row is not None else None,
+            last_run_at=row["last_run_at"] if row is not None else None,
+            consecutive_failures=int(row["consecutive_failures"]) if row is not None else 0,
+            running=int(row["running"]) if row is not None else 0,
+            trigger_pending=bool(row and row["manual_at"] is not None),
+            retry_at=row["retry_at"] if row is not None else None,
+        )
+
+    def _run_info(self, r: Any, *, traceback: bool = False) -> RunInfo:
+        message = r["error_message"]
+        if message is not None:  # bounded even for runs recorded before texts were capped
+            message = cap(message, MAX_ERROR_MESSAGE)
+        posted = json.loads(r["posted"]) if isinstance(r["posted"], str) else r["posted"]
+        return RunInfo(
+            id=r["id"],
+            actor=r["actor"],
+            timezone=self.zone(r["actor"]),
+            scheduled_for=r["scheduled_for"],
+            started_at=r["started_at"],
+            finished_at=r["finished_at"],
+            duration_ms=r["duration_ms"],
+            status=r["status"],
+            attempt=r["attempt"],
+            trigger=r["trigger"],
+            error_type=r["error_type"],
+            error_message=message,
+            instance_id=r["instance_id"],
+            posted=list(posted or []),
+            traceback=r["error_traceback"] if traceback else None,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Formatting shared by the text front ends
+
+
+def iso(value: datetime | None, tz: tzinfo | None = None) -> str | None:
+    if value is None:
+        return None
+    return (value.astimezone(tz) if tz is not None else value).isoformat()
+
+
+def when(value: datetime | None, tz: tzinfo | None = None) -> str:
+    """A time for a person (``format_slot``), in ``tz`` when given; ``-`` for none."""
+    if value is None:
+        return "-"
+    return format_slot(value.astimezone(tz) if tz is not None else value)
+
+
+def describe_schedule(cfg: ScheduleConfig) -> str:
+    """One line a person reads: ``every 10 s``, ``cron '0 9 * * 1-5' (Europe/Berlin)``."""
+    if cfg.type == "interval":
+        return f"every {cfg.seconds:g} s"
+    if cfg.type == "cron":
+        return f"cron '{cfg.expression}' ({cfg.timezone})"
+    if cfg.type == "once":
+        return f"once at {format_slot(cfg.at)}" if cfg.at is not None else "once"
+    return "once at every start (immediate)"
+
+
+def format_duration(ms: float | None) -> str:
+    """A run's duration as measured (claim to recorded outcome, by the database's clock):
+    ``2.1 ms`` under a second, ``1.25 s`` under a minute, ``3 min 05 s`` beyond."""
+    if ms is None:
+        return "-"
+    if ms < 1000:
+        return f"{ms:.1f} ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.2f} s"
+    minutes, seconds = divmod(round(ms / 1000), 60)
+    return f"{minutes} min {seconds:02d} s"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows as aligned columns, one string per line (headers first)."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in [headers, *rows]
+    ]
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def shorten(text: str, width: int) -> str:
+    """At most ``width`` characters, an ellipsis where it was cut."""
+    return text if len(text) <= width else text[: max(0, width - 1)] + "\N{HORIZONTAL ELLIPSIS}"
