@@ -862,7 +862,7 @@ def cmd_schedules_add(args: argparse.Namespace) -> int:
     what = {"added": "added", "replaced": "replaced", "unchanged": "already pending, unchanged:"}
     print(f"{what[result.outcome]} {s.actor} {s.key}: {describe_keyed(s)}, next run "
           f"{when(s.next_run)}")
-    if s.next_run is not None and s.next_run < datetime.now(UTC):
+    if isinstance(schedule, Once) and s.next_run is not None and s.next_run < datetime.now(UTC):
         print(f"note: {when(s.next_run)} has passed: a running server runs it at once",
               file=sys.stderr)
     return OK

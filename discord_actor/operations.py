@@ -20,6 +20,7 @@ Without the CLI::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -563,9 +564,12 @@ def schedule_json(s: KeyedSchedule) -> dict[str, Any]:
 def describe_keyed(s: KeyedSchedule) -> str:
     """A keyed schedule's definition in one line, as ``describe_schedule`` says a configured
     one (an interval says its zone too: its times are shown in it)."""
-    text = describe_schedule(from_definition(s.schedule))
-    if s.schedule.get("type") != "cron":
-        text += f" ({s.schedule.get('timezone', 'UTC')})"
+    cfg = from_definition(s.schedule)
+    if cfg.type == "once" and cfg.at is not None:  # stored in UTC: shown in its zone
+        cfg = dataclasses.replace(cfg, at=cfg.at.astimezone(build_schedule(cfg).tz))
+    text = describe_schedule(cfg)
+    if cfg.type != "cron":
+        text += f" ({cfg.timezone})"
     return text
 
 

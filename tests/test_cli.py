@@ -647,7 +647,8 @@ def test_schedules_add_list_remove_and_status_history_show_them(keyed_project: P
             "--payload", '{"text": "stand up"}', "--owner", "user:42", "--channel", "123",
             cwd=project)
     assert r.code == 0, r.err
-    assert r.out.startswith("added reminder r:1: once at ") and "next run" in r.out
+    assert r.out.strip() == ("added reminder r:1: once at 2026-01-05T13:00:00+01:00 "
+                             "(Europe/Berlin), next run 2026-01-05T13:00:00+01:00")
     assert "has passed: a running server runs it at once" in r.err
     r = cli("schedules", "add", "reminder", "r:2", "--at", "2031-07-01T09:00", "--owner",
             "user:42", cwd=project)
