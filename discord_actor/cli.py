@@ -61,6 +61,7 @@ from discord_actor.operations import (
     ActorDisabled,
     ActorPaused,
     ActorRemoved,
+    ActorStatus,
     NotStarted,
     OperationError,
     Operations,
@@ -810,11 +811,19 @@ def cmd_trigger(args: argparse.Namespace) -> int:
 def cmd_schedules_list(args: argparse.Namespace) -> int:
     config = _config(args)
 
-    async def listed() -> list[KeyedSchedule]:
+    async def listed() -> tuple[list[KeyedSchedule], ActorStatus | None]:
         async with _operations(config) as ops:
-            return await ops.list_schedules(args.actor, prefix=args.prefix, owner=args.owner)
+            found = await ops.list_schedules(args.actor, prefix=args.prefix, owner=args.owner)
+            actors = (await ops.status()).actors
+            return found, next((a for a in actors if a.actor == args.actor.strip()), None)
 
-    found = run_async(listed())
+    found, actor = run_async(listed())
+    if found and actor is not None and actor.state in ("paused", "disabled", "broken"):
+        why = {"paused": f"paused ({actor.paused_reason}); 'discord-actor resume {actor.actor}' "
+                         "lets them run again",
+               "disabled": f"disabled (enabled = false in {config.path})",
+               "broken": f"broken (its setup() failed: {actor.setup_error})"}[actor.state]
+        print(f"note: these do not run while {actor.actor} is {why}", file=sys.stderr)
     if args.json:
         _print_json([schedule_json(s) for s in found])
         return OK

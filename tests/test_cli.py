@@ -728,6 +728,13 @@ def test_schedules_add_list_remove_and_status_history_show_them(keyed_project: P
     header, row = r.out.splitlines()[:2]
     assert row[header.index("KEYED"):].split()[0] == "4"
 
+    # They obey their actor's switches, and the list says so.
+    assert cli("pause", "reminder", "--reason", "quiet week", cwd=project).code == 0
+    r = cli("schedules", "list", "reminder", cwd=project)
+    assert r.code == 0 and "note: these do not run while reminder is paused (quiet week; " \
+                           "paused by" in r.err, r.err
+    assert cli("resume", "reminder", cwd=project).code == 0
+
     # A server runs r:1 (due at START): history names its key, and it leaves the pending set.
     assert populate(project, [(Counter, "reminder")]) == ["succeeded"]
     r = cli("history", "--json", cwd=project)
