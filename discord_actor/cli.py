@@ -72,6 +72,7 @@ from discord_actor.operations import (
     ScheduleAdded,
     ScheduleNotFound,
     ScheduleRefused,
+    ScheduleRemoved,
     Status,
     TriggerResult,
     UnknownActor,
@@ -814,7 +815,9 @@ def cmd_schedules_list(args: argparse.Namespace) -> int:
     async def listed() -> tuple[list[KeyedSchedule], ActorStatus | None]:
         async with _operations(config) as ops:
             found = await ops.list_schedules(args.actor, prefix=args.prefix, owner=args.owner)
-            actors = (await ops.status()).actors
+            if not found:
+                return found, None
+            actors = (await ops.status()).actors  # whether the actor holds them
             return found, next((a for a in actors if a.actor == args.actor.strip()), None)
 
     found, actor = run_async(listed())
@@ -880,12 +883,12 @@ def cmd_schedules_add(args: argparse.Namespace) -> int:
 def cmd_schedules_remove(args: argparse.Namespace) -> int:
     config = _config(args)
 
-    async def remove() -> None:
+    async def remove() -> ScheduleRemoved:
         async with _operations(config) as ops:
-            await ops.remove_schedule(args.actor, args.key)
+            return await ops.remove_schedule(args.actor, args.key)
 
-    run_async(remove())
-    print(f"removed {args.actor.strip()} {args.key}: it does not run again (its runs are kept)")
+    removed = run_async(remove())
+    print(f"removed {removed.actor} {removed.key}: it does not run again (its runs are kept)")
     return OK
 
 

@@ -781,6 +781,8 @@ def test_schedules_add_list_remove_and_status_history_show_them(keyed_project: P
         (["add", "reminder", "k", "--every", "soon"], "--every 'soon' is not a number"),
         (["add", "reminder", "k", "--every", "0"],
          "actor 'reminder': key 'k': an interval schedule needs seconds > 0, got 0"),
+        (["add", "reminder", "k", "--every", "inf"],
+         "actor 'reminder': key 'k': an interval schedule needs seconds <= 3153600000"),
         (["add", "reminder", "k", "--every", "60", "--payload", "{text: 1}"],
          "--payload is not valid JSON: Expecting property name"),
         (["add", "reminder", "k", "--every", "60", "--payload", "[1, 2]"],

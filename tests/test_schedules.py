@@ -75,6 +75,8 @@ def test_build_each_type_case_insensitively() -> None:
         ({"type": "interval"}, "seconds > 0"),
         ({"type": "interval", "seconds": 0}, "seconds > 0"),
         ({"type": "interval", "seconds": -3}, "seconds > 0"),
+        ({"type": "interval", "seconds": float("inf")}, "seconds <= 3153600000"),
+        ({"type": "interval", "seconds": 1e12}, "got 1000000000000.0"),
         ({"type": "cron"}, "empty cron expression"),
         ({"type": "cron", "expression": "61 * * * *"}, "bad minute field '61'"),
         ({"type": "once"}, "needs 'at'"),
