@@ -426,7 +426,11 @@ class OnceSchedule(Schedule):
         if config.at is None:
             raise ValueError("a once schedule needs 'at'")
         at = config.at if config.at.tzinfo is not None else config.at.replace(tzinfo=self.tz)
-        self.at = self._local(at)
+        try:
+            self.at = self._local(at)
+        except OverflowError:  # within a day of year 1 or 9999: not a time in every zone
+            raise ValueError(f"a once schedule's 'at' {config.at.isoformat()} is out of "
+                             "range") from None
 
     def initial_slot(self, now: datetime) -> datetime:
         """``at`` even when it is past: whether it still runs is :func:`decide`'s call."""

@@ -778,6 +778,8 @@ def test_schedules_add_list_remove_and_status_history_show_them(keyed_project: P
          "--at 'tomorrow' is not an ISO 8601 date-time"),
         (["add", "reminder", "k", "--at", "2031-02-30T09:00"],
          "--at '2031-02-30T09:00' is not an ISO 8601 date-time"),
+        (["add", "reminder", "k", "--at", "0001-01-01T00:00"],
+         "actor 'reminder': key 'k': a once schedule's 'at' 0001-01-01T00:00:00"),
         (["add", "reminder", "k", "--every", "soon"], "--every 'soon' is not a number"),
         (["add", "reminder", "k", "--every", "0"],
          "actor 'reminder': key 'k': an interval schedule needs seconds > 0, got 0"),
@@ -796,6 +798,8 @@ def test_schedules_add_list_remove_and_status_history_show_them(keyed_project: P
          "actor 'reminder': owner must not be empty"),
         (["add", "reminder", "k", "--every", "60", "--channel", "general"],
          "--channel 'general' is not a Discord channel id"),
+        (["add", "reminder", "k", "--every", "60", "--channel", str(2**64)],
+         f"key 'k': channel_id must be a positive integer (a Discord channel id), not {2**64}"),
     ],
 )
 def test_schedules_errors_exit_2_in_one_line_and_add_nothing(
