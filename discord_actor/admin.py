@@ -71,6 +71,7 @@ REFUSAL = (
 )
 
 _ERROR_LINE = 300  # characters of an error message shown per run in /actors history
+_KEY_WIDTH = 24  # characters of a keyed schedule's key in /actors history
 
 
 # --------------------------------------------------------------------------------------------
@@ -149,7 +150,9 @@ class ActorsCommands(app_commands.Group, name="actors", description="Operate the
 
     # -- the commands ----------------------------------------------------------------------
 
-    @app_commands.command(name="list", description="Every actor: state, next run, last status")
+    @app_commands.command(
+        name="list", description="Every actor: state, next run, last status, keyed schedules"
+    )
     async def list_actors(self, interaction: discord.Interaction) -> None:
         await self._answer(interaction, "list", self._list)
 
@@ -278,7 +281,7 @@ class ActorsCommands(app_commands.Group, name="actors", description="Operate the
         paused = failing = 0
         for a in actors:
             rows.append(
-                [a.actor, a.state, _utc(a.next_run), a.last_status or "-",
+                [a.actor, a.state, _utc(a.next_run), a.last_status or "-", str(a.keyed),
                  str(a.consecutive_failures)]
             )
             if a.broken:
@@ -287,7 +290,7 @@ class ActorsCommands(app_commands.Group, name="actors", description="Operate the
                 paused += 1
                 notes.append(f"{a.actor} paused: {one_line(a.paused_reason or '')}")
             failing += a.consecutive_failures > 0
-        lines = table(["ACTOR", "STATE", "NEXT RUN (UTC)", "LAST", "FAILS"], rows)
+        lines = table(["ACTOR", "STATE", "NEXT RUN (UTC)", "LAST", "KEYED", "FAILS"], rows)
         if notes:
             lines += ["", *notes]
         title = f"{len(actors)} actor{'s' if len(actors) != 1 else ''}"
@@ -304,11 +307,15 @@ class ActorsCommands(app_commands.Group, name="actors", description="Operate the
         name = actor.strip()
         if not runs:
             return Reply(f"No runs of `{name}` are recorded yet.")
+        # A KEY column when some of these runs were for keyed schedules (blank: the configured
+        # schedule's), so that an actor without any keeps its table narrow.
+        keyed = any(r.key is not None for r in runs)
         rows, errors = [], []
         for r in runs:
             rows.append(
                 [
                     str(r.id),
+                    *([shorten(one_line(r.key or ""), _KEY_WIDTH)] if keyed else []),
                     _utc(r.started_at, seconds=True),
                     r.status,
                     r.trigger,
@@ -319,7 +326,9 @@ class ActorsCommands(app_commands.Group, name="actors", description="Operate the
             error = r.error or r.note
             if error:
                 errors.append(f"run {r.id}: {shorten(one_line(error), _ERROR_LINE)}")
-        lines = table(["RUN", "STARTED (UTC)", "STATUS", "TRIGGER", "TRY", "DURATION"], rows)
+        headers = ["RUN", *(["KEY"] if keyed else []), "STARTED (UTC)", "STATUS", "TRIGGER",
+                   "TRY", "DURATION"]
+        lines = table(headers, rows)
         if errors:
             lines += ["", *errors]
         title = f"{name}: last {len(runs)} run{'s' if len(runs) != 1 else ''}"

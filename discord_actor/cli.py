@@ -45,6 +45,7 @@ from discord_actor.hosting import (
     run_async,
     run_server,
 )
+from discord_actor.keyed import Cron, Interval, KeyedSchedule, Once, ScheduleConflict
 from discord_actor.logs import (
     FORMATS,
     LEVELS,
@@ -60,6 +61,7 @@ from discord_actor.operations import (
     ActorDisabled,
     ActorPaused,
     ActorRemoved,
+    ActorStatus,
     NotStarted,
     OperationError,
     Operations,
@@ -67,12 +69,18 @@ from discord_actor.operations import (
     ResumeResult,
     RunInfo,
     RunNotFound,
+    ScheduleAdded,
+    ScheduleNotFound,
+    ScheduleRefused,
+    ScheduleRemoved,
     Status,
     TriggerResult,
     UnknownActor,
+    describe_keyed,
     describe_schedule,
     format_duration,
     one_line,
+    schedule_json,
     shorten,
     table,
     when,
@@ -88,6 +96,8 @@ OK, FAILURE, USAGE, INTERRUPTED = 0, 1, 2, 130
 
 CHECK_SLOTS = 3  # next slots shown per actor by ``check``
 HISTORY_ERROR_WIDTH = 60  # characters of a run's error in the history table
+SCHEDULE_KEY_WIDTH = 40  # characters of a key in the schedules and history tables
+SCHEDULE_PAYLOAD_WIDTH = 50  # characters of a payload in the schedules table
 NEXT_DB_TIMEOUT = 3.0  # seconds ``next`` waits for the database before using the schedule alone
 
 log = logging.getLogger("discord_actor.cli")
@@ -229,6 +239,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="delete nothing: print how many runs would go, per actor, and the cutoff")
 
+    schedules = sub.add_parser(
+        "schedules", parents=[common], help="list, add and remove an actor's keyed schedules",
+        description="list, add and remove an actor's keyed schedules (those created at run time "
+        "by a key, besides the one in the configuration)",
+    )
+    schedules_sub = schedules.add_subparsers(dest="schedules_command", metavar="COMMAND",
+                                             required=True)
+    p = command("list", cmd_schedules_list, "an actor's pending keyed schedules, soonest first",
+                parent=schedules_sub)
+    p.add_argument("actor", metavar="ACTOR")
+    p.add_argument("--prefix", metavar="P", help="only keys that start with P")
+    p.add_argument("--owner", metavar="O", help="only those of this owner (e.g. user:42)")
+    p.add_argument("--json", action="store_true", help="print a JSON array")
+    p = command("add", cmd_schedules_add, "add a keyed schedule to an actor",
+                parent=schedules_sub)
+    p.add_argument("actor", metavar="ACTOR")
+    p.add_argument("key", metavar="KEY", help="its name, unique per actor (e.g. guild:7)")
+    when_group = p.add_mutually_exclusive_group(required=True)
+    when_group.add_argument("--at", metavar="ISO8601",
+                            help="once, at this time (without an offset: read in --timezone, "
+                            "else server.timezone)")
+    when_group.add_argument("--every", metavar="SECONDS",
+                            help="every SECONDS seconds, the first run now")
+    when_group.add_argument("--cron", metavar="EXPR",
+                            help="a 5-field cron expression, in --timezone")
+    p.add_argument("--timezone", metavar="TZ",
+                   help="IANA time zone its times are read and shown in (default: "
+                   "server.timezone)")
+    p.add_argument("--payload", metavar="JSON", help="a JSON object the run gets as ctx.payload")
+    p.add_argument("--channel", metavar="ID",
+                   help="the Discord channel id its ctx.post goes to (default: the actor's)")
+    p.add_argument("--owner", metavar="O",
+                   help="who it belongs to (e.g. user:42), counted by max_schedules_per_owner")
+    p.add_argument("--replace", action="store_true",
+                   help="change it if the key is already pending with another definition")
+    p = command("remove", cmd_schedules_remove, "remove a pending keyed schedule (its runs are "
+                "kept)", parent=schedules_sub)
+    p.add_argument("actor", metavar="ACTOR")
+    p.add_argument("key", metavar="KEY")
+
     config = sub.add_parser("config", parents=[common], help="configuration commands",
                             description="configuration commands")
     config_sub = config.add_subparsers(dest="config_command", metavar="COMMAND", required=True)
@@ -300,14 +350,17 @@ def _unknown_actor(config: Config, name: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _store(config: Config, **overrides: Any) -> AsyncIterator[tuple[Store | None, Database]]:
-    """An open Store, or None if the schema has no tables yet (no server has run)."""
+async def _store(
+    config: Config, *, migrate: bool = False, **overrides: Any
+) -> AsyncIterator[tuple[Store | None, Database]]:
+    """An open Store, or None if the schema has no tables yet (no server has run); ``migrate``
+    creates or upgrades them first."""
     import asyncpg
 
     from discord_actor.db.migrations import applied_versions
     from discord_actor.db.store import Store
 
-    db = await open_for(config, **overrides)
+    db = await open_for(config, migrate=migrate, **overrides)
     try:
         async with db.pool.acquire() as conn:
             initialized = bool(await applied_versions(conn, db.schema))
@@ -320,10 +373,12 @@ async def _store(config: Config, **overrides: Any) -> AsyncIterator[tuple[Store 
 
 
 @contextlib.asynccontextmanager
-async def _operations(config: Config, **overrides: Any) -> AsyncIterator[Operations]:
+async def _operations(
+    config: Config, *, migrate: bool = False, **overrides: Any
+) -> AsyncIterator[Operations]:
     """The operations layer on this configuration's database; its refusals become messages
     that name the configuration and the command to run instead."""
-    async with _store(config, **overrides) as (store, _):
+    async with _store(config, migrate=migrate, **overrides) as (store, _):
         try:
             yield Operations(store, config)
         except UnknownActor as e:
@@ -342,8 +397,25 @@ async def _operations(config: Config, **overrides: Any) -> AsyncIterator[Operati
         except RunNotFound as e:
             raise CliError(f"no run with id {e.run_id} in {database_label(config)} (it may "
                            "have been pruned; 'discord-actor history' lists the runs)") from None
+        except ScheduleNotFound as e:
+            raise CliError(f"{e} (it ran, was removed, or never was; 'discord-actor schedules "
+                           f"list {e.actor}' lists the pending ones)") from None
+        except ScheduleRefused as e:
+            raise CliError(_refused(e), USAGE) from None
         except OperationError as e:
             raise CliError(str(e)) from None
+
+
+def _refused(refused: ScheduleRefused) -> str:
+    """The keyed schedules API's refusal in the words of the command line."""
+    error = refused.error
+    if isinstance(error, ScheduleConflict):
+        keys = ", ".join(repr(k) for k in error.keys)
+        return (f"actor {refused.actor!r}: key {keys} is already pending with another "
+                "schedule, payload, channel or owner; add --replace to change it, or remove it "
+                f"first (discord-actor schedules remove {refused.actor} KEY)")
+    text = str(error)
+    return text if f"actor {refused.actor!r}" in text else f"actor {refused.actor!r}: {text}"
 
 
 def _not_started(config: Config, actor: str) -> CliError:
@@ -409,7 +481,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         elif a.schedule.type == "immediate":
             print("  next: when the server starts")
         elif a.schedule.type == "none":
-            print("  next: only by its keyed schedules and manual triggers")
+            print("  next: by its keyed schedules ('discord-actor schedules list "
+                  f"{a.name}') and triggers")
         else:
             print("  next: none (its time has passed)")
     dry = _dry_run_note(config, actors)
@@ -489,12 +562,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         [
             a.actor, a.state, when(a.next_run, a.timezone), a.last_status or "-",
             when(a.last_run_at, a.timezone), str(a.consecutive_failures), str(a.running),
-            a.schedule or "-",
+            str(a.keyed), a.schedule or "-",
         ]
         for a in report.actors
     ]
     print("\n".join(table(["ACTOR", "STATE", "NEXT RUN", "LAST STATUS", "LAST RUN", "FAILURES",
-                             "RUNNING", "SCHEDULE"], rows)))
+                             "RUNNING", "KEYED", "SCHEDULE"], rows)))
     for a in report.actors:
         if a.broken:
             print(f"{a.actor} is broken: setup() failed: {a.setup_error} (it does not run; "
@@ -523,14 +596,15 @@ def cmd_history(args: argparse.Namespace) -> int:
         return OK
     rows = [
         [
-            str(r.id), r.actor, when(r.scheduled_for, r.timezone), format_duration(r.duration_ms),
+            str(r.id), r.actor, shorten(one_line(r.key or ""), SCHEDULE_KEY_WIDTH),
+            when(r.scheduled_for, r.timezone), format_duration(r.duration_ms),
             r.status, r.trigger, str(r.attempt),
             shorten(one_line(r.error or r.note or ""), HISTORY_ERROR_WIDTH),
         ]
         for r in runs
     ]
-    print("\n".join(table(["ID", "ACTOR", "SCHEDULED FOR", "DURATION", "STATUS", "TRIGGER",
-                             "ATTEMPT", "ERROR"], rows)))
+    print("\n".join(table(["ID", "ACTOR", "KEY", "SCHEDULED FOR", "DURATION", "STATUS",
+                             "TRIGGER", "ATTEMPT", "ERROR"], rows)))
     if any(r.error_type for r in runs):
         print("a failed run's traceback: discord-actor history --show ID", file=sys.stderr)
     return OK
@@ -549,7 +623,7 @@ def _show_run(config: Config, run_id: int, as_json: bool) -> int:
         return OK
     tz = r.timezone
     lines = [
-        f"run {r.id} of {r.actor}: {r.status}",
+        f"run {r.id} of {r.actor}{'' if r.key is None else f' (key {r.key})'}: {r.status}",
         f"  scheduled for  {when(r.scheduled_for, tz)}",
         f"  started        {when(r.started_at, tz)}",
         f"  finished       {when(r.finished_at, tz)}",
@@ -594,8 +668,8 @@ def cmd_next(args: argparse.Namespace) -> int:
         print(f"note: {cfg.name} runs once each time the server starts; no slot to predict",
               file=sys.stderr)
     if cfg.schedule.type == "none":
-        print(f"note: {cfg.name} has no [actors.schedule]: it runs only by its keyed schedules"
-              f" (discord-actor schedules list {cfg.name}) and manual triggers", file=sys.stderr)
+        print(f"note: {cfg.name} has no configured schedule; it runs by its keyed schedules "
+              f"(discord-actor schedules list {cfg.name}) and triggers", file=sys.stderr)
     slots, done = predicted_slots(schedule, task, after, args.count, datetime.now(UTC))
     if not slots and cfg.schedule.type == "once":
         print(f"note: {_once_note(cfg, after, done, args.after is None)}", file=sys.stderr)
@@ -729,6 +803,141 @@ def cmd_trigger(args: argparse.Namespace) -> int:
         print(f"triggered {name}: a running server starts it within a second "
               "(or at its next start)")
     return OK
+
+
+# --------------------------------------------------------------------------------------------
+# schedules list, add, remove
+
+
+def cmd_schedules_list(args: argparse.Namespace) -> int:
+    config = _config(args)
+
+    async def listed() -> tuple[list[KeyedSchedule], ActorStatus | None]:
+        async with _operations(config) as ops:
+            found = await ops.list_schedules(args.actor, prefix=args.prefix, owner=args.owner)
+            if not found:
+                return found, None
+            actors = (await ops.status()).actors  # whether the actor holds them
+            return found, next((a for a in actors if a.actor == args.actor.strip()), None)
+
+    found, actor = run_async(listed())
+    if found and actor is not None and actor.state in ("paused", "disabled", "broken"):
+        why = {"paused": f"paused ({actor.paused_reason}); 'discord-actor resume {actor.actor}' "
+                         "lets them run again",
+               "disabled": f"disabled (enabled = false in {config.path})",
+               "broken": f"broken (its setup() failed: {actor.setup_error})"}[actor.state]
+        print(f"note: these do not run while {actor.actor} is {why}", file=sys.stderr)
+    if args.json:
+        _print_json([schedule_json(s) for s in found])
+        return OK
+    name = args.actor.strip()
+    if not found:
+        filters = [f"{what} {value!r}" for what, value in
+                   (("key prefix", args.prefix), ("owner", args.owner)) if value is not None]
+        print(f"no pending schedules of {name}" + (f" with {' and '.join(filters)}"
+                                                    if filters else ""))
+        return OK
+    rows = [
+        [
+            shorten(s.key, SCHEDULE_KEY_WIDTH), when(s.next_run), describe_keyed(s),
+            s.owner or "-", str(s.channel_id or "-"),
+            "paused" if s.paused else (s.last_status or "-"),
+            shorten(json.dumps(s.payload, ensure_ascii=False), SCHEDULE_PAYLOAD_WIDTH)
+            if s.payload else "-",
+        ]
+        for s in found
+    ]
+    print("\n".join(table(["KEY", "NEXT RUN", "SCHEDULE", "OWNER", "CHANNEL", "LAST STATUS",
+                             "PAYLOAD"], rows)))
+    for s in found:
+        if s.paused:
+            print(f"{s.key} is paused by its circuit breaker; 'discord-actor resume {name}' "
+                  "starts it afresh")
+    return OK
+
+
+def cmd_schedules_add(args: argparse.Namespace) -> int:
+    config = _config(args)
+    schedule = _schedule_spec(args, config)
+    payload = _payload(args.payload)
+    channel = _channel_id(args.channel)
+
+    async def add() -> ScheduleAdded:
+        async with _operations(config, migrate=True) as ops:
+            return await ops.add_schedule(
+                args.actor, args.key, schedule, payload=payload, channel_id=channel,
+                owner=args.owner, replace=args.replace,
+            )
+
+    result = run_async(add())
+    s = result.schedule
+    what = {"added": "added", "replaced": "replaced", "unchanged": "already pending, unchanged:"}
+    print(f"{what[result.outcome]} {s.actor} {s.key}: {describe_keyed(s)}, next run "
+          f"{when(s.next_run)}")
+    if isinstance(schedule, Once) and s.next_run is not None and s.next_run < datetime.now(UTC):
+        print(f"note: {when(s.next_run)} has passed: a running server runs it at once",
+              file=sys.stderr)
+    return OK
+
+
+def cmd_schedules_remove(args: argparse.Namespace) -> int:
+    config = _config(args)
+
+    async def remove() -> ScheduleRemoved:
+        async with _operations(config) as ops:
+            return await ops.remove_schedule(args.actor, args.key)
+
+    removed = run_async(remove())
+    print(f"removed {removed.actor} {removed.key}: it does not run again (its runs are kept)")
+    return OK
+
+
+def _schedule_spec(args: argparse.Namespace, config: Config) -> Once | Interval | Cron:
+    """--at, --every or --cron (argparse makes sure there is exactly one)."""
+    zone = args.timezone
+    if args.at is not None:
+        try:
+            at = datetime.fromisoformat(args.at.strip())
+        except ValueError:
+            raise CliError(f"--at {args.at!r} is not an ISO 8601 date-time (e.g. "
+                           "2026-03-29T09:00:00+02:00, or 2026-03-29T09:00 in --timezone)",
+                           USAGE) from None
+        if at.tzinfo is None and zone is None:
+            zone = config.server.timezone  # a naive time is read in server.timezone
+        return Once(at=at, timezone=zone)
+    if args.every is not None:
+        try:
+            seconds = float(args.every)
+        except ValueError:
+            raise CliError(f"--every {args.every!r} is not a number of seconds", USAGE) from None
+        return Interval(seconds=seconds, timezone=zone)
+    return Cron(args.cron, timezone=zone)
+
+
+def _payload(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise CliError(f"--payload is not valid JSON: {e}", USAGE) from None
+    if not isinstance(value, dict):
+        raise CliError(f"--payload must be a JSON object ({{\"text\": \"...\"}}), not "
+                       f"{type(value).__name__}", USAGE)
+    return value
+
+
+def _channel_id(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise CliError(f"--channel {text!r} is not a Discord channel id (a positive whole "
+                       "number)", USAGE)
+    return value
 
 
 # --------------------------------------------------------------------------------------------

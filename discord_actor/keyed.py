@@ -316,7 +316,7 @@ class Schedules:
         if item.channel_id is not None and (
             isinstance(item.channel_id, bool)
             or not isinstance(item.channel_id, int)
-            or item.channel_id <= 0
+            or not 0 < item.channel_id < 2**63  # a bigint in the database
         ):
             raise InvalidSchedule(
                 f"key {item.key!r}: channel_id must be a positive integer (a Discord channel"

@@ -1,4 +1,5 @@
-"""What an operator can ask of the actors: status, history, one run, pause, resume, trigger.
+"""What an operator can ask of the actors: status, history, one run, pause, resume, trigger,
+and their keyed schedules (list, add, remove).
 
 One layer for every front end (the ``discord-actor`` commands, ``/actors`` in Discord, the HTTP
 side): each builds an ``Operations`` from a ``Store`` and the configuration, calls it, and only
@@ -19,6 +20,7 @@ Without the CLI::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +29,8 @@ from typing import Any
 
 from .config import ActorConfig, Config, ScheduleConfig, closest
 from .db.store import Operator, Store
-from .schedules import build_schedule, format_slot, resume_slot
+from .keyed import MAX_KEY_CHARS, KeyedSchedule, ScheduleError, Schedules, ScheduleSpec
+from .schedules import build_schedule, format_slot, from_definition, resume_slot
 from .storable import MAX_ERROR_MESSAGE, cap
 
 #: every status a run can have, as stored
@@ -59,6 +62,7 @@ class ActorStatus:
     running: int
     trigger_pending: bool
     retry_at: datetime | None
+    keyed: int = 0  # its pending keyed schedules
 
     @property
     def broken(self) -> bool:
@@ -100,6 +104,7 @@ class ActorStatus:
             "running": self.running,
             "trigger_pending": self.trigger_pending,
             "retry_at": iso(self.retry_at, tz),
+            "keyed": self.keyed,
         }
 
 
@@ -130,6 +135,7 @@ class RunInfo:
     instance_id: str | None
     posted: list[Any]
     traceback: str | None = None
+    key: str | None = None  # the keyed schedule it ran for (None: the configured one)
 
     @property
     def error(self) -> str | None:
@@ -150,6 +156,7 @@ class RunInfo:
         item: dict[str, Any] = {
             "id": self.id,
             "actor": self.actor,
+            "key": self.key,
             "scheduled_for": iso(self.scheduled_for, tz),
             "started_at": iso(self.started_at, tz),
             "finished_at": iso(self.finished_at, tz),
@@ -188,6 +195,20 @@ class ResumeResult:
 class TriggerResult:
     actor: str
     already_pending: bool  # an earlier trigger has not started yet; this one joined it
+
+
+@dataclass(frozen=True)
+class ScheduleAdded:
+    schedule: KeyedSchedule  # as stored, with its next run
+    #: "added" (new, or armed again after it ran or was removed), "replaced" (it was pending
+    #: with another definition), "unchanged" (pending with this same definition already)
+    outcome: str
+
+
+@dataclass(frozen=True)
+class ScheduleRemoved:
+    actor: str
+    key: str
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,6 +263,26 @@ class RunNotFound(OperationError):
     def __init__(self, run_id: int) -> None:
         super().__init__(f"no run with id {run_id}")
         self.run_id = run_id
+
+
+class ScheduleNotFound(OperationError):
+    """No pending keyed schedule of the actor has that key (it ran, was removed, or never was)."""
+
+    def __init__(self, actor: str, key: str) -> None:
+        super().__init__(f"actor {actor!r} has no pending schedule with key {key!r}")
+        self.actor = actor
+        self.key = key
+
+
+class ScheduleRefused(OperationError):
+    """The keyed schedules API refused an add: ``error`` is its typed error (``InvalidKey``,
+    ``InvalidSchedule``, ``InvalidPayload``, ``ScheduleConflict``, ``ScheduleLimitReached``),
+    whose message says what is wrong."""
+
+    def __init__(self, actor: str, error: ScheduleError) -> None:
+        super().__init__(str(error))
+        self.actor = actor
+        self.error = error
 
 
 # --------------------------------------------------------------------------------------------
@@ -347,7 +388,81 @@ class Operations:
             raise ActorDisabled(actor)
         return TriggerResult(actor, change.was_pending)
 
+    # -- keyed schedules ---------------------------------------------------------------------
+
+    async def list_schedules(
+        self,
+        actor: str,
+        *,
+        prefix: str | None = None,
+        owner: str | None = None,
+        limit: int | None = None,
+    ) -> list[KeyedSchedule]:
+        """The actor's pending keyed schedules, soonest first."""
+        name = await self._configured_actor(actor)
+        if self.store is None:
+            return []
+        return await self._schedules(self.store).list(
+            name, prefix=prefix, owner=owner, limit=limit
+        )
+
+    async def add_schedule(
+        self,
+        actor: str,
+        key: str,
+        schedule: ScheduleSpec,
+        *,
+        payload: dict[str, Any] | None = None,
+        channel_id: int | None = None,
+        owner: str | None = None,
+        replace: bool = False,
+    ) -> ScheduleAdded:
+        """Add a keyed schedule through ``keyed.Schedules`` (same checks, limits and errors as
+        from code; those errors come back as ``ScheduleRefused``)."""
+        name = await self._configured_actor(actor)
+        if self.store is None:
+            raise NotStarted(name)
+        schedules = self._schedules(self.store)
+        try:
+            # Only to tell the operator what happened; the add itself decides on the locked row
+            # (and says what is wrong with a key it cannot store).
+            storable = isinstance(key, str) and 0 < len(key) <= MAX_KEY_CHARS and "\x00" not in key
+            before = await schedules.list(name, key=key) if storable else []
+            added = await schedules.add(
+                name, key=key, schedule=schedule, payload=payload, channel_id=channel_id,
+                owner=owner, replace=replace,
+            )
+        except ScheduleError as e:
+            raise ScheduleRefused(name, e) from None
+        if not before:
+            outcome = "added"
+        elif _same_definition(before[0], added):
+            outcome = "unchanged"
+        else:
+            outcome = "replaced"
+        return ScheduleAdded(added, outcome)
+
+    async def remove_schedule(self, actor: str, key: str) -> ScheduleRemoved:
+        """Remove a pending keyed schedule (its run history stays)."""
+        name = await self._configured_actor(actor)
+        if self.store is None or not await self._schedules(self.store).remove(name, key):
+            raise ScheduleNotFound(name, key)
+        return ScheduleRemoved(name, key)
+
+    def _schedules(self, store: Store) -> Schedules:
+        return Schedules(store, self.config)
+
     # -- helpers -----------------------------------------------------------------------------
+
+    async def _configured_actor(self, actor: str) -> str:
+        """``actor`` if it is configured: keyed schedules run only for configured actors."""
+        name = actor.strip()
+        if name in self._configured:
+            return name
+        task = await self.store.task(name) if self.store is not None else None
+        if task is not None:
+            raise ActorRemoved(name)
+        raise await self._unknown(name)
 
     async def _existing(self, actor: str) -> str:
         """``actor`` if it is configured or has a task (even a removed one)."""
@@ -393,6 +508,7 @@ class Operations:
             running=int(row["running"]) if row is not None else 0,
             trigger_pending=bool(row and row["manual_at"] is not None),
             retry_at=row["retry_at"] if row is not None else None,
+            keyed=int(row["keyed"]) if row is not None else 0,
         )
 
     def _run_info(self, r: Any, *, traceback: bool = False) -> RunInfo:
@@ -416,11 +532,45 @@ class Operations:
             instance_id=r["instance_id"],
             posted=list(posted or []),
             traceback=r["error_traceback"] if traceback else None,
+            key=r["key"],
         )
+
+
+def _same_definition(a: KeyedSchedule, b: KeyedSchedule) -> bool:
+    return (a.schedule, a.payload, a.channel_id, a.owner) == (
+        b.schedule, b.payload, b.channel_id, b.owner
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # Formatting shared by the text front ends
+
+
+def schedule_json(s: KeyedSchedule) -> dict[str, Any]:
+    """A keyed schedule as ``discord-actor schedules list --json`` prints it."""
+    return {
+        "actor": s.actor,
+        "key": s.key,
+        "next_run": iso(s.next_run),
+        "schedule": s.schedule,
+        "payload": s.payload,
+        "channel_id": s.channel_id,
+        "owner": s.owner,
+        "paused": s.paused,
+        "last_status": s.last_status,
+    }
+
+
+def describe_keyed(s: KeyedSchedule) -> str:
+    """A keyed schedule's definition in one line, as ``describe_schedule`` says a configured
+    one (an interval says its zone too: its times are shown in it)."""
+    cfg = from_definition(s.schedule)
+    if cfg.type == "once" and cfg.at is not None:  # stored in UTC: shown in its zone
+        cfg = dataclasses.replace(cfg, at=cfg.at.astimezone(build_schedule(cfg).tz))
+    text = describe_schedule(cfg)
+    if cfg.type != "cron":
+        text += f" ({cfg.timezone})"
+    return text
 
 
 def iso(value: datetime | None, tz: tzinfo | None = None) -> str | None:
@@ -445,7 +595,7 @@ def describe_schedule(cfg: ScheduleConfig) -> str:
     if cfg.type == "once":
         return f"once at {format_slot(cfg.at)}" if cfg.at is not None else "once"
     if cfg.type == "none":
-        return "none (keyed schedules and triggers only)"
+        return "keyed schedules and triggers only"
     return "once at every start (immediate)"
 
 

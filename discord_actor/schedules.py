@@ -235,6 +235,9 @@ class Schedule(ABC):
         return self._local(slot), 1, self.next_after(now)
 
 
+MAX_INTERVAL_SECONDS = 100 * 365 * 86400
+
+
 class IntervalSchedule(Schedule):
     """Fixed rate: slots are the first slot plus whole multiples of ``seconds``."""
 
@@ -242,6 +245,9 @@ class IntervalSchedule(Schedule):
         super().__init__(config)
         if config.seconds is None or not config.seconds > 0:
             raise ValueError(f"an interval schedule needs seconds > 0, got {config.seconds!r}")
+        if not config.seconds <= MAX_INTERVAL_SECONDS:  # inf too: slots past year 9999 fail
+            raise ValueError(f"an interval schedule needs seconds <= {MAX_INTERVAL_SECONDS} "
+                             f"(100 years), got {config.seconds!r}")
         self.seconds = float(config.seconds)
         self.step = timedelta(seconds=self.seconds)
         if self.step <= timedelta(0):
@@ -420,7 +426,11 @@ class OnceSchedule(Schedule):
         if config.at is None:
             raise ValueError("a once schedule needs 'at'")
         at = config.at if config.at.tzinfo is not None else config.at.replace(tzinfo=self.tz)
-        self.at = self._local(at)
+        try:
+            self.at = self._local(at)
+        except OverflowError:  # within a day of year 1 or 9999: not a time in every zone
+            raise ValueError(f"a once schedule's 'at' {config.at.isoformat()} is out of "
+                             "range") from None
 
     def initial_slot(self, now: datetime) -> datetime:
         """``at`` even when it is past: whether it still runs is :func:`decide`'s call."""

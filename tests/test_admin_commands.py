@@ -7,14 +7,14 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import discord
 import pytest
 from discord.ext import commands
 
-from discord_actor import RunContext, actor
+from discord_actor import Interval, Once, RunContext, actor
 from discord_actor.admin import (
     REFUSAL,
     ActorsCommands,
@@ -336,6 +336,35 @@ async def test_list_and_history_show_the_stored_state(world: World) -> None:
     assert "No runs of `reminder` are recorded yet" in text(none_yet)
     unknown = await answer(fake, "actors history", {"actor": "flakey"})
     assert "did you mean `flaky`?" in text(unknown)
+
+
+async def test_list_counts_keyed_schedules_and_history_names_their_keys(world: World) -> None:
+    h = world.harness  # its clock is at START + 1 h
+    await h.schedules.add("digest", key="guild:7", schedule=Once(at=START + timedelta(hours=1.5)))
+    await h.schedules.add("digest", key="guild:8", schedule=Once(at=START + timedelta(days=1)))
+    await h.schedules.add("flaky", key="feed:1", schedule=Interval(seconds=86400),
+                          payload={"url": "https://example.com/feed"})
+
+    shown = text(await answer(world.fake, "actors list"))
+    header = next(line for line in shown.splitlines() if line.startswith("ACTOR"))
+    assert header.split()[-2:] == ["KEYED", "FAILS"]
+    rows = {line.split()[0]: line.split() for line in shown.splitlines() if line.strip()}
+    assert (rows["digest"][-2], rows["flaky"][-2], rows["reminder"][-2]) == ("2", "1", "0")
+
+    await h.tick(1800)  # guild:7 is due; digest's own next slot is at START + 2 h
+    shown = text(await answer(world.fake, "actors history", {"actor": "digest"}))
+    header = next(line for line in shown.splitlines() if line.startswith("RUN"))
+    assert header.split()[:3] == ["RUN", "KEY", "STARTED"]
+    runs = await h.store.history("digest", 10)
+    assert [r["key"] for r in runs] == ["guild:7", None, None]
+    keyed, configured = runs[0], runs[1]
+    row = next(line for line in shown.splitlines() if line.startswith(f"{keyed['id']} "))
+    assert row.split()[1] == "guild:7"
+    row = next(line for line in shown.splitlines() if line.startswith(f"{configured['id']} "))
+    assert row[header.index("KEY"):header.index("STARTED")].strip() == ""  # the configured one
+    rows = {line.split()[0]: line.split() for line in
+            text(await answer(world.fake, "actors list")).splitlines() if line.strip()}
+    assert rows["digest"][-2] == "1"  # guild:7 ran: one left
 
 
 async def test_list_shows_an_actor_whose_setup_failed_as_broken(world: World) -> None:

@@ -604,6 +604,228 @@ def test_operator_actions_are_logged_by_the_running_server(
     assert logged(f"operator: {who} resumed counter"), caplog.text
 
 
+# --------------------------------------------------------------------------------------------
+# Keyed schedules: schedules list, add, remove
+
+
+KEYED_ACTORS = """
+[[actors]]
+name = "reminder"
+module = "counter"
+platform = "console"
+max_schedules = 4
+max_schedules_per_owner = 2
+max_payload_bytes = 64
+"""
+
+
+@pytest.fixture
+def keyed_project(tmp_path: Path, database_url: str, db_schema: str) -> Path:
+    """reminder: no configured schedule, at most 4 keyed ones (2 per owner), payloads <= 64 B;
+    server.timezone Europe/Berlin."""
+    write_project(tmp_path, db_section(database_url, db_schema), KEYED_ACTORS,
+                  server='timezone = "Europe/Berlin"', modules={"counter": COUNTER_PY})
+    return tmp_path
+
+
+def listed(project: Path, *args: str) -> dict[str, dict[str, Any]]:
+    r = cli("schedules", "list", "reminder", "--json", *args, cwd=project)
+    assert r.code == 0, r.err
+    items = r.json()
+    runs = [datetime.fromisoformat(s["next_run"]) for s in items]
+    assert runs == sorted(runs)  # soonest first
+    return {s["key"]: s for s in items}
+
+
+def test_schedules_add_list_remove_and_status_history_show_them(keyed_project: Path) -> None:
+    project = keyed_project
+    r = cli("schedules", "list", "reminder", cwd=project)  # no server has run: nothing yet
+    assert r.code == 0 and r.out.strip() == "no pending schedules of reminder", (r.out, r.err)
+
+    # An aware --at; a naive one in server.timezone, and one in --timezone; a cron in its zone.
+    r = cli("schedules", "add", "reminder", "r:1", "--at", "2026-01-05T12:00:00Z",
+            "--payload", '{"text": "stand up"}', "--owner", "user:42", "--channel", "123",
+            cwd=project)
+    assert r.code == 0, r.err
+    assert r.out.strip() == ("added reminder r:1: once at 2026-01-05T13:00:00+01:00 "
+                             "(Europe/Berlin), next run 2026-01-05T13:00:00+01:00")
+    assert "has passed: a running server runs it at once" in r.err
+    r = cli("schedules", "add", "reminder", "r:2", "--at", "2031-07-01T09:00", "--owner",
+            "user:42", cwd=project)
+    assert r.code == 0, r.err
+    r = cli("schedules", "add", "reminder", "r:3", "--at", "2031-01-10T09:00", "--timezone",
+            "America/New_York", cwd=project)
+    assert r.code == 0, r.err
+    # user:42 has 2 already: max_schedules_per_owner.
+    r = cli("schedules", "add", "reminder", "r:4", "--every", "60", "--owner", "user:42",
+            cwd=project)
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1, r.err
+    assert "owner 'user:42' already has 2 pending schedule(s) of actor 'reminder', and " \
+           "max_schedules_per_owner is 2 (actors[0].max_schedules_per_owner in" in r.err
+    r = cli("schedules", "add", "reminder", "guild:7", "--cron", "0 9 * * 1-5", "--timezone",
+            "Asia/Tokyo", cwd=project)
+    assert r.code == 0 and "cron '0 9 * * 1-5' (Asia/Tokyo)" in r.out, (r.out, r.err)
+
+    pending = listed(project)
+    assert set(pending) == {"r:1", "r:2", "r:3", "guild:7"}
+    one = pending["r:1"]
+    assert datetime.fromisoformat(one["next_run"]) == START
+    assert one["next_run"] == "2026-01-05T13:00:00+01:00"  # shown in server.timezone
+    assert (one["payload"], one["owner"], one["channel_id"]) == ({"text": "stand up"},
+                                                                 "user:42", 123)
+    assert (one["schedule"]["type"], one["paused"], one["last_status"]) == ("once", False, None)
+    assert pending["r:2"]["next_run"] == "2031-07-01T09:00:00+02:00"  # naive: server.timezone
+    assert pending["r:3"]["next_run"] == "2031-01-10T09:00:00-05:00"  # naive: --timezone
+    cron = datetime.fromisoformat(pending["guild:7"]["next_run"])
+    assert cron.strftime("%H:%M %z") == "09:00 +0900" and cron.isoweekday() <= 5
+    assert pending["r:2"]["payload"] == {} and pending["r:2"]["channel_id"] is None
+    assert set(listed(project, "--prefix", "r:")) == {"r:1", "r:2", "r:3"}
+    assert set(listed(project, "--owner", "user:42")) == {"r:1", "r:2"}
+    assert set(listed(project, "--prefix", "r:", "--owner", "nobody")) == set()
+
+    r = cli("schedules", "list", "reminder", "--prefix", "r:", cwd=project)
+    assert r.code == 0, r.err
+    header, *rows = r.out.splitlines()
+    assert header.split() == ["KEY", "NEXT", "RUN", "SCHEDULE", "OWNER", "CHANNEL", "LAST",
+                              "STATUS", "PAYLOAD"]
+    assert rows[0].startswith("r:1 ") and '{"text": "stand up"}' in rows[0]
+    assert rows[0].index("2026-01-05T13:00:00+01:00") == header.index("NEXT RUN")
+    assert "user:42" in rows[0] and "123" in rows[0]
+
+    # The same again changes nothing; another definition needs --replace.
+    r = cli("schedules", "add", "reminder", "r:1", "--at", "2026-01-05T12:00:00Z",
+            "--payload", '{"text": "stand up"}', "--owner", "user:42", "--channel", "123",
+            cwd=project)
+    assert r.code == 0 and r.out.startswith("already pending, unchanged: reminder r:1"), r.out
+    r = cli("schedules", "add", "reminder", "r:1", "--at", "2026-01-05T12:00:00Z",
+            "--payload", '{"text": "sit down"}', "--owner", "user:42", cwd=project)
+    assert r.code == 2
+    assert r.err.strip() == (
+        "discord-actor: error: actor 'reminder': key 'r:1' is already pending with another "
+        "schedule, payload, channel or owner; add --replace to change it, or remove it first "
+        "(discord-actor schedules remove reminder KEY)"
+    )
+    assert listed(project)["r:1"]["payload"] == {"text": "stand up"}
+    r = cli("schedules", "add", "reminder", "r:1", "--at", "2026-01-05T12:00:00Z",
+            "--payload", '{"text": "sit down"}', "--owner", "user:42", "--replace",
+            cwd=project)
+    assert r.code == 0 and r.out.startswith("replaced reminder r:1"), (r.out, r.err)
+    assert listed(project)["r:1"]["payload"] == {"text": "sit down"}
+
+    # The limit per actor (4); the one per owner (2) is above.
+    r = cli("schedules", "add", "reminder", "feed:9", "--every", "300", cwd=project)
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1, r.err
+    assert "actor 'reminder' already has 4 pending schedule(s); adding 1 would pass " \
+           "max_schedules = 4 (actors[0].max_schedules in" in r.err
+    assert set(listed(project)) == {"r:1", "r:2", "r:3", "guild:7"}
+
+    r = cli("status", "--json", cwd=project)
+    assert r.code == 0, r.err
+    (status,) = r.json()
+    assert (status["actor"], status["keyed"], status["schedule"]) == (
+        "reminder", 4, "keyed schedules and triggers only")
+    r = cli("status", cwd=project)
+    header, row = r.out.splitlines()[:2]
+    assert row[header.index("KEYED"):].split()[0] == "4"
+
+    # They obey their actor's switches, and the list says so.
+    assert cli("pause", "reminder", "--reason", "quiet week", cwd=project).code == 0
+    r = cli("schedules", "list", "reminder", cwd=project)
+    assert r.code == 0 and "note: these do not run while reminder is paused (quiet week; " \
+                           "paused by" in r.err, r.err
+    assert cli("resume", "reminder", cwd=project).code == 0
+
+    # A server runs r:1 (due at START): history names its key, and it leaves the pending set.
+    assert populate(project, [(Counter, "reminder")]) == ["succeeded"]
+    r = cli("history", "--json", cwd=project)
+    assert r.code == 0, r.err
+    (run,) = r.json()
+    assert (run["actor"], run["key"], run["status"]) == ("reminder", "r:1", "succeeded")
+    r = cli("history", cwd=project)
+    header, row = r.out.splitlines()
+    assert header.split()[:3] == ["ID", "ACTOR", "KEY"]
+    assert row.split()[1:3] == ["reminder", "r:1"]
+    r = cli("history", "--show", str(run["id"]), cwd=project)
+    assert r.out.startswith(f"run {run['id']} of reminder (key r:1): succeeded"), r.out
+    assert set(listed(project)) == {"r:2", "r:3", "guild:7"}
+    assert cli("status", "--json", cwd=project).json()[0]["keyed"] == 3
+
+    r = cli("schedules", "remove", "reminder", "guild:7", cwd=project)
+    assert r.code == 0 and r.out.startswith("removed reminder guild:7"), (r.out, r.err)
+    assert set(listed(project)) == {"r:2", "r:3"}
+    for gone in ("guild:7", "r:1"):  # removed; ran
+        r = cli("schedules", "remove", "reminder", gone, cwd=project)
+        assert r.code == 1 and r.out == ""
+        assert f"actor 'reminder' has no pending schedule with key '{gone}'" in r.err
+        assert "discord-actor schedules list reminder" in r.err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["add", "remindr", "k", "--every", "60"],
+         "unknown actor 'remindr' in {config}; did you mean 'reminder'?"),
+        (["list", "remindr"], "unknown actor 'remindr' in {config}; did you mean 'reminder'?"),
+        (["remove", "ghost", "k"], "unknown actor 'ghost' in {config} (configured actors: "
+                                   "reminder)"),
+        (["add", "reminder", "k", "--cron", "61 * * * *"],
+         "actor 'reminder': key 'k': bad minute field '61' in '61 * * * *' (allowed: 0-59)"),
+        (["add", "reminder", "k", "--cron", "0 9 * * *", "--timezone", "Mars/Base"],
+         "actor 'reminder': key 'k': unknown time zone 'Mars/Base'"),
+        (["add", "reminder", "k", "--at", "2031-01-10T09:00", "--timezone", "Mars/Base"],
+         "actor 'reminder': key 'k': unknown time zone 'Mars/Base'"),
+        (["add", "reminder", "k", "--at", "tomorrow"],
+         "--at 'tomorrow' is not an ISO 8601 date-time"),
+        (["add", "reminder", "k", "--at", "2031-02-30T09:00"],
+         "--at '2031-02-30T09:00' is not an ISO 8601 date-time"),
+        (["add", "reminder", "k", "--at", "0001-01-01T00:00"],
+         "actor 'reminder': key 'k': a once schedule's 'at' 0001-01-01T00:00:00"),
+        (["add", "reminder", "k", "--every", "soon"], "--every 'soon' is not a number"),
+        (["add", "reminder", "k", "--every", "0"],
+         "actor 'reminder': key 'k': an interval schedule needs seconds > 0, got 0"),
+        (["add", "reminder", "k", "--every", "inf"],
+         "actor 'reminder': key 'k': an interval schedule needs seconds <= 3153600000"),
+        (["add", "reminder", "k", "--every", "60", "--payload", "{text: 1}"],
+         "--payload is not valid JSON: Expecting property name"),
+        (["add", "reminder", "k", "--every", "60", "--payload", "[1, 2]"],
+         "--payload must be a JSON object"),
+        (["add", "reminder", "k", "--every", "60", "--payload", json.dumps({"text": "x" * 60})],
+         "error: key 'k': payload is 71 bytes as JSON; actor 'reminder' allows at most 64 "
+         "(actors[0].max_payload_bytes)"),
+        (["add", "reminder", "k" * 201, "--every", "60"],
+         "actor 'reminder': key is 201 characters long; at most 200 are allowed"),
+        (["add", "reminder", "k", "--every", "60", "--owner", ""],
+         "actor 'reminder': owner must not be empty"),
+        (["add", "reminder", "k", "--every", "60", "--channel", "general"],
+         "--channel 'general' is not a Discord channel id"),
+        (["add", "reminder", "k", "--every", "60", "--channel", str(2**64)],
+         f"key 'k': channel_id must be a positive integer (a Discord channel id), not {2**64}"),
+    ],
+)
+def test_schedules_errors_exit_2_in_one_line_and_add_nothing(
+    keyed_project: Path, database_url: str, db_schema: str, args: list[str], message: str
+) -> None:
+    config = keyed_project / "actor_server.toml"
+    r = cli("schedules", *args, cwd=keyed_project)
+    assert r.code == 2, (r.out, r.err)
+    assert r.err.count("\n") == 1 and r.err.startswith("discord-actor: error: "), r.err
+    assert message.format(config=config) in r.err
+    tasks = f'"{db_schema}".tasks'
+    (exists,) = query(database_url, "SELECT to_regclass($1) IS NOT NULL AS e", tasks)
+    if exists["e"]:  # the error came after add created the tables: it added no schedule
+        assert query(database_url, f"SELECT key FROM {tasks} WHERE key IS NOT NULL") == []
+
+
+def test_schedules_usage_errors(keyed_project: Path) -> None:
+    r = cli("schedules", "add", "reminder", "k", cwd=keyed_project)
+    assert r.code == 2 and "one of the arguments --at --every --cron is required" in r.err
+    r = cli("schedules", "add", "reminder", "k", "--every", "60", "--cron", "* * * * *",
+            cwd=keyed_project)
+    assert r.code == 2 and "not allowed with argument" in r.err
+    r = cli("schedules", cwd=keyed_project)
+    assert r.code == 2 and "required: COMMAND" in r.err
+
+
 def _session_data_dir() -> Path | None:
     """The data directory of this session's embedded server (see testing/plugin.py)."""
     found = list(Path(tempfile.gettempdir()).glob(f"discord_actor-test-{os.getpid()}-*/pgdata"))

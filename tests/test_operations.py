@@ -9,7 +9,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from discord_actor import RunContext, actor
+from discord_actor import (
+    Cron,
+    Interval,
+    InvalidSchedule,
+    Once,
+    RunContext,
+    ScheduleConflict,
+    ScheduleLimitReached,
+    actor,
+)
 from discord_actor.clock import FakeClock
 from discord_actor.config import ScheduleConfig
 from discord_actor.db import Database
@@ -17,9 +26,13 @@ from discord_actor.db.store import Operator
 from discord_actor.operations import (
     ActorDisabled,
     ActorPaused,
+    ActorRemoved,
     NotStarted,
     Operations,
     RunNotFound,
+    ScheduleNotFound,
+    ScheduleRefused,
+    ScheduleRemoved,
     UnknownActor,
 )
 from discord_actor.testing.harness import ActorHarness, actor_config
@@ -144,3 +157,58 @@ async def test_a_pause_committed_meanwhile_refuses_a_trigger(database: Database)
             with pytest.raises(ActorPaused, match="by the breaker"):
                 await trigger
         assert (await h.store.task("ticker"))["manual_at"] is None  # type: ignore[index]
+
+
+async def test_keyed_schedules_list_add_remove_with_typed_results(database: Database) -> None:
+    pairs = [
+        (ticker, actor_config("ticker", schedule=every(3600), max_schedules=2)),
+        (sleeper, actor_config("gone", schedule=every(10))),
+    ]
+    async with ActorHarness(database, pairs, clock=FakeClock(START)) as h:
+        await h.tick()  # both have task rows; "gone" then leaves the configuration
+        ops = Operations(h.store, replace(h.config, actors=h.config.actors[:1]))
+
+        first = await ops.add_schedule("ticker", "r:1", Once(at=START), payload={"n": 1},
+                                       owner="user:42", channel_id=7)
+        assert first.outcome == "added" and first.schedule.next_run == START
+        same = await ops.add_schedule("ticker", "r:1", Once(at=START), payload={"n": 1},
+                                      owner="user:42", channel_id=7)
+        assert same.outcome == "unchanged" and same.schedule.payload == {"n": 1}
+        with pytest.raises(ScheduleRefused) as refused:
+            await ops.add_schedule("ticker", "r:1", Once(at=START), payload={"n": 2})
+        assert isinstance(refused.value.error, ScheduleConflict)
+        assert refused.value.error.keys == ["r:1"]
+        changed = await ops.add_schedule("ticker", "r:1", Once(at=START), payload={"n": 2},
+                                         replace=True)
+        assert changed.outcome == "replaced" and changed.schedule.owner is None
+        later = START + timedelta(days=1)
+        await ops.add_schedule("ticker", "r:2", Once(at=later), owner="user:7")
+        with pytest.raises(ScheduleRefused) as refused:
+            await ops.add_schedule("ticker", "r:3", Once(at=later))
+        assert isinstance(refused.value.error, ScheduleLimitReached)
+        assert refused.value.error.setting == "max_schedules"
+        with pytest.raises(ScheduleRefused) as refused:
+            await ops.add_schedule("ticker", "r:3", Cron("0 25 * * *"))
+        assert isinstance(refused.value.error, InvalidSchedule)
+        assert "bad hour field '25'" in str(refused.value)
+
+        assert [s.key for s in await ops.list_schedules("ticker")] == ["r:1", "r:2"]
+        assert [s.key for s in await ops.list_schedules("ticker", owner="user:7")] == ["r:2"]
+        status = {a.actor: a for a in (await ops.status()).actors}
+        assert status["ticker"].keyed == 2 and status["ticker"].to_json()["keyed"] == 2
+
+        await h.tick()  # r:1 is due at START
+        (run,) = await ops.history("ticker", limit=1)
+        assert run.key == "r:1" and run.to_json()["key"] == "r:1"
+        assert (await ops.history("ticker"))[-1].key is None  # the configured schedule's run
+        assert [s.key for s in await ops.list_schedules("ticker")] == ["r:2"]
+
+        assert await ops.remove_schedule("ticker", "r:2") == ScheduleRemoved("ticker", "r:2")
+        for key in ("r:2", "r:1", "never"):  # removed, ran, never was
+            with pytest.raises(ScheduleNotFound):
+                await ops.remove_schedule("ticker", key)
+        with pytest.raises(UnknownActor) as unknown:
+            await ops.list_schedules("tikcer")
+        assert unknown.value.suggestion == "ticker"
+        with pytest.raises(ActorRemoved):
+            await ops.add_schedule("gone", "k", Interval(seconds=60))

@@ -75,9 +75,13 @@ def test_build_each_type_case_insensitively() -> None:
         ({"type": "interval"}, "seconds > 0"),
         ({"type": "interval", "seconds": 0}, "seconds > 0"),
         ({"type": "interval", "seconds": -3}, "seconds > 0"),
+        ({"type": "interval", "seconds": float("inf")}, "seconds <= 3153600000"),
+        ({"type": "interval", "seconds": 1e12}, "got 1000000000000.0"),
         ({"type": "cron"}, "empty cron expression"),
         ({"type": "cron", "expression": "61 * * * *"}, "bad minute field '61'"),
         ({"type": "once"}, "needs 'at'"),
+        ({"type": "once", "at": datetime(9999, 12, 31, 23, 59, tzinfo=UTC), "timezone": BERLIN},
+         "'at' 9999-12-31T23:59:00\\+00:00 is out of range"),
         ({"type": "immediate", "timezone": "Mars/Olympus"}, "unknown time zone 'Mars/Olympus'"),
     ],
 )

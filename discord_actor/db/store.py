@@ -728,10 +728,10 @@ class Store:
             next_run,
             due_at,
             notice=_notice(actor, "resumed", by),
-            # Its keyed schedules whose own circuit breaker tripped start afresh too.
+            # Those of its keyed schedules whose own circuit breaker tripped start afresh too.
             then=f"UPDATE {self._tasks} SET paused = false, paused_reason = NULL,"
             " paused_at = NULL, consecutive_failures = 0, updated_at = now()"
-            " WHERE actor = $1 AND key IS NOT NULL AND paused",
+            " WHERE actor = $1 AND key IS NOT NULL AND removed_at IS NULL AND paused",
         )
 
     async def trigger(self, actor: str, by: Operator | None = None) -> TaskChange | None:
@@ -1025,9 +1025,10 @@ class Store:
 
     async def _change(self, assignments: str, allowed: str, actor: str, *args: Any,
                       notice: str, then: str | None = None) -> TaskChange | None:
-        """An operator's change to one task, its precondition (``allowed``, on the row as it
-        was) checked in the same statement, on the row locked; the running servers are told
-        (``notice``: what happened, as JSON, which they log) when it was applied."""
+        """An operator's change to an actor's own row, its precondition (``allowed``, on the
+        row as it was) checked in the same statement, on the row locked; the running servers are
+        told (``notice``: what happened, as JSON, which they log) when it was applied. ``then``:
+        a statement (its only argument the actor) run in the same transaction when applied."""
         sql = f"""
             WITH old AS (
                 SELECT id, enabled, paused, paused_reason, manual_at FROM {self._tasks}
@@ -1045,7 +1046,7 @@ class Store:
             if row is None:
                 return None
             if row["applied"]:
-                if then is not None:  # on the actor's other rows (its keyed schedules)
+                if then is not None:
                     await conn.execute(then, actor)
                 await conn.execute("SELECT pg_notify($1, $2)", self.channel, notice)
         return TaskChange(
