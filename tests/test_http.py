@@ -11,13 +11,14 @@ import textwrap
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from discord_actor import RunContext, actor
+from discord_actor import Once, RunContext, actor
 from discord_actor.cli import main
 from discord_actor.config import (
     ConfigError,
@@ -231,6 +232,21 @@ async def test_runs_api_gives_the_traceback_and_filters(served: tuple[Runtime, s
                 assert "error" in await a.json()
         async with http.get(f"{url}/api/runs/999999999") as a:
             assert a.status == 404
+
+
+async def test_the_dashboard_counts_keyed_schedules(served: tuple[Runtime, str]) -> None:
+    runtime, url = served
+    later = datetime.now(UTC) + timedelta(hours=1)
+    for key in ("guild:1", "guild:2"):
+        await runtime.schedules.add("ticker", key=key, schedule=Once(at=later))
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{url}/") as page:
+            assert "2 keyed schedules pending" in await page.text()
+        async with http.get(f"{url}/actors/ticker") as page:
+            assert "2 keyed schedules pending" in await page.text()
+        async with http.get(f"{url}/api/actors") as api:
+            body = await api.json()
+    assert [a["keyed"] for a in body["actors"] if a["actor"] == "ticker"] == [2]
 
 
 async def test_a_non_loopback_host_needs_the_token_to_read(

@@ -132,6 +132,7 @@ def _row(a: ActorStatus) -> dict[str, Any]:
         "running": a.running,
         "registered": a.registered,
         "trigger_pending": a.trigger_pending,
+        "keyed": a.keyed,  # pending keyed schedules
     }
 
 
