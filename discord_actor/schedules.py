@@ -449,40 +449,36 @@ class OnceSchedule(Schedule):
         return {"type": "once", "at": self.at.astimezone(UTC).isoformat()}
 
 
-class ImmediateSchedule(Schedule):
+class _NoNextSlot(Schedule):
+    """A schedule whose slots no clock can list: at most one at start-up (or none at all)."""
+
+    def next_after(self, slot: datetime) -> None:
+        return None
+
+    def upcoming(
+        self, after: datetime, count: int, anchor: datetime | None = None
+    ) -> list[datetime]:
+        """Nothing: a start-up slot is the next start, which no clock can predict."""
+        return []
+
+
+class ImmediateSchedule(_NoNextSlot):
     """One slot each time the server starts, at the start."""
 
     def initial_slot(self, now: datetime) -> datetime:
         _utc(now, "now")
         return self._local(now)
 
-    def next_after(self, slot: datetime) -> None:
-        return None
-
-    def upcoming(
-        self, after: datetime, count: int, anchor: datetime | None = None
-    ) -> list[datetime]:
-        """Nothing: the only slot is the next start-up, which no clock can predict."""
-        return []
-
     def normalized(self) -> dict[str, Any]:
         return {"type": "immediate"}
 
 
-class NoSchedule(Schedule):
+class NoSchedule(_NoNextSlot):
     """No slots at all: an actor without ``[actors.schedule]`` runs only through its keyed
     schedules and manual triggers."""
 
     def initial_slot(self, now: datetime) -> None:
         return None
-
-    def next_after(self, slot: datetime) -> None:
-        return None
-
-    def upcoming(
-        self, after: datetime, count: int, anchor: datetime | None = None
-    ) -> list[datetime]:
-        return []
 
     def normalized(self) -> dict[str, Any]:
         return {"type": "none"}

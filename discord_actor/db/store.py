@@ -975,38 +975,37 @@ class Store:
         """Delete at most ``limit`` finished runs that finished before ``cutoff``, oldest first;
         how many. None, deleting nothing, while another process holds the retention lock (one
         deleter at a time: concurrent deletes of the same rows would only wait on each other)."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            if not await conn.fetchval(
-                "SELECT pg_try_advisory_xact_lock(hashtext($1))", self.retention_lock
-            ):
-                return None
-            status: str = await conn.execute(
-                f"DELETE FROM {self._runs} WHERE id IN ("
-                f" SELECT id FROM {self._runs} WHERE status <> 'running' AND finished_at < $1"
-                " ORDER BY finished_at LIMIT $2)",
-                cutoff,
-                limit,
-            )
-        return int(status.split()[-1])
+        return await self._delete_under_retention_lock(
+            f"DELETE FROM {self._runs} WHERE id IN ("
+            f" SELECT id FROM {self._runs} WHERE status <> 'running' AND finished_at < $1"
+            " ORDER BY finished_at LIMIT $2)",
+            cutoff,
+            limit,
+        )
 
     async def prune_keyed_batch(self, cutoff: datetime, limit: int) -> int | None:
         """Delete at most ``limit`` keyed schedules that are over (removed, or a ``once`` that
         ran), unchanged since ``cutoff`` and without runs left; how many. None while another
         process holds the retention lock."""
+        return await self._delete_under_retention_lock(
+            f"DELETE FROM {self._tasks} WHERE id IN ("
+            f" SELECT t.id FROM {self._tasks} t WHERE t.key IS NOT NULL"
+            f" AND t.updated_at < $1 AND NOT {self._pending}"
+            f" AND NOT EXISTS (SELECT 1 FROM {self._runs} r WHERE r.task_id = t.id)"
+            " LIMIT $2)",
+            cutoff,
+            limit,
+        )
+
+    async def _delete_under_retention_lock(self, sql: str, *args: Any) -> int | None:
+        """One batch of retention, in its own transaction; None if another process holds the
+        lock (then nothing is deleted)."""
         async with self.pool.acquire() as conn, conn.transaction():
             if not await conn.fetchval(
                 "SELECT pg_try_advisory_xact_lock(hashtext($1))", self.retention_lock
             ):
                 return None
-            status: str = await conn.execute(
-                f"DELETE FROM {self._tasks} WHERE id IN ("
-                f" SELECT t.id FROM {self._tasks} t WHERE t.key IS NOT NULL"
-                f" AND t.updated_at < $1 AND NOT {self._pending}"
-                f" AND NOT EXISTS (SELECT 1 FROM {self._runs} r WHERE r.task_id = t.id)"
-                " LIMIT $2)",
-                cutoff,
-                limit,
-            )
+            status: str = await conn.execute(sql, *args)
         return int(status.split()[-1])
 
     @property
