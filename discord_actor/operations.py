@@ -519,7 +519,7 @@ class Operations:
         return RunInfo(
             id=r["id"],
             actor=r["actor"],
-            timezone=self.zone(r["actor"]),
+            timezone=r.get("key_zone") or self.zone(r["actor"]),
             scheduled_for=r["scheduled_for"],
             started_at=r["started_at"],
             finished_at=r["finished_at"],

@@ -397,3 +397,15 @@ async def test_a_keyed_interval_keeps_its_own_pace_after_each_run(database: Data
         await runtime.stop()
     fast = [k for k, _, _ in seen if k == "fast"]
     assert len(fast) >= 5, seen  # polls every 5 s: only its own pace gives this many
+
+
+async def test_history_shows_a_keyed_run_in_its_own_zone(database: Database) -> None:
+    from discord_actor.operations import Operations
+
+    async with harness(database) as h:
+        await h.schedules.add(
+            "reminder", key="berlin", schedule=Once(at=START, timezone="Europe/Berlin")
+        )
+        await h.tick()
+        (run,) = await Operations(h.store, h.config).history("reminder")
+    assert run.key == "berlin" and run.timezone == "Europe/Berlin"

@@ -39,6 +39,8 @@ t.id, t.actor, t.enabled, t.paused, t.max_instances, t.next_run, t.due_at,
 q.scheduled_for AS retry_slot, q.attempt AS retry_attempt, q.retry_at, t.manual_at,
 t.key, CASE WHEN t.key IS NULL THEN NULL ELSE t.schedule::text END AS keyed_schedule
 """
+# The zone a keyed schedule's runs are shown in (its own; NULL: its actor's).
+KEYED_ZONE_SQL = "CASE WHEN t.key IS NULL THEN NULL ELSE t.schedule->>'timezone' END AS key_zone"
 # A keyed schedule obeys its actor's switches, which live on the actor's row (key NULL).
 ACTOR_LIVE_SQL = """(t.key IS NULL OR EXISTS (
     SELECT 1 FROM {tasks} a WHERE a.actor = t.actor AND a.key IS NULL
@@ -672,7 +674,8 @@ class Store:
     ) -> list[asyncpg.Record]:
         rows: list[asyncpg.Record] = await self.pool.fetch(
             f"""
-            SELECT r.*, t.actor, t.key FROM {self._runs} r JOIN {self._tasks} t ON t.id = r.task_id
+            SELECT r.*, t.actor, t.key, {KEYED_ZONE_SQL}
+            FROM {self._runs} r JOIN {self._tasks} t ON t.id = r.task_id
             WHERE ($1::text IS NULL OR t.actor = $1) AND ($2::text IS NULL OR r.status = $2)
             ORDER BY r.started_at DESC, r.id DESC LIMIT $3
             """,
@@ -684,7 +687,7 @@ class Store:
 
     async def run(self, run_id: int) -> asyncpg.Record | None:
         return await self.pool.fetchrow(
-            f"SELECT r.*, t.actor, t.key FROM {self._runs} r"
+            f"SELECT r.*, t.actor, t.key, {KEYED_ZONE_SQL} FROM {self._runs} r"
             f" JOIN {self._tasks} t ON t.id = r.task_id WHERE r.id = $1",
             run_id,
         )
