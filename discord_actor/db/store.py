@@ -56,9 +56,11 @@ LEFT JOIN LATERAL (
 
 # What is due up to $1, earliest first, at most $2 of each kind: scheduled slots, manual
 # triggers and retries, each through its own index. ``kind`` says which part found the row, so
-# that the caller can tell whether a part was cut off by the limit.
+# that the caller can tell whether a part was cut off by the limit. MATERIALIZED: the due rows
+# are found once; inlined, a plan made on stale statistics (a table just filled) ran the whole
+# union again for every task row it joined (3 s for 2,000 rows instead of 10 ms).
 DUE_WINDOW_SQL = """
-WITH due AS (
+WITH due AS MATERIALIZED (
     (SELECT t.id, 's' AS kind, t.due_at AS at FROM {tasks} t
      WHERE t.due_at <= $1 AND t.enabled AND NOT t.paused AND t.removed_at IS NULL
        AND t.running < t.max_instances AND {actor_live}
@@ -297,6 +299,11 @@ class LimitExceeded(Exception):
         )
 
 
+# A statement that wrote at least this many task rows refreshes the table's planner statistics
+# at once: until autovacuum's next look (up to a minute) plans made for a table that was nearly
+# empty read every row where an index finds the few wanted (the due window, claims).
+ANALYZE_AFTER_ROWS = 1000
+
 NOTICE_REASON_CHARS = 1000  # of a reason, in a notification (NOTIFY payloads are < 8000 bytes)
 
 
@@ -432,7 +439,7 @@ class Store:
                 "SELECT pg_advisory_xact_lock(hashtext($1))",
                 f"discord_actor.reconcile.{self.schema}",
             )
-            await conn.execute(
+            written = await conn.execute(
                 f"""
                 INSERT INTO {self._tasks} AS t (actor, enabled, schedule, schedule_hash,
                     max_instances, max_attempts, next_run, due_at)
@@ -487,6 +494,8 @@ class Store:
             )
             # Other running servers look at what is due again (a schedule may have changed).
             await conn.execute("SELECT pg_notify($1, '')", self.channel)
+        if int(written.split()[-1]) >= ANALYZE_AFTER_ROWS:
+            await self.analyze_tasks()
 
     async def record_setup(self, failed: dict[str, str], succeeded: Sequence[str]) -> None:
         """Keep each actor's setup() failure on its task (``failed``: actor -> error), and
@@ -839,7 +848,13 @@ class Store:
             )
             if notify:  # something is due before the running servers' next look
                 await conn.execute("SELECT pg_notify($1, '')", self.channel)
+        if len(write) >= ANALYZE_AFTER_ROWS:
+            await self.analyze_tasks()
         return KeyedWrite(list(write), unchanged)
+
+    async def analyze_tasks(self) -> None:
+        """Refresh the planner's statistics of the tasks table (after many rows were written)."""
+        await self.pool.execute(f"ANALYZE {self._tasks}")
 
     async def _check_limits(
         self,
