@@ -36,6 +36,7 @@ bench: $(BIN)/.bench-installed
 	$(BIN)/python bench/pool_vs_single.py
 	$(BIN)/python bench/startup_many_actors.py
 	$(BIN)/python bench/peers.py
+	$(BIN)/python bench/keyed_schedules.py
 
 # Build and tool caches only: the database under .discord_actor (every actor's state and all
 # run history) stays; `make clean-data` deletes it.

@@ -204,6 +204,26 @@ async def test_add_many_is_one_transaction_all_or_none(database: Database) -> No
         assert len(runs) == 1000 and len({r.key for r in runs}) == 1000
 
 
+async def test_a_large_add_many_refreshes_the_planner_statistics(database: Database) -> None:
+    """Plans made while the table looked empty read every row (or worse) to find what is due:
+    after a bulk add the statistics must already count the new rows."""
+    tasks = f'"{database.schema}".tasks'
+    async with harness(database) as h:
+        await h.schedules.add_many(
+            "reminder",
+            [NewSchedule(f"r:{i}", Once(at=START + timedelta(hours=1, seconds=i)))
+             for i in range(1500)],
+        )
+        counted = await database.pool.fetchval(
+            "SELECT reltuples FROM pg_class WHERE oid = $1::regclass", tasks
+        )
+        assert counted >= 1500
+        # And the due window finds the one due among them through its index, in one plan.
+        await h.schedules.add("reminder", key="due", schedule=Once(at=START))
+        (run,) = await h.tick()
+        assert run.key == "due"
+
+
 async def test_limits_per_actor_and_per_owner(database: Database) -> None:
     async with harness(database, max_schedules=3, max_schedules_per_owner=2) as h:
         soon = Once(at=START + timedelta(minutes=5))

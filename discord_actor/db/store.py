@@ -58,9 +58,11 @@ LEFT JOIN LATERAL (
 
 # What is due up to $1, earliest first, at most $2 of each kind: scheduled slots, manual
 # triggers and retries, each through its own index. ``kind`` says which part found the row, so
-# that the caller can tell whether a part was cut off by the limit.
+# that the caller can tell whether a part was cut off by the limit. MATERIALIZED: the due rows
+# are found once; inlined, a plan made on stale statistics (a table just filled) ran the whole
+# union again for every task row it joined (3 s for 2,000 rows instead of 10 ms).
 DUE_WINDOW_SQL = """
-WITH due AS (
+WITH due AS MATERIALIZED (
     (SELECT t.id, 's' AS kind, t.due_at AS at FROM {tasks} t
      WHERE t.due_at <= $1 AND t.enabled AND NOT t.paused AND t.removed_at IS NULL
        AND t.running < t.max_instances AND {actor_live}
@@ -312,6 +314,13 @@ class TaskChange:
     next_run: datetime | None  # after the change (None also when not applied)
 
 
+# A write of at least this many task rows, and at least as many as the planner's statistics
+# know of, refreshes those statistics at once: until autovacuum's next look (up to a minute)
+# plans made for a table that looked nearly empty read every row where an index would find the
+# few wanted (the due window, claims). Smaller writes leave it to autovacuum (ANALYZE of 100,000
+# rows takes 0.2 s).
+ANALYZE_AFTER_ROWS = 1000
+
 NOTICE_REASON_CHARS = 1000  # of a reason, in a notification (NOTIFY payloads are < 8000 bytes)
 
 
@@ -447,7 +456,7 @@ class Store:
                 "SELECT pg_advisory_xact_lock(hashtext($1))",
                 f"discord_actor.reconcile.{self.schema}",
             )
-            await conn.execute(
+            written = await conn.execute(
                 f"""
                 INSERT INTO {self._tasks} AS t (actor, enabled, schedule, schedule_hash,
                     max_instances, max_attempts, next_run, due_at)
@@ -502,6 +511,7 @@ class Store:
             )
             # Other running servers look at what is due again (a schedule may have changed).
             await conn.execute("SELECT pg_notify($1, '')", self.channel)
+        await self.refresh_statistics(int(written.split()[-1]))
 
     async def record_setup(self, failed: dict[str, str], succeeded: Sequence[str]) -> None:
         """Keep each actor's setup() failure on its task (``failed``: actor -> error), and
@@ -861,7 +871,21 @@ class Store:
             )
             if notify:  # something is due before the running servers' next look
                 await conn.execute("SELECT pg_notify($1, '')", self.channel)
+        await self.refresh_statistics(len(write))
         return KeyedWrite(list(write), unchanged)
+
+    async def refresh_statistics(self, written: int) -> bool:
+        """ANALYZE the tasks table if ``written`` rows are many and at least as many as its
+        statistics count (``ANALYZE_AFTER_ROWS``); True if it did."""
+        if written < ANALYZE_AFTER_ROWS:
+            return False
+        known = await self.pool.fetchval(
+            "SELECT reltuples FROM pg_class WHERE oid = $1::regclass", self._tasks
+        )
+        if known is not None and written < known:
+            return False
+        await self.pool.execute(f"ANALYZE {self._tasks}")
+        return True
 
     async def _check_limits(
         self,
