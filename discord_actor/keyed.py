@@ -327,7 +327,7 @@ class Schedules:
             schedule = build_schedule(schedule_config)
         except ValueError as e:
             raise InvalidSchedule(f"key {item.key!r}: {e}") from None
-        stored = definition(schedule_config)
+        stored = definition(schedule_config, schedule)
         definition_json = _canonical(stored)
         payload_json = _payload_json(cfg, item)
         identity = _canonical(

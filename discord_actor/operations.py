@@ -25,7 +25,9 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
+from functools import lru_cache
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from .config import ActorConfig, Config, ScheduleConfig, closest
 from .db.store import Operator, Store
@@ -519,7 +521,7 @@ class Operations:
         return RunInfo(
             id=r["id"],
             actor=r["actor"],
-            timezone=r.get("key_zone") or self.zone(r["actor"]),
+            timezone=_zone(r.get("key_zone")) or self.zone(r["actor"]),
             scheduled_for=r["scheduled_for"],
             started_at=r["started_at"],
             finished_at=r["finished_at"],
@@ -571,6 +573,12 @@ def describe_keyed(s: KeyedSchedule) -> str:
     if cfg.type != "cron":
         text += f" ({cfg.timezone})"
     return text
+
+
+@lru_cache(maxsize=256)
+def _zone(name: str | None) -> tzinfo | None:
+    """A keyed schedule's stored zone (validated when it was added), or None."""
+    return None if name is None else ZoneInfo(name)
 
 
 def iso(value: datetime | None, tz: tzinfo | None = None) -> str | None:

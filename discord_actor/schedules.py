@@ -502,10 +502,11 @@ def build_schedule(cfg: ScheduleConfig) -> Schedule:
     return _TYPES[kind](cfg)
 
 
-def definition(cfg: ScheduleConfig) -> dict[str, Any]:
+def definition(cfg: ScheduleConfig, schedule: Schedule | None = None) -> dict[str, Any]:
     """A keyed schedule's whole definition as stored (its ``schedule`` column): when slots fall
-    (:meth:`Schedule.normalized`) plus the zone they are shown in, jitter and catch-up."""
-    schedule = build_schedule(cfg)
+    (:meth:`Schedule.normalized`) plus the zone they are shown in, jitter and catch-up.
+    ``schedule``: the one already built from ``cfg``, if any."""
+    schedule = schedule or build_schedule(cfg)
     return schedule.normalized() | {
         "timezone": schedule.tz.key,
         "jitter_seconds": cfg.jitter_seconds,

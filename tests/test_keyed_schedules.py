@@ -428,4 +428,5 @@ async def test_history_shows_a_keyed_run_in_its_own_zone(database: Database) -> 
         )
         await h.tick()
         (run,) = await Operations(h.store, h.config).history("reminder")
-    assert run.key == "berlin" and run.timezone == "Europe/Berlin"
+    assert run.key == "berlin" and str(run.timezone) == "Europe/Berlin"
+    assert run.to_json()["scheduled_for"] == "2026-01-05T13:00:00+01:00"
