@@ -128,9 +128,10 @@ async def main(actors: int) -> int:
                         sizes.append(len(body))
                         lines = body.count(b"\n")
                         await asyncio.sleep(1)
-            side_by_side = render_side_by_side(runtime.metrics)
         finally:
             await runtime.stop()
+    # After the stop: rendering on the event loop here would stall the runtime's runs.
+    side_by_side = render_side_by_side(runtime.metrics)
     print(f"{actors:,} actors, every one has run; /metrics: {lines:,} lines, "
           f"{statistics.median(sizes) / 1e6:.1f} MB")
     print(f"scrape after all ran  (ms, 5 scrapes): median {statistics.median(all_ran):.0f}, "

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from .db.store import ClaimedRun
 
 log = logging.getLogger("discord_actor.runtime")
+MAX_NAMED_RUNS = 10  # in one warning: the blocking one is usually the first few
 
 CHECK_INTERVAL = 0.25  # seconds between two checks: a stall is measured this much short
 WARN_AFTER = 1.0  # seconds of lag that get a warning
@@ -64,7 +65,10 @@ class LoopLagWatcher:
 
     def _warn(self, runs: dict[int, str]) -> None:
         if runs:
-            named = ", ".join(f"run {run_id} of {actor}" for run_id, actor in sorted(runs.items()))
+            shown = sorted(runs.items())[:MAX_NAMED_RUNS]
+            named = ", ".join(f"run {run_id} of {actor}" for run_id, actor in shown)
+            if len(runs) > MAX_NAMED_RUNS:
+                named += f" and {len(runs) - MAX_NAMED_RUNS} more"
             where = f"runs in progress: {named}"
         else:
             where = "no run was in progress"
