@@ -36,7 +36,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 import statistics
 import sys
 import tempfile
@@ -50,13 +49,12 @@ from typing import Any
 import asyncpg
 from common import machine_line
 from peers import (
-    SPAWNED,
     Bench,
     Child,
-    ChildFailed,
     cpu_seconds,
     percentiles,
     read_text,
+    run_orchestration,
     shown_command,
     vm_hwm_mb,
     write_text,
@@ -200,6 +198,15 @@ class KeyedBench(Bench):
         return await self.spawn(name, [self.discord_actor, "run", "--config", str(config)],
                                 self.log)
 
+    async def measure_then_stop(
+        self, children: list[Child], row: Row, first: datetime, seconds: float
+    ) -> None:
+        try:
+            await self.measure(children, row, first, seconds)
+        finally:
+            for child in children:
+                await self.stop(child)
+
     async def measure(self, children: list[Child], row: Row, first: datetime,
                       seconds: float) -> None:
         """Sleep through the due minute sampling CPU; count once the grace has passed."""
@@ -238,11 +245,7 @@ class KeyedBench(Bench):
         config = write_project(self.tmp, spread(first, seconds, due))
         row = Row(f"{due:,} configured once actors", expected=due)
         children = [await self.run(f"discord-actor {i + 1}", config) for i in range(processes)]
-        try:
-            await self.measure(children, row, first, seconds)
-        finally:
-            for child in children:
-                await self.stop(child)
+        await self.measure_then_stop(children, row, first, seconds)
         return row
 
     async def keyed_pending(self, config: Config, pending: int) -> list[str]:
@@ -308,11 +311,7 @@ class KeyedBench(Bench):
         await self.schedules(load_config(path)).add_many(ACTOR, items)
         row = Row(f"{due:,} keyed Once", expected=due)
         children = [await self.run(f"discord-actor {i + 1}", path) for i in range(2)]
-        try:
-            await self.measure(children, row, first, seconds)
-        finally:
-            for child in children:
-                await self.stop(child)
+        await self.measure_then_stop(children, row, first, seconds)
         return row
 
     # workload 3
@@ -513,15 +512,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--quick", action="store_true",
                    help="10,000 pending, 2,000 due in workload 4, 20 s windows: a fast try")
     args = p.parse_args(argv)
-    try:
-        return asyncio.run(orchestrate(args))
-    except ChildFailed as e:
-        print(f"bench failed: {e}", file=sys.stderr)
-        return 1
-    finally:
-        for pid in SPAWNED:  # only if a stop was interrupted (Ctrl-C twice, say)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+    return run_orchestration(orchestrate(args))
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -945,8 +945,13 @@ def main(argv: list[str]) -> int:
     if args.child is not None:
         asyncio.run(run_child(args.child, Plan.from_json(args.plan), args.out))
         return 0
+    return run_orchestration(orchestrate(args))
+
+
+def run_orchestration(orchestration: Coroutine[Any, Any, int]) -> int:
+    """Run a bench's orchestration; a child that failed is one line, and no child outlives it."""
     try:
-        return asyncio.run(orchestrate(args))
+        return asyncio.run(orchestration)
     except ChildFailed as e:
         print(f"bench failed: {e}", file=sys.stderr)
         return 1
