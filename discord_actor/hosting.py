@@ -122,7 +122,7 @@ def _run(config_path: Path, dry_run: bool, services: Sequence[Service] | None) -
 
     # Every problem, the configuration's and the actors', exits 2 before the database is used.
     config, actors = load_project(config_path)
-    from discord_actor.web.server import exposed_without_token
+    from discord_actor.web.access import exposed_without_token
 
     exposed = exposed_without_token(config)
     if exposed is not None:
@@ -273,7 +273,7 @@ async def _serve(config: Config, actors: dict[str, LoadedActor], services: Seque
 
     from discord_actor.alerts import ConsoleAlerts
     from discord_actor.runtime import TRANSIENT_DB_ERRORS, Runtime, default_platforms
-    from discord_actor.web.server import HttpUnavailable
+    from discord_actor.web.access import HttpUnavailable
 
     stop = asyncio.Event()
     runtime: Runtime | None = None
@@ -321,7 +321,7 @@ async def _serve_bot(config: Config, actors: dict[str, LoadedActor], token: str,
 
     from discord_actor.bot import GatewayUnreachable, create_bot, serve_bot
     from discord_actor.db import DatabaseUnavailable, MigrationError
-    from discord_actor.web.server import HttpUnavailable
+    from discord_actor.web.access import HttpUnavailable
 
     cfg = config.discord
     stop = asyncio.Event()

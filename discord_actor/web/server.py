@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +19,7 @@ from aiohttp import web
 
 from ..config import Config, is_loopback, redact_text
 from ..metrics import CONTENT_TYPE, discord_readings
+from .access import HttpUnavailable, exposed_without_token, http_token
 from .auth import Auth
 
 if TYPE_CHECKING:
@@ -31,29 +31,6 @@ DATABASE_CHECK_SECONDS = 2.0  # a health check waits this long for ``SELECT 1``
 OPEN_PATHS = ("/login", "/static/")  # served to anyone, even where reading needs the token
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class HttpUnavailable(Exception):
-    """The HTTP endpoint cannot start: its address is taken or invalid, or it would be open to
-    the network without a token. The message says which key to change."""
-
-
-def http_token(config: Config) -> str | None:
-    """The operators' token from the variable named by ``http.token_env`` (never logged)."""
-    return (os.environ.get(config.http.token_env) or "").strip() or None
-
-
-def exposed_without_token(config: Config) -> str | None:
-    """Why ``[http]`` must not start as configured (a non-loopback host without a token)."""
-    cfg = config.http
-    if not cfg.enabled or is_loopback(cfg.host) or http_token(config) is not None:
-        return None
-    return (
-        f"http.host = {cfg.host!r} in {config.path} listens beyond this machine, and "
-        f"${cfg.token_env} (http.token_env) is not set: set it to a long random token (e.g. "
-        "the output of 'openssl rand -hex 32'), which every request must then carry, or set "
-        'http.host = "127.0.0.1"'
-    )
 
 
 def base_url(config: Config) -> str:
