@@ -251,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("actor", metavar="ACTOR")
     p.add_argument("--prefix", metavar="P", help="only keys that start with P")
     p.add_argument("--owner", metavar="O", help="only those of this owner (e.g. user:42)")
+    p.add_argument("--limit", type=_positive_int, default=100, metavar="N",
+                   help="at most N, the soonest (default: 100)")
     p.add_argument("--json", action="store_true", help="print a JSON array")
     p = command("add", cmd_schedules_add, "add a keyed schedule to an actor",
                 parent=schedules_sub)
@@ -814,13 +816,19 @@ def cmd_schedules_list(args: argparse.Namespace) -> int:
 
     async def listed() -> tuple[list[KeyedSchedule], ActorStatus | None]:
         async with _operations(config) as ops:
-            found = await ops.list_schedules(args.actor, prefix=args.prefix, owner=args.owner)
+            found = await ops.list_schedules(
+                args.actor, prefix=args.prefix, owner=args.owner, limit=args.limit + 1
+            )
             if not found:
                 return found, None
             actors = (await ops.status()).actors  # whether the actor holds them
             return found, next((a for a in actors if a.actor == args.actor.strip()), None)
 
     found, actor = run_async(listed())
+    if len(found) > args.limit:  # one more was asked for, to tell
+        found = found[: args.limit]
+        print(f"note: showing the {args.limit} soonest; there are more (--limit N)",
+              file=sys.stderr)
     if found and actor is not None and actor.state in ("paused", "disabled", "broken"):
         why = {"paused": f"paused ({actor.paused_reason}); 'discord-actor resume {actor.actor}' "
                          "lets them run again",

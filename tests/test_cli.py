@@ -682,6 +682,9 @@ def test_schedules_add_list_remove_and_status_history_show_them(keyed_project: P
     assert set(listed(project, "--prefix", "r:")) == {"r:1", "r:2", "r:3"}
     assert set(listed(project, "--owner", "user:42")) == {"r:1", "r:2"}
     assert set(listed(project, "--prefix", "r:", "--owner", "nobody")) == set()
+    r = cli("schedules", "list", "reminder", "--json", "--limit", "2", cwd=project)
+    assert [s["key"] for s in r.json()] == ["r:1", "guild:7"], r.out  # the two soonest
+    assert "showing the 2 soonest; there are more" in r.err
 
     r = cli("schedules", "list", "reminder", "--prefix", "r:", cwd=project)
     assert r.code == 0, r.err
