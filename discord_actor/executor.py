@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
 import logging
 import traceback
 from collections import Counter
@@ -39,7 +38,7 @@ from .metrics import RuntimeMetrics
 from .platforms import Platform
 from .plugins import LoadedActor
 from .schedules import Schedule, format_slot, schedule_of
-from .storable import MAX_ERROR_MESSAGE, MAX_TRACEBACK, clean_text, refused_in
+from .storable import MAX_ERROR_MESSAGE, MAX_TRACEBACK, Unstorable, clean_text, jsonb_json
 
 log = logging.getLogger("discord_actor.runtime")
 
@@ -58,21 +57,13 @@ class StateNotSerializable(TypeError):
 def state_json(state: object) -> str:
     """The state as stored; fails the run (not the bookkeeping) when PostgreSQL cannot hold it,
     naming the key, rather than have the database refuse the outcome of a run that succeeded."""
-    where: str | None
     try:
-        text = json.dumps(state, allow_nan=False)
-    except (TypeError, ValueError) as e:
-        where = refused_in(state) or str(e)
-    else:
-        if "\\u0000" not in text:  # the common case: nothing jsonb refuses
-            return text
-        where = refused_in(state)
-        if where is None:  # the six characters \u0000 themselves, which jsonb accepts
-            return text
-    raise StateNotSerializable(
-        "ctx.state must hold only JSON values (dict, list, str, int, finite float, bool, None;"
-        f" no NUL character): {where}"
-    )
+        return jsonb_json(state, "ctx.state")
+    except Unstorable as e:
+        raise StateNotSerializable(
+            "ctx.state must hold only JSON values (dict, list, str, int, finite float, bool,"
+            f" None; no NUL character): {e}"
+        ) from None
 
 
 def retry_delay(attempt: int, backoff: float, max_backoff: float) -> float:

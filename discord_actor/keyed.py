@@ -24,15 +24,16 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from dataclasses import replace as replace_fields
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .clock import Clock
 from .config import CATCH_UP_POLICIES, ActorConfig, Config, ScheduleConfig
-from .db.store import KeyConflict, KeyedRow, LimitExceeded, Store, TaskSpec
+from .db.store import KeyConflict, KeyedRow, KeyedWrite, LimitExceeded, Store, TaskSpec
 from .schedules import Schedule, build_schedule, definition, jittered, stored_schedule
-from .storable import refused_in
+from .storable import Unstorable, jsonb_json
 
 if TYPE_CHECKING:
     import discord
@@ -120,6 +121,9 @@ class KeyedSchedule:
     owner: str | None = None
     paused: bool = False  # its own circuit breaker tripped
     last_status: str | None = None
+    #: what ``add`` did: "added" (new, or armed again after it ran or was removed),
+    #: "replaced" (pending with another definition) or "unchanged"; None from ``list``
+    change: str | None = None
 
 
 # -- errors: each says what is wrong and what to do ---------------------------------------------
@@ -219,8 +223,8 @@ class Schedules:
         item = NewSchedule(key, schedule, payload, channel_id, owner)
         cfg = self._actor(actor)
         row, first = self._row(cfg, item, self.clock.now())
-        written = await self._write(cfg, [row], replace)
-        if key in written:
+        result = await self._write(cfg, [row], replace)
+        if key in result.written:
             return KeyedSchedule(
                 actor=actor,
                 key=key,
@@ -229,9 +233,10 @@ class Schedules:
                 payload=dict(payload or {}),
                 channel_id=channel_id,
                 owner=owner,
+                change="replaced" if key in result.replaced else "added",
             )
         found = await self.list(actor, key=key)
-        return found[0]
+        return replace_fields(found[0], change="unchanged")
 
     async def add_many(
         self,
@@ -257,7 +262,7 @@ class Schedules:
                 raise type(e)(f"add_many item {i}: {e}") from None
         if not rows:
             return 0
-        return len(await self._write(cfg, rows, replace))
+        return len((await self._write(cfg, rows, replace)).written)
 
     async def remove(self, actor: str, key: str) -> bool:
         """Remove a keyed schedule; True if it was pending. Its run history stays."""
@@ -327,16 +332,11 @@ class Schedules:
             schedule = build_schedule(schedule_config)
         except ValueError as e:
             raise InvalidSchedule(f"key {item.key!r}: {e}") from None
-        stored = definition(schedule_config, schedule)
-        definition_json = _canonical(stored)
+        definition_json = _canonical(definition(schedule_config, schedule))
         payload_json = _payload_json(cfg, item)
-        identity = _canonical(
-            {
-                "schedule": stored,
-                "payload": None if payload_json is None else json.loads(payload_json),
-                "channel_id": item.channel_id,
-                "owner": item.owner,
-            }
+        # What "the same schedule" means for add: definition, payload, channel and owner.
+        identity = "\n".join(
+            (definition_json, payload_json or "null", str(item.channel_id), item.owner or "")
         )
         if isinstance(item.schedule, Interval) and item.schedule.start_at is not None:
             first: datetime | None = item.schedule.start_at.astimezone(schedule.tz)
@@ -412,7 +412,7 @@ class Schedules:
 
     async def _write(
         self, cfg: ActorConfig, rows: Sequence[KeyedRow], replace: bool
-    ) -> Sequence[str]:
+    ) -> KeyedWrite:
         now = self.clock.now()
         soon = now + self._notify_within
         notify = any(r.due_at is not None and r.due_at <= soon for r in rows)
@@ -454,7 +454,7 @@ class Schedules:
                 e.limit,
                 e.owner,
             ) from None
-        return result.written
+        return result
 
 
 def schedules_of(interaction: discord.Interaction[Any]) -> Schedules:
@@ -489,12 +489,9 @@ def _payload_json(cfg: ActorConfig, item: NewSchedule) -> str | None:
         raise InvalidPayload(
             f"{where}: payload must be a dict (a JSON object), not {type(payload).__name__}"
         )
-    refused = refused_in(dict(payload), "payload")
-    if refused is not None:
-        raise InvalidPayload(f"{where}: payload must hold only JSON values: {refused}")
     try:
-        text = json.dumps(dict(payload), allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as e:
+        text = jsonb_json(dict(payload), "payload", canonical=True)
+    except Unstorable as e:
         raise InvalidPayload(f"{where}: payload must hold only JSON values: {e}") from None
     size = len(text.encode())
     if size > cfg.max_payload_bytes:

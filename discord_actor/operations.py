@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo
 
 from .config import ActorConfig, Config, ScheduleConfig, closest
 from .db.store import Operator, Store
-from .keyed import MAX_KEY_CHARS, KeyedSchedule, ScheduleError, Schedules, ScheduleSpec
+from .keyed import KeyedSchedule, ScheduleError, Schedules, ScheduleSpec
 from .schedules import build_schedule, format_slot, from_definition, resume_slot
 from .storable import MAX_ERROR_MESSAGE, cap
 
@@ -426,23 +426,13 @@ class Operations:
             raise NotStarted(name)
         schedules = self._schedules(self.store)
         try:
-            # Only to tell the operator what happened; the add itself decides on the locked row
-            # (and says what is wrong with a key it cannot store).
-            storable = isinstance(key, str) and 0 < len(key) <= MAX_KEY_CHARS and "\x00" not in key
-            before = await schedules.list(name, key=key) if storable else []
             added = await schedules.add(
                 name, key=key, schedule=schedule, payload=payload, channel_id=channel_id,
                 owner=owner, replace=replace,
             )
         except ScheduleError as e:
             raise ScheduleRefused(name, e) from None
-        if not before:
-            outcome = "added"
-        elif _same_definition(before[0], added):
-            outcome = "unchanged"
-        else:
-            outcome = "replaced"
-        return ScheduleAdded(added, outcome)
+        return ScheduleAdded(added, added.change or "added")
 
     async def remove_schedule(self, actor: str, key: str) -> ScheduleRemoved:
         """Remove a pending keyed schedule (its run history stays)."""
@@ -536,12 +526,6 @@ class Operations:
             traceback=r["error_traceback"] if traceback else None,
             key=r["key"],
         )
-
-
-def _same_definition(a: KeyedSchedule, b: KeyedSchedule) -> bool:
-    return (a.schedule, a.payload, a.channel_id, a.owner) == (
-        b.schedule, b.payload, b.channel_id, b.owner
-    )
 
 
 # --------------------------------------------------------------------------------------------

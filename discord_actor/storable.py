@@ -82,3 +82,26 @@ def refused_in(value: Any, path: str = "ctx.state") -> str | None:
     elif not isinstance(value, int | None):
         return f"{path} (a {type(value).__name__}, not a JSON value)"
     return None
+
+
+class Unstorable(ValueError):
+    """A value ``jsonb`` would refuse; the message says where in it (``payload['when']``)."""
+
+
+def jsonb_json(value: Any, path: str, *, canonical: bool = False) -> str:
+    """``value`` as JSON that ``jsonb`` stores as it is, for what an actor reads back (its state,
+    a payload); ``Unstorable`` naming where it holds something that cannot be stored. The value
+    is walked only when encoding fails or the text holds an escaped NUL (rare). ``canonical``:
+    sorted keys, no spaces, so that equal values give equal text."""
+    try:
+        if canonical:
+            text = json.dumps(value, allow_nan=False, sort_keys=True, separators=(",", ":"))
+        else:
+            text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise Unstorable(refused_in(value, path) or str(e)) from None
+    if "\\u0000" in text:
+        where = refused_in(value, path)
+        if where is not None:  # else the six characters \u0000 themselves, which jsonb accepts
+            raise Unstorable(where)
+    return text

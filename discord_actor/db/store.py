@@ -276,11 +276,11 @@ class KeyedRow:
 
 @dataclass(frozen=True)
 class KeyedWrite:
-    """What ``add_keyed`` did: the keys it wrote (new, re-armed or replaced) and those it left
-    alone because they were pending with the same definition."""
+    """What ``add_keyed`` did: the keys it wrote (new, re-armed or replaced), and of those the
+    ones that were pending with another definition (replaced)."""
 
     written: list[str]
-    unchanged: list[str]
+    replaced: list[str]
 
 
 class KeyConflict(Exception):
@@ -814,16 +814,13 @@ class Store:
                 )
             }
             write: dict[str, KeyedRow] = {}
-            unchanged: list[str] = []
             conflicts: list[str] = []
             for row in rows:
                 old = existing.get(row.key)
                 if old is None or not old["pending"] or (replace and old["schedule_hash"]
                                                          != row.definition_hash):
                     write[row.key] = row  # the last of one key given twice wins
-                elif old["schedule_hash"] == row.definition_hash:
-                    unchanged.append(row.key)
-                else:
+                elif old["schedule_hash"] != row.definition_hash:
                     conflicts.append(row.key)
             if conflicts:
                 raise KeyConflict(conflicts)
@@ -833,11 +830,11 @@ class Store:
             if arming:
                 await self._check_limits(conn, actor, arming, max_pending, max_per_owner)
             if not write:
-                return KeyedWrite([], unchanged)
-            replaced = [existing[k]["id"] for k in write if k in existing]
-            if replaced:  # a retry of the old definition has nothing left to retry
+                return KeyedWrite([], [])
+            rewritten = [existing[k]["id"] for k in write if k in existing]
+            if rewritten:  # a retry of the old definition has nothing left to retry
                 await conn.execute(
-                    f"DELETE FROM {self._retries} WHERE task_id = ANY($1::bigint[])", replaced
+                    f"DELETE FROM {self._retries} WHERE task_id = ANY($1::bigint[])", rewritten
                 )
             values = list(write.values())
             await conn.execute(
@@ -872,7 +869,8 @@ class Store:
             if notify:  # something is due before the running servers' next look
                 await conn.execute("SELECT pg_notify($1, '')", self.channel)
         await self.refresh_statistics(len(write))
-        return KeyedWrite(list(write), unchanged)
+        replaced = [k for k in write if k in existing and existing[k]["pending"]]
+        return KeyedWrite(list(write), replaced)
 
     async def refresh_statistics(self, written: int) -> bool:
         """ANALYZE the tasks table if ``written`` rows are many and at least as many as its
