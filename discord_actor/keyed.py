@@ -72,6 +72,19 @@ class Once:
     jitter_seconds: float = 0.0
     catch_up: str = "latest"  # if the server was down at ``at``: run late, or "skip"
 
+    def _config(self, default_zone: str) -> ScheduleConfig:
+        if not isinstance(self.at, datetime):
+            raise ValueError(f"Once(at=...) needs a datetime, not {self.at!r}")
+        at, zone = self.at, self.timezone or getattr(self.at.tzinfo, "key", None)
+        if at.tzinfo is None:
+            if self.timezone is None:
+                raise ValueError(
+                    f"Once(at={at.isoformat()}) is a naive time: give it a timezone"
+                    " (datetime(..., tzinfo=...)) or Once(at=..., timezone='Europe/Berlin')"
+                )
+            at = at.replace(tzinfo=_zone(self.timezone))
+        return ScheduleConfig(type="once", timezone=zone or default_zone, at=at, **_common(self))
+
 
 @dataclass(frozen=True)
 class Interval:
@@ -83,6 +96,16 @@ class Interval:
     jitter_seconds: float = 0.0
     catch_up: str = "latest"
 
+    def _config(self, default_zone: str) -> ScheduleConfig:
+        if isinstance(self.seconds, bool) or not isinstance(self.seconds, int | float):
+            raise ValueError("Interval(seconds=...) needs a number")
+        if self.start_at is not None and (
+            not isinstance(self.start_at, datetime) or self.start_at.tzinfo is None
+        ):
+            raise ValueError("Interval(start_at=...) must be timezone-aware")
+        return ScheduleConfig(type="interval", timezone=self.timezone or default_zone,
+                              seconds=float(self.seconds), **_common(self))
+
 
 @dataclass(frozen=True)
 class Cron:
@@ -92,6 +115,30 @@ class Cron:
     timezone: str | None = None
     jitter_seconds: float = 0.0
     catch_up: str = "latest"
+
+    def _config(self, default_zone: str) -> ScheduleConfig:
+        return ScheduleConfig(type="cron", timezone=self.timezone or default_zone,
+                              expression=self.expression, **_common(self))
+
+
+def _common(spec: Once | Interval | Cron) -> dict[str, Any]:
+    """What every kind takes: jitter and catch-up, checked."""
+    if spec.catch_up not in CATCH_UP_POLICIES:
+        raise ValueError(
+            f"catch_up must be one of {', '.join(CATCH_UP_POLICIES)}, not {spec.catch_up!r}"
+        )
+    if not isinstance(spec.jitter_seconds, int | float) or not spec.jitter_seconds >= 0:
+        raise ValueError("jitter_seconds must be >= 0")
+    return {"jitter_seconds": float(spec.jitter_seconds), "catch_up": spec.catch_up}
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {name!r} (expected an IANA name such as 'Europe/Berlin')"
+        ) from None
 
 
 ScheduleSpec = Once | Interval | Cron
@@ -327,8 +374,14 @@ class Schedules:
                 f"key {item.key!r}: channel_id must be a positive integer (a Discord channel"
                 f" id), not {item.channel_id!r}"
             )
-        schedule_config = self._schedule_config(item)
+        spec = item.schedule
+        if not isinstance(spec, Once | Interval | Cron):
+            raise InvalidSchedule(
+                f"key {item.key!r}: schedule must be Once(at=...), Interval(seconds=...) or"
+                f" Cron(expression), not {type(spec).__name__}"
+            )
         try:
+            schedule_config = spec._config(self.config.server.timezone)
             schedule = build_schedule(schedule_config)
         except ValueError as e:
             raise InvalidSchedule(f"key {item.key!r}: {e}") from None
@@ -354,61 +407,6 @@ class Schedules:
             due_at=due,
         )
         return row, first
-
-    def _schedule_config(self, item: NewSchedule) -> ScheduleConfig:
-        spec = item.schedule
-        where = f"key {item.key!r}"
-        if not isinstance(spec, Once | Interval | Cron):
-            raise InvalidSchedule(
-                f"{where}: schedule must be Once(at=...), Interval(seconds=...) or"
-                f" Cron(expression), not {type(spec).__name__}"
-            )
-        if spec.catch_up not in CATCH_UP_POLICIES:
-            raise InvalidSchedule(
-                f"{where}: catch_up must be one of {', '.join(CATCH_UP_POLICIES)},"
-                f" not {spec.catch_up!r}"
-            )
-        if not isinstance(spec.jitter_seconds, int | float) or not spec.jitter_seconds >= 0:
-            raise InvalidSchedule(f"{where}: jitter_seconds must be >= 0")
-        zone = spec.timezone
-        if isinstance(spec, Once):
-            if not isinstance(spec.at, datetime):
-                raise InvalidSchedule(f"{where}: Once(at=...) needs a datetime, not {spec.at!r}")
-            if spec.at.tzinfo is None and zone is None:
-                raise InvalidSchedule(
-                    f"{where}: Once(at={spec.at.isoformat()}) is a naive time: give it a"
-                    " timezone (datetime(..., tzinfo=...)) or Once(at=..., timezone='Europe/"
-                    "Berlin')"
-                )
-            if zone is None:
-                zone = getattr(spec.at.tzinfo, "key", None)
-        if isinstance(spec, Interval):
-            if isinstance(spec.seconds, bool) or not isinstance(spec.seconds, int | float):
-                raise InvalidSchedule(f"{where}: Interval(seconds=...) needs a number")
-            if spec.start_at is not None and (
-                not isinstance(spec.start_at, datetime) or spec.start_at.tzinfo is None
-            ):
-                raise InvalidSchedule(f"{where}: Interval(start_at=...) must be timezone-aware")
-        zone = zone or self.config.server.timezone
-        if isinstance(spec, Once):
-            at = spec.at
-            if at.tzinfo is None:
-                try:
-                    at = at.replace(tzinfo=ZoneInfo(zone))
-                except (ZoneInfoNotFoundError, ValueError):
-                    raise InvalidSchedule(
-                        f"{where}: unknown time zone {zone!r} (expected an IANA name such as"
-                        " 'Europe/Berlin')"
-                    ) from None
-            return ScheduleConfig(type="once", timezone=zone, at=at,
-                                  jitter_seconds=float(spec.jitter_seconds),
-                                  catch_up=spec.catch_up)
-        if isinstance(spec, Interval):
-            return ScheduleConfig(type="interval", timezone=zone, seconds=float(spec.seconds),
-                                  jitter_seconds=float(spec.jitter_seconds),
-                                  catch_up=spec.catch_up)
-        return ScheduleConfig(type="cron", timezone=zone, expression=spec.expression,
-                              jitter_seconds=float(spec.jitter_seconds), catch_up=spec.catch_up)
 
     async def _write(
         self, cfg: ActorConfig, rows: Sequence[KeyedRow], replace: bool
