@@ -55,7 +55,7 @@ def _write(path: Path, entries: list[_Entry]) -> None:
     os.setxattr(path, _XATTR, data, follow_symlinks=False)
 
 
-def can_search(path: Path, uid: int, gids: set[int]) -> bool:
+def can_search(path: Path, uid: int, gids: frozenset[int]) -> bool:
     """Whether a process with ``uid`` and groups ``gids`` may traverse ``path`` (POSIX rules)."""
     st = path.stat()
     mode = st.st_mode
@@ -101,12 +101,9 @@ def grant_search(path: Path, uid: int) -> None:
         raise
 
 
-def let_search(path: Path, uid: int, gids: set[int]) -> list[Path]:
+def let_search(path: Path, uid: int, gids: frozenset[int]) -> None:
     """Make ``path`` and all its ancestors searchable by ``uid`` (see ``grant_search``), changing
-    only those that are not yet; return the directories changed."""
-    changed: list[Path] = []
+    only those that are not yet."""
     for directory in reversed([path, *path.parents]):
         if not can_search(directory, uid, gids):
             grant_search(directory, uid)
-            changed.append(directory)
-    return changed

@@ -38,6 +38,7 @@ from __future__ import annotations
 import atexit
 import base64
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -184,15 +185,23 @@ host    all          all   ::1/128       scram-sha-256
 """
 
 
-def _server_ids(system_user: str | None) -> tuple[int, int, set[int]] | None:
-    """uid, gid and groups of the system user the server runs as, or None if it runs as us."""
+# uid, gid and every group of the system user the embedded server runs as.
+ServerIds = tuple[int, int, frozenset[int]]
+
+
+@functools.cache
+def _server_ids(system_user: str | None) -> ServerIds | None:
+    """uid, gid and groups of the system user the server runs as, or None if it runs as us.
+    Looked up once per user (the group database may be a slow directory service)."""
     if system_user is None:
         return None
     import grp
     import pwd
 
     entry = pwd.getpwnam(system_user)
-    gids = {entry.pw_gid} | {g.gr_gid for g in grp.getgrall() if system_user in g.gr_mem}
+    gids = frozenset(
+        {entry.pw_gid} | {g.gr_gid for g in grp.getgrall() if system_user in g.gr_mem}
+    )
     return entry.pw_uid, entry.pw_gid, gids
 
 
@@ -205,7 +214,7 @@ def _as_server(system_user: str | None) -> dict[str, Any]:
     return {"user": system_user, "group": ids[1], "extra_groups": []}
 
 
-def _let_server_reach(path: Path, ids: tuple[int, int, set[int]] | None) -> None:
+def _let_server_reach(path: Path, ids: ServerIds | None) -> None:
     """Let the server's system user traverse to ``path`` without widening any mode bits."""
     if ids is None:
         return
@@ -220,7 +229,7 @@ def _let_server_reach(path: Path, ids: tuple[int, int, set[int]] | None) -> None
         ) from None
 
 
-def _write_private(path: Path, text: str, ids: tuple[int, int, set[int]] | None) -> None:
+def _write_private(path: Path, text: str, ids: ServerIds | None) -> None:
     """Replace ``path`` atomically with ``text``, mode 0600, owned by the server's user."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -299,7 +308,7 @@ def _require_password(pgdata: Path, system_user: str | None) -> None:
     _write_private(pgdata / "pg_hba.conf", _HBA, ids)
 
 
-def _private_socket_dir(pgdata: Path, ids: tuple[int, int, set[int]] | None) -> Path:
+def _private_socket_dir(pgdata: Path, ids: ServerIds | None) -> Path:
     """Where the server puts its socket: the data directory if the path is short enough, else a
     0700 directory of the server's under ``<tmp>/discord_actor-pg-<uid>`` (one per data
     directory), never somewhere other local users can reach."""
