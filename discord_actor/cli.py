@@ -821,8 +821,8 @@ def cmd_schedules_list(args: argparse.Namespace) -> int:
             )
             if not found:
                 return found, None
-            actors = (await ops.status()).actors  # whether the actor holds them
-            return found, next((a for a in actors if a.actor == args.actor.strip()), None)
+            actors = (await ops.status(args.actor.strip())).actors  # whether it holds them
+            return found, next(iter(actors), None)
 
     found, actor = run_async(listed())
     if len(found) > args.limit:  # one more was asked for, to tell

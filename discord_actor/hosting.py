@@ -5,12 +5,6 @@ Discord bot when there is a token, else on the console. The first signal stops g
 (running runs get ``shutdown_grace_seconds``), the second cancels them. A stop by either signal
 is a clean stop at any point, while loading the actors and opening the database too.
 
-Things that run beside the runtime (an HTTP server, say) are *services*: a function that takes
-the ``Host`` and returns an async context manager. ``run_server`` enters them in order, after it
-has taken the signals over and before it opens the database, and leaves them in reverse order
-after everything else has stopped; ``default_services`` is the list it uses. A service sees the
-runtime through ``Host.runtime``: None until it is built and again once it stops.
-
 Heavy modules (asyncpg, discord.py, the runtime) are imported by the functions that need them,
 so that importing this module (the CLI does for every command) costs nothing.
 """
@@ -23,15 +17,13 @@ import dataclasses
 import logging
 import os
 import signal
-from collections.abc import Callable, Coroutine, Iterator, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from discord_actor.config import CONFIG_FILE, Config, redact_url
 
 if TYPE_CHECKING:
-    import discord
 
     from discord_actor.db import Database
     from discord_actor.plugins import LoadedActor
@@ -54,35 +46,6 @@ class HostError(Exception):
         self.code = code
 
 
-class Host:
-    """What a service sees of the process it runs beside."""
-
-    def __init__(
-        self,
-        config: Config,
-        runtime: Callable[[], Runtime | None],
-        client: discord.Client | None = None,
-    ) -> None:
-        self.config = config
-        self.client = client  # the bot, when there is one
-        self._runtime = runtime
-
-    @property
-    def runtime(self) -> Runtime | None:
-        """The runtime, once built and until it stops (``runtime.started`` says if it has)."""
-        return self._runtime()
-
-
-#: Something that runs beside the runtime: entered before the database is opened, left after
-#: everything else has stopped.
-Service = Callable[[Host], AbstractAsyncContextManager[None]]
-
-
-def default_services(config: Config) -> list[Service]:
-    """What ``discord-actor run`` runs beside the runtime, for this configuration."""
-    return []
-
-
 # --------------------------------------------------------------------------------------------
 # Entry point
 
@@ -102,13 +65,12 @@ def run_server(
     config_path: str | os.PathLike[str] = CONFIG_FILE,
     *,
     dry_run: bool = False,
-    services: Sequence[Service] | None = None,
 ) -> int:
     """Run until SIGINT/SIGTERM; the exit code (0 for a stop by either signal). Problems a user
-    can cause raise ``HostError`` (or ``ConfigError``). ``services``: default_services()."""
+    can cause raise ``HostError`` (or ``ConfigError``)."""
     previous = {sig: signal.signal(sig, _stop_startup) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return _run(Path(config_path), dry_run, services)
+        return _run(Path(config_path), dry_run)
     except _StoppedAtStartup as e:
         log.info("%s: stopped before the actors started", e)
         return OK
@@ -117,7 +79,7 @@ def run_server(
             signal.signal(sig, handler)
 
 
-def _run(config_path: Path, dry_run: bool, services: Sequence[Service] | None) -> int:
+def _run(config_path: Path, dry_run: bool) -> int:
     from discord_actor.plugins import load_project
 
     # Every problem, the configuration's and the actors', exits 2 before the database is used.
@@ -127,13 +89,11 @@ def _run(config_path: Path, dry_run: bool, services: Sequence[Service] | None) -
     exposed = exposed_without_token(config)
     if exposed is not None:
         raise HostError(exposed, USAGE)
-    if services is None:
-        services = default_services(config)
     env = config.discord.token_env
     names = discord_actor_names(actors)
     token = None if dry_run else bot_token(config)
     if token is not None:
-        return run_async(_serve_bot(config, actors, token, services))
+        return run_async(_serve_bot(config, actors, token))
     if dry_run:
         what = (f"discord actors ({', '.join(names)}) print their posts on the console"
                 if names else "not connecting to Discord")
@@ -150,7 +110,7 @@ def _run(config_path: Path, dry_run: bool, services: Sequence[Service] | None) -
     else:
         log.info("no bot token in $%s: not connecting to Discord (no /actors commands, no "
                  "alerts); the actors post on the console", env)
-    return run_async(_serve(config, actors, services, console_alerts=dry_run))
+    return run_async(_serve(config, actors, console_alerts=dry_run))
 
 
 def discord_actor_names(actors: dict[str, LoadedActor]) -> list[str]:
@@ -253,18 +213,8 @@ def _signal_handlers(stop: asyncio.Event, grace: float,
             loop.remove_signal_handler(sig)
 
 
-@contextlib.asynccontextmanager
-async def _beside(services: Sequence[Service], host: Host) -> Any:
-    """The services entered in order, left in reverse order (each even if a later one failed
-    to start)."""
-    async with contextlib.AsyncExitStack() as stack:
-        for service in services:
-            await stack.enter_async_context(service(host))
-        yield
-
-
-async def _serve(config: Config, actors: dict[str, LoadedActor], services: Sequence[Service],
-                 *, console_alerts: bool = False) -> int:
+async def _serve(config: Config, actors: dict[str, LoadedActor], *,
+                 console_alerts: bool = False) -> int:
     """Without Discord: open the database, run until a signal, shut down, close the database.
 
     ``console_alerts`` (the dry run): alerts meant for ``discord.alert_channel_id`` are printed
@@ -283,37 +233,35 @@ async def _serve(config: Config, actors: dict[str, LoadedActor], services: Seque
             runtime.cancel_runs("cancelled by a second interrupt during shutdown")
 
     with _signal_handlers(stop, config.server.shutdown_grace_seconds, cancel):
-        async with _beside(services, Host(config, lambda: runtime)):
-            log.info("database: %s", database_label(config))
-            database = await _until_stopped(
-                open_for(config, migrate=True, for_run=True, announce=True), stop
-            )
-            if database is None:
-                log.info("stopped before the database was open")
-                return OK
-            try:
-                if database.applied_migrations:
-                    log.info("applied migrations: %s", ", ".join(database.applied_migrations))
-                channel = config.discord.alert_channel_id
-                alerts = ConsoleAlerts(channel) if console_alerts and channel else None
-                runtime = Runtime(config, database, actors, platforms=default_platforms(),
-                                  alerts=alerts)
-                await runtime.serve(stop)
-            except HttpUnavailable as e:
-                raise HostError(str(e), USAGE) from None
-            except (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError) as e:
-                raise HostError(
-                    f"database error on {redact_url(database.url)}: {type(e).__name__}: {e}"
-                ) from None
-            finally:
-                runtime = None
-                await database.close()  # detaches from the embedded server (stops it if last)
+        log.info("database: %s", database_label(config))
+        database = await _until_stopped(
+            open_for(config, migrate=True, for_run=True, announce=True), stop
+        )
+        if database is None:
+            log.info("stopped before the database was open")
+            return OK
+        try:
+            if database.applied_migrations:
+                log.info("applied migrations: %s", ", ".join(database.applied_migrations))
+            channel = config.discord.alert_channel_id
+            alerts = ConsoleAlerts(channel) if console_alerts and channel else None
+            runtime = Runtime(config, database, actors, platforms=default_platforms(),
+                              alerts=alerts)
+            await runtime.serve(stop)
+        except HttpUnavailable as e:
+            raise HostError(str(e), USAGE) from None
+        except (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError) as e:
+            raise HostError(
+                f"database error on {redact_url(database.url)}: {type(e).__name__}: {e}"
+            ) from None
+        finally:
+            runtime = None
+            await database.close()  # detaches from the embedded server (stops it if last)
         log.info("stopped cleanly")
         return OK
 
 
-async def _serve_bot(config: Config, actors: dict[str, LoadedActor], token: str,
-                     services: Sequence[Service]) -> int:
+async def _serve_bot(config: Config, actors: dict[str, LoadedActor], token: str) -> int:
     """As a Discord bot: the runtime in the bot's ActorRuntime cog, until a signal."""
     import aiohttp
     import asyncpg
@@ -331,27 +279,26 @@ async def _serve_bot(config: Config, actors: dict[str, LoadedActor], token: str,
         bot.actor_runtime.cancel_runs("cancelled by a second interrupt during shutdown")
 
     with _signal_handlers(stop, config.server.shutdown_grace_seconds, cancel):
-        async with _beside(services, Host(config, lambda: bot.actor_runtime.runtime, bot)):
-            log.info("connecting to Discord at %s (gateway %s) with the bot token in $%s",
-                     redact_url(cfg.api_base_url), redact_url(cfg.gateway_url), cfg.token_env)
-            log.info("database: %s", database_label(config))
-            try:
-                await serve_bot(bot, token, stop)
-            except discord.LoginFailure:
-                raise HostError(_rejected_token(cfg.token_env), USAGE) from None
-            except discord.PrivilegedIntentsRequired:
-                raise HostError(_privileged(config), USAGE) from None
-            except discord.ConnectionClosed as e:
-                raise _gateway_closed(config, e) from None
-            except HttpUnavailable as e:
-                raise HostError(str(e), USAGE) from None
-            except (DatabaseUnavailable, MigrationError, GatewayUnreachable) as e:
-                raise HostError(str(e)) from None
-            except (asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-                raise HostError(f"database error: {type(e).__name__}: {e}") from None
-            except (discord.DiscordException, aiohttp.ClientError, OSError) as e:
-                raise HostError(f"cannot use Discord at {redact_url(cfg.api_base_url)}: "
-                                f"{type(e).__name__}: {e}") from None
+        log.info("connecting to Discord at %s (gateway %s) with the bot token in $%s",
+                 redact_url(cfg.api_base_url), redact_url(cfg.gateway_url), cfg.token_env)
+        log.info("database: %s", database_label(config))
+        try:
+            await serve_bot(bot, token, stop)
+        except discord.LoginFailure:
+            raise HostError(_rejected_token(cfg.token_env), USAGE) from None
+        except discord.PrivilegedIntentsRequired:
+            raise HostError(_privileged(config), USAGE) from None
+        except discord.ConnectionClosed as e:
+            raise _gateway_closed(config, e) from None
+        except HttpUnavailable as e:
+            raise HostError(str(e), USAGE) from None
+        except (DatabaseUnavailable, MigrationError, GatewayUnreachable) as e:
+            raise HostError(str(e)) from None
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            raise HostError(f"database error: {type(e).__name__}: {e}") from None
+        except (discord.DiscordException, aiohttp.ClientError, OSError) as e:
+            raise HostError(f"cannot use Discord at {redact_url(cfg.api_base_url)}: "
+                            f"{type(e).__name__}: {e}") from None
     log.info("stopped cleanly")
     return OK
 

@@ -25,11 +25,10 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
-from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from .config import ActorConfig, Config, ScheduleConfig, closest
+from .config import Config, ScheduleConfig, closest
 from .db.store import Operator, Store
 from .keyed import KeyedSchedule, ScheduleError, Schedules, ScheduleSpec
 from .schedules import build_schedule, format_slot, from_definition, resume_slot
@@ -305,10 +304,13 @@ class Operations:
 
     # -- reads -------------------------------------------------------------------------------
 
-    async def status(self) -> Status:
-        records = await self.store.status() if self.store is not None else []
+    async def status(self, actor: str | None = None) -> Status:
+        """Every actor (configured, or known to the database), or only ``actor``."""
+        records = await self.store.status(actor) if self.store is not None else []
         by_actor = {r["actor"]: r for r in records}
         names = list(self._configured) + sorted(set(by_actor) - set(self._configured))
+        if actor is not None:
+            names = [name for name in names if name == actor]
         return Status(
             [self._actor_status(name, by_actor.get(name)) for name in names],
             initialized=self.store is not None,
@@ -339,10 +341,7 @@ class Operations:
     def zone(self, actor: str) -> tzinfo | None:
         """The time zone an actor's slots are shown in (None if it left the configuration)."""
         cfg = self._configured.get(actor)
-        return None if cfg is None else build_schedule(cfg.schedule).tz
-
-    def actor_config(self, actor: str) -> ActorConfig | None:
-        return self._configured.get(actor)
+        return None if cfg is None else ZoneInfo(cfg.schedule.timezone)
 
     # -- changes -----------------------------------------------------------------------------
 
@@ -511,7 +510,7 @@ class Operations:
         return RunInfo(
             id=r["id"],
             actor=r["actor"],
-            timezone=_zone(r.get("key_zone")) or self.zone(r["actor"]),
+            timezone=ZoneInfo(r["key_zone"]) if r.get("key_zone") else self.zone(r["actor"]),
             scheduled_for=r["scheduled_for"],
             started_at=r["started_at"],
             finished_at=r["finished_at"],
@@ -557,12 +556,6 @@ def describe_keyed(s: KeyedSchedule) -> str:
     if cfg.type != "cron":
         text += f" ({cfg.timezone})"
     return text
-
-
-@lru_cache(maxsize=256)
-def _zone(name: str | None) -> tzinfo | None:
-    """A keyed schedule's stored zone (validated when it was added), or None."""
-    return None if name is None else ZoneInfo(name)
 
 
 def iso(value: datetime | None, tz: tzinfo | None = None) -> str | None:

@@ -655,7 +655,9 @@ class Store:
 
     # -- operator commands -------------------------------------------------------------------
 
-    async def status(self) -> list[asyncpg.Record]:
+    async def status(self, actor: str | None = None) -> list[asyncpg.Record]:
+        """Every actor's row (or one actor's), with its earliest retry and how many keyed
+        schedules it has pending (counted for the actors asked about only)."""
         rows: list[asyncpg.Record] = await self.pool.fetch(
             f"""
             SELECT t.*, q.retry_at, coalesce(k.keyed, 0) AS keyed
@@ -663,10 +665,13 @@ class Store:
             LEFT JOIN LATERAL (SELECT min(retry_at) AS retry_at FROM {self._retries}
                                WHERE task_id = t.id) q ON true
             LEFT JOIN (SELECT t.actor, count(*) AS keyed FROM {self._tasks} t
-                       WHERE t.key IS NOT NULL AND {self._pending} GROUP BY t.actor) k
+                       WHERE t.key IS NOT NULL AND ($1::text IS NULL OR t.actor = $1)
+                         AND {self._pending} GROUP BY t.actor) k
                    ON k.actor = t.actor
-            WHERE t.removed_at IS NULL AND t.key IS NULL ORDER BY t.actor
-            """
+            WHERE t.removed_at IS NULL AND t.key IS NULL AND ($1::text IS NULL OR t.actor = $1)
+            ORDER BY t.actor
+            """,
+            actor,
         )
         return rows
 
