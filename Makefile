@@ -37,6 +37,7 @@ bench: $(BIN)/.bench-installed
 	$(BIN)/python bench/startup_many_actors.py
 	$(BIN)/python bench/peers.py
 	$(BIN)/python bench/keyed_schedules.py
+	$(BIN)/python bench/http_scrape.py
 
 # Build and tool caches only: the database under .discord_actor (every actor's state and all
 # run history) stays; `make clean-data` deletes it.

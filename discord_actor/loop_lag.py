@@ -2,7 +2,7 @@
 
 Every actor, the scheduler and the Discord gateway's heartbeat share one event loop: an actor
 that calls ``time.sleep`` or computes for seconds without awaiting starves all of them. A timer
-that should fire every half second tells by how much it was late; past a second, a warning names
+that should fire every quarter second tells by how much it was late; past a second, a warning names
 the runs in progress, which is where the blocking call almost always is.
 """
 

@@ -116,7 +116,9 @@ class _ActorSeries:
     def render(self, actor: str) -> tuple[str, str]:
         count = self.count
         if self.lines[0] != count:
-            statuses = tuple(sorted(self.statuses))
+            # A copy: this runs in a thread while the event loop may count a new status.
+            counts = dict(self.statuses)
+            statuses = tuple(sorted(counts))
             if self.template[0] != statuses:
                 self.template = _template(actor, statuses)
             _, runs_lines, duration_lines = self.template
@@ -125,7 +127,7 @@ class _ActorSeries:
                 seen += n
                 values.append(_count_text(seen))
             values.append(_go_float(self.sum))
-            statuses_text = {k: _count_text(v) for k, v in self.statuses.items()}
+            statuses_text = {k: _count_text(v) for k, v in counts.items()}
             self.lines = (
                 count,
                 "".join(f"{prefix}{statuses_text[status]}\n" for prefix, status in runs_lines),

@@ -331,6 +331,14 @@ class Operations:
         records = await self.store.history(actor, limit, status)
         return [self._run_info(r) for r in records]
 
+    async def recent_runs(self, actors: Sequence[str], limit: int) -> dict[str, list[RunInfo]]:
+        """Each actor's newest ``limit`` runs, newest first, read together."""
+        found: dict[str, list[RunInfo]] = {actor: [] for actor in actors}
+        if self.store is not None and actors:
+            for r in await self.store.recent_runs(actors, limit):
+                found[r["actor"]].append(self._run_info(r))
+        return found
+
     async def run(self, run_id: int) -> RunInfo:
         """One run with its traceback and what it posted."""
         record = await self.store.run(run_id) if self.store is not None else None

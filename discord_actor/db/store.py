@@ -700,6 +700,26 @@ class Store:
         )
         return rows
 
+    async def recent_runs(self, actors: Sequence[str], limit: int) -> list[asyncpg.Record]:
+        """The newest ``limit`` runs of each of ``actors``, in one statement (the dashboard's
+        timelines), without their tracebacks."""
+        rows: list[asyncpg.Record] = await self.pool.fetch(
+            f"""
+            SELECT x.* FROM unnest($1::text[]) AS a(actor), LATERAL (
+                SELECT r.id, r.task_id, r.scheduled_for, r.trigger, r.attempt, r.status,
+                       r.instance_id, r.started_at, r.finished_at, r.duration_ms, r.error_type,
+                       r.error_message, NULL::text AS error_traceback, r.posted, t.actor, t.key,
+                       {KEYED_ZONE_SQL}
+                FROM {self._runs} r JOIN {self._tasks} t ON t.id = r.task_id
+                WHERE t.actor = a.actor
+                ORDER BY r.started_at DESC, r.id DESC LIMIT $2
+            ) x
+            """,
+            list(actors),
+            limit,
+        )
+        return rows
+
     async def run(self, run_id: int) -> asyncpg.Record | None:
         return await self.pool.fetchrow(
             f"SELECT r.*, t.actor, t.key, {KEYED_ZONE_SQL} FROM {self._runs} r"

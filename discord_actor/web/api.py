@@ -39,7 +39,7 @@ def add_routes(app: web.Application) -> None:
 
 def operations(request: web.Request) -> Operations:
     server: HttpServer = request.app[SERVER]
-    return Operations(server.runtime.store, server.config)
+    return server.operations
 
 
 def error(status: int, message: str) -> web.Response:

@@ -145,11 +145,11 @@ async def overview(request: web.Request) -> web.Response:
     page = min(max(int(page_text), 1), pages) if page_text.isdigit() else 1
     shown = status.actors[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
     now = datetime.now(UTC)
+    runs = await ops.recent_runs([a.actor for a in shown if a.registered], TIMELINE_RUNS)
     rows = []
     for a in shown:
         row = _row(a)
-        history = await ops.history(a.actor, limit=TIMELINE_RUNS) if a.registered else []
-        row["timeline"] = timeline(history, now)
+        row["timeline"] = timeline(runs.get(a.actor, []), now)
         rows.append(row)
     counts: dict[str, int] = {}
     for a in status.actors:
@@ -191,8 +191,7 @@ async def actor_page(request: web.Request) -> web.Response:
     server: HttpServer = request.app[SERVER]
     ops = operations(request)
     name = request.match_info["name"]
-    status = await ops.status()
-    found = [a for a in status.actors if a.actor == name]
+    found = (await ops.status(name)).actors
     if not found:
         raise web.HTTPNotFound(text=f"unknown actor {name!r}")
     history = await ops.history(name, limit=TIMELINE_RUNS)

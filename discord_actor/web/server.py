@@ -19,6 +19,7 @@ from aiohttp import web
 
 from ..config import Config, is_loopback, redact_text
 from ..metrics import CONTENT_TYPE, discord_readings
+from ..operations import Operations
 from .access import HttpUnavailable, exposed_without_token, http_token
 from .auth import Auth
 
@@ -48,6 +49,7 @@ class HttpServer:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.config = runtime.config
+        self.operations = Operations(runtime.store, runtime.config)  # one for every request
         problem = exposed_without_token(self.config)
         if problem is not None:
             raise HttpUnavailable(problem)
