@@ -37,6 +37,9 @@ from discord_actor.config import (
     write_starter,
 )
 from discord_actor.hosting import (
+    FAILURE,
+    OK,
+    USAGE,
     HostError,
     bot_token,
     database_label,
@@ -92,7 +95,7 @@ if TYPE_CHECKING:
     from discord_actor.db.store import Operator, Store
     from discord_actor.plugins import LoadedActor
 
-OK, FAILURE, USAGE, INTERRUPTED = 0, 1, 2, 130
+INTERRUPTED = 130  # Ctrl-C during a command (exit codes 0, 1 and 2: hosting's)
 
 CHECK_SLOTS = 3  # next slots shown per actor by ``check``
 HISTORY_ERROR_WIDTH = 60  # characters of a run's error in the history table
@@ -103,12 +106,9 @@ NEXT_DB_TIMEOUT = 3.0  # seconds ``next`` waits for the database before using th
 log = logging.getLogger("discord_actor.cli")
 
 
-class CliError(Exception):
-    """A failure to report as one message and an exit code (no traceback)."""
-
-    def __init__(self, message: str, code: int = FAILURE) -> None:
-        super().__init__(message)
-        self.code = code
+# A failure to report as one message and an exit code (no traceback): the same for every
+# command as for ``run``.
+CliError = HostError
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LogSettingError as e:
         print(f"discord-actor: error: {e}", file=sys.stderr)
         return USAGE
-    except (CliError, HostError) as e:
+    except HostError as e:
         print(f"discord-actor: error: {e}", file=sys.stderr)
         return e.code
     except ConfigError as e:
@@ -735,7 +735,7 @@ async def _stored_tasks(config: Config, actor: str | None = None) -> dict[str, A
                 row = await store.task(actor)
                 return {} if row is None else {actor: row}
             return {r["actor"]: r for r in await store.status()}
-    except (CliError, HostError) as e:
+    except HostError as e:
         print(f"note: computing from the schedule alone, without the stored next slot: {e}",
               file=sys.stderr)
         return {}

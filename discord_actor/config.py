@@ -705,12 +705,7 @@ class _Reader:
         p: _KeyPath = ("discord",)
         self.known_keys(t, _DISCORD_KEYS, p)
         d = DiscordConfig()
-        token_env = self.string(t, "token_env", p, d.token_env)
-        if not _ENV_NAME.fullmatch(token_env):
-            # Never echo the value: a common mistake is pasting the token itself here.
-            self.problem((*p, "token_env"), "must be the name of the environment variable "
-                         "that holds the token (e.g. \"DISCORD_TOKEN\"), never the token itself")
-            token_env = d.token_env
+        token_env = self.env_name(t, "token_env", p, d.token_env)
         shard_count = self.integer(t, "shard_count", p, d.shard_count, minimum=1)
         return DiscordConfig(
             token_env=token_env,
@@ -740,15 +735,19 @@ class _Reader:
         if port > 65535:
             self.problem((*p, "port"), f"must be at most 65535, not {port}")
             port = d.port
-        token_env = self.string(t, "token_env", p, d.token_env)
-        if not _ENV_NAME.fullmatch(token_env):
-            # Never echo the value: it may be the token itself, pasted in the wrong place.
-            self.problem((*p, "token_env"), "must be the name of the environment variable "
-                         "that holds the token (e.g. \"DISCORD_ACTOR_HTTP_TOKEN\"), never the "
-                         "token itself")
-            token_env = d.token_env
+        token_env = self.env_name(t, "token_env", p, d.token_env)
         return HttpConfig(enabled=self.boolean(t, "enabled", p, d.enabled), host=host,
                           port=port, token_env=token_env)
+
+    def env_name(self, t: dict[str, Any], key: str, p: _KeyPath, default: str) -> str:
+        """The name of an environment variable that holds a token (its default an example)."""
+        name = self.string(t, key, p, default)
+        if _ENV_NAME.fullmatch(name):
+            return name
+        # Never echo the value: a common mistake is pasting the token itself here.
+        self.problem((*p, key), "must be the name of the environment variable that holds the "
+                     f"token (e.g. \"{default}\"), never the token itself")
+        return default
 
     def names(self, t: dict[str, Any], key: str, p: _KeyPath, default: tuple[str, ...],
               choices: tuple[str, ...], what: str) -> tuple[str, ...]:

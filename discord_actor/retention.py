@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -40,23 +41,30 @@ async def prune(
 ) -> PruneResult:
     """Delete the finished runs older than ``older_than_days``, batch by batch."""
     cutoff = await store.retention_cutoff(older_than_days)
+    deleted, busy = await _drain(store.prune_batch, cutoff, batch, pause)
+    if not busy:
+        # Then the keyed schedules that are over and whose runs are all gone (a reminder that
+        # fired a month ago), so that the tasks table does not grow forever either.
+        _, busy = await _drain(store.prune_keyed_batch, cutoff, batch, pause)
+    return PruneResult(cutoff, deleted, busy=busy)
+
+
+async def _drain(
+    delete: Callable[[datetime, int], Awaitable[int | None]],
+    cutoff: datetime,
+    batch: int,
+    pause: float,
+) -> tuple[int, bool]:
+    """Delete batch after batch until one is short: (how many, whether it stopped because
+    another process held the retention lock)."""
     deleted = 0
     while True:
-        n = await store.prune_batch(cutoff, batch)
+        n = await delete(cutoff, batch)
         if n is None:
-            return PruneResult(cutoff, deleted, busy=True)
+            return deleted, True
         deleted += n
         if n < batch:
-            break
-        await asyncio.sleep(pause)
-    # Then the keyed schedules that are over and whose runs are all gone (a reminder that
-    # fired a month ago), so that the tasks table does not grow forever either.
-    while True:
-        n = await store.prune_keyed_batch(cutoff, batch)
-        if n is None:
-            return PruneResult(cutoff, deleted, busy=True)
-        if n < batch:
-            return PruneResult(cutoff, deleted, busy=False)
+            return deleted, False
         await asyncio.sleep(pause)
 
 
