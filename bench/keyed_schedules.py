@@ -52,8 +52,8 @@ from peers import (
     Bench,
     Child,
     cpu_seconds,
+    fmt,
     percentiles,
-    read_text,
     run_orchestration,
     shown_command,
     vm_hwm_mb,
@@ -195,8 +195,7 @@ class KeyedBench(Bench):
         return Schedules(Store(self.pool, SCHEMA), config)
 
     async def run(self, name: str, config: Path) -> Child:
-        return await self.spawn(name, [self.discord_actor, "run", "--config", str(config)],
-                                self.log)
+        return await self.spawn(name, self.run_command(config), self.log)
 
     async def measure_then_stop(
         self, children: list[Child], row: Row, first: datetime, seconds: float
@@ -339,31 +338,9 @@ class KeyedBench(Bench):
         path = self.tmp / "actor_server.toml"
         stopped = await self.pool.fetchval("SELECT now()")
         task_id = await make_due()
-        embedded = self.database.server is not None
-        if embedded:  # the server stops with this process, as after a real restart
-            await self.database.close()
-        child = await self.run(f"discord-actor (restart, {label})", path)
+        child, first_run = await self.restart_and_time(
+            f"discord-actor (restart, {label})", path, self.log, task_id, stopped, SCHEMA)
         try:
-            if embedded:
-                marker = len(read_text(self.log))
-
-                async def started() -> bool:
-                    return "started with" in read_text(self.log)[marker:]
-
-                await self.wait_for(child, "start", started, 60.0)
-                self.database = await open_database(self.database.config, migrate=False)
-            started_at: datetime | None = None
-
-            async def ran() -> bool:
-                nonlocal started_at
-                started_at = await self.pool.fetchval(
-                    f"SELECT min(started_at) FROM {SCHEMA}.runs WHERE task_id = $1"
-                    " AND started_at > $2", task_id, stopped)
-                return started_at is not None
-
-            await self.wait_for(child, "run of the due schedule", ran, 60.0)
-            assert started_at is not None
-            first_run = started_at.timestamp() - child.spawned
             await self.sleep_until(time.time() + 2.0, child)
             runs_sql = f"SELECT count(*) FROM {SCHEMA}.runs"
             runs0 = await self.count(runs_sql)
@@ -377,10 +354,9 @@ class KeyedBench(Bench):
         pg = (f", PostgreSQL {100 * (pg1 - pg0) / (t1 - t0):.2f} %"
               if pg0 is not None and pg1 is not None else "")
         quiet = "" if runs1 == runs0 else f" ({runs1 - runs0} runs in the idle window)"
-        how = "the embedded server started by the process" if embedded else "DATABASE_URL"
         return [
             f"{label}: restart to first run {first_run:.2f} s (spawn of `discord-actor run`"
-            f" to started_at of a run due at start; {how})",
+            f" to started_at of a run due at start; {self.database_origin()})",
             f"{label}: idle CPU over {idle:g} s with nothing due: runtime"
             f" {100 * (cpu1 - cpu0) / (t1 - t0):.2f} % of a core{pg}; peak RSS"
             f" {fmt(rss, 1)} MB{quiet}",
@@ -388,10 +364,6 @@ class KeyedBench(Bench):
 
 
 # -- output -----------------------------------------------------------------------------------
-
-
-def fmt(value: float | None, digits: int = 0) -> str:
-    return "—" if value is None else f"{value:,.{digits}f}"
 
 
 def late(p: tuple[float, float, float] | None) -> str:

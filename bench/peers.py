@@ -717,10 +717,20 @@ class Bench:
         task_id = await self.pool.fetchval(
             f"UPDATE {SCHEMA}.tasks SET next_run = now(), due_at = now() WHERE actor = $1"
             " RETURNING id", actor_name(0))
+        child, seconds = await self.restart_and_time(
+            "discord-actor (restart)", config, log, task_id, stopped)
+        await self.stop(child)
+        return (f"discord-actor restart to first run: {seconds:.2f} s (spawn of `discord-actor"
+                f" run` to started_at of a run due at start; {self.database_origin()})")
+
+    async def restart_and_time(self, name: str, config: Path, log: Path, task_id: int,
+                               stopped: datetime, schema: str = SCHEMA) -> tuple[Child, float]:
+        """Start `discord-actor run` as after a restart and time it to the first run of
+        ``task_id`` after ``stopped`` (seconds from the spawn); the child is left running."""
         embedded = self.database.server is not None
-        if embedded:  # let the server stop with the last process, as after a real restart
+        if embedded:  # the server stops with the last process, as after a real restart
             await self.database.close()
-        child = await self.spawn("discord-actor (restart)", self.run_command(config), log)
+        child = await self.spawn(name, self.run_command(config), log)
         try:
             if embedded:
                 marker = len(read_text(log))
@@ -735,18 +745,20 @@ class Bench:
             async def ran() -> bool:
                 nonlocal started_at
                 started_at = await self.pool.fetchval(
-                    f"SELECT min(started_at) FROM {SCHEMA}.runs WHERE task_id = $1"
+                    f"SELECT min(started_at) FROM {schema}.runs WHERE task_id = $1"
                     " AND started_at > $2", task_id, stopped)
                 return started_at is not None
 
             await self.wait_for(child, "run of the due task", ran, 60.0)
-        finally:
+        except BaseException:
             await self.stop(child)
+            raise
         assert started_at is not None
-        seconds = started_at.timestamp() - child.spawned
-        how = ("the embedded server started by the process" if embedded else "DATABASE_URL")
-        return (f"discord-actor restart to first run: {seconds:.2f} s (spawn of `discord-actor"
-                f" run` to started_at of a run due at start; {how})")
+        return child, started_at.timestamp() - child.spawned
+
+    def database_origin(self) -> str:
+        return ("the embedded server started by the process" if self.database.server is not None
+                else "DATABASE_URL")
 
     async def raw_summary(self, plan: Plan) -> Counted:
         try:
