@@ -1,15 +1,24 @@
-"""Real ``discord-actor run`` processes for the multi-process tests, and reading what they did.
+"""Helpers the test modules share: real ``discord-actor run`` processes and reading what they
+did, and a runtime with its background loops on the real clock.
 
-Not a test module: the tests that start servers import it (pytest puts ``tests/`` on the path).
+Not a test module: the tests import it (pytest puts ``tests/`` on the path).
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+
+from discord_actor.config import ActorConfig, HttpConfig
+from discord_actor.db import Database
+from discord_actor.runtime import Runtime
+from discord_actor.testing.harness import RecordingPlatform, load, make_config
 
 
 def spawn_server(config: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -29,3 +38,29 @@ async def fetch(url: str, sql: str, schema: str = "") -> list[asyncpg.Record]:
         return await conn.fetch(sql.replace("S.", f"{schema}.") if schema else sql)
     finally:
         await conn.close()
+
+
+def runtime_for(
+    database: Database,
+    actors: Sequence[tuple[Any, ActorConfig]],
+    *,
+    instance_id: str | None = None,
+    http: HttpConfig | None = None,
+    **server: Any,
+) -> Runtime:
+    """A runtime of these (implementation, config) pairs, ``server`` keys set, posting to one
+    ``RecordingPlatform`` (``runtime.platforms["console"]``); start it to run its loops."""
+    config = make_config(database.config, [cfg for _, cfg in actors], **server)
+    if http is not None:
+        config = replace(config, http=http)
+    loaded = {
+        cfg.name: load(impl, cfg) for (impl, _), cfg in zip(actors, config.actors, strict=True)
+    }
+    platform = RecordingPlatform()
+    return Runtime(
+        config,
+        database,
+        loaded,
+        platforms={"console": platform, "discord": platform, "none": platform},
+        instance_id=instance_id,
+    )

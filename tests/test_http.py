@@ -10,13 +10,13 @@ import socket
 import textwrap
 import time
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import servers
 
 from discord_actor import Once, RunContext, actor
 from discord_actor.cli import main
@@ -30,7 +30,7 @@ from discord_actor.config import (
 )
 from discord_actor.db import Database, EmbeddedPostgres, open_database
 from discord_actor.runtime import Runtime
-from discord_actor.testing.harness import RecordingPlatform, actor_config, load, make_config
+from discord_actor.testing.harness import actor_config
 from discord_actor.web.server import HttpUnavailable
 
 TOKEN = "s3cret-operator-token-for-tests"
@@ -72,15 +72,9 @@ async def broken(ctx: RunContext) -> None:
 def runtime_for(
     database: Database, http: HttpConfig, actors: dict[str, Any], **server: Any
 ) -> Runtime:
-    configs = [actor_config(name, schedule=EVERY_SECOND, platform="none") for name in actors]
-    config = replace(make_config(database.config, configs, **server), http=http)
-    platform = RecordingPlatform()
-    return Runtime(
-        config,
-        database,
-        {a.name: load(actors[a.name], a) for a in config.actors},
-        platforms={"console": platform, "discord": platform, "none": platform},
-    )
+    configs = [(impl, actor_config(name, schedule=EVERY_SECOND, platform="none"))
+               for name, impl in actors.items()]
+    return servers.runtime_for(database, configs, http=http, **server)
 
 
 async def wait_for(check: Any, within: float = 15.0) -> Any:

@@ -11,6 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from servers import runtime_for
 
 from discord_actor import (
     Cron,
@@ -29,13 +30,9 @@ from discord_actor import (
 from discord_actor.alerts import Alert
 from discord_actor.config import RetryPolicy, ScheduleConfig
 from discord_actor.db import Database
-from discord_actor.runtime import Runtime
 from discord_actor.testing.harness import (
     ActorHarness,
-    RecordingPlatform,
     actor_config,
-    load,
-    make_config,
 )
 
 NO_SCHEDULE = ScheduleConfig(type="none", timezone="UTC")
@@ -367,15 +364,11 @@ async def test_two_runtimes_run_each_keyed_schedule_exactly_once(database: Datab
     """On the real clock with the background loops: 300 reminders due within two seconds,
     added from outside the runtimes, shared by two processes."""
     cfg = actor_config("reminder", schedule=NO_SCHEDULE, platform="none")
-    config = make_config(database.config, [cfg], poll_interval_seconds=1.0, lease_seconds=5.0)
-    runtimes = []
-    for name in ("one", "two"):
-        platform = RecordingPlatform()
-        runtimes.append(
-            Runtime(config, database, {"reminder": load(remind, config.actors[0])},
-                    platforms={"console": platform, "discord": platform, "none": platform},
-                    instance_id=name)
-        )
+    runtimes = [
+        runtime_for(database, [(remind, cfg)], instance_id=name, poll_interval_seconds=1.0,
+                    lease_seconds=5.0)
+        for name in ("one", "two")
+    ]
     for runtime in runtimes:
         await runtime.start()
     try:
@@ -405,10 +398,7 @@ async def test_a_keyed_interval_keeps_its_own_pace_after_each_run(database: Data
     slot from the keyed schedule's own definition (every 0.2 s), not its actor's (hourly)."""
     hourly = ScheduleConfig(type="interval", timezone="UTC", seconds=3600)
     cfg = actor_config("reminder", schedule=hourly, platform="none")
-    config = make_config(database.config, [cfg], poll_interval_seconds=5.0)
-    platform = RecordingPlatform()
-    runtime = Runtime(config, database, {"reminder": load(remind, config.actors[0])},
-                      platforms={"console": platform, "discord": platform, "none": platform})
+    runtime = runtime_for(database, [(remind, cfg)], poll_interval_seconds=5.0)
     await runtime.start()
     try:
         await runtime.schedules.add("reminder", key="fast", schedule=Interval(seconds=0.2))

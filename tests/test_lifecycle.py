@@ -6,31 +6,16 @@ import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 
+from servers import runtime_for
+
 from discord_actor import RunContext, actor
 from discord_actor.config import RetryPolicy, ScheduleConfig
 from discord_actor.db import Database, open_database
 from discord_actor.db.store import Store
-from discord_actor.runtime import Runtime
-from discord_actor.testing.harness import RecordingPlatform, actor_config, load, make_config
+from discord_actor.testing.harness import actor_config
 
 HOURLY = ScheduleConfig(type="interval", timezone="UTC", seconds=3600)  # first slot: now
 FAR_AWAY = ScheduleConfig(type="once", timezone="UTC", at=datetime(2099, 1, 1, tzinfo=UTC))
-
-
-def runtime_for(
-    database: Database, actors: list[tuple[object, object]], **server: object
-) -> Runtime:
-    config = make_config(database.config, [cfg for _, cfg in actors], **server)  # type: ignore[misc]
-    loaded = {
-        cfg.name: load(impl, cfg) for (impl, _), cfg in zip(actors, config.actors, strict=True)
-    }
-    platform = RecordingPlatform()
-    return Runtime(
-        config,
-        database,
-        loaded,
-        platforms={"console": platform, "discord": platform, "none": platform},
-    )
 
 
 async def wait_for(predicate: object, within: float = 10.0) -> None:

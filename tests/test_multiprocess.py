@@ -15,19 +15,15 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from servers import fetch, spawn_server
+from servers import fetch, runtime_for, spawn_server
 
 from discord_actor import RunContext, actor
 from discord_actor.config import DatabaseConfig, ScheduleConfig
 from discord_actor.db import Database, EmbeddedPostgres, open_database
 from discord_actor.db.store import ClaimRequest, Store
-from discord_actor.runtime import Runtime
 from discord_actor.testing.harness import (
     ActorHarness,
-    RecordingPlatform,
     actor_config,
-    load,
-    make_config,
 )
 
 pytestmark = pytest.mark.slow
@@ -162,14 +158,7 @@ async def test_a_database_restart_loses_no_run(tmp_path: Path) -> None:
     cfg = actor_config(
         "through_restart", schedule=ScheduleConfig(type="interval", timezone="UTC", seconds=3600)
     )
-    config = make_config(database.config, [cfg], poll_interval_seconds=0.2)
-    platform = RecordingPlatform()
-    runtime = Runtime(
-        config,
-        database,
-        {"through_restart": load(through_restart, config.actors[0])},
-        platforms={"console": platform, "discord": platform, "none": platform},
-    )
+    runtime = runtime_for(database, [(through_restart, cfg)], poll_interval_seconds=0.2)
     try:
         await runtime.start()
         await asyncio.wait_for(started.wait(), 10)
@@ -311,14 +300,7 @@ async def test_a_database_outage_is_told_in_two_lines_without_tracebacks(
     cfg = actor_config(
         "ticker", schedule=ScheduleConfig(type="interval", timezone="UTC", seconds=0.5)
     )
-    config = make_config(database.config, [cfg], poll_interval_seconds=0.2)
-    platform = RecordingPlatform()
-    runtime = Runtime(
-        config,
-        database,
-        {"ticker": load(ticker, config.actors[0])},
-        platforms={"console": platform, "discord": platform, "none": platform},
-    )
+    runtime = runtime_for(database, [(ticker, cfg)], poll_interval_seconds=0.2)
     caplog.set_level("INFO")
     try:
         await runtime.start()

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import time
 
+from servers import runtime_for
+
 from discord_actor import RunContext, actor, retention
 from discord_actor.config import ScheduleConfig
 from discord_actor.db import Database
 from discord_actor.db.store import Store
 from discord_actor.runtime import Runtime
-from discord_actor.testing.harness import RecordingPlatform, actor_config, load, make_config
+from discord_actor.testing.harness import actor_config
 
 
 @actor
@@ -22,11 +24,7 @@ async def keeper(ctx: RunContext) -> None:
 def runtime(database: Database, instance: str) -> Runtime:
     cfg = actor_config("keeper", schedule=ScheduleConfig(type="interval", timezone="UTC",
                                                         seconds=3600))
-    config = make_config(database.config, [cfg], run_retention_days=30)
-    platform = RecordingPlatform()
-    return Runtime(config, database, {"keeper": load(keeper, config.actors[0])},
-                   platforms={"console": platform, "discord": platform, "none": platform},
-                   instance_id=instance)
+    return runtime_for(database, [(keeper, cfg)], instance_id=instance, run_retention_days=30)
 
 
 async def add_runs(database: Database, days_ago: list[float], status: str = "succeeded") -> None:

@@ -12,12 +12,13 @@ from dataclasses import replace
 from datetime import datetime
 
 import pytest
+from servers import runtime_for
 
 from discord_actor import RunContext, actor
 from discord_actor.config import ActorConfig, RetryPolicy, ScheduleConfig
 from discord_actor.db import Database
 from discord_actor.runtime import Runtime
-from discord_actor.testing.harness import RecordingPlatform, actor_config, load, make_config
+from discord_actor.testing.harness import actor_config
 
 HOURLY = 300  # actors that ran once and are not due again for an hour
 
@@ -54,16 +55,13 @@ def configs() -> list[ActorConfig]:
 async def running(
     database: Database, cfgs: list[ActorConfig], instance: str
 ) -> AsyncIterator[Runtime]:
-    config = make_config(database.config, cfgs, poll_interval_seconds=1.0, lease_seconds=3.0)
     impls = {"flaky": flaky}
-    actors = {c.name: load(impls.get(c.name, noop), c) for c in config.actors}
-    platform = RecordingPlatform()
-    runtime = Runtime(
-        config,
+    runtime = runtime_for(
         database,
-        actors,
-        platforms={"console": platform, "discord": platform, "none": platform},
+        [(impls.get(c.name, noop), c) for c in cfgs],
         instance_id=instance,
+        poll_interval_seconds=1.0,
+        lease_seconds=3.0,
     )
     await runtime.start()
     try:
