@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -81,6 +82,9 @@ def _samples_only(text: str) -> str:
     return "".join(line + "\n" for line in text.splitlines() if not line.startswith("#"))
 
 
+_Template = tuple[tuple[str, ...], list[tuple[str, str]], list[tuple[str, int]]]
+_NO_TEMPLATE: _Template = ((), [], [])  # shared until an actor's first render
+_NO_RUNS = (0,) * (len(RUN_DURATION_BUCKETS) + 1)
 _RUNS = (f"{PREFIX}_runs", "Runs finished, by actor and recorded status.")
 _DURATION = (
     f"{PREFIX}_run_duration_seconds",
@@ -99,25 +103,44 @@ class _ActorSeries:
     10,000 actors; filling the templates costs a tenth of that.
     """
 
-    __slots__ = ("buckets", "count", "lines", "statuses", "sum", "template")
+    __slots__ = ("buckets", "count", "lines", "other", "succeeded", "sum", "template")
 
     def __init__(self) -> None:
-        self.statuses: dict[str, int] = {}
-        self.buckets = [0] * (len(RUN_DURATION_BUCKETS) + 1)  # the last one: above every bound
+        # Kept small (10,000 actors hold 10,000 of these for the whole process): succeeded runs
+        # as a plain count, other statuses in a dict made at the first one, the buckets as an
+        # array of machine integers (the last one: above every bound).
+        self.succeeded = 0
+        self.other: dict[str, int] | None = None
+        self.buckets = array("q", _NO_RUNS)
         self.count = 0
         self.sum = 0.0
         self.lines: tuple[int, str, str] = (-1, "", "")
         # (statuses it was made for, runs lines' (prefix, status), duration lines' (prefix,
         # value index: 0..n-1 the cumulative buckets, n the sum))
-        self.template: tuple[tuple[str, ...], list[tuple[str, str]], list[tuple[str, int]]] = (
-            (), [], []
-        )
+        self.template: _Template = _NO_TEMPLATE
+
+    @property
+    def statuses(self) -> dict[str, int]:
+        """Runs by recorded status (a new dict)."""
+        counts = {"succeeded": self.succeeded} if self.succeeded else {}
+        return counts | self.other if self.other else counts
+
+    def finished(self, status: str, seconds: float) -> None:
+        if status == "succeeded":
+            self.succeeded += 1
+        else:
+            other = self.other if self.other is not None else {}
+            other[status] = other.get(status, 0) + 1
+            self.other = other
+        self.buckets[bisect.bisect_left(RUN_DURATION_BUCKETS, seconds)] += 1
+        self.count += 1
+        self.sum += seconds
 
     def render(self, actor: str) -> tuple[str, str]:
         count = self.count
         if self.lines[0] != count:
             # A copy: this runs in a thread while the event loop may count a new status.
-            counts = dict(self.statuses)
+            counts = self.statuses
             statuses = tuple(sorted(counts))
             if self.template[0] != statuses:
                 self.template = _template(actor, statuses)
@@ -154,9 +177,7 @@ def _count_text(n: int) -> str:
 _ACTOR = "@actor@"
 
 
-def _template(
-    actor: str, statuses: tuple[str, ...]
-) -> tuple[tuple[str, ...], list[tuple[str, str]], list[tuple[str, int]]]:
+def _template(actor: str, statuses: tuple[str, ...]) -> _Template:
     """An actor's lines as ``prometheus_client`` renders them, each cut before its value, and
     where each value comes from."""
     runs_lines, duration_lines = _shared_template(statuses)
@@ -231,10 +252,7 @@ class RuntimeMetrics:
         series = self._actors.get(actor)
         if series is None:
             series = self._actors[actor] = _ActorSeries()
-        series.statuses[status] = series.statuses.get(status, 0) + 1
-        series.buckets[bisect.bisect_left(RUN_DURATION_BUCKETS, seconds)] += 1
-        series.count += 1
-        series.sum += seconds
+        series.finished(status, seconds)
 
     def acquired(self, seconds: float) -> None:
         self.pool_acquire.observe(seconds)
