@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import math
 import socket
 import statistics
 import sys
@@ -28,12 +27,11 @@ from dataclasses import replace
 
 import aiohttp
 from common import bench_database, machine_line, quiet_platforms
-from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
-from discord_actor import RunContext, actor
+from discord_actor import RunContext, actor, exposition
 from discord_actor.config import HttpConfig, ScheduleConfig
-from discord_actor.metrics import RUN_DURATION_BUCKETS, RuntimeMetrics, _render
+from discord_actor.metrics import RUN_DURATION_BUCKETS, RuntimeMetrics
 from discord_actor.runtime import Runtime
 from discord_actor.testing.harness import actor_config, load, make_config
 
@@ -55,15 +53,14 @@ def render_by_families(metrics: RuntimeMetrics) -> str:
     prometheus_client's families at each scrape. The same text, for the side-by-side figure."""
     runs = CounterMetricFamily("discord_actor_runs", "", labels=["actor", "status"])
     duration = HistogramMetricFamily("discord_actor_run_duration_seconds", "", labels=["actor"])
-    for name, series in sorted(metrics._actors.items()):
+    for name, series in sorted(metrics.actors.items()):
         for status, n in sorted(series.statuses.items()):
             runs.add_metric([name, status], n)
-        cumulative, seen = [], 0
-        for bound, n in zip((*RUN_DURATION_BUCKETS, math.inf), series.buckets, strict=True):
-            seen += n
-            cumulative.append(("+Inf" if bound == math.inf else repr(bound), seen))
-        duration.add_metric([name], cumulative, series.sum)
-    return generate_latest(metrics.registry).decode() + _render([runs, duration])
+        bounds = [*(repr(b) for b in RUN_DURATION_BUCKETS), "+Inf"]
+        cumulative = list(zip(bounds, series.durations.cumulative(), strict=True))
+        duration.add_metric([name], cumulative, series.durations.sum)
+    everything_else = exposition._families(metrics)
+    return exposition._render(everything_else) + exposition._render([runs, duration])
 
 
 def render_side_by_side(metrics: RuntimeMetrics, rounds: int = 5) -> tuple[float, float, bool]:
@@ -71,7 +68,7 @@ def render_side_by_side(metrics: RuntimeMetrics, rounds: int = 5) -> tuple[float
     turns; and whether both give the same samples."""
     now_ms, before_ms = [], []
     for _ in range(rounds):
-        for series in metrics._actors.values():
+        for series in metrics.actors.values():
             series.lines = (-1, "", "")  # as if every actor ran since the last scrape
         started = time.perf_counter()
         text = metrics.render().decode()
