@@ -1,13 +1,10 @@
-"""Running one claimed run: the actor's code within its timeout, then recording the outcome that
-``outcome`` decides (status, error, new state, retry, circuit breaker) and the alert it calls for.
+"""Running one claimed run: the actor's code in a task and context of its own, within its
+timeout, until it returns, raises, times out or is stopped (a shutdown, a lost lease). What the
+run is then recorded as is decided by ``outcome`` and written by ``outcome_writer``; what was
+stored is logged here, and alerted on.
 
 The actor's code runs in a task of its own, so that a shutdown (or a lost lease) can cancel it
-without cancelling the recording of its outcome. Outcomes are recorded by one writer: what
-finishes while a write is in flight goes into the next one, so that under load many outcomes
-share one statement and one commit, and an idle process writes each at once. A run is not over
-until its outcome is stored, and writing is retried while the database is unreachable: a run
-this process started always gets a final status while the process lives (and if it dies, the
-lease recovery marks the run ``abandoned``).
+without cancelling the recording of its outcome.
 """
 
 from __future__ import annotations
@@ -17,7 +14,7 @@ import contextvars
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
-from contextlib import AbstractAsyncContextManager, suppress
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -29,27 +26,31 @@ from .alerts import AlertSender
 from .budget import ConnectionBudget
 from .clock import Clock
 from .db.store import ClaimedRun, Finished, Outcome, Store, TaskView
-from .db.transient import TRANSIENT_DB_ERRORS, Backoff
 from .enums import RunStatus
 from .keyed import Schedules
 from .logs import current_run
 from .metrics import RuntimeMetrics
 from .outcome import (
-    RECORD_ERROR,
     ActorCodeResult,
     StateNotSerializable,
     alert_due,
     decide_outcome,
-    refused_outcome,
     retry_delay,
     state_json,
     succeeded_outcome,
+)
+from .outcome_writer import (
+    MAX_OUTCOMES_PER_WRITE,
+    REFUSED_OUTCOME_ERRORS,
+    OutcomeWriter,
+    RunNoLongerOwned,
+    Written,
 )
 from .platforms import Platform
 from .plugins import LoadedActor
 from .schedules import Schedule, format_slot, schedule_of
 
-__all__ = [  # with what moved to ``outcome``, importable from here as before
+__all__ = [  # with what moved to ``outcome`` and ``outcome_writer``, still importable here
     "MAX_OUTCOMES_PER_WRITE",
     "REFUSED_OUTCOME_ERRORS",
     "STOP_GRACE_SECONDS",
@@ -64,23 +65,12 @@ __all__ = [  # with what moved to ``outcome``, importable from here as before
 
 log = logging.getLogger("discord_actor.runtime")
 
-# Errors meaning the database will never store this outcome as it is.
-REFUSED_OUTCOME_ERRORS: tuple[type[BaseException], ...] = (asyncpg.DataError, TypeError, ValueError)
-# What writing an outcome gives: the task's row (None: the run was declared abandoned) and the
-# outcome stored, which is a plain failure when the database refused the run's own.
-Written = tuple[Finished | None, Outcome]
-MAX_OUTCOMES_PER_WRITE = 256
-
 # Read once: a member read from its enum class costs a descriptor call on Python 3.11 (60 ns),
 # and these are read at every run.
 _SUCCEEDED, _TIMED_OUT = RunStatus.SUCCEEDED, RunStatus.TIMED_OUT
 # How long actor code may take to stop once cancelled (its timeout, a shutdown, a lost lease)
 # before its run is recorded anyway and the code is left to end alone.
 STOP_GRACE_SECONDS = 2.0
-
-
-class RunNoLongerOwned(RuntimeError):
-    """The run was declared abandoned by another process while it ran here."""
 
 
 class _LiveRun:
@@ -147,8 +137,7 @@ class Executor:
         self._runaway: set[asyncio.Task[ActorCodeResult]] = set()  # did not stop, left alone
         self._loggers: dict[str, logging.Logger] = {}  # made at an actor's first run
         self._cancel_reason = "cancelled"
-        self._unwritten: list[tuple[ClaimedRun, Outcome, asyncio.Future[Written]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self.writer = OutcomeWriter(store)
         #: server.log_runs = "all": a line per succeeded run too (failures are always logged)
         self.log_successes = True
         # Whether this process was stalled past its lease (cancelling the runs in flight if so).
@@ -226,10 +215,7 @@ class Executor:
 
     async def close(self) -> None:
         """Stop writing outcomes (at shutdown, after the runs were waited for)."""
-        if self._writer is not None:
-            self._writer.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._writer
+        await self.writer.close()
 
     # -- one run ------------------------------------------------------------------------------
 
@@ -260,7 +246,7 @@ class Executor:
 
         async def checkpoint(state: dict[str, Any]) -> None:
             self._still_running(live)
-            await self._checkpoint(run, state)
+            await self.writer.checkpoint(run, state)
 
         ctx = RunContext(
             run_id=run.run_id,
@@ -311,7 +297,7 @@ class Executor:
                     now=self.clock.now(),
                     cancel_reason=self._cancel_reason,
                 )
-            finished, outcome = await self._record(run, outcome)
+            finished, outcome = await self.writer.write(run, outcome)
         finally:
             live.timer.cancel()
             if not code.done() and live.stopping_as is None:
@@ -363,94 +349,6 @@ class Executor:
             if live.stopping_as is None:
                 return RunStatus.FAILED, e, None
         return live.stopped(None)
-
-    async def _checkpoint(self, run: ClaimedRun, state: dict[str, Any]) -> None:
-        if not await self.store.checkpoint(run.task_id, run.run_id, state_json(state)):
-            raise RunNoLongerOwned(
-                f"run {run.run_id} of {run.actor} is no longer running here (another process"
-                " declared it abandoned); its state was not saved"
-            )
-
-    async def _record(self, run: ClaimedRun, outcome: Outcome) -> Written:
-        """Hand the outcome to the writer and wait until it is stored."""
-        done: asyncio.Future[Written] = asyncio.get_running_loop().create_future()
-        self._unwritten.append((run, outcome, done))
-        if self._writer is None:
-            self._writer = asyncio.create_task(
-                self._write_outcomes(),
-                name="outcome writer",
-                context=contextvars.Context(),  # not the run's that happened to start it
-            )
-        return await done  # cancelled at shutdown: the writer still writes the outcome
-
-    async def _write_outcomes(self) -> None:
-        """Write what has finished, in batches, until nothing is left."""
-        batch: list[tuple[ClaimedRun, Outcome, asyncio.Future[Written]]] = []
-        try:
-            while self._unwritten:
-                batch = self._unwritten[:MAX_OUTCOMES_PER_WRITE]
-                del self._unwritten[:MAX_OUTCOMES_PER_WRITE]
-                try:
-                    results = await self._write_batch([(r, o) for r, o, _ in batch])
-                except Exception as e:  # a bug: the runs waiting for this write see it
-                    for _, _, done in batch:
-                        if not done.done():
-                            done.set_exception(e)
-                    continue
-                for (_, _, done), written in zip(batch, results, strict=True):
-                    if not done.done():
-                        done.set_result(written)
-        finally:
-            self._writer = None
-            for _, _, done in batch + self._unwritten:  # closed while writing
-                if not done.done():
-                    done.cancel()
-
-    async def _write_batch(self, batch: list[tuple[ClaimedRun, Outcome]]) -> list[Written]:
-        """Write outcomes, retrying while the database is unreachable: nothing is lost.
-
-        When the database refuses the batch (a value it cannot store), each outcome is written
-        on its own, and a refused one is replaced by a plain failure, so that no run stays
-        ``running`` while this process is alive.
-        """
-        backoff = Backoff(0.2, 5.0)
-        while True:
-            try:
-                finished = await self.store.finish_many([(r.run_id, o) for r, o in batch])
-                return [(f, o) for f, (_, o) in zip(finished, batch, strict=True)]
-            except REFUSED_OUTCOME_ERRORS as e:
-                if len(batch) == 1:
-                    return [await self._write_refused(*batch[0], e)]
-                return [(await self._write_batch([item]))[0] for item in batch]
-            except (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError) as e:
-                # An outage, a lock timeout, a read-only failover: wait and write it again.
-                delay = backoff.next()
-                first = batch[0][0]
-                log.warning(
-                    "cannot record the outcome of %d run(s) yet (run %d of %s: %s; %s: %s);"
-                    " retrying in %.1f s",
-                    len(batch),
-                    first.run_id,
-                    first.actor,
-                    batch[0][1].status,
-                    type(e).__name__,
-                    e,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-
-    async def _write_refused(self, run: ClaimedRun, outcome: Outcome, e: BaseException) -> Written:
-        """Record a plain failure in place of an outcome that the database refused."""
-        if outcome.error_type == RECORD_ERROR:
-            raise e
-        log.error(
-            "run %d of %s: the database refused its outcome (%s: %s)",
-            run.run_id,
-            run.actor,
-            type(e).__name__,
-            e,
-        )
-        return (await self._write_batch([(run, refused_outcome(outcome, e))]))[0]
 
     def _after_finish(
         self, run: ClaimedRun, slot: datetime, outcome: Outcome, finished: Finished | None
