@@ -21,6 +21,7 @@ from .alerts import Alert
 from .config import ActorConfig
 from .db.store import ClaimedRun, Finished, Outcome
 from .enums import RunStatus, ScheduleKind
+from .errors import DiscordActorError
 from .storable import MAX_ERROR_MESSAGE, MAX_TRACEBACK, Unstorable, clean_text, jsonb_json
 
 # What a run's actor code did: how it ended, the error it raised (or its stop's), and its new
@@ -34,7 +35,7 @@ _SUCCEEDED = RunStatus.SUCCEEDED
 RECORD_ERROR = "RecordError"
 
 
-class StateNotSerializable(TypeError):
+class StateNotSerializable(DiscordActorError, TypeError):
     """An actor left something in ``ctx.state`` that JSON cannot hold."""
 
 

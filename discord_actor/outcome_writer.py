@@ -19,6 +19,7 @@ import asyncpg
 
 from .db.store import ClaimedRun, Finished, Outcome, Store
 from .db.transient import TRANSIENT_DB_ERRORS, Backoff
+from .errors import DiscordActorError
 from .outcome import RECORD_ERROR, refused_outcome, state_json
 
 log = logging.getLogger("discord_actor.runtime")
@@ -31,7 +32,7 @@ Written = tuple[Finished | None, Outcome]
 MAX_OUTCOMES_PER_WRITE = 256
 
 
-class RunNoLongerOwned(RuntimeError):
+class RunNoLongerOwned(DiscordActorError, RuntimeError):
     """The run was declared abandoned by another process while it ran here."""
 
 

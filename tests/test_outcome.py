@@ -8,9 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from discord_actor import executor
 from discord_actor.config import ActorConfig, RetryPolicy, ScheduleConfig
 from discord_actor.db.store import ClaimedRun, Finished, Outcome, TaskView
 from discord_actor.enums import RunStatus
+from discord_actor.errors import DiscordActorError
 from discord_actor.outcome import (
     StateNotSerializable,
     alert_due,
@@ -20,6 +22,7 @@ from discord_actor.outcome import (
     state_json,
     succeeded_outcome,
 )
+from discord_actor.outcome_writer import RunNoLongerOwned
 from discord_actor.storable import MAX_ERROR_MESSAGE
 
 NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -269,3 +272,18 @@ def test_a_first_failure_a_retried_one_or_a_success_alerts_nobody() -> None:
     assert alert_due(claimed(), retried, finished(4)) is None
     ok = succeeded_outcome(config(), "{}", [])
     assert alert_due(claimed(), ok, finished(0)) is None
+
+
+# -- the errors ------------------------------------------------------------------------------
+
+
+def test_the_run_errors_keep_their_bases_under_the_root_and_their_old_import_place() -> None:
+    assert issubclass(StateNotSerializable, TypeError)
+    assert issubclass(StateNotSerializable, DiscordActorError)
+    assert issubclass(RunNoLongerOwned, RuntimeError)
+    assert issubclass(RunNoLongerOwned, DiscordActorError)
+    assert (executor.StateNotSerializable, executor.RunNoLongerOwned) == (
+        StateNotSerializable,
+        RunNoLongerOwned,
+    )
+    assert (executor.retry_delay, executor.state_json) == (retry_delay, state_json)
