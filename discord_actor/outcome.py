@@ -4,10 +4,10 @@ Pure functions of what they are given (what the actor's code did, the actor's co
 attempt, the time it ended): no database, no clock, no I/O, so that every way a run can end is
 testable in a unit test, and the executor and the writer only carry the decisions out.
 
-The circuit breaker itself is counted by the database (``finish_run``, in the same statement as
-the outcome, so that two processes cannot both miss the threshold): the outcome says whether the
-run counts towards it and at which count it opens; the counters the write returns decide the
-alert.
+The circuit breaker itself is counted by the database (``finish_run``, in the statement that
+stores the outcome, so the count holds however many processes finish runs of the actor): the
+outcome says whether the run counts towards it and at which count it opens, and the counters the
+write returns decide the alert.
 """
 
 from __future__ import annotations
