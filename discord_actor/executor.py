@@ -1,13 +1,10 @@
-"""Running one claimed run: the actor's code within its timeout, then recording the outcome, the
-actor's new state, a retry and the circuit breaker together.
+"""Running one claimed run: the actor's code in a task and context of its own, within its
+timeout, until it returns, raises, times out or is stopped (a shutdown, a lost lease). What the
+run is then recorded as is decided by ``outcome`` and written by ``outcome_writer``; what was
+stored is logged here, and alerted on.
 
 The actor's code runs in a task of its own, so that a shutdown (or a lost lease) can cancel it
-without cancelling the recording of its outcome. Outcomes are recorded by one writer: what
-finishes while a write is in flight goes into the next one, so that under load many outcomes
-share one statement and one commit, and an idle process writes each at once. A run is not over
-until its outcome is stored, and writing is retried while the database is unreachable: a run
-this process started always gets a final status while the process lives (and if it dies, the
-lease recovery marks the run ``abandoned``).
+without cancelling the recording of its outcome.
 """
 
 from __future__ import annotations
@@ -15,67 +12,62 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import traceback
 from collections import Counter
 from collections.abc import Callable, Mapping
-from contextlib import AbstractAsyncContextManager, suppress
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 from .actor import Posted, RunContext
-from .alerts import Alert, AlertSender
+from .alerts import AlertSender
 from .budget import ConnectionBudget
 from .clock import Clock
-from .config import ActorConfig
 from .db.store import ClaimedRun, Finished, Outcome, Store, TaskView
-from .db.transient import TRANSIENT_DB_ERRORS, Backoff
+from .enums import RunStatus
 from .keyed import Schedules
 from .logs import current_run
 from .metrics import RuntimeMetrics
+from .outcome import (
+    ActorCodeResult,
+    StateNotSerializable,
+    alert_due,
+    decide_outcome,
+    retry_delay,
+    state_json,
+    succeeded_outcome,
+)
+from .outcome_writer import (
+    MAX_OUTCOMES_PER_WRITE,
+    REFUSED_OUTCOME_ERRORS,
+    OutcomeWriter,
+    RunNoLongerOwned,
+    Written,
+)
 from .platforms import Platform
 from .plugins import LoadedActor
 from .schedules import Schedule, format_slot, schedule_of
-from .storable import MAX_ERROR_MESSAGE, MAX_TRACEBACK, Unstorable, clean_text, jsonb_json
+
+__all__ = [  # with what moved to ``outcome`` and ``outcome_writer``, still importable here
+    "MAX_OUTCOMES_PER_WRITE",
+    "REFUSED_OUTCOME_ERRORS",
+    "STOP_GRACE_SECONDS",
+    "ActorCodeResult",
+    "Executor",
+    "RunNoLongerOwned",
+    "StateNotSerializable",
+    "Written",
+    "retry_delay",
+    "state_json",
+]
 
 log = logging.getLogger("discord_actor.runtime")
 
-# Errors meaning the database will never store this outcome as it is.
-REFUSED_OUTCOME_ERRORS: tuple[type[BaseException], ...] = (asyncpg.DataError, TypeError, ValueError)
-
-
-class RunNoLongerOwned(RuntimeError):
-    """The run was declared abandoned by another process while it ran here."""
-
-
-class StateNotSerializable(TypeError):
-    """An actor left something in ``ctx.state`` that JSON cannot hold."""
-
-
-def state_json(state: object) -> str:
-    """The state as stored; fails the run (not the bookkeeping) when PostgreSQL cannot hold it,
-    naming the key, rather than have the database refuse the outcome of a run that succeeded."""
-    try:
-        return jsonb_json(state, "ctx.state")
-    except Unstorable as e:
-        raise StateNotSerializable(
-            "ctx.state must hold only JSON values (dict, list, str, int, finite float, bool,"
-            f" None; no NUL character): {e}"
-        ) from None
-
-
-def retry_delay(attempt: int, backoff: float, max_backoff: float) -> float:
-    """Exponential backoff before attempt ``attempt + 1``."""
-    return float(min(backoff * 2 ** (attempt - 1), max_backoff))
-
-
-ActorCodeResult = tuple[str, BaseException | None, str | None]
-# What writing an outcome gives: the task's row (None: the run was declared abandoned) and the
-# outcome stored, which is a plain failure when the database refused the run's own.
-Written = tuple[Finished | None, Outcome]
-MAX_OUTCOMES_PER_WRITE = 256
+# Read once: a member read from its enum class costs a descriptor call on Python 3.11 (60 ns),
+# and these are read at every run.
+_SUCCEEDED, _TIMED_OUT = RunStatus.SUCCEEDED, RunStatus.TIMED_OUT
 # How long actor code may take to stop once cancelled (its timeout, a shutdown, a lost lease)
 # before its run is recorded anyway and the code is left to end alone.
 STOP_GRACE_SECONDS = 2.0
@@ -90,14 +82,14 @@ class _LiveRun:
         self.run = run
         self.ended = ended  # the code's result, or the stop's when the code does not stop
         self.code: asyncio.Task[ActorCodeResult] | None = None
-        self.stopping_as: str | None = None  # "timed_out" | "cancelled" once stopped
+        self.stopping_as: RunStatus | None = None  # TIMED_OUT | CANCELLED once stopped
         self.timer: asyncio.TimerHandle | None = None
 
     def stopped(self, error: BaseException | None) -> ActorCodeResult:
         """What a stopped run records, whether its code ended by the cancellation or not."""
-        if self.stopping_as == "timed_out":
-            return "timed_out", TimeoutError(), None
-        return "cancelled", error or asyncio.CancelledError(), None
+        if self.stopping_as is RunStatus.TIMED_OUT:
+            return RunStatus.TIMED_OUT, TimeoutError(), None
+        return RunStatus.CANCELLED, error or asyncio.CancelledError(), None
 
     def code_done(self, code: asyncio.Task[ActorCodeResult]) -> None:
         if self.ended.done():  # given up on earlier, or the run itself was cancelled
@@ -145,8 +137,7 @@ class Executor:
         self._runaway: set[asyncio.Task[ActorCodeResult]] = set()  # did not stop, left alone
         self._loggers: dict[str, logging.Logger] = {}  # made at an actor's first run
         self._cancel_reason = "cancelled"
-        self._unwritten: list[tuple[ClaimedRun, Outcome, asyncio.Future[Written]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self.writer = OutcomeWriter(store)
         #: server.log_runs = "all": a line per succeeded run too (failures are always logged)
         self.log_successes = True
         # Whether this process was stalled past its lease (cancelling the runs in flight if so).
@@ -173,9 +164,9 @@ class Executor:
         """Cancel the actor code of every run in flight; each is recorded ``cancelled``."""
         self._cancel_reason = reason
         for live in list(self._actor_code.values()):
-            self._stop_code(live, "cancelled")
+            self._stop_code(live, RunStatus.CANCELLED)
 
-    def _stop_code(self, live: _LiveRun, status: str) -> None:
+    def _stop_code(self, live: _LiveRun, status: RunStatus) -> None:
         """Cancel a run's actor code, and give it ``STOP_GRACE_SECONDS`` to stop."""
         if live.stopping_as is not None or live.ended.done() or live.code is None:
             return
@@ -224,10 +215,7 @@ class Executor:
 
     async def close(self) -> None:
         """Stop writing outcomes (at shutdown, after the runs were waited for)."""
-        if self._writer is not None:
-            self._writer.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._writer
+        await self.writer.close()
 
     # -- one run ------------------------------------------------------------------------------
 
@@ -258,7 +246,7 @@ class Executor:
 
         async def checkpoint(state: dict[str, Any]) -> None:
             self._still_running(live)
-            await self._checkpoint(run, state)
+            await self.writer.checkpoint(run, state)
 
         ctx = RunContext(
             run_id=run.run_id,
@@ -291,15 +279,25 @@ class Executor:
         )
         code.add_done_callback(live.code_done)
         # One timer per run: at the timeout it cancels the code, then gives it a moment to stop.
-        live.timer = loop.call_later(cfg.timeout_seconds, self._stop_code, live, "timed_out")
+        live.timer = loop.call_later(cfg.timeout_seconds, self._stop_code, live, _TIMED_OUT)
         self._actor_code[run.run_id] = live
         finished: Finished | None = None
         try:
-            status, error, new_state = await live.ended
+            ended = await live.ended
             if run.run_id in self.budget.leases:
                 self._reclaim(run)
-            outcome = self._outcome(cfg, run, ctx, status, error, new_state)
-            finished, outcome = await self._record(run, outcome)
+            if ended[0] == _SUCCEEDED:  # the common case: no clock read
+                outcome = succeeded_outcome(cfg, ended[2], ctx.posted)
+            else:
+                outcome = decide_outcome(
+                    cfg,
+                    run.attempt,
+                    ended,
+                    ctx.posted,
+                    now=self.clock.now(),
+                    cancel_reason=self._cancel_reason,
+                )
+            finished, outcome = await self.writer.write(run, outcome)
         finally:
             live.timer.cancel()
             if not code.done() and live.stopping_as is None:
@@ -344,159 +342,13 @@ class Executor:
         try:
             await loaded.instance.run(ctx)
             if live.stopping_as is None:
-                return "succeeded", None, state_json(ctx.state)
+                return _SUCCEEDED, None, state_json(ctx.state)
         except asyncio.CancelledError as e:
             return live.stopped(e)
         except Exception as e:
             if live.stopping_as is None:
-                return "failed", e, None
+                return RunStatus.FAILED, e, None
         return live.stopped(None)
-
-    async def _checkpoint(self, run: ClaimedRun, state: dict[str, Any]) -> None:
-        if not await self.store.checkpoint(run.task_id, run.run_id, state_json(state)):
-            raise RunNoLongerOwned(
-                f"run {run.run_id} of {run.actor} is no longer running here (another process"
-                " declared it abandoned); its state was not saved"
-            )
-
-    def _outcome(
-        self,
-        cfg: ActorConfig,
-        run: ClaimedRun,
-        ctx: RunContext,
-        status: str,
-        error: BaseException | None,
-        new_state: str | None,
-    ) -> Outcome:
-        if status == "succeeded":  # the common case, kept cheap
-            return Outcome(
-                status=status,
-                posted=ctx.posted,
-                state_json=new_state,
-                max_consecutive_failures=cfg.max_consecutive_failures,
-            )
-        retry_at: datetime | None = None
-        if status in ("failed", "timed_out") and run.attempt < cfg.retry.attempts:
-            delay = retry_delay(
-                run.attempt, cfg.retry.backoff_seconds, cfg.retry.max_backoff_seconds
-            )
-            retry_at = self.clock.now() + timedelta(seconds=delay)
-        elif (
-            status == "cancelled"
-            and run.attempt < cfg.retry.attempts
-            and cfg.schedule.type != "immediate"  # the next start brings its own run
-        ):
-            retry_at = self.clock.now()  # interrupted by a shutdown: run it again at next start
-        message = None
-        if status == "timed_out":
-            message = f"run exceeded timeout_seconds = {cfg.timeout_seconds:g}"
-        elif status == "cancelled":
-            message = self._cancel_reason
-        elif error is not None:
-            message = str(error) or type(error).__name__
-        return Outcome(
-            status=status,
-            error_type=None if error is None else clean_text(type(error).__name__, 200),
-            error_message=None if message is None else clean_text(message, MAX_ERROR_MESSAGE),
-            error_traceback=None
-            if status != "failed" or error is None
-            else clean_text("".join(traceback.format_exception(error)), MAX_TRACEBACK),
-            posted=list(ctx.posted),
-            state_json=new_state,
-            retry_at=retry_at,
-            counts_as_failure=status in ("failed", "timed_out") and retry_at is None,
-            max_consecutive_failures=cfg.max_consecutive_failures,
-        )
-
-    async def _record(self, run: ClaimedRun, outcome: Outcome) -> Written:
-        """Hand the outcome to the writer and wait until it is stored."""
-        done: asyncio.Future[Written] = asyncio.get_running_loop().create_future()
-        self._unwritten.append((run, outcome, done))
-        if self._writer is None:
-            self._writer = asyncio.create_task(
-                self._write_outcomes(),
-                name="outcome writer",
-                context=contextvars.Context(),  # not the run's that happened to start it
-            )
-        return await done  # cancelled at shutdown: the writer still writes the outcome
-
-    async def _write_outcomes(self) -> None:
-        """Write what has finished, in batches, until nothing is left."""
-        batch: list[tuple[ClaimedRun, Outcome, asyncio.Future[Written]]] = []
-        try:
-            while self._unwritten:
-                batch = self._unwritten[:MAX_OUTCOMES_PER_WRITE]
-                del self._unwritten[:MAX_OUTCOMES_PER_WRITE]
-                try:
-                    results = await self._write_batch([(r, o) for r, o, _ in batch])
-                except Exception as e:  # a bug: the runs waiting for this write see it
-                    for _, _, done in batch:
-                        if not done.done():
-                            done.set_exception(e)
-                    continue
-                for (_, _, done), written in zip(batch, results, strict=True):
-                    if not done.done():
-                        done.set_result(written)
-        finally:
-            self._writer = None
-            for _, _, done in batch + self._unwritten:  # closed while writing
-                if not done.done():
-                    done.cancel()
-
-    async def _write_batch(self, batch: list[tuple[ClaimedRun, Outcome]]) -> list[Written]:
-        """Write outcomes, retrying while the database is unreachable: nothing is lost.
-
-        When the database refuses the batch (a value it cannot store), each outcome is written
-        on its own, and a refused one is replaced by a plain failure, so that no run stays
-        ``running`` while this process is alive.
-        """
-        backoff = Backoff(0.2, 5.0)
-        while True:
-            try:
-                finished = await self.store.finish_many([(r.run_id, o) for r, o in batch])
-                return [(f, o) for f, (_, o) in zip(finished, batch, strict=True)]
-            except REFUSED_OUTCOME_ERRORS as e:
-                if len(batch) == 1:
-                    return [await self._write_refused(*batch[0], e)]
-                return [(await self._write_batch([item]))[0] for item in batch]
-            except (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError) as e:
-                # An outage, a lock timeout, a read-only failover: wait and write it again.
-                delay = backoff.next()
-                first = batch[0][0]
-                log.warning(
-                    "cannot record the outcome of %d run(s) yet (run %d of %s: %s; %s: %s);"
-                    " retrying in %.1f s",
-                    len(batch),
-                    first.run_id,
-                    first.actor,
-                    batch[0][1].status,
-                    type(e).__name__,
-                    e,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-
-    async def _write_refused(self, run: ClaimedRun, outcome: Outcome, e: BaseException) -> Written:
-        """Record a plain failure in place of an outcome that the database refused."""
-        if outcome.error_type == "RecordError":
-            raise e
-        log.error(
-            "run %d of %s: the database refused its outcome (%s: %s)",
-            run.run_id,
-            run.actor,
-            type(e).__name__,
-            e,
-        )
-        plain = Outcome(
-            status="failed",
-            error_type="RecordError",
-            error_message=clean_text(
-                f"the outcome could not be recorded: {type(e).__name__}: {e}", MAX_ERROR_MESSAGE
-            ),
-            max_consecutive_failures=outcome.max_consecutive_failures,
-            counts_as_failure=True,
-        )
-        return (await self._write_batch([(run, plain)]))[0]
 
     def _after_finish(
         self, run: ClaimedRun, slot: datetime, outcome: Outcome, finished: Finished | None
@@ -512,7 +364,7 @@ class Executor:
                 outcome.status,
             )
             return
-        if outcome.status == "succeeded":
+        if outcome.status == _SUCCEEDED:
             if self.log_successes and log.isEnabledFor(logging.INFO):  # formatting costs
                 log.info(
                     "run %d of %s succeeded (%s, slot %s)",
@@ -535,20 +387,8 @@ class Executor:
             else outcome.error_message,
             retry,
         )
-        if finished.breaker_tripped:
-            alert = Alert(
-                run.actor, run.run_id, outcome, finished.consecutive_failures, True, key=run.key
-            )
-            log.error("%s", alert.text())
+        alert = alert_due(run, outcome, finished)
+        if alert is not None:
+            if alert.paused:
+                log.error("%s", alert.text())
             self.alerts.send(alert)
-        elif outcome.counts_as_failure and finished.consecutive_failures >= 2:
-            self.alerts.send(
-                Alert(
-                    run.actor,
-                    run.run_id,
-                    outcome,
-                    finished.consecutive_failures,
-                    False,
-                    key=run.key,
-                )
-            )

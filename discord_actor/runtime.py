@@ -29,11 +29,13 @@ from .config import Config, ScheduleConfig
 from .db import Database
 from .db.store import ClaimedRun, Store, TaskView, describe_notice
 from .db.transient import TRANSIENT_DB_ERRORS
-from .executor import Executor, RunNoLongerOwned, StateNotSerializable, retry_delay
+from .executor import Executor
 from .keyed import Schedules, actor_row_spec
 from .liveness import Liveness
 from .loop_lag import LoopLagWatcher
 from .metrics import LiveReadings, RuntimeMetrics, discord_readings
+from .outcome import StateNotSerializable, retry_delay
+from .outcome_writer import RunNoLongerOwned
 from .platforms import Platform
 from .platforms.console import ConsolePlatform
 from .platforms.none import NoPlatform
