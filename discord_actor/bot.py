@@ -70,6 +70,7 @@ __all__ = [
     "build_intents",
     "create_bot",
     "discord_endpoints",
+    "schedules_of",
     "serve_bot",
 ]
 
@@ -387,6 +388,16 @@ class ActorRuntime(commands.Cog, name="ActorRuntime"):
                 redact_url(cfg.api_base_url),
                 redact_url(cfg.gateway_url),
             )
+
+
+def schedules_of(interaction: discord.Interaction[Any]) -> Schedules:
+    """The keyed schedules of the runtime that the interaction's bot hosts: what an actor
+    module's slash commands use to add, list and remove schedules."""
+    client = interaction.client
+    cog = client.get_cog("ActorRuntime") if hasattr(client, "get_cog") else None
+    if not isinstance(cog, ActorRuntime):
+        raise RuntimeError("this bot does not host discord-actor's ActorRuntime cog")
+    return cog.schedules
 
 
 # --------------------------------------------------------------------------------------------
