@@ -19,6 +19,7 @@ from typing import Any
 from discord_actor.actor import Posted
 from discord_actor.config import ActorConfig, DatabaseConfig
 from discord_actor.db import Database, open_database
+from discord_actor.platforms import Platform, every_platform
 
 
 def cpu_model() -> str:
@@ -74,9 +75,8 @@ class QuietPlatform:
         return Posted(platform="quiet", channel_id=actor.channel_id, content=content)
 
 
-def quiet_platforms() -> dict[str, Any]:
-    q = QuietPlatform()
-    return {"console": q, "discord": q, "none": q}
+def quiet_platforms() -> dict[str, Platform]:
+    return every_platform(QuietPlatform())
 
 
 def median(values: list[float]) -> float:

@@ -30,9 +30,9 @@ from common import bench_database, machine_line, quiet_platforms
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 from discord_actor import RunContext, actor, exposition
+from discord_actor.assembly import Assembly
 from discord_actor.config import HttpConfig, ScheduleConfig
 from discord_actor.metrics import RUN_DURATION_BUCKETS, RuntimeMetrics
-from discord_actor.runtime import Runtime
 from discord_actor.testing.harness import actor_config, load, make_config
 
 
@@ -102,9 +102,9 @@ async def main(actors: int) -> int:
         port = free_port()
         config = replace(make_config(database.config, configs, max_concurrent_runs=64),
                          http=HttpConfig(enabled=True, port=port))
-        runtime = Runtime(config, database, {c.name: load(noop, c) for c in config.actors},
-                          platforms=quiet_platforms())
-        await runtime.start()
+        assembly = Assembly(config, {c.name: load(noop, c) for c in config.actors},
+                            platforms=quiet_platforms(), database=database)
+        runtime = await assembly.start()
         url = f"http://127.0.0.1:{port}/metrics"
         try:
             deadline = time.monotonic() + 300
@@ -126,7 +126,7 @@ async def main(actors: int) -> int:
                         lines = body.count(b"\n")
                         await asyncio.sleep(1)
         finally:
-            await runtime.stop()
+            await assembly.stop()
     # After the stop: rendering on the event loop here would stall the runtime's runs.
     side_by_side = render_side_by_side(runtime.metrics)
     print(f"{actors:,} actors, every one has run; /metrics: {lines:,} lines, "

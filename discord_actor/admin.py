@@ -41,9 +41,9 @@ from .operations import (
 )
 
 if TYPE_CHECKING:
+    from .alerts import Alert
     from .config import Config, DiscordConfig
     from .db.store import Store
-    from .runtime import Alert
 
 log = logging.getLogger("discord_actor.admin")
 

@@ -38,6 +38,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from .admin import ActorsCommands, DiscordAlerts, sync_commands
+from .alerts import AlertSink
+from .assembly import Assembly
 from .clock import Clock
 from .config import (
     CONFIG_FILE,
@@ -48,14 +50,10 @@ from .config import (
     load_config,
     redact_url,
 )
-from .db import Database, open_database
+from .db import Database
 from .keyed import Schedules
-from .platforms import Platform
-from .platforms.console import ConsolePlatform
-from .platforms.discord import DiscordPlatform
-from .platforms.none import NoPlatform
 from .plugins import LoadedActor, actor_modules, load_actors, load_project
-from .runtime import AlertSink, Runtime
+from .runtime import Runtime
 
 log = logging.getLogger("discord_actor.bot")
 
@@ -70,6 +68,7 @@ __all__ = [
     "build_intents",
     "create_bot",
     "discord_endpoints",
+    "schedules_of",
     "serve_bot",
 ]
 
@@ -134,16 +133,18 @@ class ActorRuntime(commands.Cog, name="ActorRuntime"):
         self._sync = sync_commands
         self._clock = clock
         self._instance_id = instance_id
-        self.platform = DiscordPlatform(bot)
-        self.database: Database | None = None
+        self._assembly: Assembly | None = None  # the runtime and its database, once loaded
         self.runtime: Runtime | None = None
         #: standalone mode closes the database itself, after the bot
         self.keep_database_open = False
-        self._stopping: Runtime | None = None
-        self._stopped: asyncio.Future[None] | None = None
         self._commands: app_commands.Group | None = None
         self._module_commands: list[AppCommand] = []
         self._readies = 0
+
+    @property
+    def database(self) -> Database | None:
+        """The runtime's database, from ``cog_load`` until it is closed."""
+        return self._assembly.database if self._assembly is not None else None
 
     @property
     def schedules(self) -> Schedules:
@@ -165,33 +166,19 @@ class ActorRuntime(commands.Cog, name="ActorRuntime"):
             config, actors = load_project(Path(source))  # the modules' problems listed too
         self.config = config
         self._check_endpoints(config.discord)
-        self.platform = DiscordPlatform(self.bot)
-        database = await open_database(config.database, migrate=True, announce=True)
-        runtime: Runtime | None = None
-        try:
-            if database.applied_migrations:
-                log.info("applied migrations: %s", ", ".join(database.applied_migrations))
-            runtime = Runtime(
-                config,
-                database,
-                actors,
-                clock=self._clock,
-                platforms=self.platforms(),
-                client=self.bot,
-                alerts=self._alerts(config),
-                instance_id=self._instance_id,
-            )
-            await runtime.start()
-        except BaseException:
-            # A failed or interrupted start leaves nothing behind.
-            with contextlib.suppress(Exception):
-                if runtime is not None:
-                    await runtime.stop()
-            with contextlib.suppress(Exception):
-                await database.close()
-            raise
-        self.database, self.runtime = database, runtime
-        self._stopped = None
+        assembly = Assembly(
+            config,
+            actors,
+            client=self.bot,
+            alerts=self._alerts(config),
+            clock=self._clock,
+            instance_id=self._instance_id,
+        )
+        database = await assembly.open()
+        if database.applied_migrations:
+            log.info("applied migrations: %s", ", ".join(database.applied_migrations))
+        runtime = await assembly.start()  # a failed or interrupted start leaves nothing behind
+        self._assembly, self.runtime = assembly, runtime
         self._handle_sigterm()
         await self._install_commands(config, runtime)
 
@@ -206,31 +193,21 @@ class ActorRuntime(commands.Cog, name="ActorRuntime"):
 
     async def stop(self) -> None:
         """Stop the runtime gracefully; safe to call again and from several tasks at once."""
-        self.platform.close()  # posts still waiting for the gateway give up
         runtime, self.runtime = self.runtime, None
         if runtime is not None:
             self._uninstall_commands()
-            self._stopping = runtime
-            self._stopped = asyncio.ensure_future(runtime.stop())
-        if self._stopped is not None:
-            try:
-                await asyncio.shield(self._stopped)
-            finally:
-                self._stopping = None
+        if self._assembly is not None:
+            await self._assembly.stop()
 
     def cancel_runs(self, reason: str) -> None:
         """Cancel the runs in flight (a second Ctrl-C during a graceful stop)."""
-        for runtime in (self.runtime, self._stopping):
-            if runtime is not None:
-                runtime.cancel_runs(reason)
+        if self._assembly is not None:
+            self._assembly.cancel_runs(reason)
 
     async def close_database(self) -> None:
-        database, self.database = self.database, None
-        if database is not None:
-            await database.close()
-
-    def platforms(self) -> dict[str, Platform]:
-        return {"discord": self.platform, "console": ConsolePlatform(), "none": NoPlatform()}
+        assembly, self._assembly = self._assembly, None
+        if assembly is not None:
+            await assembly.close()
 
     # -- events ------------------------------------------------------------------------------
 
@@ -387,6 +364,16 @@ class ActorRuntime(commands.Cog, name="ActorRuntime"):
                 redact_url(cfg.api_base_url),
                 redact_url(cfg.gateway_url),
             )
+
+
+def schedules_of(interaction: discord.Interaction[Any]) -> Schedules:
+    """The keyed schedules of the runtime that the interaction's bot hosts: what an actor
+    module's slash commands use to add, list and remove schedules."""
+    client = interaction.client
+    cog = client.get_cog("ActorRuntime") if hasattr(client, "get_cog") else None
+    if not isinstance(cog, ActorRuntime):
+        raise RuntimeError("this bot does not host discord-actor's ActorRuntime cog")
+    return cog.schedules
 
 
 # --------------------------------------------------------------------------------------------

@@ -35,9 +35,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 import tomli  # tomllib's own code, as a compiled wheel: 3x faster on a file of 10,000 actors
 import tomli_w
 
+from discord_actor.platform_registry import PLATFORMS
 from discord_actor.schedules import cron_error
 
-PLATFORMS = ("discord", "console", "none")
 MENTION_KINDS = ("users", "roles", "everyone")  # actors[].allowed_mentions
 # discord.Intents flag names (discord.py 2.4+; a test checks them against the installed one),
 # kept here so that loading a configuration does not import discord.py. "default" stands for
@@ -863,7 +863,7 @@ class _Reader:
                              "actors_dir such as 'daily_digest', or a dotted import path,"
                              " optionally"
                              " followed by ':NAME' to pick one actor of the module)")
-        platform = self.choice(t, "platform", p, None, PLATFORMS)
+        platform = self.choice(t, "platform", p, None, tuple(PLATFORMS))
         channel_id = self.integer(t, "channel_id", p, None, minimum=1)
         # Without [actors.schedule] it runs only by keyed schedules, which bring their channel.
         if platform == "discord" and "channel_id" not in t and "schedule" in t:

@@ -24,10 +24,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from discord_actor.config import CONFIG_FILE, Config, redact_url
 
 if TYPE_CHECKING:
-
     from discord_actor.db import Database
     from discord_actor.plugins import LoadedActor
-    from discord_actor.runtime import Runtime
 
 OK, FAILURE, USAGE = 0, 1, 2
 
@@ -168,12 +166,19 @@ async def open_for(
     """``open_database`` as the runtime does it (attaching to the embedded server if it runs);
     its failures become a ``HostError``. A short command gets a pool of two; ``run`` gets the
     configured one."""
-    from discord_actor.db import DatabaseUnavailable, MigrationError, open_database
+    from discord_actor.db import open_database
 
     pool = {} if for_run else {"min_pool_size": 1, "max_pool_size": 2}
     cfg = dataclasses.replace(config.database, **(pool | overrides))
+    return await _host_errors(open_database(cfg, migrate=migrate, announce=announce))
+
+
+async def _host_errors(opening: Coroutine[Any, Any, Database]) -> Database:
+    """The database ``opening`` opens; its failures become a ``HostError``."""
+    from discord_actor.db import DatabaseUnavailable, MigrationError
+
     try:
-        return await open_database(cfg, migrate=migrate, announce=announce)
+        return await opening
     except (DatabaseUnavailable, MigrationError) as e:
         raise HostError(str(e)) from None
 
@@ -222,41 +227,35 @@ async def _serve(config: Config, actors: dict[str, LoadedActor], *,
     import asyncpg
 
     from discord_actor.alerts import ConsoleAlerts
-    from discord_actor.runtime import TRANSIENT_DB_ERRORS, Runtime, default_platforms
+    from discord_actor.assembly import Assembly
+    from discord_actor.db.transient import TRANSIENT_DB_ERRORS
     from discord_actor.web.access import HttpUnavailable
 
     stop = asyncio.Event()
-    runtime: Runtime | None = None
+    channel = config.discord.alert_channel_id
+    alerts = ConsoleAlerts(channel) if console_alerts and channel else None
+    assembly = Assembly(config, actors, alerts=alerts)
 
     def cancel() -> None:
-        if runtime is not None:
-            runtime.cancel_runs("cancelled by a second interrupt during shutdown")
+        assembly.cancel_runs("cancelled by a second interrupt during shutdown")
 
     with _signal_handlers(stop, config.server.shutdown_grace_seconds, cancel):
         log.info("database: %s", database_label(config))
-        database = await _until_stopped(
-            open_for(config, migrate=True, for_run=True, announce=True), stop
-        )
+        database = await _until_stopped(_host_errors(assembly.open()), stop)
         if database is None:
             log.info("stopped before the database was open")
             return OK
+        if database.applied_migrations:
+            log.info("applied migrations: %s", ", ".join(database.applied_migrations))
         try:
-            if database.applied_migrations:
-                log.info("applied migrations: %s", ", ".join(database.applied_migrations))
-            channel = config.discord.alert_channel_id
-            alerts = ConsoleAlerts(channel) if console_alerts and channel else None
-            runtime = Runtime(config, database, actors, platforms=default_platforms(),
-                              alerts=alerts)
-            await runtime.serve(stop)
+            async with assembly:
+                await stop.wait()
         except HttpUnavailable as e:
             raise HostError(str(e), USAGE) from None
         except (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError) as e:
             raise HostError(
                 f"database error on {redact_url(database.url)}: {type(e).__name__}: {e}"
             ) from None
-        finally:
-            runtime = None
-            await database.close()  # detaches from the embedded server (stops it if last)
         log.info("stopped cleanly")
         return OK
 

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from dataclasses import replace as replace_fields
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .clock import Clock
@@ -34,9 +34,6 @@ from .config import CATCH_UP_POLICIES, ActorConfig, Config, ScheduleConfig
 from .db.store import KeyConflict, KeyedRow, KeyedWrite, LimitExceeded, Store, TaskSpec
 from .schedules import Schedule, build_schedule, definition, jittered, stored_schedule
 from .storable import Unstorable, jsonb_json
-
-if TYPE_CHECKING:
-    import discord
 
 __all__ = [
     "Cron",
@@ -52,7 +49,6 @@ __all__ = [
     "ScheduleLimitReached",
     "Schedules",
     "UnknownActor",
-    "schedules_of",
 ]
 
 MAX_KEY_CHARS = 200
@@ -453,18 +449,6 @@ class Schedules:
                 e.owner,
             ) from None
         return result
-
-
-def schedules_of(interaction: discord.Interaction[Any]) -> Schedules:
-    """The keyed schedules of the runtime that the interaction's bot hosts: what an actor
-    module's slash commands use to add, list and remove schedules."""
-    from .bot import ActorRuntime
-
-    client = interaction.client
-    cog = client.get_cog("ActorRuntime") if hasattr(client, "get_cog") else None
-    if not isinstance(cog, ActorRuntime):
-        raise RuntimeError("this bot does not host discord-actor's ActorRuntime cog")
-    return cog.schedules
 
 
 def _check_key(what: str, value: object, limit: int = MAX_KEY_CHARS) -> None:

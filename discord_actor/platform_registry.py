@@ -2,7 +2,8 @@
 
 Entries are ``"module:Class"`` strings, imported when a runtime is built, so the configuration
 (which validates names) does not load discord.py, and adding a platform is one module and one
-line here.
+line here. The class builds itself for the bot with a ``for_client(client)`` classmethod
+(``discord_actor.platforms.PlatformClass``).
 """
 
 from __future__ import annotations
@@ -12,3 +13,6 @@ PLATFORMS: dict[str, str] = {
     "console": "discord_actor.platforms.console:ConsolePlatform",
     "none": "discord_actor.platforms.none:NoPlatform",
 }
+
+STAND_INS: dict[str, str] = {"discord": "console"}
+"""Without a bot (no token, a dry run), the platform that posts for one that needs it."""

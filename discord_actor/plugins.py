@@ -21,7 +21,8 @@ from types import ModuleType
 from typing import Any
 
 from .actor import Actor, FunctionActor, FunctionActorSpec
-from .config import PLATFORMS, ActorConfig, Config, ConfigError, Problem, line_of, load_config
+from .config import ActorConfig, Config, ConfigError, Problem, line_of, load_config
+from .platform_registry import PLATFORMS
 
 ENTRY_POINT_GROUP = "discord_actor.actors"
 

@@ -19,7 +19,7 @@ import socket
 import time
 import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import retention
 from .alerts import Alert, AlertSender, AlertSink
@@ -36,9 +36,7 @@ from .loop_lag import LoopLagWatcher
 from .metrics import LiveReadings, RuntimeMetrics, discord_readings
 from .outcome import StateNotSerializable, retry_delay
 from .outcome_writer import RunNoLongerOwned
-from .platforms import Platform
-from .platforms.console import ConsolePlatform
-from .platforms.none import NoPlatform
+from .platforms import Platform, build_platforms
 from .plugins import LoadedActor
 from .scheduler import MISFIRE_GRACE_SECONDS, Scheduler
 from .schedules import Schedule, build_schedule
@@ -56,9 +54,6 @@ __all__ = [
     "retry_delay",
 ]
 
-if TYPE_CHECKING:
-    from .web.server import HttpServer
-
 log = logging.getLogger("discord_actor.runtime")
 
 RECORD_TIMEOUT_AT_SHUTDOWN = 10.0  # seconds to record cancelled runs before giving up
@@ -66,9 +61,9 @@ TEARDOWN_SECONDS = 5.0  # all teardown() hooks together, at shutdown
 
 
 def default_platforms() -> dict[str, Platform]:
-    """Console for console and (dry-run) discord actors; nothing for ``none``."""
-    console = ConsolePlatform()
-    return {"console": console, "discord": console, "none": NoPlatform()}
+    """The registered platforms without a bot: console for console and (dry-run) discord
+    actors; nothing for ``none``."""
+    return build_platforms(None)
 
 
 class Runtime:
@@ -156,7 +151,6 @@ class Runtime:
         self.executor.log_successes = config.server.log_runs == "all"
         self.loop_lag = LoopLagWatcher(self.executor.in_progress)
         self.metrics.read_live_from(self._live_readings)
-        self.http: HttpServer | None = None  # started with the loops when [http] is enabled
         self.liveness.on_notice = self._operator_notice
         self._background: list[asyncio.Task[None]] = []
         self._started = False
@@ -168,10 +162,9 @@ class Runtime:
     async def start(self, *, loops: bool = True) -> None:
         """Register, reconcile the config, run setup hooks and start the background loops.
 
-        With ``loops=False`` nothing runs in the background: tests drive ``run_due``.
+        With ``loops=False`` nothing runs in the background: tests drive ``run_due``. The HTTP
+        server of ``[http]`` is not part of it: ``discord_actor.assembly`` starts it first.
         """
-        if loops:
-            await self.start_http()
         await self.liveness.register()
         await self.store.recover_abandoned(self.clock.now())
         await self.reconcile()
@@ -267,8 +260,6 @@ class Runtime:
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.executor.close()
         self.loop_lag.stop()
-        if self.http is not None:
-            await self.http.stop()
         await self.liveness.unregister()
         log.info("runtime %s stopped", self.instance_id)
 
@@ -286,20 +277,6 @@ class Runtime:
                 log.error("actor %s: teardown() did not finish in time; left behind", name)
             elif not hook.cancelled() and (e := hook.exception()) is not None:
                 log.error("actor %s: teardown() failed: %s: %s", name, type(e).__name__, e)
-
-    async def start_http(self) -> None:
-        """Serve health, metrics, the API and the dashboard when ``[http]`` is enabled.
-
-        Started before the runtime itself, so that ``/readyz`` answers 503 while it starts.
-        Raises ``HttpUnavailable`` when the address cannot be used (or needs a token).
-        """
-        if not self.config.http.enabled or self.http is not None:
-            return
-        from .web.server import HttpServer
-
-        server = HttpServer(self)
-        await server.start()
-        self.http = server
 
     def _live_readings(self) -> LiveReadings:
         pool = self.database.pool

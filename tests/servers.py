@@ -15,8 +15,11 @@ from typing import Any
 
 import asyncpg
 
-from discord_actor.config import ActorConfig, HttpConfig
+from discord_actor.assembly import Assembly
+from discord_actor.config import ActorConfig, Config, HttpConfig
 from discord_actor.db import Database
+from discord_actor.platforms import every_platform
+from discord_actor.plugins import LoadedActor
 from discord_actor.runtime import Runtime
 from discord_actor.testing.harness import RecordingPlatform, load, make_config
 
@@ -45,22 +48,43 @@ def runtime_for(
     actors: Sequence[tuple[Any, ActorConfig]],
     *,
     instance_id: str | None = None,
-    http: HttpConfig | None = None,
     **server: Any,
 ) -> Runtime:
     """A runtime of these (implementation, config) pairs, ``server`` keys set, posting to one
     ``RecordingPlatform`` (``runtime.platforms["console"]``); start it to run its loops."""
-    config = make_config(database.config, [cfg for _, cfg in actors], **server)
-    if http is not None:
-        config = replace(config, http=http)
-    loaded = {
-        cfg.name: load(impl, cfg) for (impl, _), cfg in zip(actors, config.actors, strict=True)
-    }
-    platform = RecordingPlatform()
+    config, loaded = configured(database, actors, **server)
     return Runtime(
         config,
         database,
         loaded,
-        platforms={"console": platform, "discord": platform, "none": platform},
+        platforms=every_platform(RecordingPlatform()),
         instance_id=instance_id,
     )
+
+
+def assembly_for(
+    database: Database,
+    actors: Sequence[tuple[Any, ActorConfig]],
+    *,
+    http: HttpConfig | None = None,
+    **server: Any,
+) -> Assembly:
+    """As ``runtime_for``, with the HTTP server of ``http``: ``async with`` it (or ``start``
+    it) to serve; ``database`` stays open."""
+    config, loaded = configured(database, actors, **server)
+    if http is not None:
+        config = replace(config, http=http)
+    return Assembly(
+        config, loaded, platforms=every_platform(RecordingPlatform()), database=database
+    )
+
+
+def configured(
+    database: Database, actors: Sequence[tuple[Any, ActorConfig]], **server: Any
+) -> tuple[Config, dict[str, LoadedActor]]:
+    """The configuration of these (implementation, config) pairs and the actors loaded."""
+    config = make_config(database.config, [cfg for _, cfg in actors], **server)
+    loaded = {
+        cfg.name: load(impl, cfg) for (impl, _), cfg in zip(actors, config.actors, strict=True)
+    }
+    return config, loaded

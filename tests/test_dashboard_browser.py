@@ -11,17 +11,16 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+import servers
 
 from discord_actor import RunContext, actor
 from discord_actor.config import HttpConfig, ScheduleConfig
 from discord_actor.db import Database
-from discord_actor.runtime import Runtime
-from discord_actor.testing.harness import RecordingPlatform, actor_config, load, make_config
+from discord_actor.testing.harness import actor_config
 
 TOKEN = "browser-test-operator-token"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -143,18 +142,11 @@ async def test_an_operator_logs_in_and_pauses_an_actor_in_chromium(
     hourly = ScheduleConfig(type="cron", timezone="Europe/Berlin", expression="0 * * * *")
     actors = {"feed_sync": (feed_sync, every), "db_report": (db_report, hourly),
               "moderation_sweep": (moderation_sweep, every)}
-    configs = [actor_config(name, schedule=schedule, platform="none",
-                            max_connections=2 if name == "db_report" else 1)
-               for name, (_, schedule) in actors.items()]
-    config = replace(make_config(database.config, configs), http=http)
-    platform = RecordingPlatform()
-    runtime = Runtime(
-        config,
-        database,
-        {a.name: load(actors[a.name][0], a) for a in config.actors},
-        platforms={"console": platform, "discord": platform, "none": platform},
-    )
-    await runtime.start()
+    configs = [(impl, actor_config(name, schedule=schedule, platform="none",
+                                   max_connections=2 if name == "db_report" else 1))
+               for name, (impl, schedule) in actors.items()]
+    assembly = servers.assembly_for(database, configs, http=http)
+    runtime = await assembly.start()
     try:
         await seed_history(database)
         await asyncio.sleep(4)  # a few live runs, a failed one among them
@@ -162,7 +154,7 @@ async def test_an_operator_logs_in_and_pauses_an_actor_in_chromium(
         found = await asyncio.to_thread(browse, f"http://127.0.0.1:{http.port}/", screenshot)
         task = await runtime.store.task("feed_sync")
     finally:
-        await runtime.stop()
+        await assembly.stop()
     assert found["title"] == "Actors · discord-actor"
     assert found["actors"] == ["feed_sync", "db_report", "moderation_sweep"]
     assert found["marks"] >= 96  # a mark per run of the last day

@@ -19,6 +19,7 @@ import pytest
 import servers
 
 from discord_actor import Once, RunContext, actor
+from discord_actor.assembly import Assembly
 from discord_actor.cli import main
 from discord_actor.config import (
     ConfigError,
@@ -69,12 +70,12 @@ async def broken(ctx: RunContext) -> None:
     raise ValueError("the feed answered 500")
 
 
-def runtime_for(
+def assembly_for(
     database: Database, http: HttpConfig, actors: dict[str, Any], **server: Any
-) -> Runtime:
+) -> Assembly:
     configs = [(impl, actor_config(name, schedule=EVERY_SECOND, platform="none"))
                for name, impl in actors.items()]
-    return servers.runtime_for(database, configs, http=http, **server)
+    return servers.assembly_for(database, configs, http=http, **server)
 
 
 async def wait_for(check: Any, within: float = 15.0) -> Any:
@@ -94,12 +95,8 @@ async def served(
 ) -> AsyncIterator[tuple[Runtime, str]]:
     monkeypatch.setenv("TEST_HTTP_TOKEN", TOKEN)
     http = HttpConfig(enabled=True, port=free_port(), token_env="TEST_HTTP_TOKEN")
-    runtime = runtime_for(database, http, {"ticker": ticker, "broken": broken})
-    await runtime.start()
-    try:
+    async with assembly_for(database, http, {"ticker": ticker, "broken": broken}) as runtime:
         yield runtime, f"http://127.0.0.1:{http.port}"
-    finally:
-        await runtime.stop()
 
 
 def samples(text: str, name: str) -> dict[str, float]:
@@ -247,12 +244,12 @@ async def test_a_non_loopback_host_needs_the_token_to_read(
     database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     http_cfg = HttpConfig(enabled=True, host="0.0.0.0", port=free_port(), token_env="TEST_T")
-    runtime = runtime_for(database, http_cfg, {"ticker": ticker})
+    assembly = assembly_for(database, http_cfg, {"ticker": ticker})
     monkeypatch.delenv("TEST_T", raising=False)
     with pytest.raises(HttpUnavailable, match=r"TEST_T \(http.token_env\) is not set"):
-        await runtime.start_http()
+        await assembly.start()
     monkeypatch.setenv("TEST_T", TOKEN)
-    await runtime.start()
+    await assembly.start()
     url = f"http://127.0.0.1:{http_cfg.port}"
     try:
         async with aiohttp.ClientSession() as http:
@@ -265,7 +262,7 @@ async def test_a_non_loopback_host_needs_the_token_to_read(
             async with http.get(url + "/", allow_redirects=False) as a:
                 assert a.status == 303 and a.headers["Location"].startswith("/login")
     finally:
-        await runtime.stop()
+        await assembly.stop()
 
 
 async def test_health_and_readiness_follow_the_database(
@@ -278,7 +275,7 @@ async def test_health_and_readiness_follow_the_database(
         DatabaseConfig(url=url, schema="health", connect_timeout_seconds=5)
     )
     port = free_port()
-    runtime = runtime_for(database, HttpConfig(enabled=True, port=port), {"ticker": ticker})
+    assembly = assembly_for(database, HttpConfig(enabled=True, port=port), {"ticker": ticker})
     base = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as http:
@@ -287,7 +284,7 @@ async def test_health_and_readiness_follow_the_database(
                 async with http.get(base + path) as a:
                     return a.status, await a.json()
 
-            await runtime.start()
+            runtime = await assembly.start()
             status, body = await probe("/healthz")
             assert status == 200 and body["checks"]["database"]["ok"]
             assert body["checks"]["event_loop"]["ok"]
@@ -307,7 +304,7 @@ async def test_health_and_readiness_follow_the_database(
 
             await wait_for(healthy_again, within=20)
     finally:
-        await runtime.stop()
+        await assembly.stop()
         await database.close()
         await asyncio.to_thread(server.stop)
     # A stopped runtime is not ready (the server is gone with it, so this is its own answer).
@@ -321,9 +318,9 @@ async def test_a_blocked_event_loop_is_logged_naming_the_runs(
     async def sleeper(ctx: RunContext) -> None:
         time.sleep(1.6)  # noqa: ASYNC251 - the mistake the warning is for
 
-    runtime = runtime_for(database, HttpConfig(), {"sleeper": sleeper})
+    assembly = assembly_for(database, HttpConfig(), {"sleeper": sleeper})
     caplog.set_level(logging.WARNING, logger="discord_actor.runtime")
-    await runtime.start()
+    await assembly.start()
     try:
 
         async def warned() -> list[str]:
@@ -332,7 +329,7 @@ async def test_a_blocked_event_loop_is_logged_naming_the_runs(
 
         lines = await wait_for(warned)
     finally:
-        await runtime.stop()
+        await assembly.stop()
     assert re.search(r"blocked for 1\.\d s \(runs in progress: run \d+ of sleeper\)", lines[0])
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any, Self, TextIO
 
 from ..actor import Posted
 from ..config import ActorConfig
@@ -15,6 +15,11 @@ class ConsolePlatform:
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream
+
+    @classmethod
+    def for_client(cls, client: Any) -> Self:
+        """Prints on standard output, with or without a bot."""
+        return cls()
 
     async def post(self, actor: ActorConfig, content: str | None, **kwargs: Any) -> Posted:
         stream = self._stream or sys.stdout

@@ -15,7 +15,7 @@ import io
 import logging
 import os
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 import discord
@@ -48,6 +48,14 @@ class DiscordPlatform:
         self.waiting = 0
         self._closing = False
         self._warned: set[tuple[str, str]] = set()  # (actor, mention kind): said once
+
+    @classmethod
+    def for_client(cls, client: discord.Client | None) -> Self:
+        """Posts through the bot's client; without one (a dry run) the registry's stand-in,
+        the console, posts instead and this is not called."""
+        if client is None:
+            raise ValueError("the discord platform posts through a bot: give its client")
+        return cls(client)
 
     def close(self) -> None:
         """The bot is shutting down: posts still waiting for the gateway give up at once."""

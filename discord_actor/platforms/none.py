@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 from ..actor import Posted
 from ..config import ActorConfig
@@ -11,6 +11,11 @@ from . import PostingNotSupported
 
 class NoPlatform:
     name = "none"
+
+    @classmethod
+    def for_client(cls, client: Any) -> Self:
+        """Posts nowhere, with or without a bot."""
+        return cls()
 
     async def post(self, actor: ActorConfig, content: str | None, **kwargs: Any) -> Posted:
         raise PostingNotSupported(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..actor import Actor, Posted
+from ..alerts import AlertSink
 from ..clock import FakeClock
 from ..config import (
     ActorConfig,
@@ -26,9 +27,9 @@ from ..config import (
     ServerConfig,
 )
 from ..db import Database
-from ..platforms import Platform
+from ..platforms import Platform, every_platform
 from ..plugins import LoadedActor, _as_actor_class, _load_one, make_importable
-from ..runtime import AlertSink, Runtime
+from ..runtime import Runtime
 
 
 @dataclass
@@ -134,7 +135,7 @@ class ActorHarness:
             database,
             loaded,
             clock=self.clock,
-            platforms={"console": self.platform, "discord": self.platform, "none": self.platform},
+            platforms=every_platform(self.platform),
             instance_id=instance_id,
             alerts=alerts,
         )
