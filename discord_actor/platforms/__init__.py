@@ -6,6 +6,9 @@ from typing import Any, Protocol
 
 from ..actor import Posted
 from ..config import ActorConfig
+from .none import PostingNotSupported
+
+__all__ = ["Platform", "PostingNotSupported"]
 
 
 class Platform(Protocol):
@@ -14,7 +17,3 @@ class Platform(Protocol):
     async def post(self, actor: ActorConfig, content: str | None, **kwargs: Any) -> Posted:
         """Deliver one post for ``actor`` and describe what was delivered."""
         ...
-
-
-class PostingNotSupported(RuntimeError):
-    """Raised when an actor on the ``none`` platform tries to post."""
