@@ -364,14 +364,7 @@ class FakeWorld:
         self.messages.append(message)
         self._message_by_id[message.id] = message
         channel.last_message_id = message.id
-        if not message.ephemeral:
-            self.gateway.dispatch(
-                "MESSAGE_CREATE",
-                self._message_event(message),
-                guild_id=message.guild_id,
-                intent=INTENT_GUILD_MESSAGES,
-            )
-        self.notify()
+        self._announce("MESSAGE_CREATE", message)
         return message
 
     def edit_message(
@@ -397,14 +390,7 @@ class FakeWorld:
         message.mention_everyone = everyone
         message.edited_timestamp = now_utc()
         message.edits.append(body)
-        if not message.ephemeral:
-            self.gateway.dispatch(
-                "MESSAGE_UPDATE",
-                self._message_event(message),
-                guild_id=message.guild_id,
-                intent=INTENT_GUILD_MESSAGES,
-            )
-        self.notify()
+        self._announce("MESSAGE_UPDATE", message)
         return message
 
     def delete_message(self, message: FakeMessage) -> None:
@@ -415,6 +401,17 @@ class FakeWorld:
                 data["guild_id"] = str(message.guild_id)
             self.gateway.dispatch(
                 "MESSAGE_DELETE", data, guild_id=message.guild_id, intent=INTENT_GUILD_MESSAGES
+            )
+        self.notify()
+
+    def _announce(self, event: str, message: FakeMessage) -> None:
+        """MESSAGE_CREATE or MESSAGE_UPDATE to the gateway (ephemeral messages stay private)."""
+        if not message.ephemeral:
+            self.gateway.dispatch(
+                event,
+                self._message_event(message),
+                guild_id=message.guild_id,
+                intent=INTENT_GUILD_MESSAGES,
             )
         self.notify()
 
