@@ -22,9 +22,12 @@ run: $(BIN)/.installed
 test: $(BIN)/.installed
 	$(BIN)/pytest
 
+# ruff, mypy, then the import contracts in pyproject.toml ([tool.importlinter]): layers that
+# depend one way, no cycle in any package.
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy discord_actor
+	$(BIN)/lint-imports --no-logo
 
 # The bench scripts' own dependencies (the "bench" extra), on top of the test install.
 $(BIN)/.bench-installed: $(BIN)/.installed
@@ -42,7 +45,7 @@ bench: $(BIN)/.bench-installed
 # Build and tool caches only: the database under .discord_actor (every actor's state and all
 # run history) stays; `make clean-data` deletes it.
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
 
 # The embedded PostgreSQL of the default data_dir, with every actor's state and all run history.
 clean-data:

@@ -71,7 +71,7 @@ def render_side_by_side(metrics: RuntimeMetrics, rounds: int = 5) -> tuple[float
         for series in metrics.actors.values():
             series.lines = (-1, "", "")  # as if every actor ran since the last scrape
         started = time.perf_counter()
-        text = metrics.render().decode()
+        text = exposition.render(metrics).decode()
         now_ms.append((time.perf_counter() - started) * 1000)
         started = time.perf_counter()
         reference = render_by_families(metrics)

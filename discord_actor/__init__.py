@@ -1,31 +1,47 @@
-"""discord-actor: scheduled actors inside a Discord bot, tracked in PostgreSQL."""
+"""discord-actor: scheduled actors inside a Discord bot, tracked in PostgreSQL.
 
-from typing import TYPE_CHECKING, Any
+What an actor's module needs is importable from here::
 
+    from discord_actor import Actor, Interval, RunContext, actor, schedules_of
+
+Names are imported on first use, so that ``import discord_actor`` (and so any of its modules)
+loads nothing it does not use. Modules inside the package import each name from the module that
+defines it, never from here.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+# The decorator ``actor`` has the name of its module: bound here, before anything loads that
+# module as ``discord_actor.actor``, the package attribute stays the decorator.
 from .actor import Actor, RunContext, actor
-from .clock import FakeClock
-from .keyed import (
-    Cron,
-    Interval,
-    InvalidKey,
-    InvalidPayload,
-    InvalidSchedule,
-    KeyedSchedule,
-    NewSchedule,
-    Once,
-    ScheduleConflict,
-    ScheduleError,
-    ScheduleLimitReached,
-    Schedules,
-    UnknownActor,
-)
+from .lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .bot import schedules_of
+    from .clock import FakeClock
+    from .errors import DiscordActorError
+    from .keyed import (
+        Cron,
+        Interval,
+        InvalidKey,
+        InvalidPayload,
+        InvalidSchedule,
+        KeyedSchedule,
+        NewSchedule,
+        Once,
+        ScheduleConflict,
+        ScheduleError,
+        ScheduleLimitReached,
+        Schedules,
+        UnknownActor,
+    )
 
 __all__ = [
     "Actor",
     "Cron",
+    "DiscordActorError",
     "FakeClock",
     "Interval",
     "InvalidKey",
@@ -45,12 +61,23 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
+_WHERE = {
+    "FakeClock": "discord_actor.clock",
+    "DiscordActorError": "discord_actor.errors",
+    "Cron": "discord_actor.keyed",
+    "Interval": "discord_actor.keyed",
+    "InvalidKey": "discord_actor.keyed",
+    "InvalidPayload": "discord_actor.keyed",
+    "InvalidSchedule": "discord_actor.keyed",
+    "KeyedSchedule": "discord_actor.keyed",
+    "NewSchedule": "discord_actor.keyed",
+    "Once": "discord_actor.keyed",
+    "ScheduleConflict": "discord_actor.keyed",
+    "ScheduleError": "discord_actor.keyed",
+    "ScheduleLimitReached": "discord_actor.keyed",
+    "Schedules": "discord_actor.keyed",
+    "UnknownActor": "discord_actor.keyed",
+    "schedules_of": "discord_actor.bot",
+}
 
-def __getattr__(name: str) -> Any:
-    # schedules_of lives with the cog it looks for; imported on first use, so that importing
-    # the package does not load discord.py.
-    if name == "schedules_of":
-        from .bot import schedules_of
-
-        return schedules_of
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(globals(), _WHERE)

@@ -34,7 +34,10 @@ _DURATION = (
 
 
 def render(metrics: RuntimeMetrics) -> bytes:
-    """Every metric of ``metrics`` in Prometheus's text format."""
+    """Every metric of ``metrics`` in Prometheus's text format.
+
+    Safe to call from another thread (``/metrics`` does, so that rendering 10,000 actors does
+    not stall the event loop): it only reads, and copies what it iterates."""
     parts = [_render(_families(metrics)), _HEADERS[0]]
     rendered = [actor_lines(series, actor) for actor, series in sorted(metrics.actors.items())]
     parts += [runs for runs, _ in rendered]

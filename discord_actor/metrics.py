@@ -1,5 +1,6 @@
-"""The metrics of one runtime, counted as things happen; ``/metrics`` renders them through
-``prometheus_client`` (``exposition.py``), which is imported only when someone scrapes.
+"""The metrics of one runtime, counted as things happen. ``/metrics`` renders them with
+``prometheus_client`` in ``exposition.py``, which reads this module (never the other way) and is
+imported only when someone scrapes.
 
 What happens (runs, their lateness, waits for a pooled connection) is counted where it happens,
 by the executor and the connection budget, in plain numbers: a run pays well under a microsecond
@@ -104,7 +105,8 @@ class ActorSeries:
 
 
 class RuntimeMetrics:
-    """The metrics of one runtime; ``render()`` is what ``GET /metrics`` serves."""
+    """The metrics of one runtime; ``exposition.render`` makes of them what ``GET /metrics``
+    serves."""
 
     def __init__(self) -> None:
         self.lateness = Buckets(RUN_LATENESS_BUCKETS)
@@ -145,15 +147,6 @@ class RuntimeMetrics:
             longest=self.longest_acquire,
             slow=self.acquire.count - fast,
         )
-
-    def render(self) -> bytes:
-        """Every metric in Prometheus's text format (``exposition.render``).
-
-        Safe to call from another thread (``/metrics`` does, so that rendering 10,000 actors
-        does not stall the event loop): it only reads, and copies what it iterates."""
-        from . import exposition
-
-        return exposition.render(self)
 
     def runs(self, actor: str, status: str) -> int:
         """Runs of ``actor`` counted with ``status`` (for tests and the bench)."""

@@ -12,6 +12,9 @@ from typing import Any, Protocol
 from ..actor import Posted
 from ..config import ActorConfig
 from ..platform_registry import PLATFORMS, STAND_INS
+from .none import PostingNotSupported
+
+__all__ = ["Platform", "PlatformClass", "PostingNotSupported", "build_platforms", "every_platform"]
 
 
 class Platform(Protocol):
@@ -32,10 +35,6 @@ class PlatformClass(Protocol):
     def for_client(self, client: Any, /) -> Platform:
         """The platform posting through ``client`` (the bot's ``discord.Client``, or None)."""
         ...
-
-
-class PostingNotSupported(RuntimeError):
-    """Raised when an actor on the ``none`` platform tries to post."""
 
 
 def _class_of(name: str) -> PlatformClass:

@@ -6,7 +6,10 @@ from typing import Any, Self
 
 from ..actor import Posted
 from ..config import ActorConfig
-from . import PostingNotSupported
+
+
+class PostingNotSupported(RuntimeError):
+    """Raised when an actor on the ``none`` platform tries to post."""
 
 
 class NoPlatform:

@@ -13,15 +13,16 @@ Names are imported on first use, so that loading the plugin costs a test suite n
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_exports
 
 if TYPE_CHECKING:
     from discord_actor.clock import FakeClock
     from discord_actor.config import ActorConfig, RetryPolicy, ScheduleConfig
     from discord_actor.db import Database
     from discord_actor.platforms.discord import DiscordPlatform
-    from discord_actor.testing.fake_discord import FakeDiscord
+    from discord_actor.testing.fake_discord.server import FakeDiscord
     from discord_actor.testing.harness import (
         ActorHarness,
         ActorRunner,
@@ -56,7 +57,7 @@ _WHERE = {
     "ScheduleConfig": "discord_actor.config",
     "Database": "discord_actor.db",
     "DiscordPlatform": "discord_actor.platforms.discord",
-    "FakeDiscord": "discord_actor.testing.fake_discord",
+    "FakeDiscord": "discord_actor.testing.fake_discord.server",
     "ActorHarness": "discord_actor.testing.harness",
     "ActorRunner": "discord_actor.testing.harness",
     "RecordingPlatform": "discord_actor.testing.harness",
@@ -67,14 +68,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(globals(), _WHERE)

@@ -9,7 +9,6 @@ traceback and what was posted), and ``POST /api/actors/{name}/pause|resume|trigg
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from aiohttp import web
 
@@ -19,15 +18,13 @@ from ..operations import (
     ActorRemoved,
     NotStarted,
     OperationError,
-    Operations,
     RunNotFound,
     UnknownActor,
-    iso,
 )
-from .server import SERVER, HttpServer, unauthorized
+from .actions import ACTIONS, perform
+from .site import SITE, operations, unauthorized
 
 MAX_LIMIT = 1000  # runs in one answer
-ACTIONS = ("pause", "resume", "trigger")
 
 
 def add_routes(app: web.Application) -> None:
@@ -35,11 +32,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/runs", runs)
     app.router.add_get("/api/runs/{run_id}", run)
     app.router.add_post("/api/actors/{name}/{action}", act)
-
-
-def operations(request: web.Request) -> Operations:
-    server: HttpServer = request.app[SERVER]
-    return server.operations
 
 
 def error(status: int, message: str) -> web.Response:
@@ -88,11 +80,11 @@ async def run(request: web.Request) -> web.Response:
 
 
 async def act(request: web.Request) -> web.Response:
-    server: HttpServer = request.app[SERVER]
-    if not server.auth.may_act(request, request.headers.get("X-CSRF-Token")):
+    site = request.app[SITE]
+    if not site.auth.may_act(request, request.headers.get("X-CSRF-Token")):
         raise unauthorized("send the token as 'Authorization: Bearer <token>'"
-                           + ("" if server.auth.token else
-                              f" (none is set: set ${server.config.http.token_env})"))
+                           + ("" if site.auth.token else
+                              f" (none is set: set ${site.config.http.token_env})"))
     name, action = request.match_info["name"], request.match_info["action"]
     if action not in ACTIONS:
         return error(404, f"unknown action {action!r} (expected one of {', '.join(ACTIONS)})")
@@ -109,33 +101,3 @@ async def act(request: web.Request) -> web.Response:
         return web.json_response(await perform(request, name, action, reason, via="HTTP API"))
     except OperationError as e:
         return refusal(e)
-
-
-async def perform(
-    request: web.Request, name: str, action: str, reason: str | None, *, via: str
-) -> dict[str, Any]:
-    """Pause, resume or trigger through the operations layer; what happened, as JSON."""
-    from ..db.store import Operator
-
-    by = Operator("the holder of the HTTP token", f"{via} from {request.remote or 'unknown'}")
-    ops = operations(request)
-    if action == "pause":
-        paused = await ops.pause(name, reason, by)
-        return {
-            "actor": name,
-            "action": "pause",
-            "paused": True,
-            "reason": paused.reason,
-            "was_paused": paused.was_paused,
-        }
-    if action == "resume":
-        resumed = await ops.resume(name, by)
-        return {
-            "actor": name,
-            "action": "resume",
-            "paused": False,
-            "was_paused": resumed.was_paused,
-            "next_run": iso(resumed.next_run, resumed.timezone),
-        }
-    triggered = await ops.trigger(name, by)
-    return {"actor": name, "action": "trigger", "already_pending": triggered.already_pending}

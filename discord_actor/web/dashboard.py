@@ -18,9 +18,9 @@ from urllib.parse import quote
 from aiohttp import web
 
 from ..operations import ActorStatus, OperationError, RunInfo, format_duration, when
-from .api import ACTIONS, operations, perform
+from .actions import ACTIONS, perform
 from .auth import SESSION_COOKIE, SESSION_SECONDS
-from .server import SERVER, HttpServer, unauthorized
+from .site import SITE, Site, operations, unauthorized
 
 PAGE_SIZE = 25  # actors per page of the overview
 TIMELINE_RUNS = 300  # at most this many runs drawn per timeline
@@ -102,16 +102,16 @@ def _span(delta: timedelta) -> str:
 
 
 def _common(request: web.Request) -> dict[str, Any]:
-    server: HttpServer = request.app[SERVER]
-    session = server.auth.session(request)
+    site = request.app[SITE]
+    session = site.auth.session(request)
     return {
         "operator": session is not None,
         "csrf": session.csrf if session is not None else "",
-        "can_log_in": server.auth.token is not None,
-        "token_env": server.config.http.token_env,
+        "can_log_in": site.auth.token is not None,
+        "token_env": site.config.http.token_env,
         "notice": request.query.get("notice", "")[:300],
         "refresh": REFRESH_SECONDS,
-        "instance": server.runtime.instance_id,
+        "instance": site.runtime.instance_id,
         "when": when,
         "duration": format_duration,
     }
@@ -137,7 +137,7 @@ def _row(a: ActorStatus) -> dict[str, Any]:
 
 
 async def overview(request: web.Request) -> web.Response:
-    server: HttpServer = request.app[SERVER]
+    site = request.app[SITE]
     ops = operations(request)
     status = await ops.status()
     page_text = request.query.get("page", "1")
@@ -154,7 +154,7 @@ async def overview(request: web.Request) -> web.Response:
     counts: dict[str, int] = {}
     for a in status.actors:
         counts[a.state] = counts.get(a.state, 0) + 1
-    return server.render(
+    return site.render(
         request,
         "overview.html",
         title="Actors",
@@ -163,14 +163,14 @@ async def overview(request: web.Request) -> web.Response:
         total=len(status.actors),
         page=page,
         pages=pages,
-        pool=_pool(server),
+        pool=_pool(site),
         initialized=status.initialized,
         **_common(request),
     )
 
 
-def _pool(server: HttpServer) -> dict[str, Any]:
-    runtime = server.runtime
+def _pool(site: Site) -> dict[str, Any]:
+    runtime = site.runtime
     pool = runtime.database.pool
     idle = pool.get_idle_size()
     waits = runtime.metrics.acquire_waits
@@ -188,7 +188,7 @@ def _pool(server: HttpServer) -> dict[str, Any]:
 
 
 async def actor_page(request: web.Request) -> web.Response:
-    server: HttpServer = request.app[SERVER]
+    site = request.app[SITE]
     ops = operations(request)
     name = request.match_info["name"]
     found = (await ops.status(name)).actors
@@ -197,7 +197,7 @@ async def actor_page(request: web.Request) -> web.Response:
     history = await ops.history(name, limit=TIMELINE_RUNS)
     row = _row(found[0])
     row["timeline"] = timeline(history, datetime.now(UTC))
-    return server.render(
+    return site.render(
         request,
         "actor.html",
         title=name,
@@ -208,7 +208,7 @@ async def actor_page(request: web.Request) -> web.Response:
 
 
 async def run_page(request: web.Request) -> web.Response:
-    server: HttpServer = request.app[SERVER]
+    site = request.app[SITE]
     text = request.match_info["run_id"]
     try:
         if not text.isdigit():
@@ -216,7 +216,7 @@ async def run_page(request: web.Request) -> web.Response:
         found = await operations(request).run(int(text))
     except OperationError as e:
         raise web.HTTPNotFound(text=str(e)) from None
-    return server.render(request, "run.html", title=f"Run {found.id}", run=found,
+    return site.render(request, "run.html", title=f"Run {found.id}", run=found,
                          **_common(request))
 
 
@@ -224,10 +224,10 @@ async def run_page(request: web.Request) -> web.Response:
 
 
 async def act(request: web.Request) -> web.Response:
-    server: HttpServer = request.app[SERVER]
+    site = request.app[SITE]
     form = await request.post()
     csrf = form.get("csrf")
-    if not server.auth.may_act(request, csrf if isinstance(csrf, str) else None):
+    if not site.auth.may_act(request, csrf if isinstance(csrf, str) else None):
         raise unauthorized("log in with the token first (your session may have expired)")
     name, action = request.match_info["name"], request.match_info["action"]
     if action not in ACTIONS:
@@ -252,19 +252,19 @@ def _local(path: str) -> bool:
 
 
 async def login_form(request: web.Request) -> web.Response:
-    server: HttpServer = request.app[SERVER]
-    return server.render(request, "login.html", title="Log in", failed=False,
+    site = request.app[SITE]
+    return site.render(request, "login.html", title="Log in", failed=False,
                          next=request.query.get("next", "/"), **_common(request))
 
 
 async def login(request: web.Request) -> web.Response:
-    server: HttpServer = request.app[SERVER]
+    site = request.app[SITE]
     form = await request.post()
     token, target = form.get("token"), form.get("next")
-    started = server.auth.login(token) if isinstance(token, str) else None
+    started = site.auth.login(token) if isinstance(token, str) else None
     target = target if isinstance(target, str) and _local(target) else "/"
     if started is None:
-        response = server.render(request, "login.html", title="Log in", failed=True,
+        response = site.render(request, "login.html", title="Log in", failed=True,
                                  next=target, **_common(request))
         response.set_status(401)
         return response
@@ -282,8 +282,8 @@ async def login(request: web.Request) -> web.Response:
 
 
 async def logout(request: web.Request) -> web.Response:
-    server: HttpServer = request.app[SERVER]
-    server.auth.logout(request)
+    site = request.app[SITE]
+    site.auth.logout(request)
     response = web.HTTPSeeOther("/")
     response.del_cookie(SESSION_COOKIE, path="/")
     raise response

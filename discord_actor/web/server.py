@@ -9,22 +9,22 @@ Kubernetes poll. Nothing here runs unless someone sends a request.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import jinja2
 from aiohttp import web
 
-from ..config import Config, is_loopback, redact_text
+from ..config import Config, redact_text
 from ..metrics import CONTENT_TYPE, discord_readings
-from ..operations import Operations
-from .access import HttpUnavailable, exposed_without_token, http_token
-from .auth import Auth
+from . import api, dashboard
+from .access import HttpUnavailable
+from .site import SITE, Site, unauthorized
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
+
+__all__ = ["HttpServer", "HttpUnavailable", "base_url", "unauthorized"]
 
 log = logging.getLogger("discord_actor.http")
 
@@ -40,35 +40,17 @@ def base_url(config: Config) -> str:
     return f"http://{shown}:{config.http.port}/"
 
 
-SERVER: web.AppKey[HttpServer] = web.AppKey("server")
-
-
-class HttpServer:
-    """Serves one runtime over HTTP until ``stop``."""
+class HttpServer(Site):
+    """Serves one runtime over HTTP until ``stop``: the probes and ``/metrics`` here, the API
+    and the dashboard from their modules."""
 
     def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.config = runtime.config
-        self.operations = Operations(runtime.store, runtime.config)  # one for every request
-        problem = exposed_without_token(self.config)
-        if problem is not None:
-            raise HttpUnavailable(problem)
-        self.auth = Auth(
-            http_token(self.config), reads_need_token=not is_loopback(self.config.http.host)
-        )
-        self.templates = jinja2.Environment(
-            loader=jinja2.PackageLoader("discord_actor.web", "templates"),
-            autoescape=True,
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
+        super().__init__(runtime)
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
-        from . import api, dashboard
-
         app = web.Application(middlewares=[self._guard])
-        app[SERVER] = self
+        app[SITE] = self
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
@@ -181,24 +163,14 @@ class HttpServer:
         return _probe_answer(all(c["ok"] for c in checks.values()), checks)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        # In a thread: with thousands of actors rendering takes long enough to delay runs.
-        body = await asyncio.to_thread(self.runtime.metrics.render)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+        from ..exposition import render  # prometheus_client, loaded at the first scrape
 
-    def render(self, request: web.Request, template: str, **values: Any) -> web.Response:
-        html = self.templates.get_template(template).render(**values)
-        return web.Response(text=html, content_type="text/html")
+        # In a thread: with thousands of actors rendering takes long enough to delay runs.
+        body = await asyncio.to_thread(render, self.runtime.metrics)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 def _probe_answer(ok: bool, checks: dict[str, dict[str, Any]]) -> web.Response:
     reasons = [c["reason"] for c in checks.values() if not c["ok"] and "reason" in c]
     body = {"status": "ok" if ok else "unavailable", "checks": checks, "reasons": reasons}
     return web.json_response(body, status=200 if ok else 503)
-
-
-def unauthorized(message: str) -> web.HTTPUnauthorized:
-    return web.HTTPUnauthorized(
-        text=json.dumps({"error": message}),
-        content_type="application/json",
-        headers={"WWW-Authenticate": 'Bearer realm="discord-actor"'},
-    )

@@ -14,7 +14,7 @@ pytest fixtures (``fake_discord``, ``fake_discord_bot``) live in ``.fixtures``; 
 standalone with ``python -m discord_actor.testing.fake_discord``.
 """
 
-from .commands import FakeDiscordError
+from .errors import FakeDiscordError
 from .models import (
     FakeAttachment,
     FakeChannel,

@@ -10,14 +10,10 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from .errors import FakeDiscordError, form_error
 from .models import ALL_PERMISSIONS, JSON, FakeGuild, FakeUser, Snowflakes
-from .rest import form_error
 
 _COMMAND_NAME = re.compile(r"[-_'\w]{1,32}")
-
-
-class FakeDiscordError(Exception):
-    """A test asked the fake for something Discord would not do (e.g. an unsynced command)."""
 
 
 class CommandRegistry:

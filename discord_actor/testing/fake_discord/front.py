@@ -18,15 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from .models import Fault, RecordedRequest
-from .rest import ApiError, ApiRequest, Route, parse_body
+from .errors import ApiError
+from .models import API_PREFIX, Fault, RecordedRequest
+from .rest import ApiRequest, RestApi, Route, parse_body
 
 if TYPE_CHECKING:
-    from .server import FakeDiscord
+    from .world import FakeWorld
 
 log = logging.getLogger(__name__)
-
-API_PREFIX = "/api/v10"
 
 
 def fault_matches(pattern: str, method: str, path: str, route_key: str | None) -> bool:
@@ -96,8 +95,9 @@ class RateLimiter:
 
 
 class HttpFront:
-    def __init__(self, fake: FakeDiscord) -> None:
+    def __init__(self, fake: FakeWorld, rest: RestApi) -> None:
         self.fake = fake
+        self.rest = rest
         self.limiter = RateLimiter(*fake.rate_limit)
 
     def take_fault(self, method: str, path: str, route_key: str | None) -> Fault | None:
@@ -113,7 +113,7 @@ class HttpFront:
         if path.startswith("/attachments/") and method == "GET":
             return self.serve_attachment(path)
         api_path = path[len(API_PREFIX) :] if path.startswith(API_PREFIX + "/") else ""
-        matched = fake.rest.match(method, api_path) if api_path else None
+        matched = self.rest.match(method, api_path) if api_path else None
         if matched is None:
             body = (await request.read())[:2000].decode("utf-8", "replace")
             record = RecordedRequest(method, path, query, None, 404, body)

@@ -17,14 +17,11 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 
-from .models import JSON, PRIVILEGED_INTENTS, GatewayFrame
-
-if TYPE_CHECKING:
-    from .server import FakeDiscord
+from .models import JSON, PRIVILEGED_INTENTS, FakeGuild, FakeUser, GatewayFrame
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +29,26 @@ DISPATCH, HEARTBEAT, IDENTIFY, PRESENCE, VOICE_STATE = 0, 1, 2, 3, 4
 RESUME, RECONNECT, REQUEST_MEMBERS, INVALID_SESSION, HELLO, HEARTBEAT_ACK = 6, 7, 8, 9, 10, 11
 
 EventData = JSON | Callable[["GatewaySession"], JSON | None]
+
+
+class GatewayWorld(Protocol):
+    """What the gateway reads from the world it serves (``world.FakeWorld``): who may connect,
+    and what READY and member chunks describe. The world dispatches its changes here."""
+
+    token: str
+    heartbeat_ms: int
+    privileged_intents: int
+    application_id: int
+    bot_user: FakeUser
+    guilds: dict[int, FakeGuild]
+
+    @property
+    def resume_gateway_url(self) -> str: ...
+
+    @property
+    def application_flags(self) -> int: ...
+
+    def notify(self) -> None: ...
 
 
 @dataclass
@@ -73,7 +90,7 @@ class GatewayConnection:
 class Gateway:
     """Websocket endpoint plus the controls tests use to misbehave like Discord does."""
 
-    def __init__(self, fake: FakeDiscord) -> None:
+    def __init__(self, fake: GatewayWorld) -> None:
         self.fake = fake
         self.sessions: dict[str, GatewaySession] = {}
         self.connections: dict[int, GatewayConnection] = {}

@@ -15,6 +15,8 @@ from typing import Any
 
 JSON = dict[str, Any]
 
+API_PREFIX = "/api/v10"  # the REST API's path on the fake's address
+
 DISCORD_EPOCH_MS = 1_420_070_400_000
 
 # Permission bits the fake needs to reason about.
@@ -46,6 +48,11 @@ def iso(moment: datetime) -> str:
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
+
+
+def as_id(value: Any) -> int:
+    """The id of a user, guild, role... given as the object or as the id."""
+    return int(value.id) if hasattr(value, "id") else int(value)
 
 
 class Snowflakes:

@@ -1,6 +1,6 @@
 """Discord's REST API v10 as the fake serves it: routing, request parsing and the handlers.
 
-Handlers return ``(status, body)`` or raise ``ApiError``; ``FakeDiscord`` wraps them with
+Handlers return ``(status, body)`` or raise ``ApiError``; the HTTP front (``front``) wraps them with
 authentication, injected faults, rate-limit headers and recording.
 """
 
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import BodyPartReader, web
 
+from .errors import ApiError, form_error, unknown
 from .models import (
     FLAG_EPHEMERAL,
     FLAG_LOADING,
@@ -25,38 +26,9 @@ from .models import (
 )
 
 if TYPE_CHECKING:
-    from .server import FakeDiscord
+    from .world import FakeWorld
 
 Reply = tuple[int, Any]
-
-
-class ApiError(Exception):
-    """An error answer in Discord's shape: ``{"message", "code", "errors"?}``."""
-
-    def __init__(self, status: int, code: int, message: str, errors: JSON | None = None) -> None:
-        super().__init__(f"{status} {message} (code {code})")
-        self.status = status
-        self.code = code
-        self.message = message
-        self.errors = errors
-
-    def body(self) -> JSON:
-        body: JSON = {"message": self.message, "code": self.code}
-        if self.errors is not None:
-            body["errors"] = self.errors
-        return body
-
-
-def unknown(what: str, code: int) -> ApiError:
-    return ApiError(404, code, f"Unknown {what}")
-
-
-def form_error(path: str, code: str, message: str) -> ApiError:
-    """Discord's 50035 "Invalid Form Body" with the nested ``errors`` object."""
-    errors: JSON = {"_errors": [{"code": code, "message": message}]}
-    for key in reversed(path.split(".")):
-        errors = {key: errors}
-    return ApiError(400, 50035, "Invalid Form Body", errors)
 
 
 @dataclass
@@ -181,9 +153,9 @@ def validate_message(body: JSON, uploads: list[Upload], *, editing: bool = False
 
 
 class RestApi:
-    """The route table and handlers; state lives in ``FakeDiscord``."""
+    """The route table and handlers; state lives in the world (``FakeWorld``)."""
 
-    def __init__(self, fake: FakeDiscord) -> None:
+    def __init__(self, fake: FakeWorld) -> None:
         self.fake = fake
         self.routes: list[Route] = []
         add = self._add
