@@ -3,14 +3,11 @@
 from .actor import Actor, RunContext, actor
 from .clock import FakeClock
 from .keyed import (
-    Cron,
-    Interval,
     InvalidKey,
     InvalidPayload,
     InvalidSchedule,
     KeyedSchedule,
     NewSchedule,
-    Once,
     ScheduleConflict,
     ScheduleError,
     ScheduleLimitReached,
@@ -18,6 +15,9 @@ from .keyed import (
     UnknownActor,
     schedules_of,
 )
+from .schedules.cron import Cron
+from .schedules.interval import Interval
+from .schedules.once import Once
 
 __all__ = [
     "Actor",

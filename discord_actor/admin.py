@@ -41,7 +41,7 @@ from .operations import (
 )
 
 if TYPE_CHECKING:
-    from .config import Config, DiscordConfig
+    from .config.model import Config, DiscordConfig
     from .db.store import Store
     from .runtime import Alert
 

@@ -39,15 +39,15 @@ from discord.ext import commands
 
 from .admin import ActorsCommands, DiscordAlerts, sync_commands
 from .clock import Clock
-from .config import (
+from .config.model import (
     CONFIG_FILE,
     DEFAULT_API_BASE_URL,
     DEFAULT_GATEWAY_URL,
     Config,
     DiscordConfig,
-    load_config,
-    redact_url,
 )
+from .config.reader import load_config
+from .config.redaction import redact_url
 from .db import Database, open_database
 from .keyed import Schedules
 from .platforms import Platform

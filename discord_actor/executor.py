@@ -29,7 +29,7 @@ from .actor import Posted, RunContext
 from .alerts import Alert, AlertSender
 from .budget import ConnectionBudget
 from .clock import Clock
-from .config import ActorConfig
+from .config.model import ActorConfig
 from .db.store import ClaimedRun, Finished, Outcome, Store, TaskView
 from .db.transient import TRANSIENT_DB_ERRORS, Backoff
 from .keyed import Schedules
@@ -37,7 +37,8 @@ from .logs import current_run
 from .metrics import RuntimeMetrics
 from .platforms import Platform
 from .plugins import LoadedActor
-from .schedules import Schedule, format_slot, schedule_of
+from .schedules.base import Schedule, format_slot
+from .schedules.registry import schedule_of
 from .storable import MAX_ERROR_MESSAGE, MAX_TRACEBACK, Unstorable, clean_text, jsonb_json
 
 log = logging.getLogger("discord_actor.runtime")

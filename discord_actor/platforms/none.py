@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..actor import Posted
-from ..config import ActorConfig
+from ..config.model import ActorConfig
 from . import PostingNotSupported
 
 

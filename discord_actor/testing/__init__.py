@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from discord_actor.clock import FakeClock
-    from discord_actor.config import ActorConfig, RetryPolicy, ScheduleConfig
+    from discord_actor.config.model import ActorConfig, RetryPolicy
     from discord_actor.db import Database
     from discord_actor.platforms.discord import DiscordPlatform
+    from discord_actor.schedules.base import ScheduleConfig
     from discord_actor.testing.fake_discord import FakeDiscord
     from discord_actor.testing.harness import (
         ActorHarness,
@@ -51,9 +52,9 @@ __all__ = [
 
 _WHERE = {
     "FakeClock": "discord_actor.clock",
-    "ActorConfig": "discord_actor.config",
-    "RetryPolicy": "discord_actor.config",
-    "ScheduleConfig": "discord_actor.config",
+    "ActorConfig": "discord_actor.config.model",
+    "RetryPolicy": "discord_actor.config.model",
+    "ScheduleConfig": "discord_actor.schedules.base",
     "Database": "discord_actor.db",
     "DiscordPlatform": "discord_actor.platforms.discord",
     "FakeDiscord": "discord_actor.testing.fake_discord",

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 from aiohttp import web
 
-from ..config import Config, is_loopback, redact_text
+from ..config.model import Config, is_loopback
+from ..config.redaction import redact_text
 from ..metrics import CONTENT_TYPE, discord_readings
 from ..operations import Operations
 from .access import HttpUnavailable, exposed_without_token, http_token
