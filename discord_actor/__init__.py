@@ -23,20 +23,20 @@ if TYPE_CHECKING:
     from .clock import FakeClock
     from .errors import DiscordActorError
     from .keyed import (
-        Cron,
-        Interval,
         InvalidKey,
         InvalidPayload,
         InvalidSchedule,
         KeyedSchedule,
         NewSchedule,
-        Once,
         ScheduleConflict,
         ScheduleError,
         ScheduleLimitReached,
         Schedules,
         UnknownActor,
     )
+    from .schedules.cron import Cron
+    from .schedules.interval import Interval
+    from .schedules.once import Once
 
 __all__ = [
     "Actor",

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     import asyncpg
     import discord
 
-    from .config import ActorConfig
+    from .config.model import ActorConfig
     from .keyed import Schedules
 
 

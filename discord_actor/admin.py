@@ -42,7 +42,7 @@ from .operations import (
 
 if TYPE_CHECKING:
     from .alerts import Alert
-    from .config import Config, DiscordConfig
+    from .config.model import Config, DiscordConfig
     from .db.store import Store
 
 log = logging.getLogger("discord_actor.admin")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .alerts import AlertSink
 from .clock import Clock
-from .config import Config
+from .config.model import Config
 from .db import Database, open_database
 from .platforms import Platform, build_platforms
 from .plugins import LoadedActor

@@ -41,15 +41,15 @@ from .admin import ActorsCommands, DiscordAlerts, sync_commands
 from .alerts import AlertSink
 from .assembly import Assembly
 from .clock import Clock
-from .config import (
+from .config.model import (
     CONFIG_FILE,
     DEFAULT_API_BASE_URL,
     DEFAULT_GATEWAY_URL,
     Config,
     DiscordConfig,
-    load_config,
-    redact_url,
 )
+from .config.reader import load_config
+from .config.redaction import redact_url
 from .db import Database
 from .keyed import Schedules
 from .plugins import LoadedActor, actor_modules, load_actors, load_project

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
-from .config import ActorConfig
+from .config.model import ActorConfig
 from .db.pool import reset_session
 from .metrics import RuntimeMetrics
 

@@ -25,17 +25,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from discord_actor import __version__
-from discord_actor.config import (
-    CONFIG_FILE,
-    ActorConfig,
-    Config,
-    ConfigError,
-    closest,
-    dump_config,
-    load_config,
-    redact_url,
-    write_starter,
-)
+from discord_actor.config.dump import dump_config
+from discord_actor.config.model import CONFIG_FILE, ActorConfig, Config, ConfigError
+from discord_actor.config.reader import load_config
+from discord_actor.config.redaction import redact_url
+from discord_actor.config.starter import write_starter
+from discord_actor.config.values import closest
 from discord_actor.hosting import (
     FAILURE,
     OK,
@@ -48,7 +43,7 @@ from discord_actor.hosting import (
     run_async,
     run_server,
 )
-from discord_actor.keyed import Cron, Interval, KeyedSchedule, Once, ScheduleConflict
+from discord_actor.keyed import KeyedSchedule, ScheduleConflict
 from discord_actor.logs import (
     FORMATS,
     LEVELS,
@@ -88,7 +83,10 @@ from discord_actor.operations import (
     table,
     when,
 )
-from discord_actor.schedules import Schedule, build_schedule, format_slot
+from discord_actor.schedules.base import Schedule, format_slot
+from discord_actor.schedules.kind import ScheduleSpec
+from discord_actor.schedules.once import Once
+from discord_actor.schedules.registry import build_schedule, listed_kinds
 
 if TYPE_CHECKING:
     from discord_actor.db import Database
@@ -259,13 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("actor", metavar="ACTOR")
     p.add_argument("key", metavar="KEY", help="its name, unique per actor (e.g. guild:7)")
     when_group = p.add_mutually_exclusive_group(required=True)
-    when_group.add_argument("--at", metavar="ISO8601",
-                            help="once, at this time (without an offset: read in --timezone, "
-                            "else server.timezone)")
-    when_group.add_argument("--every", metavar="SECONDS",
-                            help="every SECONDS seconds, the first run now")
-    when_group.add_argument("--cron", metavar="EXPR",
-                            help="a 5-field cron expression, in --timezone")
+    for flag in (kind.flag for kind in listed_kinds() if kind.flag is not None):
+        when_group.add_argument(flag.option, metavar=flag.metavar, help=flag.help, dest=flag.dest)
     p.add_argument("--timezone", metavar="TZ",
                    help="IANA time zone its times are read and shown in (default: "
                    "server.timezone)")
@@ -900,26 +893,16 @@ def cmd_schedules_remove(args: argparse.Namespace) -> int:
     return OK
 
 
-def _schedule_spec(args: argparse.Namespace, config: Config) -> Once | Interval | Cron:
-    """--at, --every or --cron (argparse makes sure there is exactly one)."""
-    zone = args.timezone
-    if args.at is not None:
-        try:
-            at = datetime.fromisoformat(args.at.strip())
-        except ValueError:
-            raise CliError(f"--at {args.at!r} is not an ISO 8601 date-time (e.g. "
-                           "2026-03-29T09:00:00+02:00, or 2026-03-29T09:00 in --timezone)",
-                           USAGE) from None
-        if at.tzinfo is None and zone is None:
-            zone = config.server.timezone  # a naive time is read in server.timezone
-        return Once(at=at, timezone=zone)
-    if args.every is not None:
-        try:
-            seconds = float(args.every)
-        except ValueError:
-            raise CliError(f"--every {args.every!r} is not a number of seconds", USAGE) from None
-        return Interval(seconds=seconds, timezone=zone)
-    return Cron(args.cron, timezone=zone)
+def _schedule_spec(args: argparse.Namespace, config: Config) -> ScheduleSpec:
+    """What the one schedule flag given asks for (argparse makes sure there is exactly one)."""
+    for kind in listed_kinds():
+        value = None if kind.flag is None else getattr(args, kind.flag.dest)
+        if value is not None:
+            try:
+                return kind.spec_from_flag(value, args.timezone, config.server.timezone)
+            except ValueError as e:
+                raise CliError(str(e), USAGE) from None
+    raise CliError("no schedule flag given", USAGE)
 
 
 def _payload(text: str | None) -> dict[str, Any] | None:

@@ -48,7 +48,8 @@ from .outcome_writer import (
 )
 from .platforms import Platform
 from .plugins import LoadedActor
-from .schedules import Schedule, format_slot, schedule_of
+from .schedules.base import Schedule, format_slot
+from .schedules.registry import schedule_of
 
 __all__ = [  # with what moved to ``outcome`` and ``outcome_writer``, still importable here
     "MAX_OUTCOMES_PER_WRITE",

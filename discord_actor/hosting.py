@@ -21,7 +21,8 @@ from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from discord_actor.config import CONFIG_FILE, Config, redact_url
+from discord_actor.config.model import CONFIG_FILE, Config
+from discord_actor.config.redaction import redact_url
 
 if TYPE_CHECKING:
     from discord_actor.db import Database
@@ -309,7 +310,7 @@ def _rejected_token(env: str) -> str:
 
 
 def _privileged(config: Config) -> str:
-    from discord_actor.config import PRIVILEGED_INTENTS
+    from discord_actor.config.model import PRIVILEGED_INTENTS
 
     asked = [i for i in config.discord.intents if i in PRIVILEGED_INTENTS] or config.discord.intents
     return (f"Discord refused the privileged intents in discord.intents ({', '.join(asked)}): "

@@ -27,12 +27,16 @@ from dataclasses import dataclass, field
 from dataclasses import replace as replace_fields
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .clock import Clock
-from .config import CATCH_UP_POLICIES, ActorConfig, Config, ScheduleConfig
+from .config.model import ActorConfig, Config
 from .db.store import KeyConflict, KeyedRow, KeyedWrite, LimitExceeded, Store, TaskSpec
-from .schedules import Schedule, build_schedule, definition, jittered, stored_schedule
+from .schedules.base import Schedule, jittered
+from .schedules.cron import Cron
+from .schedules.interval import Interval
+from .schedules.kind import ScheduleSpec
+from .schedules.once import Once
+from .schedules.registry import build_schedule, definition, listed_kinds, stored_schedule
 from .storable import Unstorable, jsonb_json
 
 __all__ = [
@@ -53,91 +57,6 @@ __all__ = [
 
 MAX_KEY_CHARS = 200
 MAX_OWNER_CHARS = 200
-
-
-# -- what a caller asks for --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Once:
-    """One run at ``at`` (timezone-aware, or naive in ``timezone``). Once it has run, or used
-    up its retries, it leaves the pending schedules and keeps its run history."""
-
-    at: datetime
-    timezone: str | None = None  # shown in; default: the aware ``at``'s own, else server's
-    jitter_seconds: float = 0.0
-    catch_up: str = "latest"  # if the server was down at ``at``: run late, or "skip"
-
-    def _config(self, default_zone: str) -> ScheduleConfig:
-        if not isinstance(self.at, datetime):
-            raise ValueError(f"Once(at=...) needs a datetime, not {self.at!r}")
-        at, zone = self.at, self.timezone or getattr(self.at.tzinfo, "key", None)
-        if at.tzinfo is None:
-            if self.timezone is None:
-                raise ValueError(
-                    f"Once(at={at.isoformat()}) is a naive time: give it a timezone"
-                    " (datetime(..., tzinfo=...)) or Once(at=..., timezone='Europe/Berlin')"
-                )
-            at = at.replace(tzinfo=_zone(self.timezone))
-        return ScheduleConfig(type="once", timezone=zone or default_zone, at=at, **_common(self))
-
-
-@dataclass(frozen=True)
-class Interval:
-    """Every ``seconds``, from ``start_at`` (default: now, so the first run is at once)."""
-
-    seconds: float
-    start_at: datetime | None = None
-    timezone: str | None = None
-    jitter_seconds: float = 0.0
-    catch_up: str = "latest"
-
-    def _config(self, default_zone: str) -> ScheduleConfig:
-        if isinstance(self.seconds, bool) or not isinstance(self.seconds, int | float):
-            raise ValueError("Interval(seconds=...) needs a number")
-        if self.start_at is not None and (
-            not isinstance(self.start_at, datetime) or self.start_at.tzinfo is None
-        ):
-            raise ValueError("Interval(start_at=...) must be timezone-aware")
-        return ScheduleConfig(type="interval", timezone=self.timezone or default_zone,
-                              seconds=float(self.seconds), **_common(self))
-
-
-@dataclass(frozen=True)
-class Cron:
-    """A 5-field cron expression (Debian semantics) in ``timezone``."""
-
-    expression: str
-    timezone: str | None = None
-    jitter_seconds: float = 0.0
-    catch_up: str = "latest"
-
-    def _config(self, default_zone: str) -> ScheduleConfig:
-        return ScheduleConfig(type="cron", timezone=self.timezone or default_zone,
-                              expression=self.expression, **_common(self))
-
-
-def _common(spec: Once | Interval | Cron) -> dict[str, Any]:
-    """What every kind takes: jitter and catch-up, checked."""
-    if spec.catch_up not in CATCH_UP_POLICIES:
-        raise ValueError(
-            f"catch_up must be one of {', '.join(CATCH_UP_POLICIES)}, not {spec.catch_up!r}"
-        )
-    if not isinstance(spec.jitter_seconds, int | float) or not spec.jitter_seconds >= 0:
-        raise ValueError("jitter_seconds must be >= 0")
-    return {"jitter_seconds": float(spec.jitter_seconds), "catch_up": spec.catch_up}
-
-
-def _zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"unknown time zone {name!r} (expected an IANA name such as 'Europe/Berlin')"
-        ) from None
-
-
-ScheduleSpec = Once | Interval | Cron
 
 
 @dataclass(frozen=True)
@@ -226,7 +145,7 @@ def actor_row_spec(cfg: ActorConfig, schedule: Schedule, now: datetime) -> TaskS
         max_attempts=cfg.retry.attempts,
         initial_slot=first,
         initial_due=None if first is None else jittered(first, cfg.schedule.jitter_seconds),
-        on_every_start=schedule.config.type == "immediate",
+        on_every_start=schedule.on_every_start,
     )
 
 
@@ -371,13 +290,12 @@ class Schedules:
                 f" id), not {item.channel_id!r}"
             )
         spec = item.schedule
-        if not isinstance(spec, Once | Interval | Cron):
+        if not isinstance(spec, ScheduleSpec):
             raise InvalidSchedule(
-                f"key {item.key!r}: schedule must be Once(at=...), Interval(seconds=...) or"
-                f" Cron(expression), not {type(spec).__name__}"
+                f"key {item.key!r}: schedule must be {_spec_usages()}, not {type(spec).__name__}"
             )
         try:
-            schedule_config = spec._config(self.config.server.timezone)
+            schedule_config = spec.schedule_config(self.config.server.timezone)
             schedule = build_schedule(schedule_config)
         except ValueError as e:
             raise InvalidSchedule(f"key {item.key!r}: {e}") from None
@@ -387,10 +305,7 @@ class Schedules:
         identity = "\n".join(
             (definition_json, payload_json or "null", str(item.channel_id), item.owner or "")
         )
-        if isinstance(item.schedule, Interval) and item.schedule.start_at is not None:
-            first: datetime | None = item.schedule.start_at.astimezone(schedule.tz)
-        else:
-            first = schedule.initial_slot(now)
+        first = spec.first_slot(schedule, now)
         due = None if first is None else jittered(first, schedule_config.jitter_seconds)
         row = KeyedRow(
             key=item.key,
@@ -482,6 +397,12 @@ def _payload_json(cfg: ActorConfig, item: NewSchedule) -> str | None:
             f" {cfg.max_payload_bytes} (actors[{cfg.index}].max_payload_bytes)"
         )
     return text
+
+
+def _spec_usages() -> str:
+    """``Once(at=...), Interval(seconds=...) or Cron(expression)``: the registered kinds'."""
+    usages = [k.spec_usage for k in listed_kinds() if k.spec_usage]
+    return f"{', '.join(usages[:-1])} or {usages[-1]}" if len(usages) > 1 else "".join(usages)
 
 
 def _canonical(value: object) -> str:

@@ -20,7 +20,6 @@ Without the CLI::
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,10 +27,13 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from .config import Config, ScheduleConfig, closest
+from .config.model import Config
+from .config.values import closest
 from .db.store import Operator, Store
-from .keyed import KeyedSchedule, ScheduleError, Schedules, ScheduleSpec
-from .schedules import build_schedule, format_slot, from_definition, resume_slot
+from .keyed import KeyedSchedule, ScheduleError, Schedules
+from .schedules.base import ScheduleConfig, format_slot
+from .schedules.kind import ScheduleSpec
+from .schedules.registry import describe, describe_stored, resume_slot
 from .storable import MAX_ERROR_MESSAGE, cap
 
 #: every status a run can have, as stored
@@ -557,13 +559,7 @@ def schedule_json(s: KeyedSchedule) -> dict[str, Any]:
 def describe_keyed(s: KeyedSchedule) -> str:
     """A keyed schedule's definition in one line, as ``describe_schedule`` says a configured
     one (an interval says its zone too: its times are shown in it)."""
-    cfg = from_definition(s.schedule)
-    if cfg.type == "once" and cfg.at is not None:  # stored in UTC: shown in its zone
-        cfg = dataclasses.replace(cfg, at=cfg.at.astimezone(build_schedule(cfg).tz))
-    text = describe_schedule(cfg)
-    if cfg.type != "cron":
-        text += f" ({cfg.timezone})"
-    return text
+    return describe_stored(s.schedule)
 
 
 def iso(value: datetime | None, tz: tzinfo | None = None) -> str | None:
@@ -581,15 +577,7 @@ def when(value: datetime | None, tz: tzinfo | None = None) -> str:
 
 def describe_schedule(cfg: ScheduleConfig) -> str:
     """One line a person reads: ``every 10 s``, ``cron '0 9 * * 1-5' (Europe/Berlin)``."""
-    if cfg.type == "interval":
-        return f"every {cfg.seconds:g} s"
-    if cfg.type == "cron":
-        return f"cron '{cfg.expression}' ({cfg.timezone})"
-    if cfg.type == "once":
-        return f"once at {format_slot(cfg.at)}" if cfg.at is not None else "once"
-    if cfg.type == "none":
-        return "keyed schedules and triggers only"
-    return "once at every start (immediate)"
+    return describe(cfg)
 
 
 def format_duration(ms: float | None) -> str:

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .alerts import Alert
-from .config import ActorConfig
+from .config.model import ActorConfig
 from .db.store import ClaimedRun, Finished, Outcome
 from .enums import RunStatus, ScheduleKind
 from .errors import DiscordActorError

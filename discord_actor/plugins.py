@@ -21,8 +21,17 @@ from types import ModuleType
 from typing import Any
 
 from .actor import Actor, FunctionActor, FunctionActorSpec
-from .config import ActorConfig, Config, ConfigError, Problem, line_of, load_config
-from .platform_registry import PLATFORMS
+from .config.lines import line_of
+from .config.model import (
+    ActorConfig,
+    Config,
+    ConfigError,
+    Problem,
+    needs_channel_id,
+    platform_names,
+)
+from .config.reader import load_config
+from .schedules.immediate import NO_SCHEDULE
 
 ENTRY_POINT_GROUP = "discord_actor.actors"
 
@@ -114,16 +123,13 @@ def _load_one(config: Config, actor_config: ActorConfig) -> LoadedActor:
         found = target
     cls = _as_actor_class(found, actor_config.name)
     platform = actor_config.platform or cls.platform
-    if platform not in PLATFORMS:
+    if platform not in platform_names():
         raise PluginError(
             f"actor {actor_config.name!r}: platform {platform!r} is not one of"
-            f" {', '.join(PLATFORMS)}"
+            f" {', '.join(platform_names())}"
         )
-    if (
-        platform == "discord"
-        and not actor_config.channel_id
-        and actor_config.schedule.type != "none"  # keyed schedules bring their channel
-    ):
+    scheduled = actor_config.schedule.type != NO_SCHEDULE  # keyed schedules bring their channel
+    if needs_channel_id(platform, scheduled=scheduled) and not actor_config.channel_id:
         raise PluginError(
             f"actor {actor_config.name!r} posts to Discord but has no channel_id; add channel_id"
             " to its [[actors]] entry"

@@ -25,7 +25,7 @@ from . import retention
 from .alerts import Alert, AlertSender, AlertSink
 from .budget import ConnectionBudget, PoolExhausted
 from .clock import Clock
-from .config import Config, ScheduleConfig
+from .config.model import Config
 from .db import Database
 from .db.store import ClaimedRun, Store, TaskView, describe_notice
 from .db.transient import TRANSIENT_DB_ERRORS
@@ -39,7 +39,8 @@ from .outcome_writer import RunNoLongerOwned
 from .platforms import Platform, build_platforms
 from .plugins import LoadedActor
 from .scheduler import MISFIRE_GRACE_SECONDS, Scheduler
-from .schedules import Schedule, build_schedule
+from .schedules.base import Schedule, ScheduleConfig
+from .schedules.registry import build_schedule
 
 __all__ = [
     "MISFIRE_GRACE_SECONDS",

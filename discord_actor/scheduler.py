@@ -24,11 +24,12 @@ from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 
 from .clock import Clock
-from .config import Config
+from .config.model import Config
 from .db.store import ClaimedRun, ClaimRequest, Store, TaskView
 from .db.transient import TRANSIENT_DB_ERRORS, Backoff, Outage
 from .plugins import LoadedActor
-from .schedules import Schedule, decide, jittered, schedule_of
+from .schedules.base import Schedule, decide, jittered
+from .schedules.registry import schedule_of
 
 log = logging.getLogger("discord_actor.runtime")
 

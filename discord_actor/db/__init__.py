@@ -17,7 +17,7 @@ from types import TracebackType
 
 import asyncpg
 
-from discord_actor.config import DatabaseConfig
+from discord_actor.config.model import DatabaseConfig
 from discord_actor.db.migrations import MigrationError, migrate, quote_ident
 from discord_actor.db.migrations import migrate as _migrate  # open_database(migrate=) shadows it
 from discord_actor.db.pool import DatabaseUnavailable, create_pool

@@ -14,7 +14,8 @@ from urllib.parse import unquote, urlsplit
 
 import asyncpg
 
-from discord_actor.config import REDACTED, DatabaseConfig, redact_text, redact_url
+from discord_actor.config.model import DatabaseConfig
+from discord_actor.config.redaction import REDACTED, redact_text, redact_url
 from discord_actor.db.transient import TRANSIENT_DB_ERRORS, Backoff, quiet_pool_logs
 
 APPLICATION_NAME = "discord-actor"

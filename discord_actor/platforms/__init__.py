@@ -10,7 +10,7 @@ import importlib
 from typing import Any, Protocol
 
 from ..actor import Posted
-from ..config import ActorConfig
+from ..config.model import ActorConfig
 from ..platform_registry import PLATFORMS, STAND_INS
 from .none import PostingNotSupported
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any, Self, TextIO
 
 from ..actor import Posted
-from ..config import ActorConfig
+from ..config.model import ActorConfig
 
 
 class ConsolePlatform:

@@ -21,7 +21,7 @@ import aiohttp
 import discord
 
 from ..actor import Posted
-from ..config import ActorConfig
+from ..config.model import ActorConfig
 
 log = logging.getLogger("discord_actor.platforms.discord")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Self
 
 from ..actor import Posted
-from ..config import ActorConfig
+from ..config.model import ActorConfig
 
 
 class PostingNotSupported(RuntimeError):

@@ -19,9 +19,10 @@ from ..lazy import lazy_exports
 
 if TYPE_CHECKING:
     from discord_actor.clock import FakeClock
-    from discord_actor.config import ActorConfig, RetryPolicy, ScheduleConfig
+    from discord_actor.config.model import ActorConfig, RetryPolicy
     from discord_actor.db import Database
     from discord_actor.platforms.discord import DiscordPlatform
+    from discord_actor.schedules.base import ScheduleConfig
     from discord_actor.testing.fake_discord.server import FakeDiscord
     from discord_actor.testing.harness import (
         ActorHarness,
@@ -52,9 +53,9 @@ __all__ = [
 
 _WHERE = {
     "FakeClock": "discord_actor.clock",
-    "ActorConfig": "discord_actor.config",
-    "RetryPolicy": "discord_actor.config",
-    "ScheduleConfig": "discord_actor.config",
+    "ActorConfig": "discord_actor.config.model",
+    "RetryPolicy": "discord_actor.config.model",
+    "ScheduleConfig": "discord_actor.schedules.base",
     "Database": "discord_actor.db",
     "DiscordPlatform": "discord_actor.platforms.discord",
     "FakeDiscord": "discord_actor.testing.fake_discord.server",

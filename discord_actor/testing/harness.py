@@ -18,18 +18,12 @@ from typing import Any
 from ..actor import Actor, Posted
 from ..alerts import AlertSink
 from ..clock import FakeClock
-from ..config import (
-    ActorConfig,
-    Config,
-    DatabaseConfig,
-    DiscordConfig,
-    ScheduleConfig,
-    ServerConfig,
-)
+from ..config.model import ActorConfig, Config, DatabaseConfig, DiscordConfig, ServerConfig
 from ..db import Database
 from ..platforms import Platform, every_platform
 from ..plugins import LoadedActor, _as_actor_class, _load_one, make_importable
 from ..runtime import Runtime
+from ..schedules.base import ScheduleConfig
 
 
 @dataclass

@@ -43,7 +43,7 @@ import pytest
 
 if TYPE_CHECKING:
     from discord_actor.clock import FakeClock
-    from discord_actor.config import Config, DatabaseConfig
+    from discord_actor.config.model import Config, DatabaseConfig
     from discord_actor.db import Database
     from discord_actor.testing.harness import ActorRunner
 
@@ -115,7 +115,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_project_config_key] = path
     if path is None:
         return
-    from discord_actor.config import ConfigError, load_config
+    from discord_actor.config.model import ConfigError
+    from discord_actor.config.reader import load_config
     from discord_actor.plugins import make_importable
 
     try:
@@ -327,7 +328,7 @@ def db_config(database_url: str, db_schema: str, actor_schema: str) -> DatabaseC
     short timeouts so a hung or exhausted pool fails the test quickly. Use
     ``dataclasses.replace(db_config, ...)`` to change a setting.
     """
-    from discord_actor.config import DatabaseConfig
+    from discord_actor.config.model import DatabaseConfig
 
     return DatabaseConfig(
         url=with_search_path(database_url, actor_schema),
@@ -393,7 +394,8 @@ def actor_server_config(pytestconfig: pytest.Config) -> Config:
 
     Fails the test with the file's problems, or when the project has none.
     """
-    from discord_actor.config import ConfigError, load_config
+    from discord_actor.config.model import ConfigError
+    from discord_actor.config.reader import load_config
 
     path = pytestconfig.stash.get(_project_config_key, None)
     if path is None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from ..config import Config, is_loopback
+from ..config.model import Config, is_loopback
 
 __all__ = ["HttpUnavailable", "exposed_without_token", "http_token"]
 

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ..config import Config, redact_text
+from ..config.model import Config
+from ..config.redaction import redact_text
 from ..metrics import CONTENT_TYPE, discord_readings
 from . import api, dashboard
 from .access import HttpUnavailable

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 from aiohttp import web
 
-from ..config import is_loopback
+from ..config.model import is_loopback
 from ..operations import Operations
 from .access import HttpUnavailable, exposed_without_token, http_token
 from .auth import Auth
