@@ -30,7 +30,8 @@ from .alerts import Alert, AlertSender
 from .budget import ConnectionBudget
 from .clock import Clock
 from .config import ActorConfig
-from .db.store import ClaimedRun, Finished, Outcome, Store, TaskView
+from .db.records import ClaimedRun, Finished, Outcome, TaskView
+from .db.store import Store
 from .db.transient import TRANSIENT_DB_ERRORS, Backoff
 from .keyed import Schedules
 from .logs import current_run
@@ -353,7 +354,7 @@ class Executor:
         return live.stopped(None)
 
     async def _checkpoint(self, run: ClaimedRun, state: dict[str, Any]) -> None:
-        if not await self.store.checkpoint(run.task_id, run.run_id, state_json(state)):
+        if not await self.store.runs.checkpoint(run.task_id, run.run_id, state_json(state)):
             raise RunNoLongerOwned(
                 f"run {run.run_id} of {run.actor} is no longer running here (another process"
                 " declared it abandoned); its state was not saved"
@@ -453,7 +454,7 @@ class Executor:
         backoff = Backoff(0.2, 5.0)
         while True:
             try:
-                finished = await self.store.finish_many([(r.run_id, o) for r, o in batch])
+                finished = await self.store.runs.finish_many([(r.run_id, o) for r, o in batch])
                 return [(f, o) for f, (_, o) in zip(finished, batch, strict=True)]
             except REFUSED_OUTCOME_ERRORS as e:
                 if len(batch) == 1:

@@ -567,8 +567,9 @@ def resume_slot(
     cfg: ScheduleConfig, task: Mapping[str, Any], now: datetime
 ) -> tuple[datetime, datetime, datetime] | None:
     """For a paused actor (``task``: its row) whose stored next slot passed: (that slot, the
-    next slot after ``now``, its due time with jitter), which ``Store.resume`` puts in its
-    place. None keeps the stored slot. ``discord-actor resume`` and ``/actors resume`` use it."""
+    next slot after ``now``, its due time with jitter), which ``Store.operator.resume`` puts in
+    its place. None keeps the stored slot. ``discord-actor resume`` and ``/actors resume`` use
+    it."""
     schedule = build_schedule(cfg)
     if not task["paused"] or task["schedule_hash"] != schedule.hash():
         return None
