@@ -8,7 +8,7 @@ Each of 16 actors repeatedly runs a query that takes 2 ms on the server
   Pool settings are the defaults of ``[database]`` (``max_pool_size = 10``, one connection kept
   for the runtime), ``max_connections = 1`` per actor.
 - single: 16 coroutines share one asyncpg connection guarded by an ``asyncio.Lock`` (taken per
-  statement) and issue the same two statements (the save is ``Store.checkpoint``'s SQL).
+  statement) and issue the same two statements (the save is ``Store.runs.checkpoint``'s SQL).
 
 All 16 start together and count the ops that complete within a fixed window. The two sides
 alternate for a few rounds on the same server; medians are reported.

@@ -7,11 +7,12 @@ all K * M of them (claim, run, state write, finish), as after a restart. The tim
 ``Runtime.start()`` (register, reconcile, sync: a few ms).
 
 Ceiling (the issue's): the same SQL without the runtime, at the same concurrency: M workers on
-the same pool, each owning one task, call ``Store.claim`` for its next slot and ``Store.finish``
-with the new state, K times (2 statements per run).
+the same pool, each owning one task, call ``Store.runs.claim`` for its next slot and
+``Store.runs.finish`` with the new state, K times (2 statements per run).
 
-Batched ceiling (for reference): the runtime's own pattern with nothing else: one ``Store.claim``
-for every task that is free, a ``Store.finish`` per run, a new claim as soon as runs finish.
+Batched ceiling (for reference): the runtime's own pattern with nothing else: one
+``Store.runs.claim`` for every task that is free, a ``Store.runs.finish`` per run, a new claim as
+soon as runs finish.
 The runtime claims in batches too, so this is the fairer yardstick of its own overhead.
 
 Every measurement gets a fresh schema on the same server and a pool with the same settings; the
@@ -85,23 +86,25 @@ def postgres_cpu_seconds() -> float | None:
     return total if found else None
 
 
-HOT_METHODS = (
-    "claim", "finish", "finish_many", "due_window", "views", "checkpoint", "heartbeat",
-    "live_instances", "recover_abandoned",
-)
+HOT_METHODS = {
+    "runs": ("claim", "finish", "finish_many", "due_window", "views", "checkpoint"),
+    "instances": ("heartbeat", "live", "recover_abandoned"),
+}
 
 
 def count_statements(store: Store) -> Counter[str]:
     """Count the Store calls (each is one statement, plus the pool's reset on release)."""
     counts: Counter[str] = Counter()
-    for method in HOT_METHODS:
-        original = getattr(store, method)
+    for part_name, methods in HOT_METHODS.items():
+        part = getattr(store, part_name)
+        for method in methods:
+            original = getattr(part, method)
 
-        def wrapper(*args: Any, _m: str = method, _f: Any = original) -> Any:
-            counts[_m] += 1
-            return _f(*args)
+            def wrapper(*args: Any, _m: str = method, _f: Any = original) -> Any:
+                counts[_m] += 1
+                return _f(*args)
 
-        setattr(store, method, wrapper)
+            setattr(part, method, wrapper)
     return counts
 
 
@@ -165,7 +168,7 @@ async def runtime_round(
         target = actors * slots
         finished = 0
         all_done = asyncio.Event()
-        store_finish_many = rt.store.finish_many
+        store_finish_many = rt.store.runs.finish_many
 
         async def counting_finish(
             outcomes: Sequence[tuple[int, Outcome]],
@@ -177,7 +180,7 @@ async def runtime_round(
                 all_done.set()
             return result
 
-        rt.store.finish_many = counting_finish  # type: ignore[method-assign]
+        rt.store.runs.finish_many = counting_finish  # type: ignore[method-assign]
         count = count_statements(rt.store)
         await warm_pool(database)
 
@@ -208,7 +211,7 @@ async def ceiling_setup(
     await register_tasks(database, config)
     store = Store(database.pool, database.schema)
     instance_id = f"bench-ceiling:{os.getpid()}"
-    await store.register_instance(instance_id, socket.gethostname(), os.getpid(), 30.0)
+    await store.instances.register(instance_id, socket.gethostname(), os.getpid(), 30.0)
     task_ids = [r["id"] for r in await database.pool.fetch(
         f"SELECT id FROM {database.schema}.tasks ORDER BY id"
     )]
@@ -228,7 +231,9 @@ def slot_request(task_id: int, k: int) -> ClaimRequest:
 async def finish_noop(store: Store, run: ClaimedRun) -> None:
     state = dict(run.state)
     state["n"] = state.get("n", 0) + 1
-    await store.finish(run.run_id, Outcome(status="succeeded", state_json=json.dumps(state)))
+    await store.runs.finish(
+        run.run_id, Outcome(status="succeeded", state_json=json.dumps(state))
+    )
 
 
 async def ceiling_round(base: Database, name: str, actors: int, slots: int) -> Measurement:
@@ -240,7 +245,7 @@ async def ceiling_round(base: Database, name: str, actors: int, slots: int) -> M
 
         async def worker(task_id: int) -> int:
             for k in range(slots):
-                (run,) = await store.claim(instance_id, [slot_request(task_id, k)], now)
+                (run,) = await store.runs.claim(instance_id, [slot_request(task_id, k)], now)
                 await finish_noop(store, run)
             return slots
 
@@ -248,7 +253,7 @@ async def ceiling_round(base: Database, name: str, actors: int, slots: int) -> M
             return sum(await asyncio.gather(*(worker(t) for t in task_ids)))
 
         result = await measure(body, count)
-        await store.unregister_instance(instance_id)
+        await store.instances.unregister(instance_id)
         await check(database, actors, slots)
         return result
     finally:
@@ -281,7 +286,7 @@ async def batched_round(base: Database, name: str, actors: int, slots: int) -> M
                 requests = [slot_request(t, next_k[t]) for t in free if next_k[t] < slots]
                 free.clear()
                 if requests:
-                    for run in await store.claim(instance_id, requests, now):
+                    for run in await store.runs.claim(instance_id, requests, now):
                         next_k[run.task_id] += 1
                         task = asyncio.create_task(run_one(run))
                         running.add(task)
@@ -292,7 +297,7 @@ async def batched_round(base: Database, name: str, actors: int, slots: int) -> M
             return done
 
         result = await measure(body, count)
-        await store.unregister_instance(instance_id)
+        await store.instances.unregister(instance_id)
         await check(database, actors, slots)
         return result
     finally:
@@ -309,7 +314,7 @@ def describe(m: Measurement) -> str:
 
 
 SIDES = {
-    "ceiling": ("ceiling (M workers, Store.claim/finish)", ceiling_round),
+    "ceiling": ("ceiling (M workers, Store.runs.claim/finish)", ceiling_round),
     "batched": ("batched ceiling (claim all free at once)", batched_round),
     "runtime": ("runtime (Runtime.start, scheduler loop)", runtime_round),
 }

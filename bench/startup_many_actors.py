@@ -126,7 +126,7 @@ async def serve(
         runtime = Runtime(config, database, actors, platforms=default_platforms())
         seen: set[int] = set()
         all_done = asyncio.Event()
-        store_finish_many = runtime.store.finish_many
+        store_finish_many = runtime.store.runs.finish_many
 
         async def recording_finish(outcomes: list[tuple[int, Outcome]]) -> list[Finished | None]:
             results = await store_finish_many(outcomes)
@@ -139,7 +139,7 @@ async def serve(
                 all_done.set()
             return results
 
-        runtime.store.finish_many = recording_finish  # type: ignore[method-assign]
+        runtime.store.runs.finish_many = recording_finish  # type: ignore[method-assign]
         stamps["runtime_start"] = time.time()
         await runtime.start()
         stamps["runtime_started"] = time.time()

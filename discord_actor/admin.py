@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord import app_commands
 
-from .db.store import Operator
+from .db.records import Operator
 from .operations import (
     ActorDisabled,
     ActorPaused,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TextIO
 
-from .db.store import Outcome
+from .db.records import Outcome
 
 log = logging.getLogger("discord_actor.runtime")
 

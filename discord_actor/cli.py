@@ -90,7 +90,8 @@ from discord_actor.schedules.registry import build_schedule, listed_kinds
 
 if TYPE_CHECKING:
     from discord_actor.db import Database
-    from discord_actor.db.store import Operator, Store
+    from discord_actor.db.records import Operator
+    from discord_actor.db.store import Store
     from discord_actor.plugins import LoadedActor
 
 INTERRUPTED = 130  # Ctrl-C during a command (exit codes 0, 1 and 2: hosting's)
@@ -725,9 +726,9 @@ async def _stored_tasks(config: Config, actor: str | None = None) -> dict[str, A
             if store is None:
                 return {}
             if actor is not None:
-                row = await store.task(actor)
+                row = await store.operator.task(actor)
                 return {} if row is None else {actor: row}
-            return {r["actor"]: r for r in await store.status()}
+            return {r["actor"]: r for r in await store.operator.status()}
     except HostError as e:
         print(f"note: computing from the schedule alone, without the stored next slot: {e}",
               file=sys.stderr)
@@ -743,7 +744,7 @@ def _operator() -> Operator:
     import getpass
     import socket
 
-    from discord_actor.db.store import Operator
+    from discord_actor.db.records import Operator
 
     try:
         who = getpass.getuser()
@@ -967,8 +968,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
         async with _store(config) as (store, _):
             if store is None:
                 return None, []
-            cutoff = await store.retention_cutoff(days)
-            return cutoff, await store.prunable(cutoff)
+            cutoff = await store.retention.cutoff(days)
+            return cutoff, await store.retention.prunable(cutoff)
 
     if args.dry_run:
         cutoff, counts = run_async(dry_run())

@@ -25,7 +25,8 @@ from .actor import Posted, RunContext
 from .alerts import AlertSender
 from .budget import ConnectionBudget
 from .clock import Clock
-from .db.store import ClaimedRun, Finished, Outcome, Store, TaskView
+from .db.records import ClaimedRun, Finished, Outcome, TaskView
+from .db.store import Store
 from .enums import RunStatus
 from .keyed import Schedules
 from .logs import current_run

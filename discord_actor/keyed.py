@@ -30,7 +30,9 @@ from typing import Any
 
 from .clock import Clock
 from .config.model import ActorConfig, Config
-from .db.store import KeyConflict, KeyedRow, KeyedWrite, LimitExceeded, Store, TaskSpec
+from .db.keyed import KeyConflict, LimitExceeded
+from .db.records import KeyedRow, KeyedWrite, TaskSpec
+from .db.store import Store
 from .schedules.base import Schedule, jittered
 from .schedules.cron import Cron
 from .schedules.interval import Interval
@@ -229,7 +231,7 @@ class Schedules:
     async def remove(self, actor: str, key: str) -> bool:
         """Remove a keyed schedule; True if it was pending. Its run history stays."""
         self._actor(actor)
-        return await self.store.remove_keyed(actor, key)
+        return await self.store.keyed.remove(actor, key)
 
     async def list(
         self,
@@ -242,7 +244,7 @@ class Schedules:
     ) -> builtins.list[KeyedSchedule]:
         """The actor's pending keyed schedules, soonest first."""
         self._actor(actor)
-        rows = await self.store.list_keyed(
+        rows = await self.store.keyed.pending(
             actor, prefix=prefix, owner=owner, key=key, limit=limit
         )
         out = []
@@ -326,10 +328,12 @@ class Schedules:
         soon = now + self._notify_within
         notify = any(r.due_at is not None and r.due_at <= soon for r in rows)
         if cfg.name not in self._ensured:
-            await self.store.ensure_actor(actor_row_spec(cfg, build_schedule(cfg.schedule), now))
+            await self.store.configuration.ensure_actor(
+                actor_row_spec(cfg, build_schedule(cfg.schedule), now)
+            )
             self._ensured.add(cfg.name)
         try:
-            result = await self.store.add_keyed(
+            result = await self.store.keyed.add(
                 cfg.name,
                 rows,
                 replace=replace,

@@ -59,7 +59,7 @@ class Liveness:
 
     async def register(self) -> None:
         sent = time.monotonic()
-        await self.store.register_instance(
+        await self.store.instances.register(
             self.instance_id, socket.gethostname(), os.getpid(), self.lease
         )
         self._renewed_at = sent
@@ -113,10 +113,10 @@ class Liveness:
 
     async def unregister(self) -> None:
         with suppress(*TRANSIENT_DB_ERRORS):
-            await self.store.unregister_instance(self.instance_id)
+            await self.store.instances.unregister(self.instance_id)
 
     async def refresh_share(self) -> None:
-        self._share(await self.store.live_instances())
+        self._share(await self.store.instances.live())
 
     def _share(self, live: list[str]) -> None:
         """Pass on this process's rank among the live ones (how the schedulers spread work)."""
@@ -124,7 +124,7 @@ class Liveness:
             self._on_share(live.index(self.instance_id), len(live))
 
     async def recover_abandoned(self) -> None:
-        lost = await self.store.recover_abandoned(self.clock.now())
+        lost = await self.store.instances.recover_abandoned(self.clock.now())
         for row in lost:
             log.warning(
                 "run %d of %s abandoned: process %s stopped renewing its lease",
@@ -140,7 +140,7 @@ class Liveness:
             await asyncio.sleep(self.lease / 3)
             try:
                 sent = time.monotonic()
-                live = await self.store.heartbeat(self.instance_id)
+                live = await self.store.instances.heartbeat(self.instance_id)
                 if live is not None:
                     self._renewed_at = sent
                     self._share(live)

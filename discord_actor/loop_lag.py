@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
-from .db.store import ClaimedRun
+from .db.records import ClaimedRun
 
 log = logging.getLogger("discord_actor.runtime")
 MAX_NAMED_RUNS = 10  # in one warning: the blocking one is usually the first few

@@ -7,9 +7,9 @@ formats what comes back. Results are dataclasses; what an operator asked for and
 (an unknown actor, a paused one triggered...) is an ``OperationError`` naming why.
 
 Preconditions are checked by the database in the statement that makes the change, on the
-locked row (``Store.pause``/``resume``/``trigger``): nothing is read first and written later, so
-two operators (or an operator and the circuit breaker) cannot interleave between a check and
-its write.
+locked row (``Store.operator.pause``/``resume``/``trigger``): nothing is read first and written
+later, so two operators (or an operator and the circuit breaker) cannot interleave between a
+check and its write.
 
 Without the CLI::
 
@@ -20,8 +20,7 @@ Without the CLI::
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any
@@ -29,7 +28,8 @@ from zoneinfo import ZoneInfo
 
 from .config.model import Config
 from .config.values import closest
-from .db.store import Operator, Store
+from .db.records import Operator, from_row, json_column
+from .db.store import Store
 from .keyed import KeyedSchedule, ScheduleError, Schedules
 from .schedules.base import ScheduleConfig, format_slot
 from .schedules.kind import ScheduleSpec
@@ -139,6 +139,24 @@ class RunInfo:
     posted: list[Any]
     traceback: str | None = None
     key: str | None = None  # the keyed schedule it ran for (None: the configured one)
+
+    @classmethod
+    def from_record(
+        cls, r: Mapping[str, Any], timezone: tzinfo | None, *, traceback: bool = False
+    ) -> RunInfo:
+        """A run as the store's history, recent runs and run read it; ``timezone``: its actor's
+        (a keyed schedule's own zone, if it has one, wins)."""
+        message = r["error_message"]
+        if message is not None:  # bounded even for runs recorded before texts were capped
+            message = cap(message, MAX_ERROR_MESSAGE)
+        return from_row(
+            cls,
+            r,
+            timezone=ZoneInfo(r["key_zone"]) if r.get("key_zone") else timezone,
+            error_message=message,
+            posted=list(json_column(r["posted"]) or []),
+            traceback=r["error_traceback"] if traceback else None,
+        )
 
     @property
     def error(self) -> str | None:
@@ -308,7 +326,7 @@ class Operations:
 
     async def status(self, actor: str | None = None) -> Status:
         """Every actor (configured, or known to the database), or only ``actor``."""
-        records = await self.store.status(actor) if self.store is not None else []
+        records = await self.store.operator.status(actor) if self.store is not None else []
         by_actor = {r["actor"]: r for r in records}
         names = list(self._configured) + sorted(set(by_actor) - set(self._configured))
         if actor is not None:
@@ -330,20 +348,20 @@ class Operations:
             actor = await self._existing(actor)
         if self.store is None:
             return []
-        records = await self.store.history(actor, limit, status)
+        records = await self.store.operator.history(actor, limit, status)
         return [self._run_info(r) for r in records]
 
     async def recent_runs(self, actors: Sequence[str], limit: int) -> dict[str, list[RunInfo]]:
         """Each actor's newest ``limit`` runs, newest first, read together."""
         found: dict[str, list[RunInfo]] = {actor: [] for actor in actors}
         if self.store is not None and actors:
-            for r in await self.store.recent_runs(actors, limit):
+            for r in await self.store.operator.recent_runs(actors, limit):
                 found[r["actor"]].append(self._run_info(r))
         return found
 
     async def run(self, run_id: int) -> RunInfo:
         """One run with its traceback and what it posted."""
-        record = await self.store.run(run_id) if self.store is not None else None
+        record = await self.store.operator.run(run_id) if self.store is not None else None
         if record is None:
             raise RunNotFound(run_id)
         return self._run_info(record, traceback=True)
@@ -361,7 +379,9 @@ class Operations:
         """Pause: running servers stop starting its runs. ``reason`` is stored with who paused."""
         given = " ".join((reason or "").split()) or None
         stored = by.reason(given) if by is not None else (given or "paused by an operator")
-        change = await self.store.pause(actor, stored, by) if self.store is not None else None
+        change = (
+            await self.store.operator.pause(actor, stored, by) if self.store is not None else None
+        )
         if change is None:
             raise await self._why_no_task(actor)
         return PauseResult(actor, stored, change.was_paused,
@@ -377,10 +397,10 @@ class Operations:
         if cfg is not None:
             # Only to compute the slot after now: the statement moves it only if the actor was
             # paused and the stored slot is still this one.
-            task = await self.store.task(actor)
+            task = await self.store.operator.task(actor)
             if task is not None:
                 moved = resume_slot(cfg.schedule, task, datetime.now(UTC))
-        change = await self.store.resume(actor, by, moved=moved)
+        change = await self.store.operator.resume(actor, by, moved=moved)
         if change is None:
             raise await self._why_no_task(actor)
         new = None
@@ -390,7 +410,7 @@ class Operations:
 
     async def trigger(self, actor: str, by: Operator | None = None) -> TriggerResult:
         """Ask a running server to run it now (it starts within a second)."""
-        change = await self.store.trigger(actor, by) if self.store is not None else None
+        change = await self.store.operator.trigger(actor, by) if self.store is not None else None
         if change is None:
             raise await self._why_no_task(actor)
         if not change.applied:
@@ -460,7 +480,7 @@ class Operations:
         name = actor.strip()
         if name in self._configured:
             return name
-        task = await self.store.task(name) if self.store is not None else None
+        task = await self.store.operator.task(name) if self.store is not None else None
         if task is not None:
             raise ActorRemoved(name)
         raise await self._unknown(name)
@@ -470,13 +490,13 @@ class Operations:
         name = actor.strip()
         if name in self._configured:
             return name
-        if self.store is not None and await self.store.task(name) is not None:
+        if self.store is not None and await self.store.operator.task(name) is not None:
             return name
         raise await self._unknown(name)
 
     async def _why_no_task(self, actor: str) -> OperationError:
         """Why a change found no current task row for ``actor``."""
-        task = await self.store.task(actor) if self.store is not None else None
+        task = await self.store.operator.task(actor) if self.store is not None else None
         if task is not None:
             return ActorRemoved(actor)
         if actor in self._configured:
@@ -486,7 +506,7 @@ class Operations:
     async def _unknown(self, actor: str) -> UnknownActor:
         known = set(self._configured)
         if self.store is not None:
-            known |= {r["actor"] for r in await self.store.status()}
+            known |= {r["actor"] for r in await self.store.operator.status()}
         names = sorted(known)
         return UnknownActor(actor, closest(actor, names), names)
 
@@ -513,28 +533,7 @@ class Operations:
         )
 
     def _run_info(self, r: Any, *, traceback: bool = False) -> RunInfo:
-        message = r["error_message"]
-        if message is not None:  # bounded even for runs recorded before texts were capped
-            message = cap(message, MAX_ERROR_MESSAGE)
-        posted = json.loads(r["posted"]) if isinstance(r["posted"], str) else r["posted"]
-        return RunInfo(
-            id=r["id"],
-            actor=r["actor"],
-            timezone=ZoneInfo(r["key_zone"]) if r.get("key_zone") else self.zone(r["actor"]),
-            scheduled_for=r["scheduled_for"],
-            started_at=r["started_at"],
-            finished_at=r["finished_at"],
-            duration_ms=r["duration_ms"],
-            status=r["status"],
-            attempt=r["attempt"],
-            trigger=r["trigger"],
-            error_type=r["error_type"],
-            error_message=message,
-            instance_id=r["instance_id"],
-            posted=list(posted or []),
-            traceback=r["error_traceback"] if traceback else None,
-            key=r["key"],
-        )
+        return RunInfo.from_record(r, self.zone(r["actor"]), traceback=traceback)
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any
 
 from .alerts import Alert
 from .config.model import ActorConfig
-from .db.store import ClaimedRun, Finished, Outcome
+from .db.records import ClaimedRun, Finished, Outcome
 from .enums import RunStatus, ScheduleKind
 from .errors import DiscordActorError
 from .storable import MAX_ERROR_MESSAGE, MAX_TRACEBACK, Unstorable, clean_text, jsonb_json

@@ -17,7 +17,8 @@ from typing import Any
 
 import asyncpg
 
-from .db.store import ClaimedRun, Finished, Outcome, Store
+from .db.records import ClaimedRun, Finished, Outcome
+from .db.store import Store
 from .db.transient import TRANSIENT_DB_ERRORS, Backoff
 from .errors import DiscordActorError
 from .outcome import RECORD_ERROR, refused_outcome, state_json
@@ -58,7 +59,7 @@ class OutcomeWriter:
 
     async def checkpoint(self, run: ClaimedRun, state: dict[str, Any]) -> None:
         """Save a running run's state now (``ctx.checkpoint``)."""
-        if not await self.store.checkpoint(run.task_id, run.run_id, state_json(state)):
+        if not await self.store.runs.checkpoint(run.task_id, run.run_id, state_json(state)):
             raise RunNoLongerOwned(
                 f"run {run.run_id} of {run.actor} is no longer running here (another process"
                 " declared it abandoned); its state was not saved"
@@ -104,7 +105,7 @@ class OutcomeWriter:
         backoff = Backoff(0.2, 5.0)
         while True:
             try:
-                finished = await self.store.finish_many([(r.run_id, o) for r, o in batch])
+                finished = await self.store.runs.finish_many([(r.run_id, o) for r, o in batch])
                 return [(f, o) for f, (_, o) in zip(finished, batch, strict=True)]
             except REFUSED_OUTCOME_ERRORS as e:
                 if len(batch) == 1:

@@ -4,8 +4,8 @@ Every running server does it, at start and then hourly, so that the runs table d
 forever. It deletes in batches (``BATCH_ROWS`` a statement, each its own short transaction,
 with a pause between) so that no statement holds locks or a pooled connection for long and
 the runs go on meanwhile. One process deletes at a time: a batch runs only under an advisory
-try-lock (``Store.prune_batch``), and a process that finds it taken leaves that pass to the
-holder. ``discord-actor prune`` uses the same pass.
+try-lock (``Store.retention.prune_batch``), and a process that finds it taken leaves that pass
+to the holder. ``discord-actor prune`` uses the same pass.
 """
 
 from __future__ import annotations
@@ -40,12 +40,12 @@ async def prune(
     pause: float = BATCH_PAUSE_SECONDS,
 ) -> PruneResult:
     """Delete the finished runs older than ``older_than_days``, batch by batch."""
-    cutoff = await store.retention_cutoff(older_than_days)
-    deleted, busy = await _drain(store.prune_batch, cutoff, batch, pause)
+    cutoff = await store.retention.cutoff(older_than_days)
+    deleted, busy = await _drain(store.retention.prune_batch, cutoff, batch, pause)
     if not busy:
         # Then the keyed schedules that are over and whose runs are all gone (a reminder that
         # fired a month ago), so that the tasks table does not grow forever either.
-        _, busy = await _drain(store.prune_keyed_batch, cutoff, batch, pause)
+        _, busy = await _drain(store.retention.prune_keyed_batch, cutoff, batch, pause)
     return PruneResult(cutoff, deleted, busy=busy)
 
 

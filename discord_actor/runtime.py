@@ -27,7 +27,9 @@ from .budget import ConnectionBudget, PoolExhausted
 from .clock import Clock
 from .config.model import Config
 from .db import Database
-from .db.store import ClaimedRun, Store, TaskView, describe_notice
+from .db.operator import describe_notice
+from .db.records import ClaimedRun, TaskView
+from .db.store import Store
 from .db.transient import TRANSIENT_DB_ERRORS
 from .executor import Executor
 from .keyed import Schedules, actor_row_spec
@@ -167,7 +169,7 @@ class Runtime:
         server of ``[http]`` is not part of it: ``discord_actor.assembly`` starts it first.
         """
         await self.liveness.register()
-        await self.store.recover_abandoned(self.clock.now())
+        await self.store.instances.recover_abandoned(self.clock.now())
         await self.reconcile()
         failed: dict[str, str] = {}
         succeeded: list[str] = []
@@ -189,7 +191,7 @@ class Runtime:
             else:
                 succeeded.append(name)
         # Kept on the task rows: status and /actors list show these actors as broken.
-        await self.store.record_setup(failed, succeeded)
+        await self.store.configuration.record_setup(failed, succeeded)
         await self.sync()
         self._started = True
         # What exists now (configuration, actors, modules) lives as long as the process: keep
@@ -309,7 +311,7 @@ class Runtime:
             actor_row_spec(loaded.config, self.actor_schedules[name], now)
             for name, loaded in self.actors.items()
         ]
-        await self.store.reconcile(specs, now)
+        await self.store.configuration.reconcile(specs, now)
 
     async def sync(self) -> None:
         """Read what is due soon from the database now (changes by others included)."""

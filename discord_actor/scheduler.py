@@ -25,7 +25,8 @@ from datetime import UTC, datetime, timedelta
 
 from .clock import Clock
 from .config.model import Config
-from .db.store import ClaimedRun, ClaimRequest, Store, TaskView
+from .db.records import ClaimedRun, ClaimRequest, TaskView
+from .db.store import Store
 from .db.transient import TRANSIENT_DB_ERRORS, Backoff, Outage
 from .plugins import LoadedActor
 from .schedules.base import Schedule, decide, jittered
@@ -105,7 +106,7 @@ class Scheduler:
     async def read_window(self) -> None:
         """Replace what this process holds with the database's current due window."""
         now = self.clock.now()
-        window = await self.store.due_window(now + self.lookahead, WINDOW_ROWS)
+        window = await self.store.runs.due_window(now + self.lookahead, WINDOW_ROWS)
         self._views = {v.id: v for v in window.views if v.actor in self.actors}
         self._heap = []
         for view in self._views.values():
@@ -137,7 +138,7 @@ class Scheduler:
 
     async def _read_rechecks(self) -> None:
         ids, self._recheck = list(self._recheck), set()
-        for view in await self.store.views(ids):
+        for view in await self.store.runs.views(ids):
             if view.enabled and not view.paused and view.actor in self.actors:
                 self.note(view)
 
@@ -169,7 +170,7 @@ class Scheduler:
                 taken.add(task_id)
         if not wanted:
             return []
-        claimed = await self.store.claim(self.instance_id, [r for _, r in wanted], now)
+        claimed = await self.store.runs.claim(self.instance_id, [r for _, r in wanted], now)
         got = {c.task_id for c in claimed}
         for view, request in wanted:
             if request.task_id in got:

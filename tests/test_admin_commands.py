@@ -118,7 +118,7 @@ def text(interaction: FakeInteraction) -> str:
 
 
 async def task(store: Store, name: str) -> dict[str, Any]:
-    row = await store.task(name)
+    row = await store.operator.task(name)
     assert row is not None
     return dict(row)
 
@@ -225,7 +225,7 @@ async def test_everyone_else_is_refused_nothing_changes_and_it_is_logged(
 ) -> None:
     fake, store = world.fake, world.harness.store
     bob = fake.add_user("bob")  # no permissions at all
-    before = [dict(r) for r in await store.status()]
+    before = [dict(r) for r in await store.operator.status()]
     attempts: list[tuple[FakeUser, str, dict[str, Any], bool]] = [
         (world.intruder, "actors pause", {"actor": "digest", "reason": "mine now"}, True),
         (world.intruder, "actors resume", {"actor": "flaky"}, True),
@@ -243,7 +243,7 @@ async def test_everyone_else_is_refused_nothing_changes_and_it_is_logged(
             assert refused.original is not None and refused.original.ephemeral
             assert refused.original.content == REFUSAL
             assert refused.original.embeds == []
-    assert [dict(r) for r in await store.status()] == before
+    assert [dict(r) for r in await store.operator.status()] == before
     warnings = [r for r in caplog.records if r.name == ADMIN_LOG and r.levelno == logging.WARNING]
     assert len(warnings) == len(attempts)
     for record, (user, name, _, _) in zip(warnings, attempts, strict=True):
@@ -259,7 +259,7 @@ async def test_everyone_else_is_refused_nothing_changes_and_it_is_logged(
 
 async def test_autocomplete_lists_actors_filtered_by_what_was_typed(world: World) -> None:
     fake = world.fake
-    await world.harness.store.pause("reminder", "quiet week")
+    await world.harness.store.operator.pause("reminder", "quiet week")
 
     async def choices(typed: str, **kw: Any) -> list[tuple[str, str]]:
         interaction = await fake.inject_command(
@@ -303,7 +303,7 @@ async def test_autocomplete_offers_at_most_25_names(
 
 async def test_list_and_history_show_the_stored_state(world: World) -> None:
     fake, store = world.fake, world.harness.store
-    await store.pause("reminder", "quiet week")
+    await store.operator.pause("reminder", "quiet week")
 
     listed = await answer(fake, "actors list")
     shown = text(listed)
@@ -322,7 +322,7 @@ async def test_list_and_history_show_the_stored_state(world: World) -> None:
 
     history = await answer(fake, "actors history", {"actor": "flaky", "limit": 5})
     shown = text(history)
-    runs = await store.history("flaky", 5)
+    runs = await store.operator.history("flaky", 5)
     assert len(runs) == 2 and "flaky: last 2 runs" in shown
     for run in runs:
         row = next(line for line in shown.splitlines() if line.startswith(f"{run['id']} "))
@@ -355,7 +355,7 @@ async def test_list_counts_keyed_schedules_and_history_names_their_keys(world: W
     shown = text(await answer(world.fake, "actors history", {"actor": "digest"}))
     header = next(line for line in shown.splitlines() if line.startswith("RUN"))
     assert header.split()[:3] == ["RUN", "KEY", "STARTED"]
-    runs = await h.store.history("digest", 10)
+    runs = await h.store.operator.history("digest", 10)
     assert [r["key"] for r in runs] == ["guild:7", None, None]
     keyed, configured = runs[0], runs[1]
     row = next(line for line in shown.splitlines() if line.startswith(f"{keyed['id']} "))
@@ -368,7 +368,9 @@ async def test_list_counts_keyed_schedules_and_history_names_their_keys(world: W
 
 
 async def test_list_shows_an_actor_whose_setup_failed_as_broken(world: World) -> None:
-    await world.harness.store.record_setup({"reminder": "OSError: no credentials"}, [])
+    await world.harness.store.configuration.record_setup(
+        {"reminder": "OSError: no credentials"}, []
+    )
     shown = text(await answer(world.fake, "actors list"))
     row = next(line for line in shown.splitlines() if line.startswith("reminder "))
     assert row.split()[1] == "broken"

@@ -152,7 +152,7 @@ async def test_an_operator_logs_in_and_pauses_an_actor_in_chromium(
         await asyncio.sleep(4)  # a few live runs, a failed one among them
         screenshot = tmp_path / "dashboard.png"
         found = await asyncio.to_thread(browse, f"http://127.0.0.1:{http.port}/", screenshot)
-        task = await runtime.store.task("feed_sync")
+        task = await runtime.store.operator.task("feed_sync")
     finally:
         await assembly.stop()
     assert found["title"] == "Actors · discord-actor"

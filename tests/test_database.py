@@ -86,6 +86,72 @@ async def test_concurrent_migrations_apply_once(db_config: DatabaseConfig) -> No
             await conn.close()
 
 
+# What a schema is made of, its name left out: columns, indexes, constraints, functions.
+CATALOG_SQL = """
+SELECT format('column %s.%s %s %s %s', table_name, column_name, data_type, is_nullable,
+              column_default) AS part
+FROM information_schema.columns WHERE table_schema = $1
+UNION ALL SELECT 'index ' || indexdef FROM pg_indexes WHERE schemaname = $1
+UNION ALL SELECT 'constraint ' || conname || ' ' || pg_get_constraintdef(c.oid)
+FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace WHERE n.nspname = $1
+UNION ALL SELECT 'function ' || pg_get_functiondef(p.oid)
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1
+"""
+
+
+async def _catalog(conn: asyncpg.Connection, schema: str) -> list[str]:
+    return sorted(r["part"].replace(schema, "S") for r in await conn.fetch(CATALOG_SQL, schema))
+
+
+# finish_run as the releases before sql/functions.sql left it, by the last migration they had
+# applied (its arguments, and the columns it returned); None: it did not exist yet.
+FINISH_RUN_ARGUMENTS = (
+    "p_run_id bigint, p_status text, p_error_type text, p_error_message text,"
+    " p_error_traceback text, p_posted jsonb, p_state jsonb, p_retry_at timestamptz,"
+    " p_counts_as_failure boolean, p_max_failures integer"
+)
+FINISH_RUN_0003 = (
+    "id bigint, actor text, enabled boolean, paused boolean, max_instances integer,"
+    " next_run timestamptz, due_at timestamptz, manual_at timestamptz, paused_reason text,"
+    " consecutive_failures integer, was_paused boolean, scheduled_for timestamptz,"
+    " attempt integer, retry_slot timestamptz, retry_attempt integer, retry_at timestamptz"
+)
+EARLIER_RELEASES = {
+    2: None,
+    3: FINISH_RUN_0003,
+    4: FINISH_RUN_0003,
+    5: FINISH_RUN_0003 + ", key text, keyed_schedule text",
+}
+
+
+@pytest.mark.parametrize("version", sorted(EARLIER_RELEASES))
+async def test_a_database_of_an_earlier_release_migrates_to_a_new_ones_schema(
+    database: Database, version: int, tmp_path: Path
+) -> None:
+    """A database that an earlier release migrated up to ``version`` (with the finish_run it
+    created then) starts with this code: the rest is applied, and its schema, functions
+    included, is the one a new database gets. It fails when sql/functions.sql changes what a
+    function takes or returns without a migration that drops the old one first."""
+    earlier = tmp_path / "migrations"
+    earlier.mkdir()
+    for m in available_migrations()[:version]:
+        shutil.copy(m.path, earlier)
+    schema = f"{database.schema}_v{version}"
+    async with database.pool.acquire() as conn:
+        try:
+            await migrate(conn, schema, directory=earlier, functions=None)
+            returned = EARLIER_RELEASES[version]
+            if returned is not None:  # its body does not matter here, only what it looks like
+                await conn.execute(
+                    f"CREATE FUNCTION {quote_ident(schema)}.finish_run({FINISH_RUN_ARGUMENTS})"
+                    f" RETURNS TABLE ({returned}) LANGUAGE plpgsql AS $$ BEGIN END $$"
+                )
+            assert await migrate(conn, schema) == ALL_MIGRATIONS[version:]
+            assert await _catalog(conn, schema) == await _catalog(conn, database.schema)
+        finally:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE")
+
+
 async def test_schema_name_is_quoted(db_config: DatabaseConfig) -> None:
     schema = db_config.schema + '_Odd "Name"'
     conn = await asyncpg.connect(db_config.url)

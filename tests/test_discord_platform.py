@@ -240,7 +240,7 @@ async def test_mentions_are_off_unless_the_actor_allows_them(
     with caplog.at_level(logging.WARNING, "discord_actor.platforms.discord"):
         async with ActorHarness(database, actors, platform=platform) as harness:
             runs = await harness.tick()
-            assert await harness.store.trigger("one_refused")
+            assert await harness.store.operator.trigger("one_refused")
             runs += await harness.tick()
     assert {r.status for r in runs} == {"succeeded"}
     warned = [r.getMessage() for r in caplog.records]

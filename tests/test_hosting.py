@@ -203,7 +203,7 @@ async def test_a_reconnect_does_not_start_a_second_runtime(
         # A manual run goes through the one runtime; then count everything.
         cog = bot.get_cog("ActorRuntime")
         assert isinstance(cog, ActorRuntime) and cog.runtime is not None
-        assert await cog.runtime.store.trigger("hello")
+        assert await cog.runtime.store.operator.trigger("hello")
         await fake.wait_for_message()
 
         async def both() -> list[asyncpg.Record]:

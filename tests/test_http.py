@@ -168,7 +168,7 @@ async def test_posts_without_the_token_get_401_and_change_nothing(
             async with http.post(f"{url}/actors/ticker/pause", headers=headers,
                                  data={"csrf": "guess"}) as a:
                 assert a.status == 401
-        task = await store.task("ticker")
+        task = await store.operator.task("ticker")
         assert task is not None and not task["paused"] and task["manual_at"] is None
 
         # A dashboard session without its CSRF token is refused too.
@@ -178,7 +178,7 @@ async def test_posts_without_the_token_get_401_and_change_nothing(
             assert a.status == 401
         async with http.post(f"{url}/api/actors/ticker/pause") as a:
             assert a.status == 401
-        task = await store.task("ticker")
+        task = await store.operator.task("ticker")
         assert task is not None and not task["paused"]
 
         bearer = {"Authorization": f"Bearer {TOKEN}"}
@@ -187,7 +187,7 @@ async def test_posts_without_the_token_get_401_and_change_nothing(
             assert a.status == 200
             answer = await a.json()
         assert answer["paused"] and answer["reason"].startswith("maintenance; paused by")
-        task = await store.task("ticker")
+        task = await store.operator.task("ticker")
         assert task is not None and task["paused"]
         async with http.get(f"{url}/api/actors") as a:
             by_name = {x["actor"]: x for x in (await a.json())["actors"]}

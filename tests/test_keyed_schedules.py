@@ -90,7 +90,7 @@ async def test_once_runs_once_with_its_key_and_payload_then_leaves_the_pending_s
         assert [p[1] for p in h.platform.posts] == ["stand up"]
         assert await h.tick(timedelta(days=1)) == []  # exactly once
         assert await pending_keys(h) == []
-        history = await h.store.history("reminder")
+        history = await h.store.operator.history("reminder")
         assert [(r["key"], r["status"]) for r in history] == [("r:1", "succeeded")]
 
 
@@ -112,7 +112,7 @@ async def test_each_key_keeps_its_own_state_next_to_the_configured_schedule(
         assert sorted((r.key or "", r.state["runs"]) for r in runs) == [
             ("", 2), ("feed:1", 3), ("feed:2", 3)
         ]
-        assert json.loads((await h.store.task("reminder"))["state"]) == {"runs": 2}
+        assert json.loads((await h.store.operator.task("reminder"))["state"]) == {"runs": 2}
 
 
 async def test_cron_in_its_zone_and_interval_from_a_start(database: Database) -> None:
@@ -295,9 +295,11 @@ async def test_a_keyed_schedule_posts_to_its_own_channel(database: Database) -> 
         await h.schedules.add("reminder", key="here", schedule=Once(at=START), channel_id=222)
         await h.schedules.add("reminder", key="default", schedule=Once(at=START))
         await h.tick()
-        (posted_here,) = [r for r in await h.store.history("reminder") if r["key"] == "here"]
+        (posted_here,) = [
+            r for r in await h.store.operator.history("reminder") if r["key"] == "here"
+        ]
         (posted_default,) = [
-            r for r in await h.store.history("reminder") if r["key"] == "default"
+            r for r in await h.store.operator.history("reminder") if r["key"] == "default"
         ]
         assert json.loads(posted_here["posted"])[0]["channel_id"] == 222
         assert json.loads(posted_default["posted"])[0]["channel_id"] == 111
@@ -331,9 +333,9 @@ async def test_retries_and_the_breaker_are_per_key_pause_is_per_actor(
         assert [r.key for r in runs] == ["good"]
         # Pausing the actor stops all of its keyed schedules; resuming restarts them, the
         # tripped key included.
-        assert await h.store.pause("reminder", "maintenance")
+        assert await h.store.operator.pause("reminder", "maintenance")
         assert await h.tick(60) == []
-        assert await h.store.resume("reminder")
+        assert await h.store.operator.resume("reminder")
         runs = await h.tick()
         assert sorted(r.key or "" for r in runs) == ["bad", "good"]
 

@@ -44,7 +44,7 @@ async def test_manual_trigger_is_picked_up_within_a_second(database: Database) -
     await runtime.start()
     try:
         await asyncio.sleep(0.3)  # let the listener connect
-        operator = Store(database.pool, database.schema)
+        operator = Store(database.pool, database.schema).operator
         started = time.monotonic()
         assert await operator.trigger("on_demand")
         await asyncio.wait_for(ran.wait(), timeout=1.0)
@@ -92,12 +92,12 @@ async def test_graceful_shutdown_finishes_quick_runs_and_cancels_the_rest(
     t0 = time.monotonic()
     await runtime.stop()
     assert time.monotonic() - t0 < 5
-    runs = {r["actor"]: r for r in await store.history()}
+    runs = {r["actor"]: r for r in await store.operator.history()}
     assert runs["quick"]["status"] == "succeeded"
     assert runs["stuck"]["status"] == "cancelled"
     reason = "cancelled by shutdown after shutdown_grace_seconds = 1"
     assert runs["stuck"]["error_message"] == reason
-    retries = await store.retries("stuck")
+    retries = await store.operator.retries("stuck")
     assert [r["attempt"] for r in retries] == [2]  # runs again at the next start
     assert await database.pool.fetchval(f"SELECT count(*) FROM {database.schema}.instances") == 0
     assert database.pool.get_idle_size() == database.pool.get_size()
@@ -114,9 +114,9 @@ async def test_runs_of_a_dead_process_are_abandoned_and_retried(database: Databa
     await runtime.start()
     try:
         # A process that claimed a run and then died: registered, never heartbeats again.
-        task = await store.task("steady")
+        task = await store.operator.task("steady")
         assert task is not None
-        await store.register_instance("ghost:1:dead", "ghost", 1, 0.3)
+        await store.instances.register("ghost:1:dead", "ghost", 1, 0.3)
         slot = datetime.now(UTC) - timedelta(minutes=1)
         await database.pool.execute(
             f"INSERT INTO {database.schema}.runs (task_id, scheduled_for, trigger, attempt, status,"
@@ -126,7 +126,7 @@ async def test_runs_of_a_dead_process_are_abandoned_and_retried(database: Databa
         )
 
         async def retried() -> bool:
-            return [r["status"] for r in await store.history("steady")] == [
+            return [r["status"] for r in await store.operator.history("steady")] == [
                 "succeeded",
                 "abandoned",
             ]
@@ -134,7 +134,7 @@ async def test_runs_of_a_dead_process_are_abandoned_and_retried(database: Databa
         await wait_for(retried, within=5)
     finally:
         await runtime.stop()
-    runs = await store.history("steady")
+    runs = await store.operator.history("steady")
     assert [(r["attempt"], r["trigger"], r["scheduled_for"]) for r in runs] == [
         (2, "retry", slot),
         (1, "schedule", slot),
@@ -175,7 +175,7 @@ async def test_a_process_declared_dead_stops_its_runs(database: Database) -> Non
         await runtime.wait_idle()
     finally:
         await runtime.stop()
-    runs = await runtime.store.history("long_job")
+    runs = await runtime.store.operator.history("long_job")
     assert [r["status"] for r in runs] == ["abandoned"]  # not overwritten by this process
 
 
@@ -218,5 +218,5 @@ async def test_the_loops_survive_a_read_only_database(database: Database) -> Non
         await database.pool.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
         await runtime.stop()
         await db.close()
-    runs = await Store(database.pool, database.schema).history("tick", limit=1000)
+    runs = await Store(database.pool, database.schema).operator.history("tick", limit=1000)
     assert "running" not in {r["status"] for r in runs}

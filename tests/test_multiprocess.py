@@ -168,12 +168,12 @@ async def test_a_database_restart_loses_no_run(tmp_path: Path) -> None:
         await asyncio.wait_for(finished.wait(), 10)
         store = Store(database.pool, database.schema)
         for _ in range(100):
-            runs = await store.history("through_restart")
+            runs = await store.operator.history("through_restart")
             if runs and runs[0]["status"] != "running":
                 break
             await asyncio.sleep(0.1)
         assert [r["status"] for r in runs] == ["succeeded"]
-        task = await store.task("through_restart")
+        task = await store.operator.task("through_restart")
         assert task is not None and '"survived": true' in task["state"]
     finally:
         await runtime.stop()
@@ -214,8 +214,8 @@ async def test_max_instances_holds_between_concurrent_claims(database: Database)
             )
             by_hand = ClaimRequest(task_id, "manual", manual, 1, manual, "manual")
             a, b = await asyncio.gather(
-                first.claim("A", [by_schedule], slot + timedelta(seconds=1)),
-                second.claim("B", [by_hand], slot + timedelta(seconds=1)),
+                first.runs.claim("A", [by_schedule], slot + timedelta(seconds=1)),
+                second.runs.claim("B", [by_hand], slot + timedelta(seconds=1)),
             )
             both += bool(a and b)
     finally:

@@ -118,7 +118,7 @@ async def test_changes_and_their_refusals(database: Database) -> None:
         with pytest.raises(ActorPaused) as paused:
             await ops.trigger("ticker", ALICE)
         assert paused.value.reason == "paused by alice via CLI on host db1"
-        assert (await h.store.task("ticker"))["manual_at"] is None  # type: ignore[index]
+        assert (await h.store.operator.task("ticker"))["manual_at"] is None  # type: ignore[index]
         with pytest.raises(ActorDisabled):
             await ops.trigger("sleeper", ALICE)
 
@@ -156,7 +156,7 @@ async def test_a_pause_committed_meanwhile_refuses_a_trigger(database: Database)
             await tx.commit()
             with pytest.raises(ActorPaused, match="by the breaker"):
                 await trigger
-        assert (await h.store.task("ticker"))["manual_at"] is None  # type: ignore[index]
+        assert (await h.store.operator.task("ticker"))["manual_at"] is None  # type: ignore[index]
 
 
 async def test_keyed_schedules_list_add_remove_with_typed_results(database: Database) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from discord_actor import executor
 from discord_actor.config import ActorConfig, RetryPolicy, ScheduleConfig
-from discord_actor.db.store import ClaimedRun, Finished, Outcome, TaskView
+from discord_actor.db.records import ClaimedRun, Finished, Outcome, TaskView
 from discord_actor.enums import RunStatus
 from discord_actor.errors import DiscordActorError
 from discord_actor.outcome import (

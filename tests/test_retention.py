@@ -91,7 +91,7 @@ async def test_one_process_deletes_at_a_time(database: Database) -> None:
 
     # Another process is deleting (it holds the retention lock): this server leaves it.
     async with database.pool.acquire() as holder:
-        await holder.execute("SELECT pg_advisory_lock(hashtext($1))", store.retention_lock)
+        await holder.execute("SELECT pg_advisory_lock(hashtext($1))", store.retention.lock)
         busy = runtime(database, "busy")
         await busy.start()
         try:
@@ -99,7 +99,7 @@ async def test_one_process_deletes_at_a_time(database: Database) -> None:
             assert len([a for a in await ages(database) if a >= 30]) == 2500
         finally:
             await busy.stop()
-        await holder.execute("SELECT pg_advisory_unlock(hashtext($1))", store.retention_lock)
+        await holder.execute("SELECT pg_advisory_unlock(hashtext($1))", store.retention.lock)
 
     # Two passes at once (two servers starting together): each batch under the lock, so
     # together they delete every old run exactly once; a pass that finds it taken says so.

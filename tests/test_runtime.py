@@ -142,12 +142,12 @@ async def test_circuit_breaker_pauses_and_resume_resets(database: Database) -> N
     async with ActorHarness(database, [(broken, cfg)], clock=FakeClock(START), alerts=collect) as h:
         for _ in range(3):
             assert [r.status for r in await h.tick(60)] == ["failed"]
-        task = await h.store.task("broken")
+        task = await h.store.operator.task("broken")
         assert task is not None and task["paused"] and task["consecutive_failures"] == 3
         assert "3 consecutive failures" in task["paused_reason"]
         assert await h.tick(600) == []  # paused: nothing runs
-        assert await h.store.resume("broken")
-        task = await h.store.task("broken")
+        assert await h.store.operator.resume("broken")
+        task = await h.store.operator.task("broken")
         assert task is not None and not task["paused"] and task["consecutive_failures"] == 0
         assert [r.status for r in await h.tick(60)] == ["failed"]
     # An alert from the second failure in a row on; the third one trips the breaker.
@@ -230,7 +230,7 @@ async def test_catch_up_after_downtime(
         assert [(r.trigger, r.status) for r in runs] == expected
         if policy == "latest":
             assert runs[0].scheduled_for == START + timedelta(minutes=60)
-        task = await h.store.task("hourly")
+        task = await h.store.operator.task("hourly")
         assert task is not None
         assert task["next_run"] == START + timedelta(minutes=70)
 
@@ -249,8 +249,8 @@ async def test_config_changes_are_reconciled(database: Database) -> None:
     async with ActorHarness(
         database, [(Counter, actor_config("a", schedule=every(300)))], clock=later
     ) as h:
-        task_a = await h.store.task("a")
-        task_b = await h.store.task("b")
+        task_a = await h.store.operator.task("a")
+        task_b = await h.store.operator.task("b")
         assert task_a is not None and task_a["next_run"] == later.now()  # schedule changed
         assert task_b is not None and task_b["removed_at"] is not None
         runs = await h.tick(3600)
@@ -410,7 +410,7 @@ async def test_a_pending_retry_is_not_lost_when_another_run_fails(database: Data
     cfg = actor_config("two_retries", schedule=every(3600), retry=RetryPolicy(attempts=2))
     async with ActorHarness(database, [(failing_twice, cfg)], clock=FakeClock(START)) as h:
         assert [r.status for r in await h.tick()] == ["failed"]  # slot START, retry in 5 s
-        assert await h.store.trigger("two_retries")
+        assert await h.store.operator.trigger("two_retries")
         assert [r.trigger for r in await h.tick()] == ["manual"]  # fails too: a second retry
         retried = await h.tick(5)
     assert sorted((r.trigger, r.attempt, r.status) for r in retried) == [
@@ -441,11 +441,11 @@ async def test_an_operator_pause_is_not_reported_as_the_circuit_breaker(
         database, [(slow_failure, cfg)], clock=FakeClock(START), alerts=collect
     ) as h:
         await h.runtime.run_due()
-        assert await h.store.pause("paused_meanwhile", "maintenance")
+        assert await h.store.operator.pause("paused_meanwhile", "maintenance")
         gate.set()
         await h.runtime.wait_idle()
     assert [a.paused for a in alerts] == []  # one failure: no run of failures, no breaker
-    task = await h.store.task("paused_meanwhile")
+    task = await h.store.operator.task("paused_meanwhile")
     assert task is not None and task["paused_reason"] == "maintenance"
 
 
@@ -526,14 +526,14 @@ async def test_an_actor_whose_setup_fails_is_recorded_broken_and_alerted(
     cfg = actor_config("fragile", schedule=every(10))
     async with ActorHarness(database, [(Fragile, cfg)], clock=FakeClock(START), alerts=sink) as h:
         assert await h.tick(30) == []  # it never runs
-        row = await h.store.task("fragile")
+        row = await h.store.operator.task("fragile")
         assert row is not None
         assert row["setup_error"] == "ConnectionError: token file missing"
     assert [(a.actor, a.setup) for a in alerts] == [("fragile", True)]
     assert "setup() failed (ConnectionError: token file missing)" in alerts[0].text()
     Fragile.fail = False  # fixed: the next start clears it
     async with ActorHarness(database, [(Fragile, cfg)], clock=FakeClock(START)) as h:
-        row = await h.store.task("fragile")
+        row = await h.store.operator.task("fragile")
         assert row is not None and row["setup_error"] is None
 
 
@@ -544,15 +544,15 @@ async def test_resume_after_slots_passed_goes_on_at_the_next_slot(database: Data
     clock = FakeClock(START)
     async with ActorHarness(database, [(Counter, cfg)], clock=clock) as h:
         assert len(await h.tick()) == 1
-        await h.store.pause("counter", "maintenance", Operator("alice", "CLI on host db1"))
+        await h.store.operator.pause("counter", "maintenance", Operator("alice", "CLI on host db1"))
         assert await h.tick(600) == []  # ten slots pass while it is paused
-        task = await h.store.task("counter")
+        task = await h.store.operator.task("counter")
         assert task is not None
         slot = resume_slot(cfg.schedule, task, clock.now())
         assert slot is not None
         passed, new, due = slot
         assert new == START + timedelta(seconds=660)
-        await h.store.resume("counter", moved=(passed, new, due))
+        await h.store.operator.resume("counter", moved=(passed, new, due))
         assert await h.tick(1) == []  # no burst, no catch-up at once
         runs = await h.tick(59)
     assert [(r.trigger, r.scheduled_for) for r in runs] == [("schedule", new)]

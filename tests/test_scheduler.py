@@ -125,7 +125,7 @@ async def test_operators_and_other_processes_are_seen_within_a_second(database: 
 
         # A manual trigger of an hourly actor runs within a second.
         before = await store_runs("hourly007")
-        assert await store.trigger("hourly007")
+        assert await store.operator.trigger("hourly007")
 
         async def triggered() -> bool:
             return await store_runs("hourly007") == before + 1
@@ -133,7 +133,7 @@ async def test_operators_and_other_processes_are_seen_within_a_second(database: 
         assert await within(1.0, triggered) < 1.0
 
         # A pause stops the ticker within a second; nothing starts after that.
-        assert await store.pause("ticker", None)
+        assert await store.operator.pause("ticker", None)
         await asyncio.sleep(1.0)
         paused_at = await db_now(database)
         await asyncio.sleep(1.0)
@@ -141,7 +141,7 @@ async def test_operators_and_other_processes_are_seen_within_a_second(database: 
 
         # A resume starts it again within a second.
         resumed_at = await db_now(database)
-        assert await store.resume("ticker")
+        assert await store.operator.resume("ticker")
 
         async def ticking() -> bool:
             return await runs_of(database, "ticker", since=resumed_at) > 0

@@ -2,9 +2,11 @@
 
 Files live in ``discord_actor/db/migrations/`` and are named ``NNNN_name.sql``. Each is applied
 once, in version order, in its own transaction with ``search_path`` set to the schema, and
-recorded in ``<schema>.schema_migrations``. Everything happens under a session advisory lock
-keyed on the schema name, so processes starting together do not race: the second one waits and
-then finds nothing left to do.
+recorded in ``<schema>.schema_migrations``. Then the schema's server-side functions
+(``sql/functions.sql``) are applied with ``CREATE OR REPLACE``, at every start: their one
+definition is that file, not a copy in each migration that changes them. Everything happens
+under a session advisory lock keyed on the schema name, so processes starting together do not
+race: the second one waits and then finds nothing left to do.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 import asyncpg
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+FUNCTIONS_FILE = Path(__file__).with_name("sql") / "functions.sql"
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
@@ -78,10 +81,15 @@ async def applied_versions(conn: asyncpg.Connection, schema: str) -> list[int]:
 
 
 async def migrate(
-    conn: asyncpg.Connection, schema: str, *, directory: Path = MIGRATIONS_DIR
+    conn: asyncpg.Connection,
+    schema: str,
+    *,
+    directory: Path = MIGRATIONS_DIR,
+    functions: Path | None = FUNCTIONS_FILE,
 ) -> list[str]:
     """Bring ``schema`` up to date; return the migrations applied by this call (``0001_initial``).
 
+    ``functions`` (None: none) is applied after the migrations, whether any was applied or not.
     ``conn`` must not be inside a transaction. Safe to run from several processes at once.
     """
     migrations = available_migrations(directory)
@@ -89,6 +97,8 @@ async def migrate(
     await conn.execute("SELECT pg_advisory_lock($1)", key)
     try:
         applied_now = await _migrate_locked(conn, schema, migrations)
+        if functions is not None:
+            await _apply(conn, schema, functions)
     except BaseException:
         # Best effort: a broken connection loses its session locks when it is closed anyway.
         with contextlib.suppress(Exception):
@@ -127,19 +137,36 @@ async def _migrate_locked(
     for m in migrations:
         if m.version in done:
             continue
-        sql = m.path.read_text(encoding="utf-8")
-        try:
-            async with conn.transaction():
-                await conn.execute(f"SET LOCAL search_path TO {q}")
-                await conn.execute(sql)
-                await conn.execute(
-                    f"INSERT INTO {q}.schema_migrations (version, name) VALUES ($1, $2)",
-                    m.version,
-                    m.name,
-                )
-        except asyncpg.PostgresError as exc:
-            raise MigrationError(
-                f"applying {m.path.name} to schema {schema!r} failed: {type(exc).__name__}: {exc}"
-            ) from exc
+        await _apply(
+            conn,
+            schema,
+            m.path,
+            f"INSERT INTO {q}.schema_migrations (version, name) VALUES ($1, $2)",
+            m.version,
+            m.name,
+        )
         applied_now.append(m.label)
     return applied_now
+
+
+def _read(path: Path) -> str:
+    """A migration's (or the functions') SQL: a small file, read once at a start."""
+    return path.read_text(encoding="utf-8")
+
+
+async def _apply(
+    conn: asyncpg.Connection, schema: str, path: Path, then: str | None = None, *args: object
+) -> None:
+    """Run the file ``path`` in one transaction with ``search_path`` set to ``schema``, and
+    ``then`` (with ``args``) in the same transaction."""
+    sql = _read(path)
+    try:
+        async with conn.transaction():
+            await conn.execute(f"SET LOCAL search_path TO {quote_ident(schema)}")
+            await conn.execute(sql)
+            if then is not None:
+                await conn.execute(then, *args)
+    except asyncpg.PostgresError as exc:
+        raise MigrationError(
+            f"applying {path.name} to schema {schema!r} failed: {type(exc).__name__}: {exc}"
+        ) from exc

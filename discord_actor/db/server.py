@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from discord_actor.db import acl
+from discord_actor.db.acl import let_search
 from discord_actor.db.pool import DatabaseUnavailable
 
 # In-process bookkeeping: data_dir -> (library handle, number of EmbeddedPostgres started on it).
@@ -219,7 +219,7 @@ def _let_server_reach(path: Path, ids: ServerIds | None) -> None:
     if ids is None:
         return
     try:
-        acl.let_search(path, ids[0], ids[2])
+        let_search(path, ids[0], ids[2])
     except OSError as exc:
         raise DatabaseUnavailable(
             f"the embedded server runs as the system user embedded_postgres (we run as root) and "

@@ -8,8 +8,7 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +19,7 @@ from ..alerts import AlertSink
 from ..clock import FakeClock
 from ..config.model import ActorConfig, Config, DatabaseConfig, DiscordConfig, ServerConfig
 from ..db import Database
+from ..db.records import from_row, json_column
 from ..platforms import Platform, every_platform
 from ..plugins import LoadedActor, _as_actor_class, _load_one, make_importable
 from ..runtime import Runtime
@@ -56,6 +56,20 @@ class RunRecord:
     paused: bool = False  # the circuit breaker (or an operator) paused the actor
     paused_reason: str | None = None
     key: str | None = None  # the keyed schedule that ran (its state is ``state``)
+
+    @classmethod
+    def from_records(cls, run: Mapping[str, Any], task: Mapping[str, Any]) -> RunRecord:
+        """A run as the store's ``run`` reads it, with its task's row as it is now."""
+        return from_row(
+            cls,
+            run,
+            posted=json_column(run["posted"]),
+            state=json_column(task["state"]),
+            consecutive_failures=task["consecutive_failures"],
+            paused=task["paused"],
+            paused_reason=task["paused_reason"],
+            key=task["key"],
+        )
 
 
 def actor_config(
@@ -158,26 +172,11 @@ class ActorHarness:
                 finished.append(await self.record(run.run_id))
 
     async def record(self, run_id: int) -> RunRecord:
-        row = await self.store.run(run_id)
+        row = await self.store.operator.run(run_id)
         assert row is not None, f"run {run_id} not found"
-        task = await self.store.task_row(row["task_id"])
+        task = await self.store.operator.task_row(row["task_id"])
         assert task is not None
-        return RunRecord(
-            id=row["id"],
-            actor=row["actor"],
-            status=row["status"],
-            trigger=row["trigger"],
-            attempt=row["attempt"],
-            scheduled_for=row["scheduled_for"],
-            error_type=row["error_type"],
-            error_message=row["error_message"],
-            posted=json.loads(row["posted"]),
-            state=json.loads(task["state"]),
-            consecutive_failures=task["consecutive_failures"],
-            paused=task["paused"],
-            paused_reason=task["paused_reason"],
-            key=task["key"],
-        )
+        return RunRecord.from_records(row, task)
 
 
 async def run_actor_once(
@@ -193,7 +192,7 @@ async def run_actor_once(
     cfg = actor_config(name, settings=settings or {}, **config)
     async with ActorHarness(database, [(actor, cfg)]) as harness:
         if state is not None:
-            await harness.store.set_state(name, state)
+            await harness.store.operator.set_state(name, state)
         runs = await harness.tick()
         if not runs:
             raise AssertionError(f"actor {name!r} did not run")
@@ -242,7 +241,7 @@ class ActorRunner:
         impl, cfg = self._resolve(actor, settings, name, config)
         harness = await self._harness(impl, cfg)
         if state is not None:
-            await harness.store.set_state(cfg.name, state)
+            await harness.store.operator.set_state(cfg.name, state)
         runs = await harness.tick()
         if not runs:
             runs = await self._again(harness, cfg.name)
@@ -296,19 +295,19 @@ class ActorRunner:
 
     async def _again(self, harness: ActorHarness, name: str) -> list[RunRecord]:
         """Nothing was due: run the pending retry at its time, else trigger a run."""
-        task = await harness.store.task(name)
+        task = await harness.store.operator.task(name)
         assert task is not None, f"actor {name!r} has no task"
         if task["paused"]:
             raise AssertionError(f"actor {name!r} did not run: paused ({task['paused_reason']})")
         if not task["enabled"]:
             raise AssertionError(f"actor {name!r} did not run: it is disabled")
-        retries = await harness.store.retries(name)
+        retries = await harness.store.operator.retries(name)
         if retries:
             retry_at: datetime = retries[0]["retry_at"]
             if retry_at > self.clock.now():
                 self.clock.set(retry_at)
         else:
-            await harness.store.trigger(name)
+            await harness.store.operator.trigger(name)
         runs = await harness.tick()
         if not runs:
             raise AssertionError(f"actor {name!r} did not run")

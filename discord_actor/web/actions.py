@@ -18,7 +18,7 @@ async def perform(
     request: web.Request, name: str, action: str, reason: str | None, *, via: str
 ) -> dict[str, Any]:
     """Pause, resume or trigger through the operations layer; what happened, as JSON."""
-    from ..db.store import Operator
+    from ..db.records import Operator
 
     by = Operator("the holder of the HTTP token", f"{via} from {request.remote or 'unknown'}")
     ops = operations(request)

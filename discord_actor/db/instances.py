@@ -1,0 +1,46 @@
+"""The processes that run actors, and their leases: register, renew, list the live ones, and
+recover the runs of those that stopped renewing theirs (``sql/instances.sql``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+
+from .queries import Aggregate
+
+
+class Instances(Aggregate):
+    """The instances table: one row per running process."""
+
+    SQL_FILE = "instances"
+
+    async def register(
+        self, instance_id: str, hostname: str, pid: int, lease_seconds: float
+    ) -> None:
+        await self.pool.execute(
+            self.sql["register_instance"], instance_id, hostname, pid, lease_seconds
+        )
+
+    async def heartbeat(self, instance_id: str) -> list[str] | None:
+        """Renew this process's lease and return the live processes (``live``); None if another
+        process already declared this one dead."""
+        row = await self.pool.fetchrow(self.sql["heartbeat"], instance_id)
+        return list(row["live"]) if row is not None and row["renewed"] else None
+
+    async def live(self) -> list[str]:
+        """The processes whose lease is current, in a stable order (their ids)."""
+        rows = await self.pool.fetch(self.sql["live_instances"])
+        return [r["id"] for r in rows]
+
+    async def unregister(self, instance_id: str) -> None:
+        await self.pool.execute(self.sql["unregister_instance"], instance_id)
+
+    async def recover_abandoned(self, retry_at: datetime) -> list[asyncpg.Record]:
+        """Mark the running runs of dead processes ``abandoned`` and schedule their retries.
+
+        A process is dead when its heartbeat is older than its lease. A run that still has
+        attempts left gets a retry of the same slot at ``retry_at``.
+        """
+        rows: list[asyncpg.Record] = await self.pool.fetch(self.sql["recover_abandoned"], retry_at)
+        return rows
