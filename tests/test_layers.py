@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def _lint_imports() -> str:
     found = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
     if found is None:
-        pytest.skip("import-linter is not installed (the test extra has it: pip install -e '.[test]')")
+        pytest.skip("import-linter is not installed (in the test extra: pip install -e '.[test]')")
     return found
 
 
