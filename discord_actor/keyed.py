@@ -33,6 +33,7 @@ from .config.model import ActorConfig, Config
 from .db.keyed import KeyConflict, LimitExceeded
 from .db.records import KeyedRow, KeyedWrite, TaskSpec
 from .db.store import Store
+from .errors import ScheduleError, UnknownActor
 from .schedules.base import Schedule, jittered
 from .schedules.cron import Cron
 from .schedules.interval import Interval
@@ -91,14 +92,8 @@ class KeyedSchedule:
 
 
 # -- errors: each says what is wrong and what to do ---------------------------------------------
-
-
-class ScheduleError(Exception):
-    """Base of every error of the keyed schedules API."""
-
-
-class UnknownActor(ScheduleError):
-    """No actor of that name in the configuration."""
+# ScheduleError, the base of every error of this API, and UnknownActor (no actor of that name in
+# the configuration) are in ``errors``: the operator's commands raise the same UnknownActor.
 
 
 class InvalidKey(ScheduleError):
@@ -270,9 +265,12 @@ class Schedules:
     def _actor(self, name: str) -> ActorConfig:
         cfg = self._actors.get(name)
         if cfg is None:
-            known = ", ".join(sorted(self._actors)) or "none"
+            known = sorted(self._actors)
             raise UnknownActor(
-                f"unknown actor {name!r}: not in {self.config.path} (actors: {known})"
+                name,
+                known=known,
+                message=f"unknown actor {name!r}: not in {self.config.path}"
+                f" (actors: {', '.join(known) or 'none'})",
             )
         return cfg
 

@@ -30,7 +30,10 @@ from .config.model import Config
 from .config.values import closest
 from .db.records import Operator, from_row, json_column
 from .db.store import Store
-from .keyed import KeyedSchedule, ScheduleError, Schedules
+from .errors import OperationError as OperationError  # "as": still importable from here
+from .errors import ScheduleError
+from .errors import UnknownActor as UnknownActor
+from .keyed import KeyedSchedule, Schedules
 from .schedules.base import ScheduleConfig, format_slot
 from .schedules.kind import ScheduleSpec
 from .schedules.registry import describe, describe_stored, resume_slot
@@ -236,19 +239,8 @@ class ScheduleRemoved:
 # Refusals
 
 
-class OperationError(Exception):
-    """What an operator asked for and cannot have; ``str()`` says why, for a person."""
-
-
-class UnknownActor(OperationError):
-    """Neither configured nor ever run here: most likely a typo."""
-
-    def __init__(self, actor: str, suggestion: str | None, known: Sequence[str]) -> None:
-        hint = f"; did you mean {suggestion!r}?" if suggestion else ""
-        super().__init__(f"unknown actor {actor!r}{hint}")
-        self.actor = actor
-        self.suggestion = suggestion
-        self.known = list(known)
+# OperationError, their base, and UnknownActor (neither configured nor ever run here: most likely
+# a typo) are in ``errors``: the keyed schedules API raises the same UnknownActor.
 
 
 class NotStarted(OperationError):

@@ -17,7 +17,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from ..operations import ActorStatus, OperationError, RunInfo, format_duration, when
+from ..errors import OperationError
+from ..operations import ActorStatus, RunInfo, format_duration, when
 from .actions import ACTIONS, perform
 from .auth import SESSION_COOKIE, SESSION_SECONDS
 from .site import SITE, Site, operations, unauthorized
