@@ -31,8 +31,9 @@ from typing import Any
 from .clock import Clock
 from .config.model import ActorConfig, Config
 from .db.keyed import KeyConflict, LimitExceeded
-from .db.records import KeyedRow, KeyedWrite, TaskSpec
+from .db.records import KeyedRow, KeyedWrite, TaskSpec, stored_status
 from .db.store import Store
+from .enums import RunStatus
 from .errors import ScheduleError, UnknownActor
 from .schedules.base import Schedule, jittered
 from .schedules.cron import Cron
@@ -85,7 +86,7 @@ class KeyedSchedule:
     channel_id: int | None = None
     owner: str | None = None
     paused: bool = False  # its own circuit breaker tripped
-    last_status: str | None = None
+    last_status: RunStatus | None = None
     #: what ``add`` did: "added" (new, or armed again after it ran or was removed),
     #: "replaced" (pending with another definition) or "unchanged"; None from ``list``
     change: str | None = None
@@ -255,7 +256,7 @@ class Schedules:
                     channel_id=r["channel_id"],
                     owner=r["owner"],
                     paused=r["paused"],
-                    last_status=r["last_status"],
+                    last_status=stored_status(r["last_status"]),
                 )
             )
         return out

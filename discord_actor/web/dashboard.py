@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from ..enums import RunStatus
 from ..errors import OperationError
 from ..operations import ActorStatus, RunInfo, format_duration, when
 from .actions import ACTIONS, perform
@@ -57,7 +58,7 @@ class Mark:
 
     x: float
     slot_x: float  # left of ``x`` by the run's lateness
-    status: str
+    status: RunStatus
     title: str
 
 
