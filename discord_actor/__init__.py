@@ -21,7 +21,7 @@ from .lazy import lazy_exports
 if TYPE_CHECKING:
     from .bot import schedules_of
     from .clock import FakeClock
-    from .errors import DiscordActorError
+    from .errors import DiscordActorError, ScheduleError, UnknownActor
     from .keyed import (
         InvalidKey,
         InvalidPayload,
@@ -29,10 +29,8 @@ if TYPE_CHECKING:
         KeyedSchedule,
         NewSchedule,
         ScheduleConflict,
-        ScheduleError,
         ScheduleLimitReached,
         Schedules,
-        UnknownActor,
     )
     from .schedules.cron import Cron
     from .schedules.interval import Interval
@@ -73,10 +71,10 @@ _WHERE = {
     "NewSchedule": "discord_actor.keyed",
     "Once": "discord_actor.keyed",
     "ScheduleConflict": "discord_actor.keyed",
-    "ScheduleError": "discord_actor.keyed",
+    "ScheduleError": "discord_actor.errors",
     "ScheduleLimitReached": "discord_actor.keyed",
     "Schedules": "discord_actor.keyed",
-    "UnknownActor": "discord_actor.keyed",
+    "UnknownActor": "discord_actor.errors",
     "schedules_of": "discord_actor.bot",
 }
 

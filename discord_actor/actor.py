@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     import discord
 
     from .config.model import ActorConfig
+    from .enums import Trigger
     from .keyed import Schedules
 
 
@@ -91,7 +92,7 @@ class RunContext:
         actor: str,
         scheduled_for: datetime,
         attempt: int,
-        trigger: str,
+        trigger: Trigger,
         settings: Mapping[str, Any],
         state: dict[str, Any],
         logger: logging.Logger,
@@ -107,7 +108,7 @@ class RunContext:
         self.actor = actor
         self.scheduled_for = scheduled_for
         self.attempt = attempt
-        self.trigger = trigger
+        self.trigger = trigger  # why it runs; a str too ("schedule", "manual", "retry"...)
         self.settings = settings
         self.state = state
         self.log = logging.LoggerAdapter(logger, {"actor": actor, "run_id": run_id})

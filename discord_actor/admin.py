@@ -27,14 +27,13 @@ import discord
 from discord import app_commands
 
 from .db.records import Operator
+from .errors import OperationError, UnknownActor
 from .operations import (
     ActorDisabled,
     ActorPaused,
     ActorRemoved,
     NotStarted,
-    OperationError,
     Operations,
-    UnknownActor,
     one_line,
     shorten,
     table,

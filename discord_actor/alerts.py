@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 from .db.records import Outcome
+from .enums import RunStatus
 
 log = logging.getLogger("discord_actor.runtime")
 
@@ -37,7 +38,9 @@ class Alert:
     @classmethod
     def setup_failed(cls, actor: str, error: BaseException) -> Alert:
         """An actor that cannot run at all: its setup() raised at start-up."""
-        outcome = Outcome("failed", type(error).__name__, str(error) or type(error).__name__)
+        outcome = Outcome(
+            RunStatus.FAILED, type(error).__name__, str(error) or type(error).__name__
+        )
         return cls(actor, 0, outcome, 0, False, setup=True)
 
     def text(self) -> str:

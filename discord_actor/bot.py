@@ -51,6 +51,7 @@ from .config.model import (
 from .config.reader import load_config
 from .config.redaction import redact_url
 from .db import Database
+from .errors import DiscordActorError
 from .keyed import Schedules
 from .plugins import LoadedActor, actor_modules, load_actors, load_project
 from .runtime import Runtime
@@ -476,7 +477,7 @@ def create_bot(
     return ActorBot(config, actors, **options)
 
 
-class GatewayUnreachable(Exception):
+class GatewayUnreachable(DiscordActorError):
     """The bot logged in but could not keep a gateway connection."""
 
 

@@ -18,10 +18,11 @@ import asyncpg
 
 from .config.model import ActorConfig
 from .db.pool import reset_session
+from .errors import DiscordActorError
 from .metrics import RuntimeMetrics
 
 
-class PoolExhausted(Exception):
+class PoolExhausted(DiscordActorError):
     """An actor waited longer than ``acquire_timeout_seconds`` for a pooled connection."""
 
 

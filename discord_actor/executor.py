@@ -69,7 +69,8 @@ log = logging.getLogger("discord_actor.runtime")
 
 # Read once: a member read from its enum class costs a descriptor call on Python 3.11 (60 ns),
 # and these are read at every run.
-_SUCCEEDED, _TIMED_OUT = RunStatus.SUCCEEDED, RunStatus.TIMED_OUT
+_SUCCEEDED, _FAILED = RunStatus.SUCCEEDED, RunStatus.FAILED
+_TIMED_OUT, _CANCELLED = RunStatus.TIMED_OUT, RunStatus.CANCELLED
 # How long actor code may take to stop once cancelled (its timeout, a shutdown, a lost lease)
 # before its run is recorded anyway and the code is left to end alone.
 STOP_GRACE_SECONDS = 2.0
@@ -89,9 +90,9 @@ class _LiveRun:
 
     def stopped(self, error: BaseException | None) -> ActorCodeResult:
         """What a stopped run records, whether its code ended by the cancellation or not."""
-        if self.stopping_as is RunStatus.TIMED_OUT:
-            return RunStatus.TIMED_OUT, TimeoutError(), None
-        return RunStatus.CANCELLED, error or asyncio.CancelledError(), None
+        if self.stopping_as is _TIMED_OUT:
+            return _TIMED_OUT, TimeoutError(), None
+        return _CANCELLED, error or asyncio.CancelledError(), None
 
     def code_done(self, code: asyncio.Task[ActorCodeResult]) -> None:
         if self.ended.done():  # given up on earlier, or the run itself was cancelled
@@ -166,7 +167,7 @@ class Executor:
         """Cancel the actor code of every run in flight; each is recorded ``cancelled``."""
         self._cancel_reason = reason
         for live in list(self._actor_code.values()):
-            self._stop_code(live, RunStatus.CANCELLED)
+            self._stop_code(live, _CANCELLED)
 
     def _stop_code(self, live: _LiveRun, status: RunStatus) -> None:
         """Cancel a run's actor code, and give it ``STOP_GRACE_SECONDS`` to stop."""
@@ -349,7 +350,7 @@ class Executor:
             return live.stopped(e)
         except Exception as e:
             if live.stopping_as is None:
-                return RunStatus.FAILED, e, None
+                return _FAILED, e, None
         return live.stopped(None)
 
     def _after_finish(

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from discord_actor.config.model import CONFIG_FILE, Config
 from discord_actor.config.redaction import redact_url
+from discord_actor.errors import DiscordActorError
 
 if TYPE_CHECKING:
     from discord_actor.db import Database
@@ -36,7 +37,7 @@ _T = TypeVar("_T")
 LEFTOVER_TASKS_SECONDS = 2.0  # for tasks still pending when a command is done
 
 
-class HostError(Exception):
+class HostError(DiscordActorError):
     """A failure to report as one message and an exit code (1, or 2 for a usage or
     configuration problem), without a traceback."""
 

@@ -31,8 +31,10 @@ from typing import Any
 from .clock import Clock
 from .config.model import ActorConfig, Config
 from .db.keyed import KeyConflict, LimitExceeded
-from .db.records import KeyedRow, KeyedWrite, TaskSpec
+from .db.records import KeyedRow, KeyedWrite, TaskSpec, stored_status
 from .db.store import Store
+from .enums import RunStatus
+from .errors import ScheduleError, UnknownActor
 from .schedules.base import Schedule, jittered
 from .schedules.cron import Cron
 from .schedules.interval import Interval
@@ -84,21 +86,15 @@ class KeyedSchedule:
     channel_id: int | None = None
     owner: str | None = None
     paused: bool = False  # its own circuit breaker tripped
-    last_status: str | None = None
+    last_status: RunStatus | None = None
     #: what ``add`` did: "added" (new, or armed again after it ran or was removed),
     #: "replaced" (pending with another definition) or "unchanged"; None from ``list``
     change: str | None = None
 
 
 # -- errors: each says what is wrong and what to do ---------------------------------------------
-
-
-class ScheduleError(Exception):
-    """Base of every error of the keyed schedules API."""
-
-
-class UnknownActor(ScheduleError):
-    """No actor of that name in the configuration."""
+# ScheduleError, the base of every error of this API, and UnknownActor (no actor of that name in
+# the configuration) are in ``errors``: the operator's commands raise the same UnknownActor.
 
 
 class InvalidKey(ScheduleError):
@@ -260,7 +256,7 @@ class Schedules:
                     channel_id=r["channel_id"],
                     owner=r["owner"],
                     paused=r["paused"],
-                    last_status=r["last_status"],
+                    last_status=stored_status(r["last_status"]),
                 )
             )
         return out
@@ -270,9 +266,12 @@ class Schedules:
     def _actor(self, name: str) -> ActorConfig:
         cfg = self._actors.get(name)
         if cfg is None:
-            known = ", ".join(sorted(self._actors)) or "none"
+            known = sorted(self._actors)
             raise UnknownActor(
-                f"unknown actor {name!r}: not in {self.config.path} (actors: {known})"
+                name,
+                known=known,
+                message=f"unknown actor {name!r}: not in {self.config.path}"
+                f" (actors: {', '.join(known) or 'none'})",
             )
         return cfg
 

@@ -17,6 +17,8 @@ from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
+from .errors import DiscordActorError
+
 LOG_LEVEL_ENV = "DISCORD_ACTOR_LOG_LEVEL"
 LOG_FORMAT_ENV = "DISCORD_ACTOR_LOG_FORMAT"
 LEVELS = ("debug", "info", "warning", "error")
@@ -26,7 +28,7 @@ FORMATS = ("text", "json")
 current_run: ContextVar[tuple[str, int] | None] = ContextVar("discord_actor_run", default=None)
 
 
-class LogSettingError(ValueError):
+class LogSettingError(DiscordActorError, ValueError):
     """A log level or format that is not one of the known ones (named with where it came from)."""
 
 

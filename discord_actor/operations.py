@@ -28,16 +28,20 @@ from zoneinfo import ZoneInfo
 
 from .config.model import Config
 from .config.values import closest
-from .db.records import Operator, from_row, json_column
+from .db.records import Operator, from_row, json_column, stored_status
 from .db.store import Store
-from .keyed import KeyedSchedule, ScheduleError, Schedules
+from .enums import RunStatus, Trigger
+from .errors import OperationError as OperationError  # "as": still importable from here
+from .errors import ScheduleError
+from .errors import UnknownActor as UnknownActor
+from .keyed import KeyedSchedule, Schedules
 from .schedules.base import ScheduleConfig, format_slot
 from .schedules.kind import ScheduleSpec
 from .schedules.registry import describe, describe_stored, resume_slot
 from .storable import MAX_ERROR_MESSAGE, cap
 
-#: every status a run can have, as stored
-RUN_STATUSES = ("running", "succeeded", "failed", "timed_out", "cancelled", "abandoned", "skipped")
+#: every status a run can have, as stored (plain strings, which argparse shows as its choices)
+RUN_STATUSES = tuple(status.value for status in RunStatus)
 
 
 # --------------------------------------------------------------------------------------------
@@ -59,7 +63,7 @@ class ActorStatus:
     paused_reason: str | None
     setup_error: str | None  # setup() failed at the last start of a server: it does not run
     next_run: datetime | None
-    last_status: str | None
+    last_status: RunStatus | None
     last_run_at: datetime | None
     consecutive_failures: int
     running: int
@@ -130,9 +134,9 @@ class RunInfo:
     started_at: datetime
     finished_at: datetime | None
     duration_ms: float | None
-    status: str
+    status: RunStatus
     attempt: int
-    trigger: str
+    trigger: Trigger
     error_type: str | None
     error_message: str | None
     instance_id: str | None
@@ -153,6 +157,8 @@ class RunInfo:
             cls,
             r,
             timezone=ZoneInfo(r["key_zone"]) if r.get("key_zone") else timezone,
+            status=RunStatus(r["status"]),
+            trigger=Trigger(r["trigger"]),
             error_message=message,
             posted=list(json_column(r["posted"]) or []),
             traceback=r["error_traceback"] if traceback else None,
@@ -236,19 +242,8 @@ class ScheduleRemoved:
 # Refusals
 
 
-class OperationError(Exception):
-    """What an operator asked for and cannot have; ``str()`` says why, for a person."""
-
-
-class UnknownActor(OperationError):
-    """Neither configured nor ever run here: most likely a typo."""
-
-    def __init__(self, actor: str, suggestion: str | None, known: Sequence[str]) -> None:
-        hint = f"; did you mean {suggestion!r}?" if suggestion else ""
-        super().__init__(f"unknown actor {actor!r}{hint}")
-        self.actor = actor
-        self.suggestion = suggestion
-        self.known = list(known)
+# OperationError, their base, and UnknownActor (neither configured nor ever run here: most likely
+# a typo) are in ``errors``: the keyed schedules API raises the same UnknownActor.
 
 
 class NotStarted(OperationError):
@@ -523,7 +518,7 @@ class Operations:
             paused_reason=row["paused_reason"] if row is not None else None,
             setup_error=(row.get("setup_error") or None) if row is not None else None,
             next_run=row["next_run"] if row is not None else None,
-            last_status=row["last_status"] if row is not None else None,
+            last_status=stored_status(row["last_status"]) if row is not None else None,
             last_run_at=row["last_run_at"] if row is not None else None,
             consecutive_failures=int(row["consecutive_failures"]) if row is not None else 0,
             running=int(row["running"]) if row is not None else 0,

@@ -29,8 +29,11 @@ from .storable import MAX_ERROR_MESSAGE, MAX_TRACEBACK, Unstorable, clean_text, 
 ActorCodeResult = tuple[RunStatus, BaseException | None, str | None]
 
 # Read once: a member read from its enum class costs a descriptor call on Python 3.11 (60 ns),
-# and this one is read at every run.
-_SUCCEEDED = RunStatus.SUCCEEDED
+# and these are read at every run.
+_SUCCEEDED, _FAILED = RunStatus.SUCCEEDED, RunStatus.FAILED
+_TIMED_OUT, _CANCELLED = RunStatus.TIMED_OUT, RunStatus.CANCELLED
+_FAILURES = (_FAILED, _TIMED_OUT)  # retried while attempts are left, then counted by the breaker
+_IMMEDIATE = ScheduleKind.IMMEDIATE
 #: The error type of the plain failure recorded when the database refused a run's own outcome.
 RECORD_ERROR = "RecordError"
 
@@ -89,19 +92,19 @@ def decide_outcome(
         return succeeded_outcome(cfg, new_state, posted)
     retry = cfg.retry
     retry_at: datetime | None = None
-    if status in (RunStatus.FAILED, RunStatus.TIMED_OUT) and attempt < retry.attempts:
+    if status in _FAILURES and attempt < retry.attempts:
         delay = retry_delay(attempt, retry.backoff_seconds, retry.max_backoff_seconds)
         retry_at = now + timedelta(seconds=delay)
     elif (
-        status == RunStatus.CANCELLED
+        status == _CANCELLED
         and attempt < retry.attempts
-        and cfg.schedule.type != ScheduleKind.IMMEDIATE  # the next start brings its own run
+        and cfg.schedule.type != _IMMEDIATE  # the next start brings its own run
     ):
         retry_at = now  # interrupted by a shutdown: run it again at next start
     message = None
-    if status == RunStatus.TIMED_OUT:
+    if status == _TIMED_OUT:
         message = f"run exceeded timeout_seconds = {cfg.timeout_seconds:g}"
-    elif status == RunStatus.CANCELLED:
+    elif status == _CANCELLED:
         message = cancel_reason
     elif error is not None:
         message = str(error) or type(error).__name__
@@ -110,12 +113,12 @@ def decide_outcome(
         error_type=None if error is None else clean_text(type(error).__name__, 200),
         error_message=None if message is None else clean_text(message, MAX_ERROR_MESSAGE),
         error_traceback=None
-        if status != RunStatus.FAILED or error is None
+        if status != _FAILED or error is None
         else clean_text("".join(traceback.format_exception(error)), MAX_TRACEBACK),
         posted=list(posted),
         state_json=new_state,
         retry_at=retry_at,
-        counts_as_failure=status in (RunStatus.FAILED, RunStatus.TIMED_OUT) and retry_at is None,
+        counts_as_failure=status in _FAILURES and retry_at is None,
         max_consecutive_failures=cfg.max_consecutive_failures,
     )
 
@@ -124,7 +127,7 @@ def refused_outcome(refused: Outcome, error: BaseException) -> Outcome:
     """The plain failure recorded in place of an outcome that the database refused (a value it
     cannot store): the run gets a final status all the same, and counts as a failure."""
     return Outcome(
-        status=RunStatus.FAILED,
+        status=_FAILED,
         error_type=RECORD_ERROR,
         error_message=clean_text(
             f"the outcome could not be recorded: {type(error).__name__}: {error}",

@@ -31,6 +31,7 @@ from .config.model import (
     platform_names,
 )
 from .config.reader import load_config
+from .errors import DiscordActorError
 from .schedules.immediate import NO_SCHEDULE
 
 ENTRY_POINT_GROUP = "discord_actor.actors"
@@ -43,7 +44,7 @@ class LoadedActor:
     platform: str  # effective: the config's, else the actor's own
 
 
-class PluginError(Exception):
+class PluginError(DiscordActorError):
     """One actor could not be loaded; the message says why."""
 
 

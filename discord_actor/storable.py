@@ -14,6 +14,8 @@ import json
 import math
 from typing import Any
 
+from .errors import DiscordActorError
+
 MAX_ERROR_MESSAGE = 4 * 1024  # characters of an error message that are stored
 MAX_TRACEBACK = 16 * 1024  # characters of a traceback that are stored
 REPLACEMENT = "\ufffd"
@@ -84,7 +86,7 @@ def refused_in(value: Any, path: str = "ctx.state") -> str | None:
     return None
 
 
-class Unstorable(ValueError):
+class Unstorable(DiscordActorError, ValueError):
     """A value ``jsonb`` would refuse; the message says where in it (``payload['when']``)."""
 
 

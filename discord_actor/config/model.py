@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import DiscordActorError
 from ..platform_registry import PLATFORMS as PLATFORM_TABLE
 from ..schedules.base import ScheduleConfig
 from ..schedules.registry import toml_types
@@ -54,7 +55,7 @@ class Problem:
         return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
 
 
-class ConfigError(Exception):
+class ConfigError(DiscordActorError):
     """All problems found in a configuration; ``str()`` lists them one per line.
 
     ``partial`` is the configuration without the entries that have problems (None when the

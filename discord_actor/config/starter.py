@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ..enums import ScheduleKind
 from ..schedules.registry import toml_types
 from .dump import plain, render
 from .model import (
@@ -126,7 +127,7 @@ def _starter_config() -> str:
         "max_instances": 1,
         "max_connections": 1,
         "settings": {"greeting": "hello"},
-        "schedule": {"type": "interval", "seconds": 10, "catch_up": "latest"},
+        "schedule": {"type": ScheduleKind.INTERVAL.value, "seconds": 10, "catch_up": "latest"},
     }
     top = {"server": server, "database": database, "discord": plain(DiscordConfig()),
            "http": plain(HttpConfig())}

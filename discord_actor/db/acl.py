@@ -20,6 +20,8 @@ import stat
 import struct
 from pathlib import Path
 
+from ..errors import DiscordActorError
+
 _XATTR = "system.posix_acl_access"
 _VERSION = 2
 _UNDEFINED_ID = 0xFFFFFFFF
@@ -30,7 +32,7 @@ _SEARCH = 0o1
 _Entry = tuple[int, int, int]  # (tag, permissions, id)
 
 
-class AclUnsupported(OSError):
+class AclUnsupported(DiscordActorError, OSError):
     """The file system (or platform) cannot hold the ACL entry needed."""
 
 

@@ -12,11 +12,12 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from ..errors import DiscordActorError
 from .queries import Aggregate, arrays
 from .records import KeyedRow, KeyedWrite
 
 
-class KeyConflict(Exception):
+class KeyConflict(DiscordActorError):
     """Keys that are pending with another definition (and ``replace`` was not given)."""
 
     def __init__(self, keys: list[str]) -> None:
@@ -24,7 +25,7 @@ class KeyConflict(Exception):
         self.keys = keys
 
 
-class LimitExceeded(Exception):
+class LimitExceeded(DiscordActorError):
     """Adding would take the pending schedules of an actor (or of one owner) over a limit."""
 
     def __init__(self, setting: str, limit: int, pending: int, adding: int, owner: str | None):

@@ -19,12 +19,14 @@ from pathlib import Path
 
 import asyncpg
 
+from ..errors import DiscordActorError
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 FUNCTIONS_FILE = Path(__file__).with_name("sql") / "functions.sql"
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
-class MigrationError(Exception):
+class MigrationError(DiscordActorError):
     """A migration could not be applied, or the database is newer than this code."""
 
 

@@ -17,6 +17,7 @@ import asyncpg
 from discord_actor.config.model import DatabaseConfig
 from discord_actor.config.redaction import REDACTED, redact_text, redact_url
 from discord_actor.db.transient import TRANSIENT_DB_ERRORS, Backoff, quiet_pool_logs
+from discord_actor.errors import DiscordActorError
 
 APPLICATION_NAME = "discord-actor"
 
@@ -35,7 +36,7 @@ _PERMANENT: tuple[type[BaseException], ...] = (
 )
 
 
-class DatabaseUnavailable(Exception):
+class DatabaseUnavailable(DiscordActorError):
     """The database cannot be reached or the embedded server cannot start.
 
     The message names the database (URL with the password redacted) and the last error; it is

@@ -22,6 +22,7 @@ import discord
 
 from ..actor import Posted
 from ..config.model import ActorConfig
+from ..errors import DiscordActorError
 
 log = logging.getLogger("discord_actor.platforms.discord")
 
@@ -29,7 +30,7 @@ log = logging.getLogger("discord_actor.platforms.discord")
 GATEWAY_POLL_SECONDS = 0.05
 
 
-class DiscordPostError(Exception):
+class DiscordPostError(DiscordActorError):
     """Discord did not take a post; the message says why and what to fix."""
 
 

@@ -6,9 +6,10 @@ from typing import Any, Self
 
 from ..actor import Posted
 from ..config.model import ActorConfig
+from ..errors import DiscordActorError
 
 
-class PostingNotSupported(RuntimeError):
+class PostingNotSupported(DiscordActorError, RuntimeError):
     """Raised when an actor on the ``none`` platform tries to post."""
 
 

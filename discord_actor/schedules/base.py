@@ -19,9 +19,13 @@ from functools import cached_property
 from typing import Any, ClassVar, Literal, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-TRIGGER_SCHEDULE = "schedule"
-TRIGGER_STARTUP = "startup"
-TRIGGER_CATCH_UP = "catch_up"
+from ..enums import Trigger
+
+# The triggers a slot decision gives, bound once (a member read from its enum class costs a
+# descriptor call, and ``decide`` runs for every scheduled run); importable under these names.
+TRIGGER_SCHEDULE = Trigger.SCHEDULE
+TRIGGER_STARTUP = Trigger.STARTUP
+TRIGGER_CATCH_UP = Trigger.CATCH_UP
 CATCH_UP_POLICIES = ("latest", "skip", "all")
 
 
@@ -85,7 +89,7 @@ class SlotDecision:
 
     action: Literal["run", "skip"]
     scheduled_for: datetime
-    trigger: str
+    trigger: Trigger
     skipped: int
     next_run: datetime | None
 

@@ -20,6 +20,7 @@ from ..clock import FakeClock
 from ..config.model import ActorConfig, Config, DatabaseConfig, DiscordConfig, ServerConfig
 from ..db import Database
 from ..db.records import from_row, json_column
+from ..enums import RunStatus, ScheduleKind, Trigger
 from ..platforms import Platform, every_platform
 from ..plugins import LoadedActor, _as_actor_class, _load_one, make_importable
 from ..runtime import Runtime
@@ -44,8 +45,8 @@ class RunRecord:
 
     id: int
     actor: str
-    status: str
-    trigger: str
+    status: RunStatus
+    trigger: Trigger
     attempt: int
     scheduled_for: datetime
     error_type: str | None
@@ -63,6 +64,8 @@ class RunRecord:
         return from_row(
             cls,
             run,
+            status=RunStatus(run["status"]),
+            trigger=Trigger(run["trigger"]),
             posted=json_column(run["posted"]),
             state=json_column(task["state"]),
             consecutive_failures=task["consecutive_failures"],
@@ -83,7 +86,7 @@ def actor_config(
     return ActorConfig(
         name=name,
         module=module or name,
-        schedule=schedule or ScheduleConfig(type="immediate", timezone="UTC"),
+        schedule=schedule or ScheduleConfig(type=ScheduleKind.IMMEDIATE.value, timezone="UTC"),
         **{"platform": "console", **overrides},
     )
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 import os
 
 from ..config.model import Config, is_loopback
+from ..errors import DiscordActorError
 
 __all__ = ["HttpUnavailable", "exposed_without_token", "http_token"]
 
 
-class HttpUnavailable(Exception):
+class HttpUnavailable(DiscordActorError):
     """The HTTP endpoint cannot start: its address is taken or invalid, or it would be open to
     the network without a token. The message says which key to change."""
 

@@ -12,15 +12,8 @@ import json
 
 from aiohttp import web
 
-from ..operations import (
-    ActorDisabled,
-    ActorPaused,
-    ActorRemoved,
-    NotStarted,
-    OperationError,
-    RunNotFound,
-    UnknownActor,
-)
+from ..errors import OperationError, UnknownActor
+from ..operations import ActorDisabled, ActorPaused, ActorRemoved, NotStarted, RunNotFound
 from .actions import ACTIONS, perform
 from .site import SITE, operations, unauthorized
 

@@ -17,7 +17,9 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from ..operations import ActorStatus, OperationError, RunInfo, format_duration, when
+from ..enums import RunStatus
+from ..errors import OperationError
+from ..operations import ActorStatus, RunInfo, format_duration, when
 from .actions import ACTIONS, perform
 from .auth import SESSION_COOKIE, SESSION_SECONDS
 from .site import SITE, Site, operations, unauthorized
@@ -56,7 +58,7 @@ class Mark:
 
     x: float
     slot_x: float  # left of ``x`` by the run's lateness
-    status: str
+    status: RunStatus
     title: str
 
 

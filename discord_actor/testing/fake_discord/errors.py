@@ -4,10 +4,11 @@ under test, and ``FakeDiscordError``, for a test that asked for something Discor
 
 from __future__ import annotations
 
+from ...errors import DiscordActorError
 from .models import JSON
 
 
-class ApiError(Exception):
+class ApiError(DiscordActorError):
     """An error answer in Discord's shape: ``{"message", "code", "errors"?}``."""
 
     def __init__(self, status: int, code: int, message: str, errors: JSON | None = None) -> None:
@@ -36,5 +37,5 @@ def form_error(path: str, code: str, message: str) -> ApiError:
     return ApiError(400, 50035, "Invalid Form Body", errors)
 
 
-class FakeDiscordError(Exception):
+class FakeDiscordError(DiscordActorError):
     """A test asked the fake for something Discord would not do (e.g. an unsynced command)."""
