@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 # module as ``discord_actor.actor``, the package attribute stays the decorator.
 from .actor import Actor, RunContext, actor
 from .lazy import lazy_exports
+from .version import __version__ as __version__
 
 if TYPE_CHECKING:
     from .bot import schedules_of
@@ -57,7 +58,6 @@ __all__ = [
     "actor",
     "schedules_of",
 ]
-__version__ = "0.1.0"
 
 _WHERE = {
     "FakeClock": "discord_actor.clock",

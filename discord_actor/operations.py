@@ -23,11 +23,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from . import retention
 from .config.model import Config
 from .config.values import closest
+from .db.migrations import applied_versions
 from .db.records import Operator, from_row, json_column, stored_status
 from .db.store import Store
 from .enums import RunStatus, Trigger
@@ -39,6 +41,9 @@ from .schedules.base import ScheduleConfig, format_slot
 from .schedules.kind import ScheduleSpec
 from .schedules.registry import describe, describe_stored, resume_slot
 from .storable import MAX_ERROR_MESSAGE, cap
+
+if TYPE_CHECKING:
+    from .db import Database
 
 #: every status a run can have, as stored (plain strings, which argparse shows as its choices)
 RUN_STATUSES = tuple(status.value for status in RunStatus)
@@ -317,6 +322,14 @@ class Operations:
         self.config = config
         self._configured = {a.name: a for a in config.actors}
 
+    @classmethod
+    async def on_database(cls, database: Database, config: Config) -> Operations:
+        """Operations on an open database; without a Store if no server has created its
+        tables yet (a command run before the first ``discord-actor run``)."""
+        async with database.pool.acquire() as conn:
+            initialized = bool(await applied_versions(conn, database.schema))
+        return cls(Store(database.pool, database.schema) if initialized else None, config)
+
     # -- reads -------------------------------------------------------------------------------
 
     async def status(self, actor: str | None = None) -> Status:
@@ -360,6 +373,16 @@ class Operations:
         if record is None:
             raise RunNotFound(run_id)
         return self._run_info(record, traceback=True)
+
+    async def stored_tasks(self, actor: str | None = None) -> dict[str, Any]:
+        """The task rows by actor name (every actor's, or only ``actor``'s), as stored: the
+        next slots ``discord-actor check`` and ``next`` predict from."""
+        if self.store is None:
+            return {}
+        if actor is not None:
+            row = await self.store.operator.task(actor)
+            return {} if row is None else {actor: row}
+        return {r["actor"]: r for r in await self.store.operator.status()}
 
     def zone(self, actor: str) -> tzinfo | None:
         """The time zone an actor's slots are shown in (None if it left the configuration)."""
@@ -467,6 +490,25 @@ class Operations:
 
     def _schedules(self, store: Store) -> Schedules:
         return Schedules(store, self.config)
+
+    # -- retention ---------------------------------------------------------------------------
+
+    async def prunable(
+        self, older_than_days: float
+    ) -> tuple[datetime | None, list[tuple[str, int]]]:
+        """What a prune would delete, deleting nothing: its cutoff (None: no tables yet) and
+        how many finished runs of each actor ended before it."""
+        if self.store is None:
+            return None, []
+        cutoff = await self.store.retention.cutoff(older_than_days)
+        return cutoff, await self.store.retention.prunable(cutoff)
+
+    async def prune(self, older_than_days: float) -> retention.PruneResult | None:
+        """Delete the finished runs older than ``older_than_days`` as a server's retention does
+        (None: no tables yet, nothing to delete)."""
+        if self.store is None:
+            return None
+        return await retention.prune(self.store, older_than_days)
 
     # -- helpers -----------------------------------------------------------------------------
 

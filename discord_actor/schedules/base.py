@@ -13,6 +13,7 @@ import hashlib
 import json
 import random
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -127,6 +128,11 @@ class Schedule(ABC):
     ) -> list[datetime]:
         """The next ``count`` slots strictly after ``after`` (``anchor``: see subclasses)."""
 
+    def first_anchor(self, now: datetime) -> datetime | None:
+        """The ``anchor`` of :meth:`upcoming` for a task added at ``now``, for a kind whose slots
+        are counted from it (an interval's grid starts at its first slot); None otherwise."""
+        return None
+
     @abstractmethod
     def normalized(self) -> dict[str, Any]:
         """What decides *when* slots fall, as JSON-able data.
@@ -182,6 +188,29 @@ def resumed_slot(schedule: Schedule, next_run: datetime | None, now: datetime) -
         return None
     slots = schedule.upcoming(now, 1, next_run)
     return slots[0] if slots else None
+
+
+def predicted_slots(
+    schedule: Schedule, task: Mapping[str, Any] | None, after: datetime, count: int,
+    now: datetime,
+) -> tuple[list[datetime], bool]:
+    """The next ``count`` slots after ``after`` as the runtime computes them; True when a
+    ``once`` actor has run its slot. ``discord-actor check`` and ``next`` both answer with this.
+
+    With the actor's stored task (``task``: its row, for the same schedule), from its stored
+    next slot: an interval's grid is anchored there. Without one, as for a new task added at
+    ``now``: an interval's first slot is ``now``.
+    """
+    anchor: datetime | None
+    if task is not None and task["schedule_hash"] == schedule.hash():
+        anchor = task["next_run"]
+        if anchor is None:  # a once actor that ran: no slot left
+            return [], True
+    else:
+        anchor = schedule.first_anchor(now)
+    if anchor is not None and anchor == after:
+        after -= timedelta(microseconds=1)  # the anchor itself is a slot (a new interval's)
+    return schedule.upcoming(after, count, anchor), False
 
 
 def decide(

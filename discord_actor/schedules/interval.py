@@ -39,6 +39,10 @@ class IntervalSchedule(Schedule):
     def next_after(self, slot: datetime) -> datetime:
         return self._local(utc(slot, "slot") + self.step)
 
+    def first_anchor(self, now: datetime) -> datetime:
+        """Its first slot: the grid of a new task starts there."""
+        return self.initial_slot(now)
+
     def upcoming(
         self, after: datetime, count: int, anchor: datetime | None = None
     ) -> list[datetime]:
