@@ -4,4 +4,5 @@ import sys
 
 from discord_actor.cli.main import main
 
-sys.exit(main())
+if __name__ == "__main__":  # importing this module (the package's own checks do) runs nothing
+    sys.exit(main())
