@@ -24,7 +24,10 @@ from .actions import ACTIONS, perform
 from .auth import SESSION_COOKIE, SESSION_SECONDS
 from .moments import moment
 from .site import SITE, Site, operations, unauthorized
-from .timeline import TIMELINE_RUNS, timeline
+from .timeline import TIMELINE_RUNS, WIDTH, timeline
+from .timeline import WINDOW as WINDOW  # "as": the timeline's names still importable from here
+from .timeline import Mark as Mark
+from .timeline import Timeline as Timeline
 
 PAGE_SIZE = 25  # actors per page of the overview
 RECENT_RUNS = 50  # on an actor's page
@@ -33,6 +36,7 @@ SCHEDULED = ("active", "running")
 #: the states shown in the next run's place ("not started" and "not in config" have none: "-")
 HALTED = ("paused", "broken", "disabled")
 REFRESH_SECONDS = 5
+TIMELINE_WIDTH = WIDTH  # its name here before the timeline had a module of its own
 
 
 def add_routes(app: web.Application) -> None:
