@@ -30,6 +30,7 @@ from discord_actor.config import (
     load_config,
 )
 from discord_actor.db import Database, EmbeddedPostgres, open_database
+from discord_actor.operations import Operations
 from discord_actor.runtime import Runtime
 from discord_actor.testing.harness import actor_config
 from discord_actor.web.server import HttpUnavailable
@@ -238,6 +239,34 @@ async def test_the_dashboard_counts_keyed_schedules(served: tuple[Runtime, str])
         async with http.get(f"{url}/api/actors") as api:
             body = await api.json()
     assert [a["keyed"] for a in body["actors"] if a["actor"] == "ticker"] == [2]
+
+
+async def test_the_dashboard_shows_times_relative_and_reasons_whole_without_javascript(
+    served: tuple[Runtime, str],
+) -> None:
+    runtime, url = served
+    reason = ("the feed's provider is migrating servers tonight; resume after their status page "
+              "says done, see the #ops channel for the ticket")
+
+    async def ticked() -> bool:
+        task = await runtime.store.operator.task("ticker")
+        return task is not None and task["last_run_at"] is not None
+
+    await wait_for(ticked)
+    await Operations(runtime.store, runtime.config).pause("ticker", reason)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{url}/") as page:
+            overview = await page.text()
+        async with http.get(f"{url}/actors/ticker") as page:
+            one = await page.text()
+    row = overview[overview.index('<tr id="actor-ticker"'):]
+    row = row[:row.index("</tr>")]
+    # Rendered on the server: relative, with the exact time and its zone for the hover.
+    assert re.search(r'<time datetime="\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00" '
+                     r'title="\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC">(now|\d+ s ago)</time>', row), row
+    assert f'<div class="reason">{reason}</div>' in row.replace("&#39;", "'")
+    assert '<td class="time next-run"><span class="halted">paused</span>' in row
+    assert '<dd class="next-run"><span class="halted">paused</span></dd>' in one
 
 
 async def test_a_non_loopback_host_needs_the_token_to_read(

@@ -1,35 +1,42 @@
 """The dashboard: server-rendered pages over the operations layer, no JavaScript framework.
 
-``/`` lists the actors (state, next run, last result, failures in a row) with a 24-hour
-timeline each, and the pool; ``/actors/{name}`` one actor and its recent runs; ``/runs/{id}``
-one run with its traceback and posts. Operators who logged in with the token get pause, resume
-and trigger buttons (forms with the session's CSRF token). A few lines of plain JavaScript
-reload the page's content every few seconds; without JavaScript it refreshes itself whole.
+``/`` lists the actors (state, next run, last result, failures in a row) with a timeline of
+their recent runs each (``timeline``), and the pool; ``/actors/{name}`` one actor and its recent
+runs; ``/runs/{id}`` one run with its traceback and posts. Operators who logged in with the
+token get pause, resume and trigger buttons (forms with the session's CSRF token). A few lines
+of plain JavaScript reload the page's content every few seconds; without JavaScript it refreshes
+itself whole. Times are shown relative to when the page was made, exactly on hover (``moments``).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 
-from ..enums import RunStatus
 from ..errors import OperationError
-from ..operations import ActorStatus, RunInfo, format_duration, when
+from ..operations import ActorStatus, RunInfo, format_duration
 from .actions import ACTIONS, perform
 from .auth import SESSION_COOKIE, SESSION_SECONDS
+from .moments import moment
 from .site import SITE, Site, operations, unauthorized
+from .timeline import TIMELINE_RUNS, WIDTH, timeline
+from .timeline import WINDOW as WINDOW  # "as": the timeline's names still importable from here
+from .timeline import Mark as Mark
+from .timeline import Timeline as Timeline
 
 PAGE_SIZE = 25  # actors per page of the overview
-TIMELINE_RUNS = 300  # at most this many runs drawn per timeline
-TIMELINE_WIDTH = 600  # SVG user units
-WINDOW = timedelta(hours=24)
 RECENT_RUNS = 50  # on an actor's page
+#: the states in which an actor runs on its schedule: in the others no next run is coming
+SCHEDULED = ("active", "running")
+#: the states shown in the next run's place ("not started" and "not in config" have none: "-")
+HALTED = ("paused", "broken", "disabled")
 REFRESH_SECONDS = 5
+TIMELINE_WIDTH = WIDTH  # its name here before the timeline had a module of its own
 
 
 def add_routes(app: web.Application) -> None:
@@ -49,61 +56,11 @@ def _static_dir() -> str:
     return str(Path(__file__).parent / "static")
 
 
-# -- the timeline ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Mark:
-    """One run on a timeline: where it started, where its slot was, how it ended."""
-
-    x: float
-    slot_x: float  # left of ``x`` by the run's lateness
-    status: RunStatus
-    title: str
-
-
-@dataclass(frozen=True)
-class Timeline:
-    marks: list[Mark]
-    span: str  # what the timeline covers: "24 h", or less when runs were left out
-    width: int = TIMELINE_WIDTH
-
-
-def timeline(runs: list[RunInfo], now: datetime) -> Timeline:
-    """The runs of the last 24 hours (at most ``TIMELINE_RUNS``, the newest) on one axis."""
-    start = now - WINDOW
-    recent = [r for r in runs if r.started_at >= start]
-    span = "last 24 h"
-    if len(runs) >= TIMELINE_RUNS and recent and len(recent) == len(runs):
-        # The limit was hit inside the window: draw only the part the runs cover.
-        start = recent[-1].started_at
-        span = f"last {_span(now - start)} ({len(recent)} runs)"
-    seconds = max((now - start).total_seconds(), 1.0)
-
-    def x(moment: datetime) -> float:
-        share = (moment - start).total_seconds() / seconds
-        return round(min(max(share, 0.0), 1.0) * TIMELINE_WIDTH, 1)
-
-    marks = []
-    for r in reversed(recent):  # oldest first: the newest drawn on top
-        late = (r.started_at - r.scheduled_for).total_seconds()
-        title = (
-            f"run {r.id} {r.status} \N{EM DASH} slot {when(r.scheduled_for, r.timezone)}, "
-            f"started {late:.1f} s late, took {format_duration(r.duration_ms)}"
-        )
-        marks.append(Mark(x(r.started_at), x(r.scheduled_for), r.status, title))
-    return Timeline(marks, span)
-
-
-def _span(delta: timedelta) -> str:
-    minutes = max(1, math.ceil(delta.total_seconds() / 60))
-    return f"{minutes} min" if minutes < 120 else f"{minutes / 60:.1f} h"
-
-
 # -- pages -------------------------------------------------------------------------------------
 
 
-def _common(request: web.Request) -> dict[str, Any]:
+def _common(request: web.Request, now: datetime | None = None) -> dict[str, Any]:
+    """What every page's template reads; ``now`` is the moment its times are relative to."""
     site = request.app[SITE]
     session = site.auth.session(request)
     return {
@@ -114,19 +71,24 @@ def _common(request: web.Request) -> dict[str, Any]:
         "notice": request.query.get("notice", "")[:300],
         "refresh": REFRESH_SECONDS,
         "instance": site.runtime.instance_id,
-        "when": when,
+        # at(value, tz): a Moment, for the templates' moment(); "now" is one for the whole page
+        "at": partial(moment, now=now or datetime.now(UTC)),
         "duration": format_duration,
     }
 
 
-def _row(a: ActorStatus) -> dict[str, Any]:
+def _row(a: ActorStatus, runs: list[RunInfo], now: datetime) -> dict[str, Any]:
+    """One actor as the templates show it, its runs (newest first) on its timeline."""
+    scheduled = a.state in SCHEDULED
     return {
         "name": a.actor,
         "state": a.state,
         "schedule": a.schedule or "-",
-        "next_run": when(a.next_run, a.timezone) if not a.paused else "-",
+        # Paused, broken or disabled: no next run is coming, whatever slot the row still holds.
+        "next_run": moment(a.next_run, a.timezone, now) if scheduled else None,
+        "halted": a.state if a.state in HALTED else None,
         "last_status": a.last_status or "-",
-        "last_run": when(a.last_run_at, a.timezone),
+        "last_run": moment(a.last_run_at, a.timezone, now),
         "failures": a.consecutive_failures,
         "paused": a.paused,
         "paused_reason": a.paused_reason,
@@ -135,6 +97,7 @@ def _row(a: ActorStatus) -> dict[str, Any]:
         "registered": a.registered,
         "trigger_pending": a.trigger_pending,
         "keyed": a.keyed,  # pending keyed schedules
+        "timeline": timeline(runs, now, a.next_run if scheduled else None, a.timezone),
     }
 
 
@@ -148,11 +111,7 @@ async def overview(request: web.Request) -> web.Response:
     shown = status.actors[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
     now = datetime.now(UTC)
     runs = await ops.recent_runs([a.actor for a in shown if a.registered], TIMELINE_RUNS)
-    rows = []
-    for a in shown:
-        row = _row(a)
-        row["timeline"] = timeline(runs.get(a.actor, []), now)
-        rows.append(row)
+    rows = [_row(a, runs.get(a.actor, []), now) for a in shown]
     counts: dict[str, int] = {}
     for a in status.actors:
         counts[a.state] = counts.get(a.state, 0) + 1
@@ -167,7 +126,7 @@ async def overview(request: web.Request) -> web.Response:
         pages=pages,
         pool=_pool(site),
         initialized=status.initialized,
-        **_common(request),
+        **_common(request, now),
     )
 
 
@@ -197,15 +156,14 @@ async def actor_page(request: web.Request) -> web.Response:
     if not found:
         raise web.HTTPNotFound(text=f"unknown actor {name!r}")
     history = await ops.history(name, limit=TIMELINE_RUNS)
-    row = _row(found[0])
-    row["timeline"] = timeline(history, datetime.now(UTC))
+    now = datetime.now(UTC)
     return site.render(
         request,
         "actor.html",
         title=name,
-        actor=row,
+        actor=_row(found[0], history, now),
         runs=history[:RECENT_RUNS],
-        **_common(request),
+        **_common(request, now),
     )
 
 
