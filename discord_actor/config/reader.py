@@ -336,7 +336,7 @@ class _Reader(ValueReader):
         actor = ActorConfig(
             name=name,
             module=module,
-            schedule=schedule or ScheduleConfig(type=ScheduleKind.IMMEDIATE.value, timezone="UTC"),
+            schedule=schedule or ScheduleConfig(type=ScheduleKind.IMMEDIATE.value),
             enabled=self.boolean(t, "enabled", p, True),
             platform=platform,
             channel_id=channel_id,
