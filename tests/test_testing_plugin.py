@@ -45,9 +45,15 @@ async def test_fake_clock_steps_a_cron_schedule(database: Database, fake_clock: 
         assert await harness.tick() == []
         runs = await harness.tick(timedelta(hours=20))
         assert [r.scheduled_for.isoformat() for r in runs] == ["2026-01-06T08:00:00+00:00"]
-        # Five days later (missed slots): catch_up = "latest" runs the most recent one once.
-        runs = await harness.tick(timedelta(days=5))
-        assert [(r.trigger, r.state["seen"]) for r in runs] == [("catch_up", 2)]
+        # tick steps through every slot on the way: Wednesday's, Thursday's, Friday's.
+        runs = await harness.tick(timedelta(days=3))
+        assert [(r.trigger, r.state["seen"]) for r in runs] == [
+            ("schedule", 2), ("schedule", 3), ("schedule", 4),
+        ]
+        # advance jumps, as a server that was down sees it: of the week's missed slots,
+        # catch_up = "latest" runs the most recent one once.
+        runs = await harness.advance(timedelta(days=7))
+        assert [(r.trigger, r.state["seen"]) for r in runs] == [("catch_up", 5)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,3 +214,4 @@ def test_readme_example_passes_in_a_fresh_project(tmp_path: Path, database_url: 
     )
     for complaint in ("PytestConfigWarning", "PytestUnhandledCoroutineWarning", "asyncio_mode"):
         assert complaint not in p.stdout, p.stdout
+
