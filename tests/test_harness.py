@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+import discord_actor.testing.harness as harness_module
 from discord_actor import Actor, Interval, Once, RunContext, actor
 from discord_actor.testing import (
     ActorHarness,
@@ -18,7 +19,6 @@ from discord_actor.testing import (
     ScheduleConfig,
     actor_config,
 )
-from discord_actor.testing import harness
 
 START = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 EVERY_3_S = ScheduleConfig(type="interval", seconds=3)
@@ -132,7 +132,7 @@ async def test_tick_steps_keyed_schedules_and_the_actors_own_together(
 async def test_tick_refuses_a_span_of_too_many_steps(
     database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(harness, "MAX_TICK_STEPS", 20)
+    monkeypatch.setattr(harness_module, "MAX_TICK_STEPS", 20)
     cfg = actor_config("counter", schedule=ScheduleConfig(type="interval", seconds=0.001))
     async with ActorHarness(database, [(Counter, cfg)], clock=FakeClock(START)) as h:
         await h.tick()

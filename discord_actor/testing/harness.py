@@ -31,7 +31,6 @@ from ..scheduler import WINDOW_ROWS
 from ..schedules.base import ScheduleConfig
 from ..schedules.immediate import NO_SCHEDULE as NO_SCHEDULE_TYPE
 
-
 #: At most this many moments in one ``tick``: a longer span is likely a mistake (an interval of
 #: a millisecond ticked for a day); ``advance`` jumps over it.
 MAX_TICK_STEPS = 10_000
