@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import subprocess
+import sys
 import tomllib
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -762,3 +764,14 @@ def test_every_key_set_twice_is_reported_at_once(tmp_path: Path) -> None:
         ("server.timezone", 3, "set twice (first at line 2)"),
         ("actors[0].schedule.seconds", 12, "set twice (first at line 11"),
     ]
+
+
+def test_check_names_a_key_set_twice_and_exits_2(tmp_path: Path) -> None:
+    write(tmp_path, '[server]\nactors_dir = "actors"\nactors_dir = "other"\n')
+    p = subprocess.run([sys.executable, "-m", "discord_actor.cli", "check"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert p.stderr.strip() == (
+        "actor_server.toml:3: server.actors_dir: set twice (first at line 2); a key may be set"
+        " once per table"
+    )
