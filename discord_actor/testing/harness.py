@@ -216,10 +216,10 @@ class ActorHarness:
     async def advance(self, delta: timedelta | float = 0) -> list[RunRecord]:
         """Move the clock by ``delta`` in one jump, then run what is due, and return the runs.
 
-        As a process that was down for ``delta`` sees it: slots that passed are missed and
-        run as the schedule's ``catch_up`` says (``latest``: the newest once, as ``catch_up``);
-        retries and keyed schedules that fell due meanwhile run once each, late. ``tick``
-        steps through the span instead.
+        As a process that was down for ``delta`` sees it: the slots that passed (an actor's
+        and its keyed schedules') are missed and run as each schedule's ``catch_up`` says
+        (``latest``: the newest once, as a ``catch_up`` run); a retry that fell due meanwhile
+        runs once, late. ``tick`` steps through the span instead.
         """
         self.clock.advance(delta)
         return await self._run_due()
