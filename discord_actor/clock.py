@@ -21,7 +21,12 @@ class Clock:
 
 
 class FakeClock(Clock):
-    """A clock that only moves when told to; wakes the scheduler when it does."""
+    """A clock that only moves when told to; wakes the scheduler when it does.
+
+    Moving it runs nothing by itself: a test's ``ActorHarness.tick`` steps it from one due
+    moment to the next and runs each, ``ActorHarness.advance`` moves it once and runs what is
+    due then.
+    """
 
     def __init__(self, start: datetime | None = None) -> None:
         if start is not None and start.tzinfo is None:

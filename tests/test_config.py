@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import subprocess
+import sys
 import tomllib
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -731,3 +733,45 @@ def test_starter_files_load_and_refuse_to_overwrite(tmp_path: Path) -> None:
 
     assert write_starter(target, force=True) == [config_path, hello_path]
     load_config(config_path, environ={"DATABASE_URL": "postgresql://u:p@h/d"})
+
+
+# --- a key or table given twice -------------------------------------------------------------
+
+
+def test_a_key_set_twice_names_the_key_and_both_lines(tmp_path: Path) -> None:
+    text = '[server]\nactors_dir = "actors"\nactors_dir = "other"\n'
+    p = problem(tmp_path, text, "server.actors_dir", 3)
+    assert p.message.startswith("set twice (first at line 2)")
+    assert "Cannot overwrite" not in str(p)
+
+
+def test_a_table_declared_twice_names_the_table_and_both_lines(tmp_path: Path) -> None:
+    text = '[server]\ntimezone = "UTC"\n\n[database]\nschema = "x"\n\n[server]\nlog_runs = "all"\n'
+    p = problem(tmp_path, text, "server", 7)
+    assert p.message.startswith("[server] appears twice (first at line 1)")
+
+
+def test_a_key_set_twice_in_an_actor_names_the_actor_entry(tmp_path: Path) -> None:
+    text = BASE + '\n[[actors]]\nname = "b"\nmodule = "m"\nmodule = "n"\n'
+    p = problem(tmp_path, text, "actors[1].module", 15)
+    assert p.message.startswith("set twice (first at line 14)")
+
+
+def test_every_key_set_twice_is_reported_at_once(tmp_path: Path) -> None:
+    text = BASE.replace('timezone = "UTC"', 'timezone = "UTC"\ntimezone = "UTC"') + 'seconds = 6\n'
+    found = problems(tmp_path, text)
+    assert [(p.key, p.line, p.message[:27]) for p in found] == [
+        ("server.timezone", 3, "set twice (first at line 2)"),
+        ("actors[0].schedule.seconds", 12, "set twice (first at line 11"),
+    ]
+
+
+def test_check_names_a_key_set_twice_and_exits_2(tmp_path: Path) -> None:
+    write(tmp_path, '[server]\nactors_dir = "actors"\nactors_dir = "other"\n')
+    p = subprocess.run([sys.executable, "-m", "discord_actor.cli", "check"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert p.stderr.strip() == (
+        "actor_server.toml:3: server.actors_dir: set twice (first at line 2); a key may be set"
+        " once per table"
+    )

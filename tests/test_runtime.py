@@ -140,8 +140,10 @@ async def test_circuit_breaker_pauses_and_resume_resets(database: Database) -> N
 
     cfg = actor_config("broken", schedule=every(60), max_consecutive_failures=3)
     async with ActorHarness(database, [(broken, cfg)], clock=FakeClock(START), alerts=collect) as h:
-        for _ in range(3):
-            assert [r.status for r in await h.tick(60)] == ["failed"]
+        runs = await h.tick(120)  # its slots at START, + 60 s and + 120 s
+        assert [(r.status, r.consecutive_failures, r.paused) for r in runs] == [
+            ("failed", 1, False), ("failed", 2, False), ("failed", 3, True),
+        ]
         task = await h.store.operator.task("broken")
         assert task is not None and task["paused"] and task["consecutive_failures"] == 3
         assert "3 consecutive failures" in task["paused_reason"]
@@ -149,7 +151,8 @@ async def test_circuit_breaker_pauses_and_resume_resets(database: Database) -> N
         assert await h.store.operator.resume("broken")
         task = await h.store.operator.task("broken")
         assert task is not None and not task["paused"] and task["consecutive_failures"] == 0
-        assert [r.status for r in await h.tick(60)] == ["failed"]
+        # The store's resume leaves the slot it was held from: due now, it runs at once.
+        assert [(r.status, r.consecutive_failures) for r in await h.tick()] == [("failed", 1)]
     # An alert from the second failure in a row on; the third one trips the breaker.
     assert [(a.consecutive_failures, a.paused) for a in alerts] == [(2, False), (3, True)]
     assert "discord-actor resume broken" in alerts[1].text()
@@ -226,7 +229,7 @@ async def test_catch_up_after_downtime(
         assert [r.trigger for r in await h.tick()] == ["schedule"]
     # Down for an hour: slots at +10 min ... +60 min were missed.
     async with ActorHarness(database, [(Counter, cfg)], clock=FakeClock(START)) as h:
-        runs = await h.tick(timedelta(minutes=60, seconds=30))
+        runs = await h.advance(timedelta(minutes=60, seconds=30))
         assert [(r.trigger, r.status) for r in runs] == expected
         if policy == "latest":
             assert runs[0].scheduled_for == START + timedelta(minutes=60)

@@ -45,9 +45,15 @@ async def test_fake_clock_steps_a_cron_schedule(database: Database, fake_clock: 
         assert await harness.tick() == []
         runs = await harness.tick(timedelta(hours=20))
         assert [r.scheduled_for.isoformat() for r in runs] == ["2026-01-06T08:00:00+00:00"]
-        # Five days later (missed slots): catch_up = "latest" runs the most recent one once.
-        runs = await harness.tick(timedelta(days=5))
-        assert [(r.trigger, r.state["seen"]) for r in runs] == [("catch_up", 2)]
+        # tick steps through every slot on the way: Wednesday's, Thursday's, Friday's.
+        runs = await harness.tick(timedelta(days=3))
+        assert [(r.trigger, r.state["seen"]) for r in runs] == [
+            ("schedule", 2), ("schedule", 3), ("schedule", 4),
+        ]
+        # advance jumps, as a server that was down sees it: of the week's missed slots,
+        # catch_up = "latest" runs the most recent one once.
+        runs = await harness.advance(timedelta(days=7))
+        assert [(r.trigger, r.state["seen"]) for r in runs] == [("catch_up", 5)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -206,5 +212,78 @@ def test_readme_example_passes_in_a_fresh_project(tmp_path: Path, database_url: 
     assert f"{len(re.findall(r'^async def test_', ''.join(files.values()), re.M))} passed" in (
         p.stdout
     )
-    for complaint in ("PytestConfigWarning", "PytestUnhandledCoroutineWarning", "asyncio_mode"):
+    for complaint in (
+        "PytestConfigWarning", "PytestUnhandledCoroutineWarning", "asyncio_mode",
+        "PytestDeprecationWarning",
+    ):
         assert complaint not in p.stdout, p.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# No warning from pytest-asyncio in a project with no pytest configuration.
+
+SCRATCH_TEST = '''\
+import asyncio
+
+import pytest_asyncio
+from counter import count
+
+from discord_actor.testing import ActorRunner
+
+
+@pytest_asyncio.fixture(scope="module")
+async def module_loop() -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()
+
+
+async def test_counts(run_actor: ActorRunner, module_loop: asyncio.AbstractEventLoop) -> None:
+    assert (await run_actor(count)).state == {"n": 1}
+
+
+async def test_counts_again(run_actor: ActorRunner, module_loop: asyncio.AbstractEventLoop) -> None:
+    assert (await run_actor(count)).state == {"n": 1}
+'''
+
+
+def scratch_project(root: Path, pytest_config: str | None = None) -> None:
+    """A user's project: actors/, actor_server.toml and a test, and no pytest configuration
+    unless ``pytest_config`` (a pytest.ini) is given."""
+    (root / "actors").mkdir()
+    (root / "actors" / "counter.py").write_text(
+        "from discord_actor import RunContext, actor\n\n\n"
+        '@actor(platform="none")\n'
+        "async def count(ctx: RunContext) -> None:\n"
+        '    ctx.state["n"] = ctx.state.get("n", 0) + 1\n'
+    )
+    (root / "actor_server.toml").write_text('[server]\nactors_dir = "actors"\n')
+    (root / "test_counter.py").write_text(SCRATCH_TEST)
+    if pytest_config is not None:
+        (root / "pytest.ini").write_text(pytest_config)
+
+
+def run_pytest(root: Path, database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DISCORD_"))}
+    env["DATABASE_URL"] = database_url  # this session's server: no second one to start
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", *args],
+        cwd=root, env=env, capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_a_project_without_pytest_configuration_gets_no_asyncio_warning(
+    tmp_path: Path, database_url: str
+) -> None:
+    scratch_project(tmp_path)
+    p = run_pytest(tmp_path, database_url, "-W", "error::pytest.PytestDeprecationWarning")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "2 passed" in p.stdout
+    assert '"asyncio_default_fixture_loop_scope" is unset' not in p.stdout + p.stderr
+    assert "warning" not in p.stdout.lower(), p.stdout
+
+
+def test_the_projects_own_fixture_loop_scope_is_kept(tmp_path: Path, database_url: str) -> None:
+    # "function" makes the module-scoped async fixture an error: the project's value was used.
+    scratch_project(tmp_path, "[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    p = run_pytest(tmp_path, database_url)
+    assert "asyncio_default_fixture_loop_scope=function" in p.stdout, p.stdout
+    assert "ScopeMismatch" in p.stdout and p.returncode != 0, p.stdout

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..schedules.kind import KeyPath
@@ -30,16 +31,30 @@ def dotted(path: KeyPath) -> str:
     return out
 
 
+@dataclass(frozen=True)
+class Duplicate:
+    """A key set, or a table declared, a second time: TOML allows each once."""
+
+    path: KeyPath
+    line: int
+    first_line: int
+    header: str | None  # the table's header as written (``[server]``); None for a key
+
+
 class LineIndex:
     """Maps key paths such as ``("actors", 2, "schedule", "expression")`` to line numbers.
 
     Understands table headers, ``[[arrays of tables]]`` (counting entries), dotted and quoted
     keys, and skips over strings and multi-line values. A path it did not see (a missing key,
     a key inside an inline table, an array element) maps to its nearest ancestor that it did.
+    ``duplicates`` lists the keys and tables given twice, which the TOML parser refuses
+    without naming them.
     """
 
     def __init__(self, text: str) -> None:
         self._lines: dict[KeyPath, int] = {}
+        self._defined: dict[KeyPath, int] = {}  # keys set and tables declared: their line
+        self.duplicates: list[Duplicate] = []
         arrays: dict[KeyPath, int] = {}  # array-of-tables path -> entries so far
         current: KeyPath = ()
         depth, multiline = 0, ""
@@ -56,12 +71,20 @@ class LineIndex:
                     self._lines.setdefault(current, lineno)
                     if is_array:  # [[actor]]: the array itself is where it first appears
                         self._lines.setdefault(current[:-1], lineno)
+                    else:
+                        self._define(current, lineno, f"[{'.'.join(key[0])}]")
                 continue
             key = _parse_key(line, start)
             if key is not None and line.startswith("=", key[1]):
                 for n in range(1, len(key[0]) + 1):  # a.b.c = 1 also defines a and a.b
                     self._lines.setdefault((*current, *key[0][:n]), lineno)
+                self._define((*current, *key[0]), lineno, None)
                 depth, multiline = _scan(line, key[1] + 1, depth, multiline)
+
+    def _define(self, path: KeyPath, lineno: int, header: str | None) -> None:
+        first = self._defined.setdefault(path, lineno)
+        if first != lineno:
+            self.duplicates.append(Duplicate(path, lineno, first, header))
 
     @staticmethod
     def _header(parts: list[str], is_array: bool, arrays: dict[KeyPath, int]) -> KeyPath:

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import DiscordActorError
 from ..platform_registry import PLATFORMS as PLATFORM_TABLE
-from ..schedules.base import ScheduleConfig
+from ..schedules.base import DEFAULT_TIMEZONE, ScheduleConfig
 from ..schedules.registry import toml_types
 
 CONFIG_FILE = "actor_server.toml"
@@ -72,7 +72,7 @@ class ConfigError(DiscordActorError):
 @dataclass(frozen=True)
 class ServerConfig:
     actors_dir: Path  # absolute (resolved relative to the config file)
-    timezone: str = "UTC"
+    timezone: str = DEFAULT_TIMEZONE
     max_concurrent_runs: int = 32
     max_consecutive_failures: int = 5
     default_timeout_seconds: float = 300.0

@@ -22,6 +22,7 @@ from ..schedules.base import CATCH_UP_POLICIES, ScheduleConfig
 from ..schedules.immediate import NO_SCHEDULE
 from ..schedules.kind import KeyPath
 from ..schedules.registry import kind_of, toml_keys, toml_types
+from .lines import Duplicate, LineIndex, dotted
 from .model import (
     INTENT_NAMES,
     LOG_RUNS,
@@ -65,7 +66,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     try:
         data = tomli.loads(text)
     except tomli.TOMLDecodeError as e:
-        raise ConfigError([_syntax_problem(label, text, str(e))]) from None
+        raise ConfigError(_syntax_problems(label, text, str(e))) from None
     reader = _Reader(label, text, os.environ if environ is None else environ)
     config = reader.read(data, file.resolve())
     if reader.problems:
@@ -335,7 +336,7 @@ class _Reader(ValueReader):
         actor = ActorConfig(
             name=name,
             module=module,
-            schedule=schedule or ScheduleConfig(type=ScheduleKind.IMMEDIATE.value, timezone="UTC"),
+            schedule=schedule or ScheduleConfig(type=ScheduleKind.IMMEDIATE.value),
             enabled=self.boolean(t, "enabled", p, True),
             platform=platform,
             channel_id=channel_id,
@@ -410,6 +411,30 @@ class _Reader(ValueReader):
 
 def _resolve(base: Path, value: str) -> Path:
     return (base / Path(value).expanduser()).resolve()
+
+
+# What the TOML parser says of a key or table given twice; it names neither.
+_REDEFINED = ("Cannot overwrite a value", "Cannot declare")
+
+
+def _syntax_problems(label: str, text: str, message: str) -> list[Problem]:
+    """What is wrong with a file the TOML parser refused: a key or table given twice is named
+    with both its lines (every such one in the file); anything else is the parser's message at
+    its line."""
+    problem = _syntax_problem(label, text, message)
+    if not message.startswith(_REDEFINED):
+        return [problem]
+    duplicates = LineIndex(text).duplicates
+    if not any(d.line == problem.line for d in duplicates):
+        return [problem]  # a redefinition the line index does not see (a dotted table)
+    return [Problem(label, dotted(d.path), _twice(d), d.line) for d in duplicates]
+
+
+def _twice(d: Duplicate) -> str:
+    if d.header is None:
+        return f"set twice (first at line {d.first_line}); a key may be set once per table"
+    return (f"{d.header} appears twice (first at line {d.first_line}); put its keys under "
+            "one header")
 
 
 def _syntax_problem(label: str, text: str, message: str) -> Problem:

@@ -28,6 +28,8 @@ TRIGGER_SCHEDULE = Trigger.SCHEDULE
 TRIGGER_STARTUP = Trigger.STARTUP
 TRIGGER_CATCH_UP = Trigger.CATCH_UP
 CATCH_UP_POLICIES = ("latest", "skip", "all")
+#: The zone of a schedule that names none, when the server names none either (server.timezone).
+DEFAULT_TIMEZONE = "UTC"
 
 
 @dataclass(frozen=True)
@@ -35,11 +37,13 @@ class ScheduleConfig:
     """One schedule as configured (``[actors.schedule]``) or asked for (a keyed schedule).
 
     The fields of the built-in kinds live here; a kind with other keys subclasses it (a frozen
-    dataclass, so that equal schedules still hash equal and dump as TOML).
+    dataclass, so that equal schedules still hash equal and dump as TOML). The defaults are the
+    configuration's: ``ScheduleConfig(type="interval", seconds=3)`` is what
+    ``[actors.schedule]`` with those two keys gives on a server without a ``timezone``.
     """
 
     type: str  # normalized to lower case: a name in the kind registry
-    timezone: str  # effective IANA zone (schedule's own, else server.timezone)
+    timezone: str = DEFAULT_TIMEZONE  # effective IANA zone (schedule's own, else server's)
     seconds: float | None = None  # interval
     expression: str | None = None  # cron, 5 fields
     at: datetime | None = None  # once, timezone-aware

@@ -13,7 +13,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from .base import Schedule, ScheduleConfig, jittered, resumed_slot
+from .base import DEFAULT_TIMEZONE, Schedule, ScheduleConfig, jittered, resumed_slot
 from .cron import CronKind
 from .immediate import ImmediateKind, NoScheduleKind
 from .interval import IntervalKind
@@ -105,7 +105,7 @@ def from_definition(data: Mapping[str, Any]) -> ScheduleConfig:
     """The ScheduleConfig of a stored :func:`definition`."""
     common = ScheduleConfig(
         type=data["type"],
-        timezone=data.get("timezone", "UTC"),
+        timezone=data.get("timezone", DEFAULT_TIMEZONE),
         jitter_seconds=float(data.get("jitter_seconds", 0.0)),
         catch_up=data.get("catch_up", "latest"),
     )

@@ -1,7 +1,10 @@
 """Drive a real runtime on a real database from a test, stepping time with a fake clock.
 
-``ActorHarness`` builds a ``Runtime`` for the given actors without background loops; each
-``tick`` moves the clock, runs whatever is due and waits until the runs are recorded.
+``ActorHarness`` builds a ``Runtime`` for the given actors without background loops. ``tick``
+steps the clock through a span, stopping at each slot and retry that falls due in it, as a
+server running all along would; ``advance`` jumps over a span in one move, as a server that
+was down sees it (missed slots run as their ``catch_up`` says). Both wait until the runs are
+recorded and return them.
 ``run_actor_once`` runs one actor once and returns the recorded run; ``ActorRunner`` (the
 ``run_actor`` fixture) runs actors again and again within one test, their state carried over.
 """
@@ -24,7 +27,13 @@ from ..enums import RunStatus, ScheduleKind, Trigger
 from ..platforms import Platform, every_platform
 from ..plugins import LoadedActor, _as_actor_class, _load_one, make_importable
 from ..runtime import Runtime
+from ..scheduler import WINDOW_ROWS
 from ..schedules.base import ScheduleConfig
+from ..schedules.immediate import NO_SCHEDULE as NO_SCHEDULE_TYPE
+
+#: At most this many moments in one ``tick``: a longer span is likely a mistake (an interval of
+#: a millisecond ticked for a day); ``advance`` jumps over it.
+MAX_TICK_STEPS = 10_000
 
 
 @dataclass
@@ -75,19 +84,31 @@ class RunRecord:
         )
 
 
+#: ``actor_config``'s schedule unless told: a run at the harness's start (its first ``tick``).
+IMMEDIATE = ScheduleConfig(type=ScheduleKind.IMMEDIATE.value)
+#: An actor without ``[actors.schedule]``: it runs only by its keyed schedules and triggers.
+NO_SCHEDULE = ScheduleConfig(type=NO_SCHEDULE_TYPE)
+
+
 def actor_config(
     name: str,
     module: str = "",
     *,
-    schedule: ScheduleConfig | None = None,
+    schedule: ScheduleConfig | None = IMMEDIATE,
     **overrides: Any,
 ) -> ActorConfig:
-    """An ActorConfig with test-friendly defaults (immediate schedule, console platform)."""
+    """An ``[[actors]]`` entry built in code: the keyword arguments are its keys, with the
+    file's defaults (``platform``: the actor's own; ``timeout_seconds``: 300 ...).
+
+    One default differs, so that a test's first ``tick`` runs the actor: the schedule is
+    ``immediate``. ``schedule=None`` is an entry without ``[actors.schedule]``: the actor runs
+    only by its keyed schedules and triggers.
+    """
     return ActorConfig(
         name=name,
         module=module or name,
-        schedule=schedule or ScheduleConfig(type=ScheduleKind.IMMEDIATE.value, timezone="UTC"),
-        **{"platform": "console", **overrides},
+        schedule=NO_SCHEDULE if schedule is None else schedule,
+        **overrides,
     )
 
 
@@ -117,8 +138,13 @@ def load(actor: type[Actor] | Any, config: ActorConfig) -> LoadedActor:
     )
 
 
+def _seconds(span: timedelta | float) -> timedelta:
+    return span if isinstance(span, timedelta) else timedelta(seconds=span)
+
+
 class ActorHarness:
-    """A runtime without background loops, on a fake clock; see ``tick``.
+    """A runtime without background loops, on a fake clock: ``tick`` steps time through a
+    span, running each slot and retry at its moment; ``advance`` jumps over one.
 
     ``actors`` pairs each implementation (Actor subclass or @actor function) with its config.
     """
@@ -160,10 +186,46 @@ class ActorHarness:
     async def __aexit__(self, *exc: object) -> None:
         await self.runtime.stop()
 
-    async def tick(self, advance: timedelta | float = 0) -> list[RunRecord]:
-        """Advance the clock, run everything due (repeatedly), return the recorded runs."""
-        if advance:
-            self.clock.advance(advance)
+    async def tick(self, span: timedelta | float = 0) -> list[RunRecord]:
+        """Step the clock through ``span`` (seconds or a timedelta) as a server running all along
+        would see it, and return the runs recorded on the way, in order.
+
+        First whatever is due now runs; then the clock moves to each later moment within the
+        span at which something falls due (an actor's slot, a keyed schedule's slot, a failed
+        run's retry) and runs it, so that each run sees the state the one before left, with
+        the trigger a live server gives (``schedule``, ``retry``). The clock ends at now +
+        ``span``. ``advance`` jumps over a span instead.
+        """
+        target = self.clock.now() + _seconds(span)
+        finished = await self._run_due()
+        steps = 0
+        while (at := await self._next_due(target)) is not None:
+            if steps == MAX_TICK_STEPS:
+                raise ValueError(
+                    f"tick({_seconds(span).total_seconds():g} s) passes more than "
+                    f"{MAX_TICK_STEPS} moments at which something is due: tick a shorter "
+                    "span, or jump over it with advance()"
+                )
+            steps += 1
+            self.clock.set(at)
+            finished += await self._run_due()
+        if self.clock.now() < target:
+            self.clock.set(target)
+        return finished
+
+    async def advance(self, delta: timedelta | float = 0) -> list[RunRecord]:
+        """Move the clock by ``delta`` in one jump, then run what is due, and return the runs.
+
+        As a process that was down for ``delta`` sees it: the slots that passed (an actor's
+        and its keyed schedules') are missed and run as each schedule's ``catch_up`` says
+        (``latest``: the newest once, as a ``catch_up`` run); a retry that fell due meanwhile
+        runs once, late. ``tick`` steps through the span instead.
+        """
+        self.clock.advance(delta)
+        return await self._run_due()
+
+    async def _run_due(self) -> list[RunRecord]:
+        """Run everything due now, again and again until nothing is, and record it."""
         finished: list[RunRecord] = []
         while True:
             await self.runtime.sync()
@@ -173,6 +235,20 @@ class ActorHarness:
             await self.runtime.wait_idle()
             for run in claimed:
                 finished.append(await self.record(run.run_id))
+
+    async def _next_due(self, until: datetime) -> datetime | None:
+        """The earliest moment after now and up to ``until`` at which one of this harness's
+        actors has a slot or a retry due (read from the database, as the scheduler does)."""
+        now = self.clock.now()
+        window = await self.store.runs.due_window(until, WINDOW_ROWS)
+        due = [
+            at
+            for view in window.views
+            if view.actor in self.runtime.actors
+            for at in (view.due_at, view.retry_at)
+            if at is not None and now < at <= until
+        ]
+        return min(due, default=None)
 
     async def record(self, run_id: int) -> RunRecord:
         row = await self.store.operator.run(run_id)

@@ -4,7 +4,7 @@ Fixtures available to any test suite once ``discord-actor`` is installed:
 
 - database: ``database_server_url`` (session), ``database_url``, ``db_schema``, ``db_config``,
   ``database``: one real PostgreSQL per test session, a fresh schema per test.
-- ``fake_clock``: a clock that steps schedules without sleeping.
+- ``fake_clock``: a clock that only moves when a test moves it (``ActorHarness.tick``).
 - ``run_actor``: runs one actor once with given state and settings, returns the recorded run.
 - ``fake_discord``, ``fake_discord_bot``: a wire-level fake of Discord on loopback, and a real
   discord.py bot connected to it (discord_actor.testing.fake_discord).
@@ -14,6 +14,8 @@ Out of the box, with no pytest configuration in the project:
 
 - ``async def`` tests that use one of these fixtures are marked ``asyncio`` for pytest-asyncio
   (its default "strict" mode would otherwise refuse them);
+- pytest-asyncio's ``asyncio_default_fixture_loop_scope``, which it warns about on every run
+  while it is unset, is set to what unset means (``fill_fixture_loop_scope``);
 - the project's ``actors_dir`` is put on ``sys.path``, so tests import actor modules as the
   runtime does. The project's config is ``actor_server.toml`` in the rootdir or a directory
   above it (or above the directory pytest was started in), or the ini option
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import importlib.metadata
 import inspect
 import os
 import re
@@ -109,8 +112,49 @@ def find_project_config(config: pytest.Config) -> Path | None:
     return None
 
 
+#: pytest-asyncio's option that it warns about while unset (its default is to change).
+LOOP_SCOPE_INI = "asyncio_default_fixture_loop_scope"
+#: Its value for what unset means: each async fixture's loop lives as long as the fixture.
+#: pytest-asyncio knows it from 1.5 on.
+FIXTURE_SCOPE = "fixture-scope"
+
+
+def _knows_fixture_scope() -> bool:
+    try:
+        version = importlib.metadata.version("pytest-asyncio")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return tuple(int(n) for n in re.findall(r"\d+", version)[:2]) >= (1, 5)
+
+
+def fill_fixture_loop_scope(config: pytest.Config) -> None:
+    """Set ``asyncio_default_fixture_loop_scope`` to ``"fixture-scope"`` where the project does
+    not set it, so that a project with no pytest configuration runs without pytest-asyncio's
+    deprecation warning and with exactly the behaviour it had.
+
+    A value the project sets is kept. With a pytest-asyncio older than 1.5, which has no value
+    meaning "as unset", the option is left alone (and pytest-asyncio warns): "function" would
+    make the project's own module- or session-scoped async fixtures fail. pytest has no public
+    way for a plugin to give another plugin's option a value; ``getini`` answers from its cache,
+    so the value goes there (tests/test_testing_plugin.py runs a project to check it).
+    """
+    if pytest_asyncio is None or not _knows_fixture_scope():
+        return
+    try:
+        if config.getini(LOOP_SCOPE_INI):
+            return  # the project's own
+    except ValueError:  # not registered: pytest-asyncio is disabled (-p no:asyncio)
+        return
+    cache = getattr(config, "_inicache", None)
+    if isinstance(cache, dict):
+        cache[LOOP_SCOPE_INI] = FIXTURE_SCOPE
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-asyncio's, which reads the loop scope
 def pytest_configure(config: pytest.Config) -> None:
-    """Put the project's ``actors_dir`` on ``sys.path`` before test modules are imported."""
+    """Fill in pytest-asyncio's loop scope, and put the project's ``actors_dir`` on
+    ``sys.path`` before test modules are imported."""
+    fill_fixture_loop_scope(config)
     path = find_project_config(config)
     config.stash[_project_config_key] = path
     if path is None:
@@ -377,9 +421,11 @@ database = _async_fixture(_database, "database")
 
 @pytest.fixture
 def fake_clock() -> FakeClock:
-    """A ``FakeClock`` at 2026-01-05 12:00 UTC; ``advance()`` steps schedules without sleeping.
+    """A ``FakeClock`` at Monday 2026-01-05 12:00 UTC, which moves only when told to.
 
-    Pass it to ``ActorHarness(database, actors, clock=fake_clock)``; ``run_actor`` uses it too.
+    Pass it to ``ActorHarness(database, actors, clock=fake_clock)``: ``harness.tick(span)``
+    steps it through every slot and retry in the span, ``harness.advance(span)`` jumps. The
+    ``run_actor`` fixture uses it too.
     """
     from datetime import UTC, datetime
 
