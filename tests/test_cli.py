@@ -344,14 +344,27 @@ def test_unreachable_database(tmp_path: Path) -> None:
 # On the test database
 
 
-def test_commands_before_the_first_run(project: Path, database_url: str, db_schema: str) -> None:
-    r = cli("status", "--json", cwd=project)
-    assert r.code == 0, r.err
-    assert [(a["actor"], a["registered"], a["next_run"]) for a in r.json()] == [
-        ("counter", False, None), ("failing", False, None), ("berlin", False, None)]
+NO_DATABASE_COMMANDS = [
+    ["status"], ["status", "--json"], ["history"], ["history", "counter", "--json"],
+    ["history", "--show", "1"], ["schedules", "list", "counter"],
+    ["schedules", "remove", "counter", "k"], ["pause", "counter"], ["resume", "counter"],
+    ["trigger", "counter"], ["prune"], ["prune", "--dry-run"],
+]
 
-    r = cli("pause", "counter", cwd=project)
-    assert r.code == 1 and "start 'discord-actor run' once first" in r.err
+
+def test_commands_before_the_first_run(project: Path, database_url: str, db_schema: str) -> None:
+    """A server whose schema has no tables yet: no command but migrate (and run) creates them;
+    each says there is no database yet and how to make one, with exit code 3."""
+    for args in NO_DATABASE_COMMANDS:
+        r = cli(*args, cwd=project)
+        assert (r.code, r.out) == (3, ""), (args, r)
+        assert (f"no database yet: schema {db_schema!r} of {redact_url(database_url)} has no "
+                "discord-actor tables; 'discord-actor run' creates it") in r.err, (args, r.err)
+    r = cli("next", "counter", "--count", "1", cwd=project)  # the schedule alone is enough
+    assert r.code == 0 and len(r.out.split()) == 1, r
+    assert "no database yet" in r.err and "from the schedule alone" in r.err
+    assert query(database_url, "SELECT 1 FROM information_schema.schemata "
+                 "WHERE schema_name = $1", db_schema) == []  # nothing was created
 
     r = cli("migrate", cwd=project)
     assert r.code == 0, r.err
@@ -362,6 +375,14 @@ def test_commands_before_the_first_run(project: Path, database_url: str, db_sche
     assert query(database_url, f'SELECT version FROM "{db_schema}".schema_migrations') == [
         {"version": 1}, {"version": 2}, {"version": 3}, {"version": 4},
         {"version": 5}]
+
+    # Migrated, but no server has run: the actors are not started yet.
+    r = cli("status", "--json", cwd=project)
+    assert r.code == 0, r.err
+    assert [(a["actor"], a["registered"], a["next_run"]) for a in r.json()] == [
+        ("counter", False, None), ("failing", False, None), ("berlin", False, None)]
+    r = cli("pause", "counter", cwd=project)
+    assert r.code == 1 and "start 'discord-actor run' once first" in r.err
 
 
 def test_status_history_and_next_after_runs(project: Path) -> None:
@@ -1080,13 +1101,26 @@ def test_durations_are_shown_at_their_precision() -> None:
 
 @pytest.mark.slow
 def test_run_says_when_it_creates_the_database_or_shares_it(tmp_path: Path) -> None:
-    """A start that creates the embedded database says so (a lost volume is noticed), and a
-    second server on the same data directory names the process already using it."""
+    """In a fresh directory the commands that need the database create none (exit 3, and the
+    data directory still does not exist); then the start that creates the embedded database
+    says so (a lost volume is noticed), and a second server on the same data directory names
+    the process already using it."""
     data_dir = tmp_path / ".discord_actor" / "pgdata"
-    write_project(tmp_path, f"data_dir = {toml_str(data_dir)}\n",
-                  '[[actors]]\nname = "ticker"\nmodule = "counter"\n'
+    write_project(tmp_path, "",  # the default data directory, ./.discord_actor/pgdata
+                  '[[actors]]\nname = "counter"\nmodule = "counter"\n'
                   'schedule = { type = "interval", seconds = 3600 }\n',
                   modules={"counter": COUNTER_PY})
+    for args in NO_DATABASE_COMMANDS:
+        r = cli(*args, cwd=tmp_path)
+        assert (r.code, r.out) == (3, ""), (args, r)
+        assert (f"no database yet: the embedded PostgreSQL has no data directory at {data_dir}; "
+                "'discord-actor run' creates it as it starts the actors, 'discord-actor "
+                "migrate' creates it without running them") in r.err, (args, r.err)
+    for args in (["next", "counter"], ["check"]):
+        r = cli(*args, cwd=tmp_path)
+        assert r.code == 0 and "slots computed from the schedule alone" in r.err, (args, r)
+    assert not (tmp_path / ".discord_actor").exists()
+
     procs: list[subprocess.Popen[str]] = []
     logs = [tmp_path / "first.txt", tmp_path / "second.txt"]
     try:

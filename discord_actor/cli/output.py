@@ -236,6 +236,11 @@ def without_stored_slot(reason: object) -> None:
     note(f"computing from the schedule alone, without the stored next slot: {reason}")
 
 
+def computed_without_database(reason: object) -> None:
+    """There is no database yet (none was created): slots are those of a first start."""
+    note(f"{reason}: slots computed from the schedule alone, as for a first start")
+
+
 def next_notes(config: Config, actor: ActorConfig, *, paused: bool,
                paused_reason: str | None) -> None:
     """What ``next`` says about an actor besides its slots: paused, disabled, no clock slots."""
