@@ -502,8 +502,12 @@ schedule = { type = "interval", seconds = 60 }
     assert status["counter"]["broken"] is False
     r = cli("status", cwd=tmp_path)
     row = next(line for line in r.out.splitlines() if line.startswith("fragile "))
-    assert row.split()[1] == "broken"
+    assert row.split()[1:3] == ["broken", "broken"]  # its state, and in place of its next run
     assert "fragile is broken: setup() failed: ConnectionError: token file missing" in r.out
+    r = cli("next", "fragile", "--count", "1", cwd=tmp_path)
+    assert r.out.splitlines()[0] == (
+        "broken (setup() failed: ConnectionError: token file missing): no run until it is "
+        "fixed and the server restarted ('discord-actor check --setup' tries it); then:"), r.out
 
 
 NEW_YORK_ACTORS = """
@@ -558,6 +562,22 @@ def test_pause_trigger_resume_and_prune(project: Path, database_url: str, db_sch
     assert (task("counter")["paused"], task("counter")["paused_reason"]) == (
         True, f"maintenance; paused by {who}"
     )
+    # Its stored slot (2026-01-05T12:00:10Z) has passed: the table says "paused" instead, the
+    # JSON keeps the slot beside paused: true, and next says it first, then the slots after.
+    r = cli("status", cwd=project)
+    header, *rows = r.out.splitlines()
+    row = next(x for x in rows if x.startswith("counter "))
+    column = header.index("NEXT RUN")
+    assert row[column:].split()[0] == "paused", r.out
+    (item,) = [a for a in cli("status", "--json", cwd=project).json() if a["actor"] == "counter"]
+    assert (item["next_run"], item["paused"]) == ("2026-01-05T12:00:10+00:00", True)
+    r = cli("next", "counter", "--count", "2", cwd=project)
+    first, *slots = r.out.splitlines()
+    assert first == (f"paused (maintenance; paused by {who}): no run until 'discord-actor resume "
+                     "counter'; then:"), r.out
+    assert len(slots) == 2 and all(datetime.fromisoformat(x) > START for x in slots)
+    r = cli("next", "counter", "--count", "2", "--json", cwd=project)
+    assert r.out.startswith("[") and len(r.json()) == 2 and "counter is paused" in r.err
 
     r = cli("trigger", "counter", cwd=project)
     assert r.code == 1
@@ -1089,6 +1109,76 @@ def test_history_and_next_say_what_is_true(tmp_path: Path, database_url: str,
     r = cli("next", "launch", cwd=tmp_path)
     assert (r.code, r.out) == (0, "")
     assert "launch ran its one slot (2026-01-05T12:00:00+00:00); it will not run again" in r.err
+
+
+LATE_ONCE_ACTORS = """
+[[actors]]
+name = "launch"
+module = "counter"
+platform = "console"
+schedule = { type = "once", at = 2020-01-01T09:00:00Z }
+
+[[actors]]
+name = "launch_skip"
+module = "counter"
+platform = "console"
+schedule = { type = "once", at = 2020-01-01T09:00:00Z, catch_up = "skip" }
+"""
+
+
+def test_check_next_and_run_agree_about_a_once_whose_time_has_passed(
+    tmp_path: Path, database_url: str, db_schema: str
+) -> None:
+    """A once in the past that has not run: catch_up = "latest" runs it late, as a catch_up run,
+    and "skip" skips it. check and next say so before a server runs (from the scheduler's own
+    decision), the server then does just that, and afterwards both say it is done for good."""
+    write_project(tmp_path, db_section(database_url, db_schema), LATE_ONCE_ACTORS,
+                  server="poll_interval_seconds = 0.2\n", modules={"counter": COUNTER_PY})
+    at = "2020-01-01T09:00:00+00:00"
+    passed = f"its slot {at} has passed and has not run"
+    late = f'{passed}: catch_up = "latest" runs it once, late, as a catch_up run'
+    skipped = f'{passed}: catch_up = "skip" skips it, for good'
+
+    r = cli("check", cwd=tmp_path)
+    assert r.code == 0, r.err
+    assert f"launch  (module counter, platform console)\n  schedule: once at {at}\n  next: {at}\n" \
+           f"  missed: {late}" in r.out, r.out
+    assert f"  next: none\n  missed: {skipped}" in r.out, r.out
+    r = cli("next", "launch", "--json", cwd=tmp_path)
+    assert (r.code, r.json()) == (0, [at]) and f"note: launch: {late}" in r.err, r
+    r = cli("next", "launch_skip", "--json", cwd=tmp_path)
+    assert (r.code, r.json()) == (0, []) and f"note: launch_skip: {skipped}" in r.err, r
+
+    proc = subprocess.Popen([*CLI, "run"], cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: _statuses(database_url, db_schema) == {
+            "launch": ["succeeded"], "launch_skip": ["skipped"]} or proc.poll() is not None, 30,
+            "the two once actors' runs")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    runs = query(database_url, f'SELECT t.actor, r.status, r.trigger, r.scheduled_for FROM '
+                 f'"{db_schema}".runs r JOIN "{db_schema}".tasks t ON t.id = r.task_id '
+                 "ORDER BY t.actor")
+    assert [(x["actor"], x["status"], x["trigger"], x["scheduled_for"].isoformat())
+            for x in runs] == [("launch", "succeeded", "catch_up", at),
+                               ("launch_skip", "skipped", "catch_up", at)]
+
+    # Done, as stored in the database: both commands say it will not run again.
+    r = cli("check", cwd=tmp_path)
+    assert r.code == 0, r.err
+    assert f"  next: none, it ran its one slot ({at}); it will not run again" in r.out, r.out
+    assert (f'  next: none, it skipped its one slot ({at}, catch_up = "skip"); it will not run '
+            "again") in r.out, r.out
+    assert "missed" not in r.out
+    for name, done in (("launch", "ran its one slot"), ("launch_skip", "skipped its one slot")):
+        r = cli("next", name, "--json", cwd=tmp_path)
+        assert (r.code, r.json()) == (0, []) and f"note: {name} {done} ({at}" in r.err, r
 
 
 def test_durations_are_shown_at_their_precision() -> None:

@@ -18,7 +18,7 @@ from discord_actor.cli.common import (
 from discord_actor.config.model import CONFIG_FILE
 from discord_actor.config.starter import write_starter
 from discord_actor.hosting import FAILURE, OK, USAGE, bot_token, discord_actor_names, run_async
-from discord_actor.schedules.base import predicted_slots
+from discord_actor.schedules.base import predict
 from discord_actor.schedules.registry import build_schedule
 
 if TYPE_CHECKING:
@@ -85,8 +85,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     stored = stored_tasks(config)
     for a in config.actors:
         schedule = build_schedule(a.schedule)
-        slots, _ = predicted_slots(schedule, stored.get(a.name), now, CHECK_SLOTS, now)
-        output.checked_actor(a, actors[a.name].platform, schedule, slots)
+        task = stored.get(a.name)
+        found = predict(schedule, task, now, CHECK_SLOTS)
+        output.checked_actor(a, actors[a.name].platform, schedule, found, task)
     names = discord_actor_names(actors)
     if names and bot_token(config) is None:
         output.needs_token(config.discord.token_env, names)
