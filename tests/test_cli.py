@@ -7,6 +7,7 @@ The database is the test session's PostgreSQL, with a fresh schema per test.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import getpass
 import itertools
@@ -212,6 +213,36 @@ def test_usage_and_configuration_errors_exit_2(
     assert message in r.err
 
 
+# The commands that print no data, only what they did: the rest take --json.
+WITHOUT_JSON = {
+    "init": "says which files it wrote",
+    "run": "serves until stopped; its log has --log-format json",
+    "pause": "says what it did", "resume": "says what it did", "trigger": "says what it did",
+    "schedules remove": "says what it did",
+    "config show": "prints TOML that load_config reads again",
+}
+
+
+def test_every_command_that_prints_data_takes_json() -> None:
+    from discord_actor.cli import build_parser
+
+    def commands(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found |= commands(sub, f"{prefix}{name} ") or {f"{prefix}{name}": sub}
+        return found
+
+    every = commands(build_parser())
+    assert set(WITHOUT_JSON) <= set(every)
+    for name, parser in every.items():
+        takes_json = any("--json" in a.option_strings for a in parser._actions)
+        assert takes_json == (name not in WITHOUT_JSON), name
+    assert {"check", "prune", "migrate", "schedules add", "status", "history", "next",
+            "schedules list"} <= {n for n in every if n not in WITHOUT_JSON}
+
+
 def test_init_writes_a_starter_that_checks_and_refuses_to_overwrite(tmp_path: Path) -> None:
     r = cli("init", "--config", "proj/actor_server.toml", cwd=tmp_path)  # DIR from --config
     assert r.code == 0, r.err
@@ -372,6 +403,8 @@ def test_commands_before_the_first_run(project: Path, database_url: str, db_sche
     assert db_schema in r.out
     r = cli("migrate", cwd=project)
     assert r.code == 0 and "already up to date" in r.out
+    r = cli("migrate", "--json", cwd=project)
+    assert (r.code, r.json()["applied"]) == (0, []) and db_schema in r.json()["database"]
     assert query(database_url, f'SELECT version FROM "{db_schema}".schema_migrations') == [
         {"version": 1}, {"version": 2}, {"version": 3}, {"version": 4},
         {"version": 5}]
@@ -603,8 +636,14 @@ def test_pause_trigger_resume_and_prune(project: Path, database_url: str, db_sch
 
     r = cli("prune", cwd=project)  # server.run_retention_days (30): the runs are recent
     assert r.code == 0 and "deleted 0 runs" in r.out
-    r = cli("prune", "--older-than-days", "0", cwd=project)
-    assert r.code == 0 and "deleted 2 runs" in r.out
+    r = cli("prune", "--older-than-days", "0", "--dry-run", "--json", cwd=project)
+    assert r.code == 0, r.err
+    dry = r.json()
+    assert (dry["dry_run"], dry["older_than_days"], dry["runs"], dry["by_actor"]) == (
+        True, 0, 2, {"counter": 1, "failing": 1})
+    assert datetime.fromisoformat(dry["cutoff"]).utcoffset() is not None
+    r = cli("prune", "--older-than-days", "0", "--json", cwd=project)
+    assert (r.code, r.json()) == (0, {"dry_run": False, "older_than_days": 0, "deleted": 2})
     assert query(database_url, f'SELECT count(*) AS n FROM "{db_schema}".runs') == [{"n": 0}]
 
 
@@ -680,8 +719,8 @@ def listed(project: Path, *args: str) -> dict[str, dict[str, Any]]:
 
 def test_schedules_add_list_remove_and_status_history_show_them(keyed_project: Path) -> None:
     project = keyed_project
-    r = cli("schedules", "list", "reminder", cwd=project)  # no server has run: nothing yet
-    assert r.code == 0 and r.out.strip() == "no pending schedules of reminder", (r.out, r.err)
+    r = cli("schedules", "list", "reminder", cwd=project)  # no server has run: no tables yet
+    assert r.code == 3 and "no database yet" in r.err, (r.out, r.err)
 
     # An aware --at; a naive one in server.timezone, and one in --timezone; a cron in its zone.
     r = cli("schedules", "add", "reminder", "r:1", "--at", "2026-01-05T12:00:00Z",
@@ -692,8 +731,11 @@ def test_schedules_add_list_remove_and_status_history_show_them(keyed_project: P
                              "(Europe/Berlin), next run 2026-01-05T13:00:00+01:00")
     assert "has passed: a running server runs it at once" in r.err
     r = cli("schedules", "add", "reminder", "r:2", "--at", "2031-07-01T09:00", "--owner",
-            "user:42", cwd=project)
+            "user:42", "--json", cwd=project)
     assert r.code == 0, r.err
+    added = r.json()
+    assert (added["outcome"], added["key"], added["next_run"], added["owner"]) == (
+        "added", "r:2", "2031-07-01T09:00:00+02:00", "user:42")
     r = cli("schedules", "add", "reminder", "r:3", "--at", "2031-01-10T09:00", "--timezone",
             "America/New_York", cwd=project)
     assert r.code == 0, r.err
@@ -1144,6 +1186,13 @@ def test_check_next_and_run_agree_about_a_once_whose_time_has_passed(
     assert f"launch  (module counter, platform console)\n  schedule: once at {at}\n  next: {at}\n" \
            f"  missed: {late}" in r.out, r.out
     assert f"  next: none\n  missed: {skipped}" in r.out, r.out
+    r = cli("check", "--json", cwd=tmp_path)
+    assert r.code == 0, r.err
+    checked = {a["actor"]: a for a in r.json()["actors"]}
+    assert {name: (a["next"], a["missed"], a["done"]) for name, a in checked.items()} == {
+        "launch": ([at], late + ", as soon as a server is running", False),
+        "launch_skip": ([], skipped, False)}
+    assert r.json()["setup_failures"] is None
     r = cli("next", "launch", "--json", cwd=tmp_path)
     assert (r.code, r.json()) == (0, [at]) and f"note: launch: {late}" in r.err, r
     r = cli("next", "launch_skip", "--json", cwd=tmp_path)

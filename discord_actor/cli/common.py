@@ -141,12 +141,14 @@ def _unknown_actor(config: Config, name: str) -> str:
 
 @contextlib.asynccontextmanager
 async def open_operations(
-    config: Config, *, migrate: bool = False, **overrides: Any
+    config: Config, *, migrate: bool = False, actor: str | None = None, **overrides: Any
 ) -> AsyncIterator[Operations]:
     """The operations layer on this configuration's database (``migrate``: its tables created
     or upgraded first; without it nothing is created: no database is exit code 3); its refusals
     become messages that name the configuration and the command to run instead, and a database
-    error one message naming the database."""
+    error one message naming the database. ``actor``: the one the command names; if it is not
+    configured, nothing is created for it, and without a database it is the unknown actor it
+    is (exit code 2), not a missing database."""
     import asyncpg
 
     from discord_actor.db import NoDatabase
@@ -163,9 +165,14 @@ async def open_operations(
         UnknownActor,
     )
 
+    name = None if actor is None else actor.strip()
+    unknown = name is not None and name not in {a.name for a in config.actors}
+    create = migrate and not unknown
     try:
-        db = await open_for(config, migrate=migrate, create=migrate, **overrides)
+        db = await open_for(config, migrate=create, create=create, **overrides)
     except NoDatabase as e:
+        if unknown:
+            raise CliError(_unknown_actor(config, str(name)), USAGE) from None
         raise NoDatabaseYet(str(e)) from None
     try:
         ops = await Operations.on_database(db, config)

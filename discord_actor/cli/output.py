@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,14 +102,55 @@ def configuration(config: Config) -> None:
     print(dump_config(config), end="")
 
 
-def checked_actor(
-    actor: ActorConfig, platform: str, schedule: Schedule, found: Prediction,
-    task: Mapping[str, Any] | None,
-) -> None:
-    """One actor as ``check`` found it: its module, platform, schedule and next slots (the
-    same as ``next`` gives, and a missed slot worded the same)."""
+@dataclass(frozen=True)
+class CheckedActor:
+    """One actor as ``check`` found it: loaded on ``platform``, its slots predicted from its
+    stored ``task`` (None: none yet)."""
+
+    actor: ActorConfig
+    platform: str
+    schedule: Schedule
+    found: Prediction
+    task: Mapping[str, Any] | None
+
+    def to_json(self) -> dict[str, Any]:
+        """As ``check --json`` prints it (times in the schedule's zone)."""
+        a, found = self.actor, self.found
+        return {
+            "actor": a.name,
+            "module": a.module,
+            "platform": self.platform,
+            "enabled": a.enabled,
+            "schedule": describe(a.schedule),
+            "next": [s.astimezone(self.schedule.tz).isoformat() for s in found.slots],
+            "missed": _missed(self.schedule, found),
+            "done": found.done,
+        }
+
+
+def checked(config: Config, actors: Sequence[CheckedActor], failures: Sequence[str] | None,
+            *, as_json: bool) -> None:
+    """What ``check`` found, after each actor (``checked_actor``, in text): with ``--setup`` the
+    hooks that failed; as text, or one JSON object (``setup_failures``: null without
+    ``--setup``)."""
+    if as_json:
+        print_json({"config": str(config.path), "actors": [a.to_json() for a in actors],
+                    "setup_failures": None if failures is None else list(failures)})
+        if failures:
+            problems(failures)
+        return
+    if failures is not None:
+        hooks_checked(config, failures)
+    if not failures:
+        print(f"{config.path}: OK, {plural(len(config.actors), 'actor')}")
+
+
+def checked_actor(checked: CheckedActor) -> None:
+    """One actor as ``check`` found it, in text: its module, platform, schedule and next slots
+    (the same as ``next`` gives, and a missed slot worded the same)."""
+    actor, schedule, found, task = checked.actor, checked.schedule, checked.found, checked.task
     flags = "" if actor.enabled else ", disabled"
-    print(f"{actor.name}  (module {actor.module}, platform {platform}{flags})")
+    print(f"{actor.name}  (module {actor.module}, platform {checked.platform}{flags})")
     print(f"  schedule: {describe(actor.schedule)}")
     if found.slots:
         print(f"  next: {', '.join(format_slot(s.astimezone(schedule.tz)) for s in found.slots)}")
@@ -172,9 +214,6 @@ def hooks_checked(config: Config, failures: Sequence[str]) -> None:
     else:
         print("setup() and teardown() hooks: OK")
 
-
-def checked(config: Config) -> None:
-    print(f"{config.path}: OK, {plural(len(config.actors), 'actor')}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -408,17 +447,21 @@ def show_schedules(
                   "starts it afresh")
 
 
-def schedule_added(result: ScheduleAdded, *, runs_once: bool) -> None:
+def schedule_added(result: ScheduleAdded, *, runs_once: bool, as_json: bool) -> None:
     """What ``schedules add`` did; ``runs_once``: it was asked for once, at a time (a time
-    that has passed is noted)."""
-    from discord_actor.operations import when
+    that has passed is noted). JSON: the schedule as ``schedules list --json`` shows it, with
+    ``outcome`` (added, replaced or unchanged)."""
+    from discord_actor.operations import schedule_json, when
 
     s = result.schedule
+    if runs_once and s.next_run is not None and s.next_run < datetime.now(UTC):
+        note(f"{when(s.next_run)} has passed: a running server runs it at once")
+    if as_json:
+        print_json({"outcome": result.outcome, **schedule_json(s)})
+        return
     what = {"added": "added", "replaced": "replaced", "unchanged": "already pending, unchanged:"}
     print(f"{what[result.outcome]} {s.actor} {s.key}: {describe_stored(s.schedule)}, next run "
           f"{when(s.next_run)}")
-    if runs_once and s.next_run is not None and s.next_run < datetime.now(UTC):
-        note(f"{when(s.next_run)} has passed: a running server runs it at once")
 
 
 def schedule_removed(removed: ScheduleRemoved) -> None:
@@ -429,9 +472,11 @@ def schedule_removed(removed: ScheduleRemoved) -> None:
 # migrate, prune
 
 
-def migrated(label: str, applied: Sequence[str]) -> None:
+def migrated(label: str, applied: Sequence[str], *, as_json: bool) -> None:
     """The migrations ``migrate`` applied to the database ``label`` names."""
-    if applied:
+    if as_json:
+        print_json({"database": label, "applied": list(applied)})
+    elif applied:
         for version in applied:
             print(f"applied {version}")
         print(f"{label}: up to date")
@@ -443,9 +488,15 @@ def _age(days: float) -> str:
     return f"{days:g} day{'s' if days != 1 else ''}"
 
 
-def prunable(days: float, cutoff: datetime | None, counts: Sequence[tuple[str, int]]) -> None:
+def prunable(days: float, cutoff: datetime | None, counts: Sequence[tuple[str, int]], *,
+             as_json: bool) -> None:
     """``prune --dry-run``: how many runs would go, per actor, and the cutoff."""
     total = sum(n for _, n in counts)
+    if as_json:
+        print_json({"dry_run": True, "older_than_days": days,
+                    "cutoff": None if cutoff is None else cutoff.isoformat(),
+                    "runs": total, "by_actor": dict(counts)})
+        return
     before = "" if cutoff is None else f" (before {cutoff.isoformat(timespec='seconds')})"
     print(f"would delete {plural(total, 'run')} finished more than {_age(days)} "
           f"ago{before}; nothing was deleted")
@@ -453,5 +504,8 @@ def prunable(days: float, cutoff: datetime | None, counts: Sequence[tuple[str, i
         print_table(["ACTOR", "RUNS"], [[a, str(n)] for a, n in counts])
 
 
-def pruned(days: float, deleted: int) -> None:
-    print(f"deleted {plural(deleted, 'run')} finished more than {_age(days)} ago")
+def pruned(days: float, deleted: int, *, as_json: bool) -> None:
+    if as_json:
+        print_json({"dry_run": False, "older_than_days": days, "deleted": deleted})
+    else:
+        print(f"deleted {plural(deleted, 'run')} finished more than {_age(days)} ago")

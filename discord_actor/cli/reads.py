@@ -65,7 +65,8 @@ def cmd_history(args: argparse.Namespace) -> int:
         run = with_operations(config, lambda ops: ops.run(args.show))
         output.show_run(run, as_json=args.json)
         return OK
-    runs = with_operations(config, lambda ops: ops.history(args.actor, args.status, args.limit))
+    runs = with_operations(config, lambda ops: ops.history(args.actor, args.status, args.limit),
+                           actor=args.actor)
     output.show_history(runs, actor=args.actor, status=args.status, as_json=args.json)
     return OK
 
