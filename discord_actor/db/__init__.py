@@ -79,7 +79,7 @@ class Database:
         await self.close()
 
 
-class NoDatabase(DiscordActorError, LookupError):
+class NoDatabase(DiscordActorError):
     """``open_database(create=False)`` found no database to open: the embedded server has no
     data directory yet, or the schema has no tables. Nothing was created; the message names
     what is missing (``discord-actor run`` or ``migrate`` creates it)."""
