@@ -233,7 +233,7 @@ def predict(
         slot = task["next_run"]
         if slot is None:  # a once actor that ran: no slot left
             return Prediction([], done=True)
-        if task["paused"]:
+        if task.get("paused"):
             slot = resumed_slot(schedule, slot, now) or slot
     else:
         slot = schedule.initial_slot(now)
@@ -252,9 +252,11 @@ def predict(
             continue
         decision = decide_due(schedule, slot, now)
         due = due or decision
+        slot = decision.next_run
         if decision.action == "run":
             slots.append(decision.scheduled_for)
-        slot = decision.next_run
+        elif slot is not None and utc(slot, "next_run") <= now_u:
+            break  # a kind whose skip does not move past now: nothing more to tell
     return Prediction(slots, due)
 
 
