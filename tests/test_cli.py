@@ -1118,13 +1118,13 @@ def test_make_clean_keeps_the_database(tmp_path: Path) -> None:
     assert not (tmp_path / ".discord_actor").exists()
 
 
-ONCE_ACTOR = """
-[[actors]]
-name = "launch"
-module = "counter"
-platform = "console"
-schedule = { type = "once", at = 2026-01-05T12:00:00Z }
-"""
+def once_actor(name: str, at: str, more: str = "") -> str:
+    """A console actor that runs once, at ``at`` (``more``: other keys of its schedule)."""
+    return (f'\n[[actors]]\nname = "{name}"\nmodule = "counter"\nplatform = "console"\n'
+            f'schedule = {{ type = "once", at = {at}{more} }}\n')
+
+
+ONCE_ACTOR = once_actor("launch", "2026-01-05T12:00:00Z")
 
 
 def test_history_and_next_say_what_is_true(tmp_path: Path, database_url: str,
@@ -1153,19 +1153,8 @@ def test_history_and_next_say_what_is_true(tmp_path: Path, database_url: str,
     assert "launch ran its one slot (2026-01-05T12:00:00+00:00); it will not run again" in r.err
 
 
-LATE_ONCE_ACTORS = """
-[[actors]]
-name = "launch"
-module = "counter"
-platform = "console"
-schedule = { type = "once", at = 2020-01-01T09:00:00Z }
-
-[[actors]]
-name = "launch_skip"
-module = "counter"
-platform = "console"
-schedule = { type = "once", at = 2020-01-01T09:00:00Z, catch_up = "skip" }
-"""
+LATE_ONCE_ACTORS = (once_actor("launch", "2020-01-01T09:00:00Z")
+                    + once_actor("launch_skip", "2020-01-01T09:00:00Z", ', catch_up = "skip"'))
 
 
 def test_check_next_and_run_agree_about_a_once_whose_time_has_passed(
