@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from .web.server import HttpServer
 
 __all__ = ["Assembly"]
+
+log = logging.getLogger("discord_actor.http")
 
 
 class Assembly:
@@ -106,13 +109,27 @@ class Assembly:
         return runtime
 
     async def _start_http(self, runtime: Runtime) -> None:
-        """Serve health, metrics, the API and the dashboard when ``[http]`` is enabled."""
+        """Serve health, metrics, the API and the dashboard when ``[http]`` is enabled.
+
+        An address another process holds already (a second server of the same project, most
+        likely) is not fatal: this process runs the actors without HTTP and says so once, the
+        other one keeps serving ``/healthz``. Any other problem is (``HttpUnavailable``)."""
         if not self.config.http.enabled:
             return
+        from .web.access import AddressInUse
         from .web.server import HttpServer
 
         server = HttpServer(runtime)  # HttpUnavailable: reading or acting needs a token
-        await server.start()
+        try:
+            await server.start()
+        except AddressInUse as e:
+            log.warning(
+                "%s; this process runs the actors without HTTP (no dashboard, API, /metrics or "
+                "/healthz from it: the process holding the address, likely another "
+                "'discord-actor run' of this project, serves its own); to serve them from this "
+                "process too, give it another http.port", e,
+            )
+            return
         self.http = server
 
     async def stop(self) -> None:

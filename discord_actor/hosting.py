@@ -163,16 +163,18 @@ def database_label(config: Config) -> str:
 
 async def open_for(
     config: Config, *, migrate: bool = False, for_run: bool = False, announce: bool = False,
-    **overrides: Any,
+    create: bool = True, **overrides: Any,
 ) -> Database:
     """``open_database`` as the runtime does it (attaching to the embedded server if it runs);
-    its failures become a ``HostError``. A short command gets a pool of two; ``run`` gets the
-    configured one."""
+    its failures become a ``HostError`` (``NoDatabase``, of ``create=False``, is left to the
+    caller to word). A short command gets a pool of two; ``run`` gets the configured one."""
     from discord_actor.db import open_database
 
     pool = {} if for_run else {"min_pool_size": 1, "max_pool_size": 2}
     cfg = dataclasses.replace(config.database, **(pool | overrides))
-    return await _host_errors(open_database(cfg, migrate=migrate, announce=announce))
+    return await _host_errors(
+        open_database(cfg, migrate=migrate, announce=announce, create=create)
+    )
 
 
 async def _host_errors(opening: Coroutine[Any, Any, Database]) -> Database:

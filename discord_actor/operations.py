@@ -81,6 +81,17 @@ class ActorStatus:
         return self.setup_error is not None
 
     @property
+    def held(self) -> str | None:
+        """``"broken"`` or ``"paused"`` when it does not run though it has a next slot (None:
+        nothing holds it): what every front end shows in place of its next run, whose stored
+        slot (often past) stays in ``next_run``."""
+        if self.broken:
+            return "broken"
+        if self.paused:
+            return "paused"
+        return None
+
+    @property
     def state(self) -> str:
         """One word (or two) for its state, the same in every front end."""
         if not self.in_config:

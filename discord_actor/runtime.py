@@ -40,8 +40,8 @@ from .outcome import StateNotSerializable, retry_delay
 from .outcome_writer import RunNoLongerOwned
 from .platforms import Platform, build_platforms
 from .plugins import LoadedActor
-from .scheduler import MISFIRE_GRACE_SECONDS, Scheduler
-from .schedules.base import Schedule, ScheduleConfig
+from .scheduler import Scheduler
+from .schedules.base import MISFIRE_GRACE_SECONDS, Schedule, ScheduleConfig
 from .schedules.registry import build_schedule
 
 __all__ = [

@@ -30,12 +30,12 @@ from .db.store import Store
 from .db.transient import TRANSIENT_DB_ERRORS, Backoff, Outage
 from .enums import RunStatus, Trigger
 from .plugins import LoadedActor
-from .schedules.base import Schedule, decide, jittered
+from .schedules.base import MISFIRE_GRACE_SECONDS as MISFIRE_GRACE_SECONDS  # still here too
+from .schedules.base import Schedule, decide_due, jittered
 from .schedules.registry import schedule_of
 
 log = logging.getLogger("discord_actor.runtime")
 
-MISFIRE_GRACE_SECONDS = 60.0  # a slot later than this (plus its jitter) counts as missed
 SHARE_GRACE_SECONDS = 0.05  # how long a due task waits for the process it falls to
 WINDOW_ROWS = 2000  # at most this many rows of each kind per read of the due window
 # Passes are at least this far apart while work keeps falling due: what falls due meanwhile is
@@ -215,7 +215,7 @@ class Scheduler:
             return None
         schedule = schedule_of(self.schedules, view.actor, view.keyed_schedule)
         jitter = schedule.config.jitter_seconds
-        decision = decide(schedule, view.next_run, now, MISFIRE_GRACE_SECONDS + jitter)
+        decision = decide_due(schedule, view.next_run, now)
         next_due = None if decision.next_run is None else jittered(decision.next_run, jitter)
         skipped = decision.action == "skip"
         return ClaimRequest(

@@ -7,6 +7,7 @@ The database is the test session's PostgreSQL, with a fresh schema per test.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import getpass
 import itertools
@@ -212,6 +213,36 @@ def test_usage_and_configuration_errors_exit_2(
     assert message in r.err
 
 
+# The commands that print no data, only what they did: the rest take --json.
+WITHOUT_JSON = {
+    "init": "says which files it wrote",
+    "run": "serves until stopped; its log has --log-format json",
+    "pause": "says what it did", "resume": "says what it did", "trigger": "says what it did",
+    "schedules remove": "says what it did",
+    "config show": "prints TOML that load_config reads again",
+}
+
+
+def test_every_command_that_prints_data_takes_json() -> None:
+    from discord_actor.cli import build_parser
+
+    def commands(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found |= commands(sub, f"{prefix}{name} ") or {f"{prefix}{name}": sub}
+        return found
+
+    every = commands(build_parser())
+    assert set(WITHOUT_JSON) <= set(every)
+    for name, parser in every.items():
+        takes_json = any("--json" in a.option_strings for a in parser._actions)
+        assert takes_json == (name not in WITHOUT_JSON), name
+    assert {"check", "prune", "migrate", "schedules add", "status", "history", "next",
+            "schedules list"} <= {n for n in every if n not in WITHOUT_JSON}
+
+
 def test_init_writes_a_starter_that_checks_and_refuses_to_overwrite(tmp_path: Path) -> None:
     r = cli("init", "--config", "proj/actor_server.toml", cwd=tmp_path)  # DIR from --config
     assert r.code == 0, r.err
@@ -344,14 +375,27 @@ def test_unreachable_database(tmp_path: Path) -> None:
 # On the test database
 
 
-def test_commands_before_the_first_run(project: Path, database_url: str, db_schema: str) -> None:
-    r = cli("status", "--json", cwd=project)
-    assert r.code == 0, r.err
-    assert [(a["actor"], a["registered"], a["next_run"]) for a in r.json()] == [
-        ("counter", False, None), ("failing", False, None), ("berlin", False, None)]
+NO_DATABASE_COMMANDS = [
+    ["status"], ["status", "--json"], ["history"], ["history", "counter", "--json"],
+    ["history", "--show", "1"], ["schedules", "list", "counter"],
+    ["schedules", "remove", "counter", "k"], ["pause", "counter"], ["resume", "counter"],
+    ["trigger", "counter"], ["prune"], ["prune", "--dry-run"],
+]
 
-    r = cli("pause", "counter", cwd=project)
-    assert r.code == 1 and "start 'discord-actor run' once first" in r.err
+
+def test_commands_before_the_first_run(project: Path, database_url: str, db_schema: str) -> None:
+    """A server whose schema has no tables yet: no command but migrate (and run) creates them;
+    each says there is no database yet and how to make one, with exit code 3."""
+    for args in NO_DATABASE_COMMANDS:
+        r = cli(*args, cwd=project)
+        assert (r.code, r.out) == (3, ""), (args, r)
+        assert (f"no database yet: schema {db_schema!r} of {redact_url(database_url)} has no "
+                "discord-actor tables; 'discord-actor run' creates it") in r.err, (args, r.err)
+    r = cli("next", "counter", "--count", "1", cwd=project)  # the schedule alone is enough
+    assert r.code == 0 and len(r.out.split()) == 1, r
+    assert "no database yet" in r.err and "from the schedule alone" in r.err
+    assert query(database_url, "SELECT 1 FROM information_schema.schemata "
+                 "WHERE schema_name = $1", db_schema) == []  # nothing was created
 
     r = cli("migrate", cwd=project)
     assert r.code == 0, r.err
@@ -359,9 +403,19 @@ def test_commands_before_the_first_run(project: Path, database_url: str, db_sche
     assert db_schema in r.out
     r = cli("migrate", cwd=project)
     assert r.code == 0 and "already up to date" in r.out
+    r = cli("migrate", "--json", cwd=project)
+    assert (r.code, r.json()["applied"]) == (0, []) and db_schema in r.json()["database"]
     assert query(database_url, f'SELECT version FROM "{db_schema}".schema_migrations') == [
         {"version": 1}, {"version": 2}, {"version": 3}, {"version": 4},
         {"version": 5}]
+
+    # Migrated, but no server has run: the actors are not started yet.
+    r = cli("status", "--json", cwd=project)
+    assert r.code == 0, r.err
+    assert [(a["actor"], a["registered"], a["next_run"]) for a in r.json()] == [
+        ("counter", False, None), ("failing", False, None), ("berlin", False, None)]
+    r = cli("pause", "counter", cwd=project)
+    assert r.code == 1 and "start 'discord-actor run' once first" in r.err
 
 
 def test_status_history_and_next_after_runs(project: Path) -> None:
@@ -481,8 +535,12 @@ schedule = { type = "interval", seconds = 60 }
     assert status["counter"]["broken"] is False
     r = cli("status", cwd=tmp_path)
     row = next(line for line in r.out.splitlines() if line.startswith("fragile "))
-    assert row.split()[1] == "broken"
+    assert row.split()[1:3] == ["broken", "broken"]  # its state, and in place of its next run
     assert "fragile is broken: setup() failed: ConnectionError: token file missing" in r.out
+    r = cli("next", "fragile", "--count", "1", cwd=tmp_path)
+    assert r.out.splitlines()[0] == (
+        "broken (setup() failed: ConnectionError: token file missing): no run until it is "
+        "fixed and the server restarted ('discord-actor check --setup' tries it); then:"), r.out
 
 
 NEW_YORK_ACTORS = """
@@ -537,6 +595,22 @@ def test_pause_trigger_resume_and_prune(project: Path, database_url: str, db_sch
     assert (task("counter")["paused"], task("counter")["paused_reason"]) == (
         True, f"maintenance; paused by {who}"
     )
+    # Its stored slot (2026-01-05T12:00:10Z) has passed: the table says "paused" instead, the
+    # JSON keeps the slot beside paused: true, and next says it first, then the slots after.
+    r = cli("status", cwd=project)
+    header, *rows = r.out.splitlines()
+    row = next(x for x in rows if x.startswith("counter "))
+    column = header.index("NEXT RUN")
+    assert row[column:].split()[0] == "paused", r.out
+    (item,) = [a for a in cli("status", "--json", cwd=project).json() if a["actor"] == "counter"]
+    assert (item["next_run"], item["paused"]) == ("2026-01-05T12:00:10+00:00", True)
+    r = cli("next", "counter", "--count", "2", cwd=project)
+    first, *slots = r.out.splitlines()
+    assert first == (f"paused (maintenance; paused by {who}): no run until 'discord-actor resume "
+                     "counter'; then:"), r.out
+    assert len(slots) == 2 and all(datetime.fromisoformat(x) > START for x in slots)
+    r = cli("next", "counter", "--count", "2", "--json", cwd=project)
+    assert r.out.startswith("[") and len(r.json()) == 2 and "counter is paused" in r.err
 
     r = cli("trigger", "counter", cwd=project)
     assert r.code == 1
@@ -562,8 +636,14 @@ def test_pause_trigger_resume_and_prune(project: Path, database_url: str, db_sch
 
     r = cli("prune", cwd=project)  # server.run_retention_days (30): the runs are recent
     assert r.code == 0 and "deleted 0 runs" in r.out
-    r = cli("prune", "--older-than-days", "0", cwd=project)
-    assert r.code == 0 and "deleted 2 runs" in r.out
+    r = cli("prune", "--older-than-days", "0", "--dry-run", "--json", cwd=project)
+    assert r.code == 0, r.err
+    dry = r.json()
+    assert (dry["dry_run"], dry["older_than_days"], dry["runs"], dry["by_actor"]) == (
+        True, 0, 2, {"counter": 1, "failing": 1})
+    assert datetime.fromisoformat(dry["cutoff"]).utcoffset() is not None
+    r = cli("prune", "--older-than-days", "0", "--json", cwd=project)
+    assert (r.code, r.json()) == (0, {"dry_run": False, "older_than_days": 0, "deleted": 2})
     assert query(database_url, f'SELECT count(*) AS n FROM "{db_schema}".runs') == [{"n": 0}]
 
 
@@ -639,8 +719,8 @@ def listed(project: Path, *args: str) -> dict[str, dict[str, Any]]:
 
 def test_schedules_add_list_remove_and_status_history_show_them(keyed_project: Path) -> None:
     project = keyed_project
-    r = cli("schedules", "list", "reminder", cwd=project)  # no server has run: nothing yet
-    assert r.code == 0 and r.out.strip() == "no pending schedules of reminder", (r.out, r.err)
+    r = cli("schedules", "list", "reminder", cwd=project)  # no server has run: no tables yet
+    assert r.code == 3 and "no database yet" in r.err, (r.out, r.err)
 
     # An aware --at; a naive one in server.timezone, and one in --timezone; a cron in its zone.
     r = cli("schedules", "add", "reminder", "r:1", "--at", "2026-01-05T12:00:00Z",
@@ -651,8 +731,11 @@ def test_schedules_add_list_remove_and_status_history_show_them(keyed_project: P
                              "(Europe/Berlin), next run 2026-01-05T13:00:00+01:00")
     assert "has passed: a running server runs it at once" in r.err
     r = cli("schedules", "add", "reminder", "r:2", "--at", "2031-07-01T09:00", "--owner",
-            "user:42", cwd=project)
+            "user:42", "--json", cwd=project)
     assert r.code == 0, r.err
+    added = r.json()
+    assert (added["outcome"], added["key"], added["next_run"], added["owner"]) == (
+        "added", "r:2", "2031-07-01T09:00:00+02:00", "user:42")
     r = cli("schedules", "add", "reminder", "r:3", "--at", "2031-01-10T09:00", "--timezone",
             "America/New_York", cwd=project)
     assert r.code == 0, r.err
@@ -1035,13 +1118,13 @@ def test_make_clean_keeps_the_database(tmp_path: Path) -> None:
     assert not (tmp_path / ".discord_actor").exists()
 
 
-ONCE_ACTOR = """
-[[actors]]
-name = "launch"
-module = "counter"
-platform = "console"
-schedule = { type = "once", at = 2026-01-05T12:00:00Z }
-"""
+def once_actor(name: str, at: str, more: str = "") -> str:
+    """A console actor that runs once, at ``at`` (``more``: other keys of its schedule)."""
+    return (f'\n[[actors]]\nname = "{name}"\nmodule = "counter"\nplatform = "console"\n'
+            f'schedule = {{ type = "once", at = {at}{more} }}\n')
+
+
+ONCE_ACTOR = once_actor("launch", "2026-01-05T12:00:00Z")
 
 
 def test_history_and_next_say_what_is_true(tmp_path: Path, database_url: str,
@@ -1070,6 +1153,72 @@ def test_history_and_next_say_what_is_true(tmp_path: Path, database_url: str,
     assert "launch ran its one slot (2026-01-05T12:00:00+00:00); it will not run again" in r.err
 
 
+LATE_ONCE_ACTORS = (once_actor("launch", "2020-01-01T09:00:00Z")
+                    + once_actor("launch_skip", "2020-01-01T09:00:00Z", ', catch_up = "skip"'))
+
+
+def test_check_next_and_run_agree_about_a_once_whose_time_has_passed(
+    tmp_path: Path, database_url: str, db_schema: str
+) -> None:
+    """A once in the past that has not run: catch_up = "latest" runs it late, as a catch_up run,
+    and "skip" skips it. check and next say so before a server runs (from the scheduler's own
+    decision), the server then does just that, and afterwards both say it is done for good."""
+    write_project(tmp_path, db_section(database_url, db_schema), LATE_ONCE_ACTORS,
+                  server="poll_interval_seconds = 0.2\n", modules={"counter": COUNTER_PY})
+    at = "2020-01-01T09:00:00+00:00"
+    passed = f"its slot {at} has passed and has not run"
+    late = f'{passed}: catch_up = "latest" runs it once, late, as a catch_up run'
+    skipped = f'{passed}: catch_up = "skip" skips it, for good'
+
+    r = cli("check", cwd=tmp_path)
+    assert r.code == 0, r.err
+    assert f"launch  (module counter, platform console)\n  schedule: once at {at}\n  next: {at}\n" \
+           f"  missed: {late}" in r.out, r.out
+    assert f"  next: none\n  missed: {skipped}" in r.out, r.out
+    r = cli("check", "--json", cwd=tmp_path)
+    assert r.code == 0, r.err
+    checked = {a["actor"]: a for a in r.json()["actors"]}
+    assert {name: (a["next"], a["missed"], a["done"]) for name, a in checked.items()} == {
+        "launch": ([at], late + ", as soon as a server is running", False),
+        "launch_skip": ([], skipped, False)}
+    assert r.json()["setup_failures"] is None
+    r = cli("next", "launch", "--json", cwd=tmp_path)
+    assert (r.code, r.json()) == (0, [at]) and f"note: launch: {late}" in r.err, r
+    r = cli("next", "launch_skip", "--json", cwd=tmp_path)
+    assert (r.code, r.json()) == (0, []) and f"note: launch_skip: {skipped}" in r.err, r
+
+    proc = subprocess.Popen([*CLI, "run"], cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: _statuses(database_url, db_schema) == {
+            "launch": ["succeeded"], "launch_skip": ["skipped"]} or proc.poll() is not None, 30,
+            "the two once actors' runs")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    runs = query(database_url, f'SELECT t.actor, r.status, r.trigger, r.scheduled_for FROM '
+                 f'"{db_schema}".runs r JOIN "{db_schema}".tasks t ON t.id = r.task_id '
+                 "ORDER BY t.actor")
+    assert [(x["actor"], x["status"], x["trigger"], x["scheduled_for"].isoformat())
+            for x in runs] == [("launch", "succeeded", "catch_up", at),
+                               ("launch_skip", "skipped", "catch_up", at)]
+
+    # Done, as stored in the database: both commands say it will not run again.
+    r = cli("check", cwd=tmp_path)
+    assert r.code == 0, r.err
+    assert f"  next: none, it ran its one slot ({at}); it will not run again" in r.out, r.out
+    assert (f'  next: none, it skipped its one slot ({at}, catch_up = "skip"); it will not run '
+            "again") in r.out, r.out
+    assert "missed" not in r.out
+    for name, done in (("launch", "ran its one slot"), ("launch_skip", "skipped its one slot")):
+        r = cli("next", name, "--json", cwd=tmp_path)
+        assert (r.code, r.json()) == (0, []) and f"note: {name} {done} ({at}" in r.err, r
+
+
 def test_durations_are_shown_at_their_precision() -> None:
     from discord_actor.cli import format_duration
 
@@ -1080,13 +1229,26 @@ def test_durations_are_shown_at_their_precision() -> None:
 
 @pytest.mark.slow
 def test_run_says_when_it_creates_the_database_or_shares_it(tmp_path: Path) -> None:
-    """A start that creates the embedded database says so (a lost volume is noticed), and a
-    second server on the same data directory names the process already using it."""
+    """In a fresh directory the commands that need the database create none (exit 3, and the
+    data directory still does not exist); then the start that creates the embedded database
+    says so (a lost volume is noticed), and a second server on the same data directory names
+    the process already using it."""
     data_dir = tmp_path / ".discord_actor" / "pgdata"
-    write_project(tmp_path, f"data_dir = {toml_str(data_dir)}\n",
-                  '[[actors]]\nname = "ticker"\nmodule = "counter"\n'
+    write_project(tmp_path, "",  # the default data directory, ./.discord_actor/pgdata
+                  '[[actors]]\nname = "counter"\nmodule = "counter"\n'
                   'schedule = { type = "interval", seconds = 3600 }\n',
                   modules={"counter": COUNTER_PY})
+    for args in NO_DATABASE_COMMANDS:
+        r = cli(*args, cwd=tmp_path)
+        assert (r.code, r.out) == (3, ""), (args, r)
+        assert (f"no database yet: the embedded PostgreSQL has no data directory at {data_dir}; "
+                "'discord-actor run' creates it as it starts the actors, 'discord-actor "
+                "migrate' creates it without running them") in r.err, (args, r.err)
+    for args in (["next", "counter"], ["check"]):
+        r = cli(*args, cwd=tmp_path)
+        assert r.code == 0 and "slots computed from the schedule alone" in r.err, (args, r)
+    assert not (tmp_path / ".discord_actor").exists()
+
     procs: list[subprocess.Popen[str]] = []
     logs = [tmp_path / "first.txt", tmp_path / "second.txt"]
     try:

@@ -25,7 +25,9 @@ from discord_actor.testing.harness import actor_config, make_config
 EXPECTED: dict[str, tuple[type[BaseException], ...]] = {
     "discord_actor.bot.GatewayUnreachable": (Exception,),
     "discord_actor.budget.PoolExhausted": (Exception,),
+    "discord_actor.cli.common.NoDatabaseYet": (Exception,),
     "discord_actor.config.model.ConfigError": (Exception,),
+    "discord_actor.db.NoDatabase": (Exception,),
     "discord_actor.db.acl.AclUnsupported": (OSError,),
     "discord_actor.db.keyed.KeyConflict": (Exception,),
     "discord_actor.db.keyed.LimitExceeded": (Exception,),
@@ -58,6 +60,7 @@ EXPECTED: dict[str, tuple[type[BaseException], ...]] = {
     "discord_actor.storable.Unstorable": (ValueError,),
     "discord_actor.testing.fake_discord.errors.ApiError": (Exception,),
     "discord_actor.testing.fake_discord.errors.FakeDiscordError": (Exception,),
+    "discord_actor.web.access.AddressInUse": (Exception,),
     "discord_actor.web.access.HttpUnavailable": (Exception,),
 }
 

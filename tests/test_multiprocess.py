@@ -322,3 +322,85 @@ async def test_a_database_outage_is_told_in_two_lines_without_tracebacks(
     assert (len(down), len(back)) == (1, 1), [r.getMessage() for r in loud]
     assert not [r for r in loud if r.exc_info], [r.getMessage() for r in loud if r.exc_info]
     assert not [r for r in loud if r.name.startswith("asyncpg")]
+
+
+def test_a_second_server_with_http_on_runs_its_actors_without_http(
+    tmp_path: Path, database_url: str, db_schema: str
+) -> None:
+    """Two `discord-actor run` of one project with [http] on: the second cannot listen on the
+    address the first holds, so it runs its actors without HTTP and says so once, naming the
+    address and the setting to change; /healthz stays served by the first."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:  # a port free right now
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (tmp_path / "actors").mkdir()
+    (tmp_path / "actors" / "jobs.py").write_text(ACTORS)
+    config = tmp_path / "actor_server.toml"
+    config.write_text(textwrap.dedent(f"""
+        [server]
+        poll_interval_seconds = 0.2
+        shutdown_grace_seconds = 1
+
+        [database]
+        url = "{database_url}"
+        schema = "{db_schema}"
+
+        [http]
+        enabled = true
+        port = {port}
+
+        [[actors]]
+        name = "ticker"
+        module = "jobs:ticker"
+        schedule = {{ type = "immediate" }}
+        """))
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def wait_for(log: Path, text: str) -> str:
+        deadline = time.monotonic() + 30
+        while text not in log.read_text():
+            assert procs[-1].poll() is None, log.read_text()
+            assert time.monotonic() < deadline, f"no {text!r} in {log.name}: {log.read_text()}"
+            time.sleep(0.1)
+        return log.read_text()
+
+    def healthz() -> int:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
+            return int(answer.status)
+
+    try:
+        procs.append(spawn_server(config, logs[0]))
+        wait_for(logs[0], f"/healthz at http://127.0.0.1:{port}/")
+        wait_for(logs[0], "run 1 of ticker succeeded")
+        procs.append(spawn_server(config, logs[1]))
+        second = wait_for(logs[1], "started with 1 actor")
+        # Its start's slot of the immediate actor runs too (in one process or the other).
+        deadline = time.monotonic() + 30
+        while len(asyncio.run(fetch(database_url, "SELECT id FROM S.runs", db_schema))) < 2:
+            assert time.monotonic() < deadline, "the second start's run did not happen"
+            time.sleep(0.1)
+        assert procs[1].poll() is None
+        warnings = [line for line in second.splitlines() if " WARNING " in line]
+        assert len(warnings) == 1, second
+        (warning,) = warnings
+        assert f"cannot listen on 127.0.0.1:{port} (http.host, http.port in {config}):" in warning
+        assert "address already in use; this process runs the actors without HTTP" in warning
+        assert "give it another http.port" in warning
+        assert healthz() == 200
+        procs[1].send_signal(signal.SIGTERM)
+        assert procs[1].wait(timeout=20) == 0
+        assert healthz() == 200  # the first still serves
+        procs[0].send_signal(signal.SIGTERM)
+        assert procs[0].wait(timeout=20) == 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    runs = asyncio.run(fetch(database_url, "SELECT status FROM S.runs", db_schema))
+    assert [r["status"] for r in runs] == ["succeeded", "succeeded"]
+    assert "Traceback" not in logs[0].read_text() + logs[1].read_text()

@@ -26,6 +26,7 @@ from discord_actor.schedules import (
     format_slot,
     jittered,
 )
+from discord_actor.schedules.base import Prediction, decide_due, predict
 
 BERLIN = "Europe/Berlin"
 NEW_YORK = "America/New_York"
@@ -391,6 +392,58 @@ def test_decide_once_after_downtime(policy: str, expected: tuple[str, int]) -> N
     d = decide(make("once", at=at, catch_up=policy), at, utc(2026, 3, 2))
     assert (d.action, d.skipped) == expected
     assert (d.scheduled_for, d.trigger, d.next_run) == (at, "catch_up", None)
+
+
+def task_row(s: Schedule, next_run: datetime | None, *, paused: bool = False) -> dict[str, Any]:
+    """The fields of a stored task that ``predict`` reads."""
+    return {"schedule_hash": s.hash(), "next_run": next_run, "paused": paused}
+
+
+@pytest.mark.parametrize(
+    ("policy", "slots", "trigger"),
+    [
+        ("latest", ["2026-01-05T12:59:50+00:00", "2026-01-05T13:00:00+00:00"], "catch_up"),
+        ("skip", ["2026-01-05T13:00:00+00:00", "2026-01-05T13:00:10+00:00"], "catch_up"),
+        ("all", ["2026-01-05T12:00:00+00:00", "2026-01-05T12:00:10+00:00"], "catch_up"),
+    ],
+)
+def test_predict_decides_a_missed_slot_as_the_scheduler_does(
+    policy: str, slots: list[str], trigger: str
+) -> None:
+    """An interval actor whose stored slot passed an hour ago: what runs next, in order."""
+    s = make("interval", seconds=10, catch_up=policy)
+    now = utc(2026, 1, 5, 12, 59, 55)
+    found = predict(s, task_row(s, utc(2026, 1, 5, 12)), now, 2)
+    assert iso(found.slots) == slots
+    assert found.due is not None and found.due == decide_due(s, utc(2026, 1, 5, 12), now)
+    assert (found.due.action, found.due.trigger) == ("skip" if policy == "skip" else "run", trigger)
+    assert not found.done
+
+
+def test_predict_once_new_done_paused_and_after() -> None:
+    at = utc(2026, 3, 1, 9)
+    once = make("once", at=at)
+    late = utc(2026, 3, 2)
+    # Not run yet, its time passed: the catch_up run a server makes of it.
+    found = predict(once, None, late, 3)
+    assert (found.slots, found.due and found.due.trigger, found.done) == ([at], "catch_up", False)
+    assert predict(once, task_row(once, at), late, 3).slots == [at]
+    # It ran (the stored slot is gone): nothing, for good.
+    assert predict(once, task_row(once, None), late, 3) == Prediction([], done=True)
+    # On time (within the grace): a schedule run, nothing missed.
+    found = predict(once, None, at + timedelta(seconds=30), 3)
+    assert found.slots == [at] and found.due is not None and found.due.trigger == "schedule"
+    # A paused interval goes on at its next slot after now, as a resume does: nothing late.
+    s = make("interval", seconds=10)
+    found = predict(s, task_row(s, utc(2026, 1, 5, 12), paused=True), utc(2026, 1, 5, 13, 0, 5), 2)
+    assert iso(found.slots) == ["2026-01-05T13:00:10+00:00", "2026-01-05T13:00:20+00:00"]
+    assert found.due is None
+    # With after: the grid after it, nothing decided.
+    found = predict(s, task_row(s, utc(2026, 1, 5, 12)), utc(2026, 1, 6), 2,
+                    after=utc(2026, 1, 5, 12, 0, 3))
+    assert iso(found.slots) == ["2026-01-05T12:00:10+00:00", "2026-01-05T12:00:20+00:00"]
+    assert found.due is None
+    assert predict(make("immediate"), None, late, 3) == Prediction([])
 
 
 def test_decide_immediate_long_after_startup_is_a_catch_up() -> None:

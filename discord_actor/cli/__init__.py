@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ..operations import format_duration
     from ..schedules.base import predicted_slots
     from .actions import cmd_pause, cmd_resume, cmd_trigger
-    from .common import CliError
+    from .common import NO_DATABASE, CliError
     from .database import cmd_migrate, cmd_prune
     from .project import cmd_check, cmd_config_show, cmd_init
     from .reads import cmd_history, cmd_next, cmd_status
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "INTERRUPTED",
+    "NO_DATABASE",
     "CliError",
     "build_parser",
     "cmd_check",
@@ -57,6 +58,7 @@ __all__ = [
 # Where each name is defined (``_schedule_spec``: for the tests that import it from here).
 _WHERE = {
     "CliError": "discord_actor.cli.common",
+    "NO_DATABASE": "discord_actor.cli.common",
     "_schedule_spec": "discord_actor.cli.schedules",
     "cmd_check": "discord_actor.cli.project",
     "cmd_config_show": "discord_actor.cli.project",

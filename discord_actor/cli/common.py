@@ -13,7 +13,6 @@ import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from discord_actor.cli import output
@@ -29,9 +28,26 @@ if TYPE_CHECKING:
 
 NEXT_DB_TIMEOUT = 3.0  # seconds ``next`` waits for the database before using the schedule alone
 
+# The exit code of a command that needs the database and found none: it creates none either
+# (only ``run``, ``migrate`` and ``schedules add`` do), so that the first ``run`` still says it
+# created a new, empty database.
+NO_DATABASE = 3
+HOW_TO_CREATE = ("'discord-actor run' creates it as it starts the actors, 'discord-actor "
+                 "migrate' creates it without running them")
+
 # A failure to report as one message and an exit code (no traceback): the same for every
 # command as for ``run``.
 CliError = HostError
+
+
+class NoDatabaseYet(CliError):
+    """No database to open, and none created (exit code ``NO_DATABASE``); ``reason`` says what
+    is missing, the message adds how to create it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"{reason}; {HOW_TO_CREATE}", NO_DATABASE)
+        self.reason = reason
+
 
 Handler = Callable[[argparse.Namespace], int]
 _R = TypeVar("_R")
@@ -125,13 +141,17 @@ def _unknown_actor(config: Config, name: str) -> str:
 
 @contextlib.asynccontextmanager
 async def open_operations(
-    config: Config, *, migrate: bool = False, **overrides: Any
+    config: Config, *, migrate: bool = False, actor: str | None = None, **overrides: Any
 ) -> AsyncIterator[Operations]:
     """The operations layer on this configuration's database (``migrate``: its tables created
-    or upgraded first); its refusals become messages that name the configuration and the
-    command to run instead, and a database error one message naming the database."""
+    or upgraded first; without it nothing is created: no database is exit code 3); its refusals
+    become messages that name the configuration and the command to run instead, and a database
+    error one message naming the database. ``actor``: the one the command names; if it is not
+    configured, nothing is created for it, and without a database it is the unknown actor it
+    is (exit code 2), not a missing database."""
     import asyncpg
 
+    from discord_actor.db import NoDatabase
     from discord_actor.operations import (
         ActorDisabled,
         ActorPaused,
@@ -145,7 +165,15 @@ async def open_operations(
         UnknownActor,
     )
 
-    db = await open_for(config, migrate=migrate, **overrides)
+    name = None if actor is None else actor.strip()
+    unknown = name is not None and name not in {a.name for a in config.actors}
+    create = migrate and not unknown
+    try:
+        db = await open_for(config, migrate=create, create=create, **overrides)
+    except NoDatabase as e:
+        if unknown:
+            raise CliError(_unknown_actor(config, str(name)), USAGE) from None
+        raise NoDatabaseYet(str(e)) from None
     try:
         ops = await Operations.on_database(db, config)
         try:
@@ -212,24 +240,17 @@ def _refused(refused: ScheduleRefused) -> str:
 
 def stored_tasks(config: Config, actor: str | None = None) -> dict[str, Any]:
     """The task rows by actor name (every actor's, or just ``actor``'s), to predict slots
-    from; none when no database exists yet, and an unreachable one is noted, not fatal."""
-    if not _may_have_database(config):
-        return {}
-
+    from; none when no database exists yet (none is created), and an unreachable one is noted,
+    not fatal."""
     timeout = min(config.database.connect_timeout_seconds, NEXT_DB_TIMEOUT)
     try:
         return with_operations(config, lambda ops: ops.stored_tasks(actor),
                                connect_timeout_seconds=timeout)
+    except NoDatabaseYet as e:
+        output.computed_without_database(e.reason)
     except HostError as e:
         output.without_stored_slot(e)
-        return {}
-
-
-def _may_have_database(config: Config) -> bool:
-    """False when no URL is set and the embedded server's data directory does not exist yet."""
-    from discord_actor.db import resolve_url
-
-    return resolve_url(config.database) is not None or Path(config.database.data_dir).exists()
+    return {}
 
 
 def operator() -> Operator:

@@ -18,13 +18,18 @@ from discord_actor.hosting import OK, database_label, open_for, run_async
 
 def add_commands(commands: Commands) -> None:
     """``migrate`` and ``prune``."""
-    commands.add("migrate", cmd_migrate, "create or upgrade the database schema")
+    p = commands.add("migrate", cmd_migrate, "create or upgrade the database schema")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON object: the database and the migrations applied")
 
     p = commands.add("prune", cmd_prune, "delete finished runs older than the retention period")
     p.add_argument("--older-than-days", type=non_negative_float, metavar="N",
                    help="age in days (default: server.run_retention_days)")
     p.add_argument("--dry-run", action="store_true",
                    help="delete nothing: print how many runs would go, per actor, and the cutoff")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON object: how many runs were (or, with --dry-run, would "
+                   "be) deleted")
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -36,7 +41,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         return database.applied_migrations
 
     applied = run_async(migrate())
-    output.migrated(database_label(config), applied)
+    output.migrated(database_label(config), applied, as_json=args.json)
     return OK
 
 
@@ -48,11 +53,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
     if args.dry_run:
         cutoff, counts = with_operations(config, lambda ops: ops.prunable(days))
-        output.prunable(days, cutoff, counts)
+        output.prunable(days, cutoff, counts, as_json=args.json)
         return OK
     result = with_operations(config, lambda ops: ops.prune(days))
     if result is not None and result.busy and not result.deleted:
         raise CliError("another process (a running server) is deleting old runs right now; "
                        "try again when it is done")
-    output.pruned(days, 0 if result is None else result.deleted)  # None: no tables yet
+    output.pruned(days, 0 if result is None else result.deleted, as_json=args.json)
     return OK

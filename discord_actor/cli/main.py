@@ -3,8 +3,10 @@ and one exit code per outcome.
 
 Exit codes: 0 success (``run`` stopped by SIGINT or SIGTERM, even during start-up, is a clean
 stop), 1 runtime failure (database unreachable, actor not in the database yet, a paused actor
-triggered...), 2 usage or configuration error, 130 another command interrupted by Ctrl-C.
-Anything a user can cause ends with a message, never a traceback.
+triggered...), 2 usage or configuration error, 3 no database yet (a command that reads or
+changes the database found none, and creates none: only ``run``, ``migrate`` and ``schedules
+add`` create it), 130 another command interrupted by Ctrl-C. Anything a user can cause ends
+with a message, never a traceback.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from discord_actor.logs import (
 )
 from discord_actor.version import __version__
 
-INTERRUPTED = 130  # Ctrl-C during a command (exit codes 0, 1 and 2: hosting's)
+INTERRUPTED = 130  # Ctrl-C during a command (0, 1 and 2: hosting's; 3: common.NO_DATABASE)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="discord-actor", parents=[common],
         description="Scheduled actors inside a Discord bot, every run tracked in PostgreSQL.",
         epilog="Exit codes: 0 success ('run' stopped by SIGINT/SIGTERM too), 1 runtime failure "
-        "(e.g. database unreachable), 2 usage or configuration error, 130 another command "
-        "interrupted.",
+        "(e.g. database unreachable), 2 usage or configuration error, 3 no database yet "
+        "('discord-actor run' or 'migrate' creates it), 130 another command interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = Commands(

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, tzinfo
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from discord_actor.config.dump import dump_config
 from discord_actor.config.model import ActorConfig, Config
-from discord_actor.enums import ScheduleKind
-from discord_actor.schedules.base import Schedule, format_slot
+from discord_actor.enums import RunStatus, ScheduleKind, Trigger
+from discord_actor.schedules.base import Prediction, Schedule, format_slot
 from discord_actor.schedules.immediate import NO_SCHEDULE
 from discord_actor.schedules.registry import build_schedule, describe, describe_stored
 
@@ -101,22 +102,101 @@ def configuration(config: Config) -> None:
     print(dump_config(config), end="")
 
 
-def checked_actor(
-    actor: ActorConfig, platform: str, schedule: Schedule, slots: Sequence[datetime]
-) -> None:
-    """One actor as ``check`` found it: its module, platform, schedule and next slots."""
+@dataclass(frozen=True)
+class CheckedActor:
+    """One actor as ``check`` found it: loaded on ``platform``, its slots predicted from its
+    stored ``task`` (None: none yet)."""
+
+    actor: ActorConfig
+    platform: str
+    schedule: Schedule
+    found: Prediction
+    task: Mapping[str, Any] | None
+
+    def to_json(self) -> dict[str, Any]:
+        """As ``check --json`` prints it (times in the schedule's zone)."""
+        a, found = self.actor, self.found
+        return {
+            "actor": a.name,
+            "module": a.module,
+            "platform": self.platform,
+            "enabled": a.enabled,
+            "schedule": describe(a.schedule),
+            "next": [s.astimezone(self.schedule.tz).isoformat() for s in found.slots],
+            "missed": _missed(self.schedule, found),
+            "done": found.done,
+        }
+
+
+def checked(config: Config, actors: Sequence[CheckedActor], failures: Sequence[str] | None,
+            *, as_json: bool) -> None:
+    """What ``check`` found, after each actor (``checked_actor``, in text): with ``--setup`` the
+    hooks that failed; as text, or one JSON object (``setup_failures``: null without
+    ``--setup``)."""
+    if as_json:
+        print_json({"config": str(config.path), "actors": [a.to_json() for a in actors],
+                    "setup_failures": None if failures is None else list(failures)})
+        if failures:
+            problems(failures)
+        return
+    if failures is not None:
+        hooks_checked(config, failures)
+    if not failures:
+        print(f"{config.path}: OK, {plural(len(config.actors), 'actor')}")
+
+
+def checked_actor(checked: CheckedActor) -> None:
+    """One actor as ``check`` found it, in text: its module, platform, schedule and next slots
+    (the same as ``next`` gives, and a missed slot worded the same)."""
+    actor, schedule, found, task = checked.actor, checked.schedule, checked.found, checked.task
     flags = "" if actor.enabled else ", disabled"
-    print(f"{actor.name}  (module {actor.module}, platform {platform}{flags})")
+    print(f"{actor.name}  (module {actor.module}, platform {checked.platform}{flags})")
     print(f"  schedule: {describe(actor.schedule)}")
-    if slots:
-        print(f"  next: {', '.join(format_slot(s.astimezone(schedule.tz)) for s in slots)}")
+    if found.slots:
+        print(f"  next: {', '.join(format_slot(s.astimezone(schedule.tz)) for s in found.slots)}")
     elif actor.schedule.type == ScheduleKind.IMMEDIATE:
         print("  next: when the server starts")
     elif actor.schedule.type == NO_SCHEDULE:
         print("  next: by its keyed schedules ('discord-actor schedules list "
               f"{actor.name}') and triggers")
+    elif found.done:
+        print(f"  next: none, it {_once_done(actor, task)}")
     else:
-        print("  next: none (its time has passed)")
+        print("  next: none")
+    missed = _missed(schedule, found)
+    if missed is not None:
+        print(f"  missed: {missed}")
+
+
+def _missed(schedule: Schedule, found: Prediction) -> str | None:
+    """What a server does with a slot that passed while none ran (None: no slot is late):
+    the scheduler's decision (``found.due``), in words."""
+    due = found.due
+    if due is None or (due.action == "run" and due.trigger != Trigger.CATCH_UP):
+        return None  # none due, or due on time: it simply runs
+    slot = format_slot(due.scheduled_for.astimezone(schedule.tz))
+    policy = f'catch_up = "{schedule.config.catch_up}"'
+    if due.action == "skip":
+        if due.next_run is None:
+            return f"its slot {slot} has passed and has not run: {policy} skips it, for good"
+        return (f"{plural(due.skipped, 'slot')} up to {slot} passed while no server ran: "
+                f"{policy} skips them, and it goes on at its next slot")
+    if schedule.config.catch_up == "all" and due.next_run is not None:
+        return (f"its slot {slot} has passed and has not run: {policy} runs it and every slot "
+                "missed after it, oldest first, as catch_up runs, as soon as a server is running")
+    older = (f"; the {plural(due.skipped, 'older missed slot')} before it are not run"
+             if due.skipped else "")
+    return (f"its slot {slot} has passed and has not run: {policy} runs it once, late, as a "
+            f"catch_up run, as soon as a server is running{older}")
+
+
+def _once_done(actor: ActorConfig, task: Mapping[str, Any] | None) -> str:
+    """A once actor whose one slot is behind it: it ran (or was skipped), for good."""
+    at = actor.schedule.at
+    slot = format_slot(at.astimezone(build_schedule(actor.schedule).tz)) if at else "?"
+    if task is not None and task["last_status"] == RunStatus.SKIPPED:
+        return (f"skipped its one slot ({slot}, catch_up = \"skip\"); it will not run again")
+    return f"ran its one slot ({slot}); it will not run again"
 
 
 def needs_token(env: str, names: Sequence[str]) -> None:
@@ -135,16 +215,15 @@ def hooks_checked(config: Config, failures: Sequence[str]) -> None:
         print("setup() and teardown() hooks: OK")
 
 
-def checked(config: Config) -> None:
-    print(f"{config.path}: OK, {plural(len(config.actors), 'actor')}")
-
 
 # --------------------------------------------------------------------------------------------
 # status, history, next
 
 
 def show_status(report: Status, *, as_json: bool) -> None:
-    """Every actor's state: a table, then a line for each broken or paused one."""
+    """Every actor's state: a table, then a line for each broken or paused one. The next-run
+    column of a broken or paused one says so instead of its stored slot (kept in JSON, with
+    ``paused`` and ``broken``): a slot it is held from has often passed."""
     from discord_actor.operations import when
 
     if not report.initialized:
@@ -157,7 +236,7 @@ def show_status(report: Status, *, as_json: bool) -> None:
         return
     rows = [
         [
-            a.actor, a.state, when(a.next_run, a.timezone), a.last_status or "-",
+            a.actor, a.state, a.held or when(a.next_run, a.timezone), a.last_status or "-",
             when(a.last_run_at, a.timezone), str(a.consecutive_failures), str(a.running),
             str(a.keyed), a.schedule or "-",
         ]
@@ -236,13 +315,42 @@ def without_stored_slot(reason: object) -> None:
     note(f"computing from the schedule alone, without the stored next slot: {reason}")
 
 
-def next_notes(config: Config, actor: ActorConfig, *, paused: bool,
-               paused_reason: str | None) -> None:
-    """What ``next`` says about an actor besides its slots: paused, disabled, no clock slots."""
+def computed_without_database(reason: object) -> None:
+    """There is no database yet (none was created): slots are those of a first start."""
+    note(f"{reason}: slots computed from the schedule alone, as for a first start")
+
+
+def show_next(
+    config: Config, actor: ActorConfig, schedule: Schedule, found: Prediction,
+    task: Mapping[str, Any] | None, *, after: datetime | None, as_json: bool,
+) -> None:
+    """``next``: the slots in the schedule's zone, one a line (or a JSON array of ISO 8601
+    strings), and on stderr what else to know: a missed slot (worded as ``check`` words it), a
+    once actor done, no clock slots, disabled. A paused or broken actor says so first, on the
+    line of its own before the slots it runs once resumed or repaired (in JSON: the note)."""
     name = actor.name
-    if paused:
-        note(f"{name} is paused ({paused_reason}); these slots run after "
-             f"'discord-actor resume {name}'")
+    held = None
+    if task is not None and task["schedule_hash"] == schedule.hash():
+        if task.get("setup_error"):
+            held = (f"broken (setup() failed: {task['setup_error']}): no run until it is "
+                    "fixed and the server restarted ('discord-actor check --setup' tries it)")
+        elif task["paused"]:
+            held = (f"paused ({task['paused_reason']}): no run until 'discord-actor resume "
+                    f"{name}'")
+    if held is not None:
+        if as_json:
+            note(f"{name} is {held}; these slots are those after it")
+        else:
+            print(f"{held}; then:" if found.slots else held)
+    missed = _missed(schedule, found)
+    if missed is not None:
+        note(f"{name}: {missed}")
+    if found.done:
+        note(f"{name} {_once_done(actor, task)}")
+    elif not found.slots and actor.schedule.type == ScheduleKind.ONCE and after is not None:
+        at = actor.schedule.at
+        slot = format_slot(at.astimezone(schedule.tz)) if at else "?"
+        note(f"{name} runs once, at {slot}, which is not after {format_slot(after)}")
     if not actor.enabled:
         note(f"{name} is disabled in {config.path}")
     if actor.schedule.type == ScheduleKind.IMMEDIATE:
@@ -250,28 +358,11 @@ def next_notes(config: Config, actor: ActorConfig, *, paused: bool,
     if actor.schedule.type == NO_SCHEDULE:
         note(f"{name} has no configured schedule; it runs by its keyed schedules "
              f"(discord-actor schedules list {name}) and triggers")
-
-
-def once_without_slot(actor: ActorConfig, after: datetime, *, done: bool, now: bool) -> None:
-    """Why a once actor has no slot to show: it ran, or its time is not after ``after``."""
-    at = actor.schedule.at
-    slot = format_slot(at.astimezone(build_schedule(actor.schedule).tz)) if at else "?"
-    if done:
-        note(f"{actor.name} ran its one slot ({slot}); it will not run again")
-    elif now:
-        note(f"{actor.name} runs once, at {slot}, which has passed and has not run yet: a "
-             f'server that starts does what catch_up = "{actor.schedule.catch_up}" says')
-    else:
-        note(f"{actor.name} runs once, at {slot}, which is not after {format_slot(after)}")
-
-
-def show_slots(found: Sequence[datetime], tz: tzinfo, *, as_json: bool) -> None:
-    """Slots in the schedule's zone: one a line, or a JSON array of ISO 8601 strings."""
     if as_json:
-        print_json([s.astimezone(tz).isoformat() for s in found])
+        print_json([s.astimezone(schedule.tz).isoformat() for s in found.slots])
     else:
-        for s in found:
-            print(format_slot(s.astimezone(tz)))
+        for s in found.slots:
+            print(format_slot(s.astimezone(schedule.tz)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -356,17 +447,21 @@ def show_schedules(
                   "starts it afresh")
 
 
-def schedule_added(result: ScheduleAdded, *, runs_once: bool) -> None:
+def schedule_added(result: ScheduleAdded, *, runs_once: bool, as_json: bool) -> None:
     """What ``schedules add`` did; ``runs_once``: it was asked for once, at a time (a time
-    that has passed is noted)."""
-    from discord_actor.operations import when
+    that has passed is noted). JSON: the schedule as ``schedules list --json`` shows it, with
+    ``outcome`` (added, replaced or unchanged)."""
+    from discord_actor.operations import schedule_json, when
 
     s = result.schedule
+    if runs_once and s.next_run is not None and s.next_run < datetime.now(UTC):
+        note(f"{when(s.next_run)} has passed: a running server runs it at once")
+    if as_json:
+        print_json({"outcome": result.outcome, **schedule_json(s)})
+        return
     what = {"added": "added", "replaced": "replaced", "unchanged": "already pending, unchanged:"}
     print(f"{what[result.outcome]} {s.actor} {s.key}: {describe_stored(s.schedule)}, next run "
           f"{when(s.next_run)}")
-    if runs_once and s.next_run is not None and s.next_run < datetime.now(UTC):
-        note(f"{when(s.next_run)} has passed: a running server runs it at once")
 
 
 def schedule_removed(removed: ScheduleRemoved) -> None:
@@ -377,9 +472,11 @@ def schedule_removed(removed: ScheduleRemoved) -> None:
 # migrate, prune
 
 
-def migrated(label: str, applied: Sequence[str]) -> None:
+def migrated(label: str, applied: Sequence[str], *, as_json: bool) -> None:
     """The migrations ``migrate`` applied to the database ``label`` names."""
-    if applied:
+    if as_json:
+        print_json({"database": label, "applied": list(applied)})
+    elif applied:
         for version in applied:
             print(f"applied {version}")
         print(f"{label}: up to date")
@@ -391,9 +488,15 @@ def _age(days: float) -> str:
     return f"{days:g} day{'s' if days != 1 else ''}"
 
 
-def prunable(days: float, cutoff: datetime | None, counts: Sequence[tuple[str, int]]) -> None:
+def prunable(days: float, cutoff: datetime | None, counts: Sequence[tuple[str, int]], *,
+             as_json: bool) -> None:
     """``prune --dry-run``: how many runs would go, per actor, and the cutoff."""
     total = sum(n for _, n in counts)
+    if as_json:
+        print_json({"dry_run": True, "older_than_days": days,
+                    "cutoff": None if cutoff is None else cutoff.isoformat(),
+                    "runs": total, "by_actor": dict(counts)})
+        return
     before = "" if cutoff is None else f" (before {cutoff.isoformat(timespec='seconds')})"
     print(f"would delete {plural(total, 'run')} finished more than {_age(days)} "
           f"ago{before}; nothing was deleted")
@@ -401,5 +504,8 @@ def prunable(days: float, cutoff: datetime | None, counts: Sequence[tuple[str, i
         print_table(["ACTOR", "RUNS"], [[a, str(n)] for a, n in counts])
 
 
-def pruned(days: float, deleted: int) -> None:
-    print(f"deleted {plural(deleted, 'run')} finished more than {_age(days)} ago")
+def pruned(days: float, deleted: int, *, as_json: bool) -> None:
+    if as_json:
+        print_json({"dry_run": False, "older_than_days": days, "deleted": deleted})
+    else:
+        print(f"deleted {plural(deleted, 'run')} finished more than {_age(days)} ago")

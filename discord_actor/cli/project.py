@@ -18,7 +18,7 @@ from discord_actor.cli.common import (
 from discord_actor.config.model import CONFIG_FILE
 from discord_actor.config.starter import write_starter
 from discord_actor.hosting import FAILURE, OK, USAGE, bot_token, discord_actor_names, run_async
-from discord_actor.schedules.base import predicted_slots
+from discord_actor.schedules.base import predict
 from discord_actor.schedules.registry import build_schedule
 
 if TYPE_CHECKING:
@@ -40,6 +40,9 @@ def add_commands(commands: Commands) -> None:
     p.add_argument("--setup", action="store_true",
                    help="also run each enabled actor's setup() and teardown() hooks; exit 1 if "
                    "one fails")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON object: the actors with their next slots (and, with "
+                   "--setup, the hooks that failed)")
 
 
 def add_config_commands(commands: Commands) -> None:
@@ -83,20 +86,20 @@ def cmd_check(args: argparse.Namespace) -> int:
     config, actors = load_project(getattr(args, "config", CONFIG_FILE))
     now = datetime.now(UTC)
     stored = stored_tasks(config)
+    found = []
     for a in config.actors:
         schedule = build_schedule(a.schedule)
-        slots, _ = predicted_slots(schedule, stored.get(a.name), now, CHECK_SLOTS, now)
-        output.checked_actor(a, actors[a.name].platform, schedule, slots)
+        task = stored.get(a.name)
+        found.append(output.CheckedActor(a, actors[a.name].platform, schedule,
+                                         predict(schedule, task, now, CHECK_SLOTS), task))
+        if not args.json:
+            output.checked_actor(found[-1])
     names = discord_actor_names(actors)
     if names and bot_token(config) is None:
         output.needs_token(config.discord.token_env, names)
-    if getattr(args, "setup", False):
-        failures = run_async(_try_hooks(actors))
-        output.hooks_checked(config, failures)
-        if failures:
-            return FAILURE
-    output.checked(config)
-    return OK
+    failures = run_async(_try_hooks(actors)) if args.setup else None
+    output.checked(config, found, failures, as_json=args.json)
+    return FAILURE if failures else OK
 
 
 async def _try_hooks(actors: dict[str, LoadedActor]) -> list[str]:

@@ -17,9 +17,9 @@ from discord_actor.cli.common import (
     stored_tasks,
     with_operations,
 )
-from discord_actor.enums import RunStatus, ScheduleKind
+from discord_actor.enums import RunStatus
 from discord_actor.hosting import OK
-from discord_actor.schedules.base import predicted_slots
+from discord_actor.schedules.base import predict
 from discord_actor.schedules.registry import build_schedule
 
 RUN_STATUSES = [status.value for status in RunStatus]  # ``history --status`` takes one
@@ -65,7 +65,8 @@ def cmd_history(args: argparse.Namespace) -> int:
         run = with_operations(config, lambda ops: ops.run(args.show))
         output.show_run(run, as_json=args.json)
         return OK
-    runs = with_operations(config, lambda ops: ops.history(args.actor, args.status, args.limit))
+    runs = with_operations(config, lambda ops: ops.history(args.actor, args.status, args.limit),
+                           actor=args.actor)
     output.show_history(runs, actor=args.actor, status=args.status, as_json=args.json)
     return OK
 
@@ -74,15 +75,10 @@ def cmd_next(args: argparse.Namespace) -> int:
     config = project_config(args)
     cfg = configured_actor(config, args.actor)
     schedule = build_schedule(cfg.schedule)
-    after: datetime = args.after or datetime.now(UTC)
-    if after.tzinfo is None:
+    after: datetime | None = args.after
+    if after is not None and after.tzinfo is None:
         after = after.replace(tzinfo=schedule.tz)
     task: Any = stored_tasks(config, cfg.name).get(cfg.name)  # its row, None if it has none
-    paused = task is not None and task["schedule_hash"] == schedule.hash() and task["paused"]
-    output.next_notes(config, cfg, paused=bool(paused),
-                      paused_reason=task["paused_reason"] if paused else None)
-    slots, done = predicted_slots(schedule, task, after, args.count, datetime.now(UTC))
-    if not slots and cfg.schedule.type == ScheduleKind.ONCE:
-        output.once_without_slot(cfg, after, done=done, now=args.after is None)
-    output.show_slots(slots, schedule.tz, as_json=args.json)
+    found = predict(schedule, task, datetime.now(UTC), args.count, after)
+    output.show_next(config, cfg, schedule, found, task, after=after, as_json=args.json)
     return OK

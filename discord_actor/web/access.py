@@ -10,12 +10,17 @@ import os
 from ..config.model import Config, is_loopback
 from ..errors import DiscordActorError
 
-__all__ = ["HttpUnavailable", "exposed_without_token", "http_token"]
+__all__ = ["AddressInUse", "HttpUnavailable", "exposed_without_token", "http_token"]
 
 
 class HttpUnavailable(DiscordActorError):
     """The HTTP endpoint cannot start: its address is taken or invalid, or it would be open to
     the network without a token. The message says which key to change."""
+
+
+class AddressInUse(HttpUnavailable):
+    """Another process listens on ``[http]``'s address already (a second server of the same
+    project, most likely): the runtime goes on without HTTP and says so."""
 
 
 def http_token(config: Config) -> str | None:

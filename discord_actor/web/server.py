@@ -9,6 +9,7 @@ Kubernetes poll. Nothing here runs unless someone sends a request.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from ..config.model import Config
 from ..config.redaction import redact_text
 from ..metrics import CONTENT_TYPE, discord_readings
 from . import api, dashboard
-from .access import HttpUnavailable
+from .access import AddressInUse, HttpUnavailable
 from .site import SITE, Site, unauthorized
 
 if TYPE_CHECKING:
@@ -70,7 +71,8 @@ class HttpServer(Site):
         except OSError as e:
             await runner.cleanup()
             why = e.strerror or str(e)
-            raise HttpUnavailable(
+            error = AddressInUse if e.errno == errno.EADDRINUSE else HttpUnavailable
+            raise error(
                 f"cannot listen on {cfg.host}:{cfg.port} (http.host, http.port in "
                 f"{self.config.path}): {why}"
             ) from None
