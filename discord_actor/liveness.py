@@ -2,7 +2,8 @@
 
 Each process renews its lease every third of ``lease_seconds``. Any process may declare another
 dead once its lease has run out: its running runs are marked ``abandoned`` and retried. The
-heartbeat also learns how many processes are alive, which is how the schedulers spread the work.
+heartbeat also learns how many processes are alive, which is how the schedulers spread the work;
+a process that joins or leaves notifies the others, so that they spread it anew at once.
 The listener wakes the scheduler at once when an operator (or another process) changes a task.
 """
 
@@ -20,6 +21,7 @@ import asyncpg
 
 from .clock import Clock
 from .db import Database
+from .db.instances import INSTANCES_CHANGED
 from .db.store import Store
 from .db.transient import TRANSIENT_DB_ERRORS, Backoff
 
@@ -56,6 +58,7 @@ class Liveness:
         self._last_tick = time.monotonic()  # the watchdog's last turn
         self._watch: asyncio.TimerHandle | None = None
         self.on_notice: Callable[[str], None] | None = None  # a notification's payload
+        self._refresh: asyncio.Future[None] | None = None  # a share refresh a notice asked for
 
     async def register(self) -> None:
         sent = time.monotonic()
@@ -118,6 +121,13 @@ class Liveness:
     async def refresh_share(self) -> None:
         self._share(await self.store.instances.live())
 
+    async def _refresh_share_quietly(self) -> None:
+        """refresh_share on a notification; the next heartbeat corrects a failed one."""
+        try:
+            await self.refresh_share()
+        except Exception as e:
+            log.debug("reading the live processes failed (%s: %s)", type(e).__name__, e)
+
     def _share(self, live: list[str]) -> None:
         """Pass on this process's rank among the live ones (how the schedulers spread work)."""
         if self.instance_id in live:
@@ -170,9 +180,13 @@ class Liveness:
         """Wake the scheduler at once when an operator triggers, pauses or resumes an actor."""
 
         def notified(*args: object) -> None:
+            payload = str(args[3]) if len(args) == 4 else ""
+            if payload == INSTANCES_CHANGED:  # a process joined or left
+                self._refresh = asyncio.ensure_future(self._refresh_share_quietly())
+                return
             self._on_change()
-            if len(args) == 4 and args[3] and self.on_notice is not None:
-                self.on_notice(str(args[3]))  # the payload: what an operator did
+            if payload and self.on_notice is not None:
+                self.on_notice(payload)  # what an operator did
 
         backoff = Backoff(0.5, 5.0)
         while True:
@@ -185,7 +199,10 @@ class Liveness:
                 conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
                 await conn.add_listener(self.store.channel, notified)
                 backoff.reset()
-                notified()  # catch up with whatever happened while we were not listening
+                # Catch up with whatever happened while we were not listening, processes that
+                # joined or left included.
+                self._refresh = asyncio.ensure_future(self._refresh_share_quietly())
+                notified()
                 await lost.wait()
             except TRANSIENT_DB_ERRORS as e:
                 log.debug("listener reconnecting (%s: %s)", type(e).__name__, e)

@@ -9,7 +9,8 @@ sure that each slot is claimed once however many processes share it. So a pass c
 due, and a process with 10,000 actors holds only the few hundred due in the next second or two.
 
 Several processes spread the work: each prefers the tasks whose id falls to its rank among the
-live processes (``task_id % count == rank``) and claims the others only when they are still
+live processes (``share_of(task_id, count) == rank``, a hash of the id, so that ids of one parity
+or any other stride still spread evenly) and claims the others only when they are still
 unclaimed ``SHARE_GRACE_SECONDS`` after they fell due (the preferred process may be busy or gone).
 """
 
@@ -47,6 +48,16 @@ PASS_SECONDS = 0.005
 _SLOT_ITEM, _RETRY_ITEM, _MANUAL_ITEM = PendingItem.SCHEDULE, PendingItem.RETRY, PendingItem.MANUAL
 _RETRY, _MANUAL = Trigger.RETRY, Trigger.MANUAL
 _RUNNING, _SKIPPED = RunStatus.RUNNING, RunStatus.SKIPPED
+
+
+def share_of(task_id: int, count: int) -> int:
+    """The rank (0 to ``count - 1``) of the process a task falls to among ``count`` live ones.
+
+    Fibonacci hashing: the id times 2**32 / golden ratio, its low 32 bits scaled to ``count``.
+    A plain ``task_id % count`` gave one process nearly every keyed schedule, because ids handed
+    out by one kind of insert can all share one parity; a hash spreads any stride evenly.
+    """
+    return (((task_id * 0x9E3779B1) & 0xFFFFFFFF) * count) >> 32
 
 
 def _utc(when: datetime | None) -> datetime | None:
@@ -139,7 +150,7 @@ class Scheduler:
             self._heap.append(self._entry(view.id, due))
 
     def _entry(self, task_id: int, due: float) -> tuple[float, float, int]:
-        if self.count > 1 and task_id % self.count != self.rank:
+        if self.count > 1 and share_of(task_id, self.count) != self.rank:
             return due + SHARE_GRACE_SECONDS, due, task_id
         return due, due, task_id
 

@@ -18,6 +18,7 @@ from discord_actor import RunContext, actor
 from discord_actor.config import ActorConfig, RetryPolicy, ScheduleConfig
 from discord_actor.db import Database
 from discord_actor.runtime import Runtime
+from discord_actor.scheduler import share_of
 from discord_actor.testing.harness import actor_config
 
 HOURLY = 300  # actors that ran once and are not due again for an hour
@@ -229,3 +230,17 @@ async def test_each_missed_slot_runs_once_when_catching_up(database: Database) -
     assert {r["status"]: r["n"] for r in rows} == {"succeeded": 10}
     state = await database.pool.fetchval(f'SELECT state FROM "{database.schema}".tasks')
     assert json.loads(state) == {"n": 10}
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3, 4, 10])
+@pytest.mark.parametrize("count", [2, 3, 5])
+def test_task_ids_of_any_stride_spread_evenly_over_the_processes(stride: int, count: int) -> None:
+    """Ids handed out to two actors in turn all share one parity; with ``id % count`` one of two
+    processes got nearly every run of an actor. Each process gets its fair share of 1,000 ids
+    of any stride, within 10 % of it."""
+    ids = range(2, 2 + 1000 * stride, stride)
+    shares = [share_of(i, count) for i in ids]
+    assert set(shares) == set(range(count))
+    for rank in range(count):
+        assert abs(shares.count(rank) - 1000 / count) <= 100 / count, (rank, shares.count(rank))
+

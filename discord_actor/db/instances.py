@@ -9,6 +9,9 @@ import asyncpg
 
 from .queries import Aggregate
 
+# The notification's payload when a process joins or leaves: the others learn their share anew.
+INSTANCES_CHANGED = "instances"
+
 
 class Instances(Aggregate):
     """The instances table: one row per running process."""
@@ -21,6 +24,7 @@ class Instances(Aggregate):
         await self.pool.execute(
             self.sql["register_instance"], instance_id, hostname, pid, lease_seconds
         )
+        await self._announce()
 
     async def heartbeat(self, instance_id: str) -> list[str] | None:
         """Renew this process's lease and return the live processes (``live``); None if another
@@ -35,6 +39,12 @@ class Instances(Aggregate):
 
     async def unregister(self, instance_id: str) -> None:
         await self.pool.execute(self.sql["unregister_instance"], instance_id)
+        await self._announce()
+
+    async def _announce(self) -> None:
+        """Tell the running processes that the live ones changed, so that they spread the work
+        anew at once rather than at their next heartbeat (a third of a lease later)."""
+        await self.pool.execute(self.sql["notify"], self.channel, INSTANCES_CHANGED)
 
     async def recover_abandoned(self, retry_at: datetime) -> list[asyncpg.Record]:
         """Mark the running runs of dead processes ``abandoned`` and schedule their retries.
