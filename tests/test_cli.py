@@ -217,6 +217,7 @@ def test_usage_and_configuration_errors_exit_2(
 WITHOUT_JSON = {
     "init": "says which files it wrote",
     "run": "serves until stopped; its log has --log-format json",
+    "sandbox": "an interactive console: the lines a person reads of what the bot does",
     "pause": "says what it did", "resume": "says what it did", "trigger": "says what it did",
     "schedules remove": "says what it did",
     "config show": "prints TOML that load_config reads again",
