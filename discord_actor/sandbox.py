@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, TextIO
 from discord_actor.config.model import CONFIG_FILE, Config
 from discord_actor.hosting import (
     OK,
+    HostError,
     database_label,
     open_for,
     run_async,
@@ -111,6 +112,12 @@ async def _fresh_database(config: Config) -> Database:
 
     database = await open_for(config, migrate=False)
     try:
+        others = database.server.shared_with if database.server is not None else []
+        if others:
+            raise HostError(
+                f"another process uses the sandbox's database in {config.database.data_dir} "
+                f"(pid {', '.join(map(str, others))}), likely a sandbox of this project still "
+                "running: stop it first (this one would empty the database under it)")
         await database.pool.execute(f"DROP SCHEMA IF EXISTS {quote_ident(config.database.schema)} "
                                     "CASCADE")
     except BaseException:
@@ -169,8 +176,8 @@ async def _type_commands(
             return
         await asyncio.sleep(0.05)
     console.say(f"sandbox: the bot is connected to a fake Discord; you are @{USER} in "
-                f"#{fake.channel.name}. Type a command such as {EXAMPLE}; 'help' lists them, "
-                "'quit' or end of input (Ctrl-D) stops.")
+                f"#{fake.channel.name}.\nType a command such as {EXAMPLE}; 'help' lists "
+                "them, 'quit' or Ctrl-D stops.")
     _help(fake, console)
     why = "end of input"
     async for line in lines:

@@ -8,6 +8,7 @@ import asyncio
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -92,6 +93,10 @@ class Sandbox:
         """Close standard input (Ctrl-D) and wait for the exit code."""
         assert self.proc.stdin is not None
         self.proc.stdin.close()
+        return self.wait(timeout)
+
+    def wait(self, timeout: float = 30) -> int:
+        """The exit code, once all the output is read."""
         code = self.proc.wait(timeout=timeout)
         for reader in self._readers:
             reader.join(timeout)
@@ -108,13 +113,21 @@ def test_remind_is_answered_at_once_posted_later_and_the_real_data_is_untouched(
 ) -> None:
     """The story of docs/sandbox.md on the embedded server: the ephemeral answer at once, the
     post with its ping two seconds later; a line that is no command, or names a wrong option,
-    says what exists; end of input exits 0. The project's own data directory is never made."""
+    says what exists; end of input exits 0. The project's own data directory is never made,
+    and a second sandbox of the project refuses to empty the database of the first."""
     sandbox = Sandbox(project(tmp_path))
     try:
-        sandbox.wait_for("Type a command such as /remind in:10s text:stand up")
+        sandbox.wait_for("Type a command such as /remind in:10s text:stand up; 'help' lists")
         usage = sandbox.wait_for("  /remind in:text text:text [timezone:text]  Remind me of")[1]
         assert usage.startswith(" " * 11)
         sandbox.wait_for("/reminders cancel id:text  Cancel one of your pending reminders")
+        second = Sandbox(tmp_path)  # would empty the database under the first one
+        try:
+            assert second.end_input() == 1
+        finally:
+            second.kill()
+        assert "another process uses the sandbox's database" in second.err, second.err
+        assert f"(pid {sandbox.proc.pid})" in second.err and "Traceback" not in second.err
         sandbox.type("/remind in:2s text:stand up")
         answered, answer = sandbox.wait_for(ANSWER)
         assert re.search(r"\(in [12] s\) in this channel: stand up$", answer), answer
@@ -143,7 +156,7 @@ def test_on_a_database_url_the_sandbox_has_its_own_schema_and_the_user_owns_the_
 ) -> None:
     """With a configured URL the sandbox works in ``<schema>_sandbox``, emptied at each start,
     and leaves the configured schema alone; the terminal's user may use /actors; -v shows the
-    runtime's log; 'quit' stops with 0."""
+    runtime's log; 'quit' and Ctrl-C (SIGINT) stop with 0."""
     sandbox_schema = f"{db_schema}_sandbox"
     root = project(tmp_path, f'url = "{database_url}"\nschema = "{db_schema}"')
     try:
@@ -160,11 +173,15 @@ def test_on_a_database_url_the_sandbox_has_its_own_schema_and_the_user_owns_the_
                 else:  # a new fake Discord: nothing of the first start is left
                     sandbox.type("/reminders list")
                     sandbox.wait_for("You have no pending reminders")
-                sandbox.type("quit")
-                assert sandbox.proc.wait(timeout=30) == 0, sandbox.err
+                if start == 1:
+                    sandbox.type("quit")
+                else:
+                    sandbox.proc.send_signal(signal.SIGINT)  # Ctrl-C
+                assert sandbox.wait() == 0, sandbox.err
             finally:
                 sandbox.kill()
-            assert "stopping (quit)" in sandbox.output
+            stopped = "stopping (quit)" if start == 1 else "SIGINT: shutting down"
+            assert stopped in sandbox.output + sandbox.err
             assert f"(schema {sandbox_schema})" in sandbox.err and "stopped cleanly" in sandbox.err
             assert "Traceback" not in sandbox.err and "created a new" not in sandbox.err
         assert asyncio.run(tables(database_url, db_schema)) == []
