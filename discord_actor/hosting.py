@@ -5,6 +5,9 @@ Discord bot when there is a token, else on the console. The first signal stops g
 (running runs get ``shutdown_grace_seconds``), the second cancels them. A stop by either signal
 is a clean stop at any point, while loading the actors and opening the database too.
 
+``discord-actor sandbox`` (``sandbox``) shares the pieces: ``until_signalled``,
+``stop_on_signals`` and ``serve_as_bot``, the bot served until an event is set.
+
 Heavy modules (asyncpg, discord.py, the runtime) are imported by the functions that need them,
 so that importing this module (the CLI does for every command) costs nothing.
 """
@@ -200,7 +203,7 @@ async def _host_errors(opening: Coroutine[Any, Any, Database]) -> Database:
 
 @contextlib.contextmanager
 def stop_on_signals(stop: asyncio.Event, grace: float,
-                     cancel: Callable[[], None]) -> Iterator[None]:
+                    cancel: Callable[[], None]) -> Iterator[None]:
     """SIGINT/SIGTERM: the first stops gracefully, the second cancels the running runs."""
     loop = asyncio.get_running_loop()
     signals = 0

@@ -95,7 +95,10 @@ def sandbox_config(config: Config, fake: FakeDiscord) -> Config:
 def add_configured_channels(fake: FakeDiscord, config: Config) -> None:
     """The channels the configuration names (actors' ``channel_id``, ``alert_channel_id``),
     with those ids, so that posts to them arrive; named after their actor (or ``alerts``)."""
-    wanted = {a.channel_id: a.name for a in config.actors if a.channel_id}
+    wanted: dict[int, str] = {}
+    for entry in config.actors:
+        if entry.channel_id:
+            wanted.setdefault(entry.channel_id, entry.name)  # the first actor names a shared one
     if config.discord.alert_channel_id:
         wanted.setdefault(config.discord.alert_channel_id, "alerts")
     for channel_id, name in wanted.items():
@@ -175,8 +178,11 @@ async def _type_commands(
         if stop.is_set():
             return
         await asyncio.sleep(0.05)
+    helped = fake.command_help()
+    example = EXAMPLE if any(line.startswith("/remind ") for line in helped) else (
+        helped[0].split("  ")[0] if helped else "/name option:value")
     console.say(f"sandbox: the bot is connected to a fake Discord; you are @{USER} in "
-                f"#{fake.channel.name}.\nType a command such as {EXAMPLE}; 'help' lists "
+                f"#{fake.channel.name}.\nType a command such as {example}; 'help' lists "
                 "them, 'quit' or Ctrl-D stops.")
     _help(fake, console)
     why = "end of input"
