@@ -247,11 +247,10 @@ async def stdin_lines() -> AsyncIterator[str]:
     def read() -> None:
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         pending = ""
-        fd = sys.stdin.fileno()
         while True:
             try:
-                chunk = os.read(fd, 4096)
-            except OSError:
+                chunk = os.read(sys.stdin.fileno(), 4096)
+            except (AttributeError, ValueError, OSError):  # no standard input, or closed
                 chunk = b""
             pending += decoder.decode(chunk, final=not chunk)
             *complete, pending = pending.split("\n")
