@@ -1111,6 +1111,15 @@ def test_make_clean_keeps_the_database(tmp_path: Path) -> None:
     assert (tmp_path / ".discord_actor").exists()
 
     (tmp_path / ".discord_actor/pgdata/postmaster.pid").unlink()
+    sandbox_pid = tmp_path / ".discord_actor/sandbox-pgdata/postmaster.pid"
+    sandbox_pid.parent.mkdir()
+    sandbox_pid.write_text("1\n")  # a running 'discord-actor sandbox'
+    p = subprocess.run(["make", "clean-data"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode != 0 and "stop 'discord-actor sandbox' first" in p.stderr
+    assert (tmp_path / ".discord_actor").exists()
+
+    sandbox_pid.unlink()
     p = subprocess.run(["make", "clean-data"], cwd=tmp_path, capture_output=True, text=True,
                        timeout=30)
     assert p.returncode == 0, p.stderr
