@@ -216,6 +216,10 @@ async def _run_command(fake: FakeDiscord, console: Console, text: str) -> None:
         if str(e).startswith("no command"):
             _help(fake, console)
         return
+    except Exception as e:  # the sandbox keeps reading whatever one line did
+        log.debug("typed %r", text, exc_info=True)
+        console.say(f"could not run {text!r}: {type(e).__name__}: {e}")
+        return
 
     async def watch() -> None:
         with contextlib.suppress(TimeoutError):
