@@ -6,7 +6,7 @@ CONFIG ?= actor_server.toml
 # The variable that holds the bot token (discord.token_env in $(CONFIG)); unset -> a dry run.
 TOKEN_ENV ?= DISCORD_TOKEN
 
-.PHONY: run test lint bench clean clean-data
+.PHONY: run sandbox test lint bench clean clean-data
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "discord-actor needs Python 3.11 or newer (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
@@ -18,6 +18,10 @@ $(BIN)/.installed: pyproject.toml
 run: $(BIN)/.installed
 	@echo "dashboard, API and /metrics: http://127.0.0.1:8750/ (actions: set DISCORD_ACTOR_HTTP_TOKEN)"
 	$(BIN)/discord-actor run --config $(CONFIG) $(if $($(TOKEN_ENV)),,--dry-run)
+
+# The bot against a fake Discord in the process, no token: type /remind in:10s text:stand up.
+sandbox: $(BIN)/.installed
+	$(BIN)/discord-actor sandbox --config $(CONFIG)
 
 test: $(BIN)/.installed
 	$(BIN)/pytest
@@ -50,5 +54,6 @@ clean:
 # The embedded PostgreSQL of the default data_dir, with every actor's state and all run history.
 clean-data:
 	@if [ -f .discord_actor/pgdata/postmaster.pid ]; then echo "a server is using .discord_actor/pgdata (postmaster.pid): stop 'discord-actor run' first (none running? then: rm -rf .discord_actor)" >&2; exit 2; fi
+	@if [ -f .discord_actor/sandbox-pgdata/postmaster.pid ]; then echo "a sandbox is using .discord_actor/sandbox-pgdata (postmaster.pid): stop 'discord-actor sandbox' first (none running? then: rm -rf .discord_actor)" >&2; exit 2; fi
 	@echo "deleting .discord_actor: the embedded PostgreSQL database, with every actor's state and all run history"
 	rm -rf .discord_actor

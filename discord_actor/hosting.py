@@ -5,6 +5,9 @@ Discord bot when there is a token, else on the console. The first signal stops g
 (running runs get ``shutdown_grace_seconds``), the second cancels them. A stop by either signal
 is a clean stop at any point, while loading the actors and opening the database too.
 
+``discord-actor sandbox`` (``sandbox``) shares the pieces: ``until_signalled``,
+``stop_on_signals`` and ``serve_as_bot``, the bot served until an event is set.
+
 Heavy modules (asyncpg, discord.py, the runtime) are imported by the functions that need them,
 so that importing this module (the CLI does for every command) costs nothing.
 """
@@ -26,6 +29,7 @@ from discord_actor.config.redaction import redact_url
 from discord_actor.errors import DiscordActorError
 
 if TYPE_CHECKING:
+    from discord_actor.bot import ActorBot, ShardedActorBot
     from discord_actor.db import Database
     from discord_actor.plugins import LoadedActor
 
@@ -68,9 +72,15 @@ def run_server(
 ) -> int:
     """Run until SIGINT/SIGTERM; the exit code (0 for a stop by either signal). Problems a user
     can cause raise ``HostError`` (or ``ConfigError``)."""
+    return until_signalled(lambda: _run(Path(config_path), dry_run))
+
+
+def until_signalled(body: Callable[[], int]) -> int:
+    """``body()``'s exit code, where SIGINT/SIGTERM before its event loop takes the signals
+    over (``stop_on_signals``), while actors load, is a clean stop: 0, no traceback."""
     previous = {sig: signal.signal(sig, _stop_startup) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return _run(Path(config_path), dry_run)
+        return body()
     except _StoppedAtStartup as e:
         log.info("%s: stopped before the actors started", e)
         return OK
@@ -192,8 +202,8 @@ async def _host_errors(opening: Coroutine[Any, Any, Database]) -> Database:
 
 
 @contextlib.contextmanager
-def _signal_handlers(stop: asyncio.Event, grace: float,
-                     cancel: Callable[[], None]) -> Iterator[None]:
+def stop_on_signals(stop: asyncio.Event, grace: float,
+                    cancel: Callable[[], None]) -> Iterator[None]:
     """SIGINT/SIGTERM: the first stops gracefully, the second cancels the running runs."""
     loop = asyncio.get_running_loop()
     signals = 0
@@ -243,9 +253,9 @@ async def _serve(config: Config, actors: dict[str, LoadedActor], *,
     def cancel() -> None:
         assembly.cancel_runs("cancelled by a second interrupt during shutdown")
 
-    with _signal_handlers(stop, config.server.shutdown_grace_seconds, cancel):
+    with stop_on_signals(stop, config.server.shutdown_grace_seconds, cancel):
         log.info("database: %s", database_label(config))
-        database = await _until_stopped(_host_errors(assembly.open()), stop)
+        database = await until_stopped(_host_errors(assembly.open()), stop)
         if database is None:
             log.info("stopped before the database was open")
             return OK
@@ -266,13 +276,7 @@ async def _serve(config: Config, actors: dict[str, LoadedActor], *,
 
 async def _serve_bot(config: Config, actors: dict[str, LoadedActor], token: str) -> int:
     """As a Discord bot: the runtime in the bot's ActorRuntime cog, until a signal."""
-    import aiohttp
-    import asyncpg
-    import discord
-
-    from discord_actor.bot import GatewayUnreachable, create_bot, serve_bot
-    from discord_actor.db import DatabaseUnavailable, MigrationError
-    from discord_actor.web.access import HttpUnavailable
+    from discord_actor.bot import create_bot
 
     cfg = config.discord
     stop = asyncio.Event()
@@ -281,29 +285,47 @@ async def _serve_bot(config: Config, actors: dict[str, LoadedActor], token: str)
     def cancel() -> None:
         bot.actor_runtime.cancel_runs("cancelled by a second interrupt during shutdown")
 
-    with _signal_handlers(stop, config.server.shutdown_grace_seconds, cancel):
+    with stop_on_signals(stop, config.server.shutdown_grace_seconds, cancel):
         log.info("connecting to Discord at %s (gateway %s) with the bot token in $%s",
                  redact_url(cfg.api_base_url), redact_url(cfg.gateway_url), cfg.token_env)
         log.info("database: %s", database_label(config))
-        try:
-            await serve_bot(bot, token, stop)
-        except discord.LoginFailure:
-            raise HostError(_rejected_token(cfg.token_env), USAGE) from None
-        except discord.PrivilegedIntentsRequired:
-            raise HostError(_privileged(config), USAGE) from None
-        except discord.ConnectionClosed as e:
-            raise _gateway_closed(config, e) from None
-        except HttpUnavailable as e:
-            raise HostError(str(e), USAGE) from None
-        except (DatabaseUnavailable, MigrationError, GatewayUnreachable) as e:
-            raise HostError(str(e)) from None
-        except (asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-            raise HostError(f"database error: {type(e).__name__}: {e}") from None
-        except (discord.DiscordException, aiohttp.ClientError, OSError) as e:
-            raise HostError(f"cannot use Discord at {redact_url(cfg.api_base_url)}: "
-                            f"{type(e).__name__}: {e}") from None
+        await serve_as_bot(bot, config, token, stop)
     log.info("stopped cleanly")
     return OK
+
+
+async def serve_as_bot(
+    bot: ActorBot | ShardedActorBot, config: Config, token: str, stop: asyncio.Event
+) -> None:
+    """Serve ``bot`` (``bot.create_bot``) with ``token`` until ``stop`` is set; what Discord,
+    the database or the network refused becomes a ``HostError`` that says what to change.
+    ``run`` serves Discord with it, ``sandbox`` a fake Discord."""
+    import aiohttp
+    import asyncpg
+    import discord
+
+    from discord_actor.bot import GatewayUnreachable, serve_bot
+    from discord_actor.db import DatabaseUnavailable, MigrationError
+    from discord_actor.web.access import HttpUnavailable
+
+    cfg = config.discord
+    try:
+        await serve_bot(bot, token, stop)
+    except discord.LoginFailure:
+        raise HostError(_rejected_token(cfg.token_env), USAGE) from None
+    except discord.PrivilegedIntentsRequired:
+        raise HostError(_privileged(config), USAGE) from None
+    except discord.ConnectionClosed as e:
+        raise _gateway_closed(config, e) from None
+    except HttpUnavailable as e:
+        raise HostError(str(e), USAGE) from None
+    except (DatabaseUnavailable, MigrationError, GatewayUnreachable) as e:
+        raise HostError(str(e)) from None
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+        raise HostError(f"database error: {type(e).__name__}: {e}") from None
+    except (discord.DiscordException, aiohttp.ClientError, OSError) as e:
+        raise HostError(f"cannot use Discord at {redact_url(cfg.api_base_url)}: "
+                        f"{type(e).__name__}: {e}") from None
 
 
 def _rejected_token(env: str) -> str:
@@ -335,7 +357,7 @@ def _gateway_closed(config: Config, e: Any) -> HostError:
                      f"{e.reason or 'no reason given'}")
 
 
-async def _until_stopped(coro: Coroutine[Any, Any, _T], stop: asyncio.Event) -> _T | None:
+async def until_stopped(coro: Coroutine[Any, Any, _T], stop: asyncio.Event) -> _T | None:
     """Await ``coro`` unless ``stop`` is set first (Ctrl-C while connecting); then None."""
     task = asyncio.ensure_future(coro)
     waiter = asyncio.ensure_future(stop.wait())

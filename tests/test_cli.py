@@ -217,6 +217,7 @@ def test_usage_and_configuration_errors_exit_2(
 WITHOUT_JSON = {
     "init": "says which files it wrote",
     "run": "serves until stopped; its log has --log-format json",
+    "sandbox": "an interactive console: the lines a person reads of what the bot does",
     "pause": "says what it did", "resume": "says what it did", "trigger": "says what it did",
     "schedules remove": "says what it did",
     "config show": "prints TOML that load_config reads again",
@@ -1110,6 +1111,15 @@ def test_make_clean_keeps_the_database(tmp_path: Path) -> None:
     assert (tmp_path / ".discord_actor").exists()
 
     (tmp_path / ".discord_actor/pgdata/postmaster.pid").unlink()
+    sandbox_pid = tmp_path / ".discord_actor/sandbox-pgdata/postmaster.pid"
+    sandbox_pid.parent.mkdir()
+    sandbox_pid.write_text("1\n")  # a running 'discord-actor sandbox'
+    p = subprocess.run(["make", "clean-data"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode != 0 and "stop 'discord-actor sandbox' first" in p.stderr
+    assert (tmp_path / ".discord_actor").exists()
+
+    sandbox_pid.unlink()
     p = subprocess.run(["make", "clean-data"], cwd=tmp_path, capture_output=True, text=True,
                        timeout=30)
     assert p.returncode == 0, p.stderr

@@ -8,6 +8,7 @@ import json
 import os
 import re
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -800,3 +801,134 @@ async def test_point_discord_py_at_restores(spare_fake: FakeDiscord) -> None:
         assert discord.http.Route.BASE == spare_fake.api_url
         assert str(discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY) == spare_fake.gateway_url
     assert discord.http.Route.BASE == base
+
+
+# ---------------------------------------------------------------------------- typed commands
+
+
+async def test_typed_commands_are_read_against_the_registered_options_and_shown(
+    fake_discord: FakeDiscord, fake_discord_bot: commands.Bot
+) -> None:
+    """``type_command`` reads a line as a terminal user types it (a value runs to the next
+    option, "10:30" inside it included; numbers, booleans, @user, #channel and choices typed),
+    says what exists when a line is wrong, and ``Console`` prints what the bot answered and
+    posted as a reader sees it: names for mentions, local times for timestamps."""
+    from discord_actor.testing.fake_discord import Console
+
+    fake, bot = fake_discord, fake_discord_bot
+    alice = fake.add_user("alice")
+    standup = fake.add_channel(fake.guild, "standup")
+    got: list[dict[str, Any]] = []
+
+    @app_commands.command(name="note", description="Write a note")
+    @app_commands.choices(colour=[app_commands.Choice(name="Red", value="r"),
+                                  app_commands.Choice(name="Blue", value="b")])
+    async def note(interaction: discord.Interaction, text: str, colour: str, times: int = 1,
+                   loud: bool = False, who: discord.Member | None = None,
+                   where: discord.TextChannel | None = None) -> None:
+        got.append({"text": text, "colour": colour, "times": times, "loud": loud,
+                    "who": who and who.id, "where": where and where.id})
+        mention = f" <@{who.id}>" if who else ""
+        await interaction.response.send_message(f"noted{mention} <t:1700000000:t>",
+                                                ephemeral=not loud)
+        if where is not None:
+            await where.send(f"note for <@{alice.id}>: {text}")
+
+    bot.tree.add_command(note)
+    await bot.tree.sync()
+    out = io.StringIO()
+    fake.listen(Console(fake, out, clock=lambda: 1_700_000_000.0).show)
+    assert fake.command_help() == [
+        "/note text:text colour:Red|Blue [times:integer] [loud:true|false] [who:@user] "
+        "[where:#channel]  Write a note"
+    ]
+
+    await (await fake.type_command("/note text:stand up at 10:30 sharp colour:blue")
+           ).wait_response()
+    typed = await fake.type_command(
+        f"/note colour:Red text:ship it times:3 loud:yes who:@alice where:<#{standup.id}>"
+    )
+    await typed.wait_response()
+    await fake.wait_for_message(channel_id=standup.id)
+    assert got == [
+        {"text": "stand up at 10:30 sharp", "colour": "b", "times": 1, "loud": False,
+         "who": None, "where": None},
+        {"text": "ship it", "colour": "r", "times": 3, "loud": True, "who": alice.id,
+         "where": standup.id},
+    ]
+    wrong = {
+        "/nope": "no command /nope; the bot registered: /note",
+        "/note colour:red txt:x": "/note has no option 'txt'; it takes text, colour, times, "
+        "loud, who, where",
+        "/note text:x": "/note needs colour: /note text:text colour:Red|Blue",
+        "/note hello text:x colour:red": "/note: 'hello' is not an option; give name:value",
+        "/note text:x colour:green": "option 'colour' is one of Red, Blue, not 'green'",
+        "/note text:x colour:red times:many": "option 'times' takes integer, not 'many'",
+        "/note text:x colour:red who:@carol": "option 'who': no @user '@carol' here",
+        "": "no command given",
+    }
+    for line, message in wrong.items():
+        with pytest.raises(FakeDiscordError) as e:
+            await fake.type_command(line)
+        assert message in str(e.value), (line, str(e.value))
+
+    stamp = datetime.fromtimestamp(1_700_000_000).strftime("%H:%M")
+    lines = [line[10:] for line in out.getvalue().splitlines()]  # without the time
+    assert lines == [
+        f"/note -> (only owner) noted {stamp}",
+        f"/note -> #general: noted @alice {stamp}  (pings @alice)",
+        "#standup  bot: note for @alice: ship it  (pings @alice)",
+    ]
+
+
+def test_relative_timestamps_read_as_discord_shows_them() -> None:
+    from discord_actor.testing.fake_discord.console import relative
+
+    assert [relative(s) for s in (9.2, 10, -5, 90, 7200, 3 * 86400)] == [
+        "in 10 s", "in 10 s", "5 s ago", "in 1 min", "in 2 h", "in 3 days"
+    ]
+
+
+def test_the_standalone_fake_prints_what_it_receives(tmp_path: Path) -> None:
+    """``python -m discord_actor.testing.fake_discord``: a bot pointed at the addresses it
+    prints connects, registers a command and posts, and each of those is printed."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "discord_actor.testing.fake_discord", "--heartbeat-ms", "500"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        head = [proc.stdout.readline() for _ in range(4)]
+        token = head[0].strip().removeprefix("DISCORD_TOKEN=")
+        api, gateway = (line.split(" = ")[1].strip().strip("'") for line in head[1:3])
+        channel_id = int(head[3].split()[-1])
+
+        async def bot_at_work() -> None:
+            from discord_actor.testing.fake_discord import point_discord_py_at
+
+            client = commands.Bot(command_prefix="!", intents=discord.Intents.default(),
+                                  guild_ready_timeout=READY_TIMEOUT)
+
+            @client.tree.command(name="ping", description="Pong")
+            async def ping(interaction: discord.Interaction) -> None:
+                await interaction.response.send_message("pong")
+
+            with point_discord_py_at(api, gateway):
+                await client.login(token)
+                await client.tree.sync()
+                channel = await client.fetch_channel(channel_id)
+                assert isinstance(channel, discord.TextChannel)
+                await channel.send("hello from the bot")
+                await client.close()
+
+        asyncio.run(bot_at_work())
+        printed = [proc.stdout.readline().rstrip("\n")[10:] for _ in range(2)]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert printed == ["bot registered 1 command(s) globally: /ping",
+                       "#general  bot: hello from the bot"]

@@ -1,11 +1,12 @@
 """The ``discord-actor`` command; the console script runs :func:`main`.
 
-One module per command group: ``project`` (init, check, config show), ``run``, ``reads``
-(status, history, next), ``actions`` (pause, resume, trigger), ``schedules`` (schedules list,
-add, remove) and ``database`` (migrate, prune). ``main`` wires them into one parser, ``common``
-is what they share and ``output`` is everything they print. They parse and print: what the
-commands do is in ``operations`` (the operator commands), ``hosting`` (``run``) and ``logs``
-(the log set-up every command shares).
+One module per command group: ``project`` (init, check, config show), ``run``, ``sandbox``,
+``reads`` (status, history, next), ``actions`` (pause, resume, trigger), ``schedules``
+(schedules list, add, remove) and ``database`` (migrate, prune). ``main`` wires them into one
+parser, ``common`` is what they share and ``output`` is everything they print. They parse and
+print: what the commands do is in ``operations`` (the operator commands), ``hosting``
+(``run``), ``sandbox`` (``sandbox``, which prints through the fake Discord's console) and
+``logs`` (the log set-up every command shares).
 
 Heavy modules (asyncpg, discord.py, the runtime, the plugins) are imported by the commands that
 need them, so that ``init``, ``config show``, ``--help``, ``--version`` and usage errors answer

@@ -17,7 +17,16 @@ import os
 import sys
 from collections.abc import Sequence
 
-from discord_actor.cli import actions, database, output, project, reads, run, schedules
+from discord_actor.cli import (
+    actions,
+    database,
+    output,
+    project,
+    reads,
+    run,
+    sandbox,
+    schedules,
+)
 from discord_actor.cli.common import Commands
 from discord_actor.config.model import CONFIG_FILE, ConfigError
 from discord_actor.hosting import FAILURE, USAGE, HostError
@@ -79,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     project.add_commands(commands)  # init, check
     run.add_commands(commands)  # run
+    sandbox.add_commands(commands)  # sandbox
     reads.add_commands(commands)  # status, history, next
     actions.add_commands(commands)  # pause, resume, trigger
     database.add_commands(commands)  # migrate, prune

@@ -11,9 +11,11 @@ rate-limit handling, websocket sessions, resumes and interaction callbacks as pr
             message = await fake.wait_for_message(channel_id=fake.channel.id)
 
 pytest fixtures (``fake_discord``, ``fake_discord_bot``) live in ``.fixtures``; run it
-standalone with ``python -m discord_actor.testing.fake_discord``.
+standalone with ``python -m discord_actor.testing.fake_discord`` (it prints what it receives,
+through ``Console``, a listener of ``fake.listen``).
 """
 
+from .console import Console
 from .errors import FakeDiscordError
 from .models import (
     FakeAttachment,
@@ -27,10 +29,12 @@ from .models import (
     Fault,
     GatewayFrame,
     RecordedRequest,
+    WorldEvent,
 )
 from .server import FakeDiscord, point_discord_py_at
 
 __all__ = [
+    "Console",
     "FakeAttachment",
     "FakeChannel",
     "FakeDiscord",
@@ -44,5 +48,6 @@ __all__ = [
     "Fault",
     "GatewayFrame",
     "RecordedRequest",
+    "WorldEvent",
     "point_discord_py_at",
 ]

@@ -1,7 +1,9 @@
 """Run the fake Discord standalone: ``python -m discord_actor.testing.fake_discord``.
 
-Prints the token and the addresses to put in ``api_base_url`` and ``gateway_url``; injected
-messages and interactions need the Python API, but a bot can connect, sync and post.
+Prints the token and the addresses to put in ``api_base_url`` and ``gateway_url``, then every
+message a bot posts or answers and every command set it registers (``console``), so that a bot
+pointed at it shows what it does. Injected messages and interactions need the Python API (or
+``discord-actor sandbox``, which types commands from the terminal).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 
+from .console import Console
 from .server import FakeDiscord
 
 
@@ -19,6 +22,7 @@ async def serve(token: str | None, heartbeat_ms: int) -> None:
         print(f"api_base_url = {fake.api_url!r}")
         print(f"gateway_url = {fake.gateway_url!r}")
         print(f"guild {fake.guild.id}, channel #{fake.channel.name} {fake.channel.id}", flush=True)
+        fake.listen(Console(fake).show)
         await asyncio.Event().wait()  # until interrupted
 
 

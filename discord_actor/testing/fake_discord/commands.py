@@ -202,3 +202,168 @@ def _option_value(
     if choices and option["value"] not in choices:
         raise FakeDiscordError(f"option {name!r} must be one of {choices}")
     return option
+
+
+# -- typed at a terminal -----------------------------------------------------------------------
+
+_TYPE_WORDS = {3: "text", 4: "integer", 5: "true|false", 6: "@user", 7: "#channel", 8: "@role",
+               9: "@user|@role", 10: "number", 11: "attachment"}
+_GROUPS = (1, 2)  # subcommand, subcommand group
+#: ``name:`` at the start of a word: where an option's value starts (a word that starts with
+#: a letter, so that "10:30" in a value is not taken for an option)
+_OPTION_START = re.compile(r"(?<!\S)([a-z][-_'\w]{0,31}):(?!//)")
+_TRUE, _FALSE = {"true", "yes", "y", "1", "on"}, {"false", "no", "n", "0", "off"}
+
+
+def visible_commands(registry: CommandRegistry, guild_id: int | None) -> list[JSON]:
+    """The chat-input commands a member of ``guild_id`` is offered, by name (a guild's
+    command hides a global one of the same name, as in Discord's picker)."""
+    found: dict[str, JSON] = {}
+    for scope in (None, guild_id):
+        for command in registry.scopes.get(scope, {}).values():
+            if command.get("type", 1) == 1:
+                found[command["name"]] = command
+    return [found[name] for name in sorted(found)]
+
+
+def _leaves(command: JSON) -> list[tuple[str, JSON]]:
+    """``(path, definition)`` of every runnable form of ``command``: itself, or each of its
+    subcommands (``"reminders cancel"``)."""
+    options: list[JSON] = command.get("options") or []
+    subs = [o for o in options if o.get("type") in _GROUPS]
+    if not subs:
+        return [(command["name"], command)]
+    return [(f"{command['name']} {path}", leaf) for sub in subs for path, leaf in _leaves(sub)]
+
+
+def _usage(path: str, definition: JSON) -> str:
+    parts = [f"/{path}"]
+    for option in definition.get("options") or []:
+        choices = [str(c["name"]) for c in option.get("choices") or []]
+        shown = f"{option['name']}:{'|'.join(choices) or _TYPE_WORDS.get(option['type'], '?')}"
+        parts.append(shown if option.get("required") else f"[{shown}]")
+    return " ".join(parts)
+
+
+def describe_commands(registry: CommandRegistry, guild_id: int | None) -> list[str]:
+    """One line per runnable command, its options and description: what a user at a terminal
+    may type (``/remind in:text text:text [timezone:text]  Remind me of something...``)."""
+    lines = []
+    for command in visible_commands(registry, guild_id):
+        for path, leaf in _leaves(command):
+            description = leaf.get("description") or ""
+            lines.append(f"{_usage(path, leaf)}  {description}".rstrip())
+    return lines
+
+
+def parse_invocation(
+    text: str, registry: CommandRegistry, guild_id: int | None
+) -> tuple[str, dict[str, str], list[JSON]]:
+    """``/name [sub] opt:value opt2:multi word value`` as typed, read against the registered
+    commands: the command's path (``"reminders cancel"``), each option's text and the
+    options' definitions. A value runs until the next ``option:`` of that command.
+
+    Raises ``FakeDiscordError`` naming what is wrong and what exists instead.
+    """
+    words = text.strip().removeprefix("/").split(None, 1)
+    if not words:
+        raise FakeDiscordError("no command given")
+    commands = {c["name"]: c for c in visible_commands(registry, guild_id)}
+    command = commands.get(words[0].lower())
+    if command is None:
+        listed = ", ".join(f"/{n}" for n in commands) or "none yet"
+        raise FakeDiscordError(f"no command /{words[0]}; the bot registered: {listed}")
+    path, definition = [command["name"]], command
+    rest = words[1] if len(words) > 1 else ""
+    while subs := [o for o in definition.get("options") or [] if o.get("type") in _GROUPS]:
+        head, _, tail = rest.partition(" ")
+        chosen = next((o for o in subs if o["name"] == head.lower()), None)
+        if chosen is None:
+            got = f"no subcommand {head!r}" if head else "a subcommand is needed"
+            offered = ", ".join(o["name"] for o in subs)
+            raise FakeDiscordError(f"/{' '.join(path)}: {got}; it has {offered}")
+        path.append(chosen["name"])
+        definition, rest = chosen, tail.strip()
+    definitions: list[JSON] = definition.get("options") or []
+    where = "/" + " ".join(path)
+    names = [o["name"] for o in definitions]
+    listed = ", ".join(names) or "none"
+    starts = list(_OPTION_START.finditer(rest))
+    before = rest[: starts[0].start()] if starts else rest
+    if before.strip():
+        raise FakeDiscordError(
+            f"{where}: {before.strip()!r} is not an option; give name:value ({where} takes "
+            f"{listed})"
+        )
+    values: dict[str, str] = {}
+    for i, match in enumerate(starts):
+        name = match[1].lower()
+        if name not in names:
+            raise FakeDiscordError(f"{where} has no option {name!r}; it takes {listed}")
+        if name in values:
+            raise FakeDiscordError(f"{where}: option {name!r} is given twice")
+        end = starts[i + 1].start() if i + 1 < len(starts) else len(rest)
+        values[name] = rest[match.end() : end].strip()
+    missing = [o["name"] for o in definitions if o.get("required") and o["name"] not in values]
+    if missing:
+        usage = _usage(" ".join(path), definition)
+        raise FakeDiscordError(f"{where} needs {', '.join(missing)}: {usage}")
+    return " ".join(path), values, definitions
+
+
+def typed_options(
+    definitions: list[JSON], values: dict[str, str], guild: FakeGuild, users: dict[int, FakeUser]
+) -> dict[str, Any]:
+    """The typed text of ``parse_invocation`` as ``inject_command`` takes it: numbers, booleans,
+    the id of ``@name``/``#name``/``<@id>``, a choice given by its name."""
+    by_name = {o["name"]: o for o in definitions}
+    return {name: _typed(by_name[name], text, guild, users) for name, text in values.items()}
+
+
+_MENTION = re.compile(r"<(?:@!?|@&|#)(\d+)>")
+
+
+def _typed(definition: JSON, text: str, guild: FakeGuild, users: dict[int, FakeUser]) -> Any:
+    kind, name = int(definition["type"]), definition["name"]
+    choices = definition.get("choices") or []
+    if choices:
+        for choice in choices:
+            if text.lower() in (str(choice["name"]).lower(), str(choice["value"]).lower()):
+                return choice["value"]
+        listed = ", ".join(str(c["name"]) for c in choices)
+        raise FakeDiscordError(f"option {name!r} is one of {listed}, not {text!r}")
+    try:
+        if kind == 4:
+            return int(text)
+        if kind == 10:
+            return float(text)
+    except ValueError:
+        raise FakeDiscordError(f"option {name!r} takes {_TYPE_WORDS[kind]}, not {text!r}") from None
+    if kind == 5:
+        if text.lower() in _TRUE | _FALSE:
+            return text.lower() in _TRUE
+        raise FakeDiscordError(f"option {name!r} takes true or false, not {text!r}")
+    if kind in (6, 7, 8, 9):
+        return _snowflake(kind, name, text, guild, users)
+    return text
+
+
+def _snowflake(kind: int, name: str, text: str, guild: FakeGuild,
+               users: dict[int, FakeUser]) -> int:
+    """The id that ``<@id>``, ``@name``, ``#name`` or a bare id stands for in ``guild``."""
+    if match := _MENTION.fullmatch(text):
+        return int(match[1])
+    if text.isdigit():
+        return int(text)
+    wanted = text.lstrip("@#").lower()
+    named: dict[str, int] = {}
+    if kind in (6, 9):
+        named |= {users[u].username.lower(): u for u in guild.members if u in users}
+    if kind in (8, 9):
+        named |= {r.name.lstrip("@").lower(): r.id for r in guild.roles.values()}
+    if kind == 7:
+        named |= {c.name.lower(): c.id for c in guild.channels.values()}
+    if wanted in named:
+        return named[wanted]
+    listed = ", ".join(sorted(named))
+    raise FakeDiscordError(f"option {name!r}: no {_TYPE_WORDS[kind]} {text!r} here ({listed})")

@@ -538,3 +538,19 @@ class GatewayFrame:
     s: int | None = None
     d: Any = None
     session_id: str | None = None
+
+
+@dataclass(frozen=True)
+class WorldEvent:
+    """Something that reached the fake, for ``FakeWorld.listen`` callbacks: a console that
+    shows a bot at work needs these as they happen, not the records afterwards.
+
+    ``kind`` is ``"message"`` (created: by the bot through REST, as an interaction answer or a
+    follow-up, or injected), ``"edit"``, ``"delete"`` or ``"commands"`` (a bulk overwrite of
+    ``scope``'s application commands: None is global, else a guild id).
+    """
+
+    kind: str
+    message: FakeMessage | None = None
+    scope: int | None = None
+    commands: tuple[JSON, ...] = ()

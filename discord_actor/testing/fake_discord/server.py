@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from aiohttp import web
 
-from .commands import build_options, may_use
+from .commands import (
+    build_options,
+    describe_commands,
+    may_use,
+    parse_invocation,
+    typed_options,
+)
 from .errors import FakeDiscordError
 from .front import HttpFront, fault_matches
 from .gateway import INVALID_SESSION, RECONNECT, GatewaySession
@@ -267,6 +273,27 @@ class FakeDiscord(FakeWorld):
         self.gateway.dispatch("INTERACTION_CREATE", payload, guild_id=guild.id)
         self.notify()
         return interaction
+
+    async def type_command(
+        self, text: str, *, user: FakeUser | int | None = None, channel_id: int | None = None
+    ) -> FakeInteraction:
+        """``inject_command`` of a line as a user types it: ``/remind in:10s text:stand up``.
+
+        Options are ``name:value`` (a value runs until the next option of that command);
+        numbers, booleans, ``@user``, ``#channel``, ``@role`` and choices are read as their
+        types. A line that names no registered command, or a wrong option, raises
+        ``FakeDiscordError`` saying what exists instead.
+        """
+        channel = self.get_channel(channel_id or self.channel.id)
+        guild = self.guilds[channel.guild_id]
+        path, values, definitions = parse_invocation(text, self.command_registry, guild.id)
+        options = typed_options(definitions, values, guild, self.users)
+        return await self.inject_command(path, options, user=user, channel_id=channel.id)
+
+    def command_help(self, guild_id: int | None = None) -> list[str]:
+        """One line per command the bot registered (for ``guild_id``, default ``guild``):
+        what ``type_command`` accepts."""
+        return describe_commands(self.command_registry, guild_id or self.guild.id)
 
     async def invoke_command(
         self,

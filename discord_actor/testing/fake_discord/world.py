@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 import secrets
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -45,17 +46,24 @@ from .models import (
     GatewayFrame,
     RecordedRequest,
     Snowflakes,
+    WorldEvent,
     as_id,
     normalize_embed,
     now_utc,
     resolve_mentions,
 )
 
+log = logging.getLogger(__name__)
+
+#: what ``FakeWorld.listen`` calls with each ``WorldEvent``
+Listener = Callable[[WorldEvent], None]
+
 
 class FakeWorld:
     """The state of a fake Discord and every change to it; the options of the whole fake.
 
-    The world starts with the bot, an owner, ``guild`` and its ``channel``.
+    The world starts with the bot, an owner (named ``owner_name``), ``guild`` and its
+    ``channel``.
     """
 
     def __init__(
@@ -68,6 +76,7 @@ class FakeWorld:
         rate_limit: tuple[int, float] = (50, 1.0),
         check_permissions: bool = True,
         host: str = "127.0.0.1",
+        owner_name: str = "owner",
     ) -> None:
         self.ids = Snowflakes()
         self.application_id = self.ids.next()
@@ -95,13 +104,14 @@ class FakeWorld:
         self.unknown_requests: list[RecordedRequest] = []
         self.faults: list[Fault] = []
         self._changed = asyncio.Event()
+        self._listeners: list[Listener] = []
 
         self.command_registry = CommandRegistry(self.ids, self.application_id)
         self.gateway = Gateway(self)
 
         self.bot_user = FakeUser(self.application_id, "FakeBot", bot=True)
         self.users[self.bot_user.id] = self.bot_user
-        self.owner = self.add_user("owner", guild=None)
+        self.owner = self.add_user(owner_name, guild=None)
         self.guild = self.add_guild("Fake Guild", owner=self.owner)
         self.channel = next(iter(self.guild.channels.values()))
 
@@ -178,10 +188,15 @@ class FakeWorld:
         topic: str | None = None,
         parent_id: int | None = None,
         dispatch: bool = True,
+        channel_id: int | None = None,
     ) -> FakeChannel:
+        """A channel of ``guild``; ``channel_id`` gives it that id (one that a configuration
+        names, so that posts to it arrive) instead of a new one."""
         found = self.get_guild(as_id(guild))
+        if channel_id is not None and channel_id in self.channels:
+            raise ValueError(f"channel {channel_id} exists already")
         channel = FakeChannel(
-            self.ids.next(),
+            self.ids.next() if channel_id is None else channel_id,
             found.id,
             name,
             type=type,
@@ -365,6 +380,7 @@ class FakeWorld:
         self._message_by_id[message.id] = message
         channel.last_message_id = message.id
         self._announce("MESSAGE_CREATE", message)
+        self._tell(WorldEvent("message", message))
         return message
 
     def edit_message(
@@ -391,6 +407,7 @@ class FakeWorld:
         message.edited_timestamp = now_utc()
         message.edits.append(body)
         self._announce("MESSAGE_UPDATE", message)
+        self._tell(WorldEvent("edit", message))
         return message
 
     def delete_message(self, message: FakeMessage) -> None:
@@ -402,6 +419,7 @@ class FakeWorld:
             self.gateway.dispatch(
                 "MESSAGE_DELETE", data, guild_id=message.guild_id, intent=INTENT_GUILD_MESSAGES
             )
+        self._tell(WorldEvent("delete", message))
         self.notify()
 
     def _announce(self, event: str, message: FakeMessage) -> None:
@@ -452,8 +470,30 @@ class FakeWorld:
 
     def overwrite_commands(self, scope: int | None, commands: list[Any]) -> list[JSON]:
         result = self.command_registry.overwrite(scope, commands)
+        self._tell(WorldEvent("commands", scope=scope, commands=tuple(result)))
         self.notify()
         return result
+
+    # ------------------------------------------------------------------ listening
+
+    def listen(self, callback: Listener) -> Callable[[], None]:
+        """Call ``callback`` with every ``WorldEvent`` as it happens (in the event loop, inside
+        the request that caused it); returns the function that stops it."""
+        self._listeners.append(callback)
+
+        def stop() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(callback)
+
+        return stop
+
+    def _tell(self, event: WorldEvent) -> None:
+        """A listener's failure is logged: it must not turn the bot's request into a 500."""
+        for callback in list(self._listeners):
+            try:
+                callback(event)
+            except Exception:
+                log.exception("fake Discord: listener %r failed on %s", callback, event.kind)
     # ------------------------------------------------------------------ waiting
 
     def notify(self) -> None:
