@@ -185,7 +185,7 @@ def test_fixtures_are_typed() -> None:
 TESTING_PAGE = Path(__file__).resolve().parents[1] / "docs" / "testing.md"
 
 
-def testing_page_project_files() -> dict[str, str]:
+def files_of_the_testing_page() -> dict[str, str]:
     """The files docs/testing.md shows, by the path in their first line."""
     blocks = re.findall(r"```(?:python|toml)\n# (\S+)\n(.*?)```", TESTING_PAGE.read_text(), re.S)
     return {path: body for path, body in blocks}
@@ -193,7 +193,7 @@ def testing_page_project_files() -> dict[str, str]:
 
 @pytest.mark.slow
 def test_testing_page_example_passes_in_a_fresh_project(tmp_path: Path, database_url: str) -> None:
-    files = testing_page_project_files()
+    files = files_of_the_testing_page()
     assert {"actor_server.toml", "actors/digest.py", "tests/test_digest.py"} <= set(files)
     for path, body in files.items():
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
