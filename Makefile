@@ -6,7 +6,7 @@ CONFIG ?= actor_server.toml
 # The variable that holds the bot token (discord.token_env in $(CONFIG)); unset -> a dry run.
 TOKEN_ENV ?= DISCORD_TOKEN
 
-.PHONY: run sandbox test lint bench clean clean-data
+.PHONY: run sandbox test lint docs docs-serve bench clean clean-data
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "discord-actor needs Python 3.11 or newer (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
@@ -26,12 +26,25 @@ sandbox: $(BIN)/.installed
 test: $(BIN)/.installed
 	$(BIN)/pytest
 
-# ruff, mypy, then the import contracts in pyproject.toml ([tool.importlinter]): layers that
-# depend one way, no cycle in any package.
+# ruff, mypy, the import contracts in pyproject.toml ([tool.importlinter]): layers that
+# depend one way, no cycle in any package; then the documentation site, warnings as errors.
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy discord_actor
 	$(BIN)/lint-imports --no-logo
+	$(MAKE) --no-print-directory docs
+
+# The site in docs/ (Sphinx, Markdown pages, the API reference from the docstrings) into
+# build/docs. -W --keep-going -n: every warning is an error, all reported in one pass, and a
+# reference (a page, a heading anchor, a documented name) that does not resolve is a warning,
+# so links cannot rot. No network: the build works offline.
+docs: $(BIN)/.installed
+	$(BIN)/sphinx-build -W --keep-going -n -q docs build/docs
+	@echo "docs: build/docs/index.html"
+
+# The site on http://127.0.0.1:8000/ (rebuild with `make docs`).
+docs-serve: docs
+	$(BIN)/python -m http.server --bind 127.0.0.1 --directory build/docs 8000
 
 # The bench scripts' own dependencies (the "bench" extra), on top of the test install.
 $(BIN)/.bench-installed: $(BIN)/.installed
@@ -46,10 +59,10 @@ bench: $(BIN)/.bench-installed
 	$(BIN)/python bench/keyed_schedules.py
 	$(BIN)/python bench/http_scrape.py
 
-# Build and tool caches only: the database under .discord_actor (every actor's state and all
+# Build output and tool caches only: the database under .discord_actor (every actor's state and all
 # run history) stays; `make clean-data` deletes it.
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
 
 # The embedded PostgreSQL of the default data_dir, with every actor's state and all run history.
 clean-data:

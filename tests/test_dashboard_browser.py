@@ -5,7 +5,7 @@ timelines scaled to the runs there are.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` packages (``.ci/run`` installs them);
 without them this test is skipped, saying so. ``DASHBOARD_SCREENSHOT=path`` also saves the
-screenshot there (the README's is made that way).
+screenshot there (docs/dashboard.png, on the dashboard page, is made that way).
 """
 
 from __future__ import annotations

@@ -437,7 +437,7 @@ with discord_endpoints(load_config("actor_server.toml").discord):
 async def test_embedded_bot_stops_gracefully_on_sigterm(
     tmp_path: Path, fake_discord: FakeDiscord
 ) -> None:
-    """The README's embedded example under Docker or systemd: SIGTERM closes the bot, the
+    """The embedded example of docs/discord.md under Docker or systemd: SIGTERM closes the bot, the
     runtime and the embedded PostgreSQL, and the process exits 0."""
     fake = fake_discord
     (tmp_path / "actors").mkdir()

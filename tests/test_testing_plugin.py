@@ -180,23 +180,20 @@ def test_fixtures_are_typed() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# The README's example, in a fresh project with no pytest configuration.
+# The testing page's example, in a fresh project with no pytest configuration.
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+TESTING_PAGE = Path(__file__).resolve().parents[1] / "docs" / "testing.md"
 
 
-def readme_project_files() -> dict[str, str]:
-    """The files the README's testing section shows, by the path in their first line."""
-    text = README.read_text()
-    section = text[text.index("## Testing your actors") :]
-    section = section[: section.index("\n## ", 1)]
-    blocks = re.findall(r"```(?:python|toml)\n# (\S+)\n(.*?)```", section, re.S)
+def files_of_the_testing_page() -> dict[str, str]:
+    """The files docs/testing.md shows, by the path in their first line."""
+    blocks = re.findall(r"```(?:python|toml)\n# (\S+)\n(.*?)```", TESTING_PAGE.read_text(), re.S)
     return {path: body for path, body in blocks}
 
 
 @pytest.mark.slow
-def test_readme_example_passes_in_a_fresh_project(tmp_path: Path, database_url: str) -> None:
-    files = readme_project_files()
+def test_testing_page_example_passes_in_a_fresh_project(tmp_path: Path, database_url: str) -> None:
+    files = files_of_the_testing_page()
     assert {"actor_server.toml", "actors/digest.py", "tests/test_digest.py"} <= set(files)
     for path, body in files.items():
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)

@@ -48,7 +48,7 @@ _TYPE_CHOICES = _choices(toml_types())
 
 _STARTER_HEADER = """\
 # discord-actor server configuration. Every key is optional unless marked required;
-# the values below are the defaults. Reference: README.md ("Configuration").
+# the values below are the defaults. Reference: docs/configuration.md.
 #
 # ${VAR} and ${VAR:-default} in string values are replaced from the environment.
 # Secrets never go in this file: the bot token is read from the variable named by
