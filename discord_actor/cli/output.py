@@ -184,7 +184,8 @@ def _missed(schedule: Schedule, found: Prediction) -> str | None:
     if schedule.config.catch_up == "all" and due.next_run is not None:
         return (f"its slot {slot} has passed and has not run: {policy} runs it and every slot "
                 "missed after it, oldest first, as catch_up runs, as soon as a server is running")
-    older = (f"; the {plural(due.skipped, 'older missed slot')} before it are not run"
+    verb = "is" if due.skipped == 1 else "are"
+    older = (f"; the {plural(due.skipped, 'older missed slot')} before it {verb} not run"
              if due.skipped else "")
     return (f"its slot {slot} has passed and has not run: {policy} runs it once, late, as a "
             f"catch_up run, as soon as a server is running{older}")
