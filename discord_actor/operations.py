@@ -82,9 +82,11 @@ class ActorStatus:
 
     @property
     def held(self) -> str | None:
-        """``"broken"`` or ``"paused"`` when it does not run though it has a next slot (None:
-        nothing holds it): what every front end shows in place of its next run, whose stored
-        slot (often past) stays in ``next_run``."""
+        """``"disabled"``, ``"broken"`` or ``"paused"`` when it does not run though it has a
+        next slot (None: nothing holds it): what every front end shows in place of its next
+        run, whose stored slot (often past) stays in ``next_run``."""
+        if not self.enabled:
+            return "disabled"
         if self.broken:
             return "broken"
         if self.paused:

@@ -583,6 +583,23 @@ def test_status_and_history_show_times_in_the_schedules_zone(
         assert run[key].endswith("-05:00"), run
 
 
+def test_status_shows_a_disabled_actor_as_disabled_in_place_of_its_next_run(
+    project: Path, database_url: str, db_schema: str
+) -> None:
+    """A disabled actor's stored slot has passed and will not run: the table says "disabled" in
+    the next-run column, as the dashboard does; the JSON keeps the slot beside enabled: false."""
+    populate(project)
+    query(database_url, f'UPDATE "{db_schema}".tasks SET enabled = false WHERE actor = $1',
+          "counter")
+    r = cli("status", cwd=project)
+    assert r.code == 0, r.err
+    header, *rows = r.out.splitlines()
+    row = next(x for x in rows if x.startswith("counter "))
+    assert row[header.index("NEXT RUN"):].split()[0] == "disabled", r.out
+    (item,) = [a for a in cli("status", "--json", cwd=project).json() if a["actor"] == "counter"]
+    assert (item["next_run"], item["enabled"]) == ("2026-01-05T12:00:10+00:00", False)
+
+
 def test_pause_trigger_resume_and_prune(project: Path, database_url: str, db_schema: str) -> None:
     assert populate(project) == ["failed", "succeeded"]
 
