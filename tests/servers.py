@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,22 @@ def spawn_server(config: Path, log: Path) -> subprocess.Popen[bytes]:
             stdout=subprocess.DEVNULL,
             stderr=stderr,
         )
+
+
+def spawn_run_in(directory: Path, env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``discord-actor run`` in ``directory`` (its ``actor_server.toml``), as a user starts it
+    there, with ``env``; its standard output and error in ``log``."""
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "discord_actor.cli", "run"], cwd=directory, env=dict(env),
+            stdout=out, stderr=subprocess.STDOUT,
+        )
+
+
+def wait_for_text(log: Path, text: str, deadline: float) -> None:
+    """Until ``text`` is in ``log`` or ``time.monotonic()`` passes ``deadline``."""
+    while text not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 async def fetch(url: str, sql: str, schema: str = "") -> list[asyncpg.Record]:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from servers import spawn_run_in, wait_for_text
 
 from discord_actor.cli import build_parser
 
@@ -220,21 +221,15 @@ def test_the_readme_own_bot_runs_and_its_tests_pass(
     config.write_text(text.replace('schema = "discord_actor"', f'schema = "{db_schema}"'))
     env = user_env() | {"DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"}
     log = tmp_path / "run.txt"
-    with log.open("w") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "discord_actor.cli", "run"], cwd=bot, env=env,
-            stdout=log_file, stderr=subprocess.STDOUT,
-        )
+    proc = spawn_run_in(bot, env, log)
     try:
         deadline = time.monotonic() + 60
-        while "[hello] hello (run 1)" not in log.read_text() and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_for_text(log, "[hello] hello (run 1)", deadline)
         added = cli("schedules", "add", "remind", "r:1", "--every", "20", "--payload",
                     '{"text": "stretch"}', cwd=bot, env=env)
         assert added.returncode == 0, added.stderr
         assert added.stdout.startswith("added remind r:1: every 20 s (UTC), next run ")
-        while "[remind] r:1: stretch" not in log.read_text() and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_for_text(log, "[remind] r:1: stretch", deadline)
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
     finally:

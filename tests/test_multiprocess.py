@@ -73,6 +73,23 @@ def write_project(tmp_path: Path, database_url: str, schema: str) -> Path:
     return config
 
 
+async def run_two_servers(config: Path, tmp_path: Path, seconds: float) -> None:
+    """Two ``discord-actor run`` processes of ``config`` for ``seconds``, then SIGINT: both exit
+    0 (their logs in ``tmp_path/server{0,1}.log``); killed if a check fails first."""
+    procs = [spawn_server(config, tmp_path / f"server{i}.log") for i in range(2)]
+    try:
+        await asyncio.sleep(seconds)
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        for p in procs:
+            assert p.wait(timeout=30) == 0, (tmp_path / "server0.log").read_text()[-2000:]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
 @pytest.fixture
 def servers(
     tmp_path: Path, database_url: str, db_schema: str
@@ -248,18 +265,7 @@ async def test_two_processes_1000_actors_no_slot_missed_or_run_twice(
         ]
     config = tmp_path / "actor_server.toml"
     config.write_text("\n".join(lines) + "\n")
-    procs = [spawn_server(config, tmp_path / f"server{i}.log") for i in range(2)]
-    try:
-        await asyncio.sleep(measured)
-        for p in procs:
-            p.send_signal(signal.SIGINT)
-        for p in procs:
-            assert p.wait(timeout=30) == 0, (tmp_path / "server0.log").read_text()[-2000:]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    await run_two_servers(config, tmp_path, measured)
     rows = await fetch(
         database_url,
         "SELECT t.actor, r.scheduled_for, r.attempt, r.status, r.instance_id"
@@ -323,18 +329,7 @@ async def test_two_processes_share_keyed_schedules_added_one_by_one(
                 await schedules.add(name, key=f"user:{i}", schedule=every)
     finally:
         await database.close()
-    procs = [spawn_server(config_path, tmp_path / f"server{i}.log") for i in range(2)]
-    try:
-        await asyncio.sleep(10)
-        for p in procs:
-            p.send_signal(signal.SIGINT)
-        for p in procs:
-            assert p.wait(timeout=30) == 0, (tmp_path / "server0.log").read_text()[-2000:]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    await run_two_servers(config_path, tmp_path, 10)
     rows = await fetch(
         database_url,
         "SELECT r.instance_id, count(*) AS runs FROM S.runs r JOIN S.tasks t ON t.id = r.task_id"

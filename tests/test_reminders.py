@@ -18,6 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from servers import spawn_run_in, wait_for_text
 
 from discord_actor.bot import ActorBot, create_bot
 from discord_actor.config import ActorConfig, Config, load_config
@@ -345,8 +346,6 @@ def test_the_keyed_schedules_first_project_runs_as_shown(
     seconds."""
     import os
     import signal
-    import subprocess
-    import sys
 
     section = page_section("keyed-schedules.md", "## A first project")
     files = dict(re.findall(r"```(?:python|toml)\n# (\S+)\n(.*?)```", section, re.S))
@@ -359,15 +358,9 @@ def test_the_keyed_schedules_first_project_runs_as_shown(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DISCORD_"))}
     env |= {"DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"}
     log = tmp_path / "out.txt"
-    with log.open("w") as out_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "discord_actor.cli", "run"], cwd=tmp_path, env=env,
-            stdout=out_file, stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while "r:1: once #1" not in log.read_text() and time.monotonic() < deadline:
-            time.sleep(0.2)  # r:1 is due 5 s after the start
+    proc = spawn_run_in(tmp_path, env, log)
+    try:  # r:1 is due 5 s after the start
+        wait_for_text(log, "r:1: once #1", time.monotonic() + 30)
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
     finally:
