@@ -1,10 +1,9 @@
-"""Being alive among the processes that share a database: heartbeat, leases, the listener.
+"""Being alive among the processes that share a database: heartbeat and leases.
 
 Each process renews its lease every third of ``lease_seconds``. Any process may declare another
 dead once its lease has run out: its running runs are marked ``abandoned`` and retried. The
 heartbeat also learns how many processes are alive, which is how the schedulers spread the work;
 a process that joins or leaves notifies the others, so that they spread it anew at once.
-The listener wakes the scheduler at once when an operator (or another process) changes a task.
 """
 
 from __future__ import annotations
@@ -17,13 +16,10 @@ import time
 from collections.abc import Callable
 from contextlib import suppress
 
-import asyncpg
-
 from .clock import Clock
 from .db import Database
-from .db.instances import INSTANCES_CHANGED
 from .db.store import Store
-from .db.transient import TRANSIENT_DB_ERRORS, Backoff
+from .db.transient import TRANSIENT_DB_ERRORS
 
 log = logging.getLogger("discord_actor.runtime")
 
@@ -57,7 +53,6 @@ class Liveness:
         self._renewed_at = time.monotonic()  # when the last renewal that succeeded was sent
         self._last_tick = time.monotonic()  # the watchdog's last turn
         self._watch: asyncio.TimerHandle | None = None
-        self.on_notice: Callable[[str], None] | None = None  # a notification's payload
         self._refresh: asyncio.Future[None] | None = None  # a share refresh a notice asked for
 
     async def register(self) -> None:
@@ -121,6 +116,10 @@ class Liveness:
     async def refresh_share(self) -> None:
         self._share(await self.store.instances.live())
 
+    def share_changed(self) -> None:
+        """A process joined or left (a notification said so): learn the share anew soon."""
+        self._refresh = asyncio.ensure_future(self._refresh_share_quietly())
+
     async def _refresh_share_quietly(self) -> None:
         """refresh_share on a notification; the next heartbeat corrects a failed one."""
         try:
@@ -175,39 +174,3 @@ class Liveness:
                 # An outage is reported by the scheduler, once; anything else is worth a warning.
                 level = logging.DEBUG if isinstance(e, TRANSIENT_DB_ERRORS) else logging.WARNING
                 log.log(level, "heartbeat failed (%s: %s)", type(e).__name__, e)
-
-    async def listen_loop(self) -> None:
-        """Wake the scheduler at once when an operator triggers, pauses or resumes an actor."""
-
-        def notified(*args: object) -> None:
-            payload = str(args[3]) if len(args) == 4 else ""
-            if payload == INSTANCES_CHANGED:  # a process joined or left
-                self._refresh = asyncio.ensure_future(self._refresh_share_quietly())
-                return
-            self._on_change()
-            if payload and self.on_notice is not None:
-                self.on_notice(payload)  # what an operator did
-
-        backoff = Backoff(0.5, 5.0)
-        while True:
-            conn: asyncpg.Connection | None = None
-            lost = asyncio.Event()
-            try:
-                conn = await asyncpg.connect(
-                    self.database.url, timeout=self.database.config.connect_timeout_seconds
-                )
-                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
-                await conn.add_listener(self.store.channel, notified)
-                backoff.reset()
-                # Catch up with whatever happened while we were not listening, processes that
-                # joined or left included.
-                self._refresh = asyncio.ensure_future(self._refresh_share_quietly())
-                notified()
-                await lost.wait()
-            except TRANSIENT_DB_ERRORS as e:
-                log.debug("listener reconnecting (%s: %s)", type(e).__name__, e)
-            finally:
-                if conn is not None and not conn.is_closed():
-                    with suppress(Exception):
-                        await conn.close()
-            await backoff.sleep()

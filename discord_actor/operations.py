@@ -21,7 +21,7 @@ Without the CLI::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -139,6 +139,8 @@ class Status:
 
     actors: list[ActorStatus]
     initialized: bool  # False: no server has run on this database yet (no tables)
+    #: Live processes that hear no notifications ("host pid 12: why"): they only poll.
+    polling: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -352,9 +354,11 @@ class Operations:
         names = list(self._configured) + sorted(set(by_actor) - set(self._configured))
         if actor is not None:
             names = [name for name in names if name == actor]
+        deaf = await self.store.instances.deaf() if self.store is not None else []
         return Status(
             [self._actor_status(name, by_actor.get(name)) for name in names],
             initialized=self.store is not None,
+            polling=[f"{r['hostname']} pid {r['pid']}: {r['notifications']}" for r in deaf],
         )
 
     async def history(

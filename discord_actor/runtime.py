@@ -4,7 +4,8 @@ and alerts together, and owns their lifecycle (start, serve, graceful stop).
 - ``scheduler.Scheduler``: what is due (read from the database's due window) and claiming it;
 - ``executor.Executor``: running one run within its timeout and recording its outcome;
 - ``budget.ConnectionBudget``: the shared pool's per-actor quotas;
-- ``liveness.Liveness``: heartbeat, lease recovery, the listener;
+- ``liveness.Liveness``: heartbeat, lease recovery;
+- ``listener.Listener``: notifications that wake the scheduler, and a check that they arrive;
 - ``alerts.AlertSender``: failure alerts to wherever the host sends them;
 - ``retention.loop``: deleting finished runs older than ``server.run_retention_days``.
 """
@@ -33,6 +34,7 @@ from .db.store import Store
 from .db.transient import TRANSIENT_DB_ERRORS
 from .executor import Executor
 from .keyed import Schedules, actor_row_spec
+from .listener import Listener
 from .liveness import Liveness
 from .loop_lag import LoopLagWatcher
 from .metrics import LiveReadings, RuntimeMetrics, discord_readings
@@ -154,7 +156,15 @@ class Runtime:
         self.executor.log_successes = config.server.log_runs == "all"
         self.loop_lag = LoopLagWatcher(self.executor.in_progress)
         self.metrics.read_live_from(self._live_readings)
-        self.liveness.on_notice = self._operator_notice
+        self.listener = Listener(
+            database,
+            self.store,
+            self.instance_id,
+            config.server.poll_interval_seconds,
+            on_change=self.scheduler.changed,
+            on_instances_changed=self.liveness.share_changed,
+        )
+        self.listener.on_notice = self._operator_notice
         self._background: list[asyncio.Task[None]] = []
         self._started = False
         self._stopping = False
@@ -207,7 +217,7 @@ class Runtime:
                 asyncio.create_task(
                     self.liveness.heartbeat_loop(), name="discord-actor heartbeat"
                 ),
-                asyncio.create_task(self.liveness.listen_loop(), name="discord-actor listener"),
+                asyncio.create_task(self.listener.loop(), name="discord-actor listener"),
                 asyncio.create_task(
                     retention.loop(self.store, config.server.run_retention_days),
                     name="discord-actor retention",

@@ -27,6 +27,7 @@ def dump_config(config: Config) -> str:
         "http": plain(config.http),
     }
     top["database"]["url"] = redact_url(config.database.url)
+    top["database"]["direct_url"] = redact_url(config.database.direct_url)
     for key in ("api_base_url", "gateway_url"):  # a proxy URL may carry credentials
         top["discord"][key] = redact_url(top["discord"][key])
     top = redact_strings(top)  # any other value that embeds a credential

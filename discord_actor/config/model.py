@@ -39,6 +39,10 @@ DEFAULT_GATEWAY_URL = "wss://gateway.discord.gg/"
 # registry itself, which may hold more by then).
 SCHEDULE_TYPES: tuple[str, ...] = toml_types()
 LOG_RUNS = ("all", "failures")  # server.log_runs
+# database.pooler: what sits between us and PostgreSQL. "transaction" (PgBouncer's
+# pool_mode = transaction, Supabase's port 6543, Neon's -pooler host) lends a server connection
+# for one transaction at a time, so nothing may rely on a session there.
+POOLERS = ("none", "session", "transaction")
 
 
 @dataclass(frozen=True)
@@ -94,7 +98,16 @@ class DatabaseConfig:
     connect_timeout_seconds: float = 10.0
     idle_timeout_seconds: float = 300.0
     command_timeout_seconds: float = 60.0
-    statement_cache_size: int = 100
+    statement_cache_size: int = 100  # 0 when pooler = "transaction"
+    pooler: str = "none"  # one of POOLERS
+    # A direct address of the same database (not through the pooler), for LISTEN and
+    # migrations; may hold a password. Empty with pooler = "transaction": poll only.
+    direct_url: str = field(default="", repr=False)
+
+    @property
+    def transaction_pooled(self) -> bool:
+        """Whether ``url`` lends connections per transaction: no session state survives."""
+        return self.pooler == "transaction"
 
 
 @dataclass(frozen=True)

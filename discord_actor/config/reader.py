@@ -27,6 +27,7 @@ from .model import (
     INTENT_NAMES,
     LOG_RUNS,
     MENTION_KINDS,
+    POOLERS,
     ActorConfig,
     Config,
     ConfigError,
@@ -171,6 +172,19 @@ class _Reader(ValueReader):
         if min_size > max_size:
             self.problem((*p, "min_pool_size"),
                          f"{min_size} is more than database.max_pool_size ({max_size})")
+        pooler = self.choice(t, "pooler", p, d.pooler, POOLERS)
+        direct_url = self.string(t, "direct_url", p, d.direct_url).strip()
+        if direct_url and not direct_url.startswith(("postgresql://", "postgres://")):
+            self.problem((*p, "direct_url"), "must be a postgresql:// URL (the database's own "
+                         "address, not the pooler's), or empty")
+        # Behind a transaction-mode pooler, a named prepared statement made on one server
+        # connection is unknown on the next ("prepared statement ... does not exist").
+        cache_default = 0 if pooler == "transaction" else d.statement_cache_size
+        cache_size = self.integer(t, "statement_cache_size", p, cache_default, minimum=0)
+        if pooler == "transaction" and cache_size:
+            self.problem((*p, "statement_cache_size"), f"must be 0 with database.pooler = "
+                         f"\"transaction\" (got {cache_size}): a transaction-mode pooler keeps "
+                         "no named prepared statements; leave the key out")
         return DatabaseConfig(
             url=url,
             data_dir=_resolve(base, self.path(t, "data_dir", p, str(d.data_dir))),
@@ -185,8 +199,9 @@ class _Reader(ValueReader):
                                              d.idle_timeout_seconds, allow_minimum=True),
             command_timeout_seconds=self.number(t, "command_timeout_seconds", p,
                                                 d.command_timeout_seconds),
-            statement_cache_size=self.integer(t, "statement_cache_size", p,
-                                              d.statement_cache_size, minimum=0),
+            statement_cache_size=cache_size,
+            pooler=pooler,
+            direct_url=direct_url,
         )
 
     def discord(self, t: dict[str, Any]) -> DiscordConfig:

@@ -91,7 +91,8 @@ _STARTER_COMMENTS = {
     ("database", "max_pool_size"): "one connection is kept for the runtime itself",
     ("database", "acquire_timeout_seconds"): "waiting for a free pooled connection",
     ("database", "idle_timeout_seconds"): "close connections idle this long (0 = never)",
-    ("database", "statement_cache_size"): "0 behind PgBouncer in transaction mode",
+    ("database", "pooler"): '"none" | "session" | "transaction" (PgBouncer, Supabase 6543)',
+    ("database", "direct_url"): "not through the pooler: LISTEN, migrations",
     ("discord", "token_env"): "the variable that holds the token, not the token",
     ("discord", "owner_ids"): "may use admin commands",
     ("discord", "admin_role_ids"): "may use admin commands",
@@ -117,7 +118,9 @@ _STARTER_COMMENTS = {
 def _starter_config() -> str:
     d, db = ServerConfig(actors_dir=Path("actors")), DatabaseConfig()
     server = plain(d) | {"actors_dir": "actors"}
-    database = plain(db) | {"url": "${DATABASE_URL:-}", "data_dir": str(db.data_dir)}
+    database = plain(db) | {"url": "${DATABASE_URL:-}", "data_dir": str(db.data_dir),
+                             "direct_url": "${DIRECT_URL:-}"}
+    del database["statement_cache_size"]  # follows pooler; a key set here would pin it
     hello = {
         "name": "hello",
         "module": "hello",

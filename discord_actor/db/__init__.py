@@ -21,7 +21,7 @@ from discord_actor.config.model import DatabaseConfig
 from discord_actor.config.redaction import redact_url
 from discord_actor.db.migrations import MigrationError, applied_versions, migrate, quote_ident
 from discord_actor.db.migrations import migrate as _migrate  # open_database(migrate=) shadows it
-from discord_actor.db.pool import DatabaseUnavailable, create_pool
+from discord_actor.db.pool import DatabaseUnavailable, create_pool, describe_error
 from discord_actor.db.server import EmbeddedPostgres, holds_cluster
 from discord_actor.errors import DiscordActorError
 
@@ -53,6 +53,16 @@ class Database:
     config: DatabaseConfig
     server: EmbeddedPostgres | None = None
     applied_migrations: list[str] = field(default_factory=list)  # applied by this open
+    direct_url: str | None = field(default=None, repr=False)  # not through the pooler
+
+    @property
+    def listen_url(self) -> str | None:
+        """Where ``LISTEN`` can work: the direct address if there is one, else ``url`` unless
+        it is a transaction-mode pooler (None: poll only), which lends its server connections
+        per transaction and so drops the notifications of a session that is not there."""
+        if self.direct_url is not None:
+            return self.direct_url
+        return None if self.config.transaction_pooled else self.url
 
     async def close(self) -> None:
         """Close the pool (terminating connections still borrowed after a grace period), then
@@ -110,6 +120,22 @@ def resolve_url(cfg: DatabaseConfig, environ: Mapping[str, str] | None = None) -
     return cfg.url or env.get("DATABASE_URL") or None
 
 
+async def _migrate_directly(direct_url: str, cfg: DatabaseConfig) -> list[str]:
+    """Migrate over a connection of its own to ``direct_url`` (not through the pooler)."""
+    try:
+        conn = await asyncpg.connect(direct_url, timeout=cfg.connect_timeout_seconds,
+                                     statement_cache_size=0)
+    except Exception as exc:
+        raise DatabaseUnavailable(
+            f"cannot connect to database.direct_url {redact_url(direct_url)} to migrate: "
+            f"{describe_error(exc, direct_url)}"
+        ) from None
+    try:
+        return await _migrate(conn, cfg.schema)
+    finally:
+        await conn.close()
+
+
 async def open_database(
     cfg: DatabaseConfig,
     *,
@@ -149,7 +175,9 @@ async def open_database(
         if server is not None:
             await asyncio.to_thread(server.stop)
         raise
-    db = Database(pool=pool, url=url, schema=cfg.schema, config=cfg, server=server)
+    direct_url = cfg.direct_url or None
+    db = Database(pool=pool, url=url, schema=cfg.schema, config=cfg, server=server,
+                  direct_url=direct_url)
     if create and not migrate:
         return db
     try:
@@ -159,8 +187,10 @@ async def open_database(
                          else redact_url(url))
                 raise NoDatabase(f"no database yet: schema {cfg.schema!r} of {where} has no "
                                  "discord-actor tables")
-            if migrate:
+            if migrate and direct_url is None:
                 db.applied_migrations = await _migrate(conn, cfg.schema)
+        if migrate and direct_url is not None:
+            db.applied_migrations = await _migrate_directly(direct_url, cfg)
     except BaseException:
         with contextlib.suppress(Exception):
             await db.close()

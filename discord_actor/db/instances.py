@@ -41,6 +41,19 @@ class Instances(Aggregate):
         await self.pool.execute(self.sql["unregister_instance"], instance_id)
         await self._announce()
 
+    async def set_notifications(self, instance_id: str, problem: str | None) -> None:
+        """Record why this process only polls (``problem``), or that notifications arrive."""
+        await self.pool.execute(self.sql["set_notifications"], instance_id, problem)
+
+    async def deaf(self) -> list[asyncpg.Record]:
+        """The live processes that hear no notifications: id, hostname, pid, notifications."""
+        rows: list[asyncpg.Record] = await self.pool.fetch(self.sql["deaf_instances"])
+        return rows
+
+    async def notify(self, payload: str) -> None:
+        """Send ``payload`` on the schema's channel (the listener's self-probe)."""
+        await self.pool.execute(self.sql["notify"], self.channel, payload)
+
     async def _announce(self) -> None:
         """Tell the running processes that the live ones changed, so that they spread the work
         anew at once rather than at their next heartbeat (a third of a lease later)."""

@@ -1,17 +1,17 @@
 """Versioned ``.sql`` migrations, applied into the configured schema.
 
 Files live in ``discord_actor/db/migrations/`` and are named ``NNNN_name.sql``. Each is applied
-once, in version order, in its own transaction with ``search_path`` set to the schema, and
+once, in version order, in a savepoint of its own with ``search_path`` set to the schema, and
 recorded in ``<schema>.schema_migrations``. Then the schema's server-side functions
 (``sql/functions.sql``) are applied with ``CREATE OR REPLACE``, at every start: their one
-definition is that file, not a copy in each migration that changes them. Everything happens
-under a session advisory lock keyed on the schema name, so processes starting together do not
-race: the second one waits and then finds nothing left to do.
+definition is that file, not a copy in each migration that changes them. Everything happens in
+one transaction under a transaction advisory lock keyed on the schema name, so processes
+starting together do not race (the second one waits and then finds nothing left to do), also
+behind a pooler that lends a server connection per transaction.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import re
 from dataclasses import dataclass
@@ -92,21 +92,17 @@ async def migrate(
     """Bring ``schema`` up to date; return the migrations applied by this call (``0001_initial``).
 
     ``functions`` (None: none) is applied after the migrations, whether any was applied or not.
-    ``conn`` must not be inside a transaction. Safe to run from several processes at once.
+    ``conn`` must not be inside a transaction. Safe to run from several processes at once, and
+    through a transaction-mode pooler: everything happens in one transaction that holds a
+    transaction-level advisory lock (a session lock and its unlock could land on different
+    server connections there), so a failed migration leaves the schema as it was.
     """
     migrations = available_migrations(directory)
-    key = lock_key(schema)
-    await conn.execute("SELECT pg_advisory_lock($1)", key)
-    try:
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key(schema))
         applied_now = await _migrate_locked(conn, schema, migrations)
         if functions is not None:
             await _apply(conn, schema, functions)
-    except BaseException:
-        # Best effort: a broken connection loses its session locks when it is closed anyway.
-        with contextlib.suppress(Exception):
-            await conn.execute("SELECT pg_advisory_unlock($1)", key)
-        raise
-    await conn.execute("SELECT pg_advisory_unlock($1)", key)
     return applied_now
 
 

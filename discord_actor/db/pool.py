@@ -59,7 +59,9 @@ def _secrets(url: str) -> list[str]:
     return sorted((s for s in found if s), key=len, reverse=True)
 
 
-def _describe(exc: BaseException, url: str) -> str:
+def describe_error(exc: BaseException, url: str) -> str:
+    """``exc`` as one line (type and text) with the passwords of ``url`` and any other
+    credential shown as ``***``."""
     text = str(exc) or ("timed out" if isinstance(exc, TimeoutError) else "")
     for secret in _secrets(url):
         text = text.replace(secret, REDACTED)
@@ -133,12 +135,17 @@ async def create_pool(cfg: DatabaseConfig, url: str) -> asyncpg.Pool:
             raise DatabaseUnavailable(
                 f"database {redact_url(url)} is unavailable: gave up after {attempts} attempts "
                 f"in {elapsed:.1f} s (connect_timeout_seconds = {budget:g}); "
-                f"last error: {_describe(last, url)}"
+                f"last error: {describe_error(last, url)}"
             ) from None
         await asyncio.sleep(min(backoff.next(), remaining))
 
 
 def _permanent(exc: BaseException, url: str) -> DatabaseUnavailable:
+    hint = ""
+    if "unsupported startup parameter" in str(exc):
+        # PgBouncer refuses startup parameters it does not track (search_path, options, ...).
+        hint = (" (a pooler such as PgBouncer refuses connection settings it does not know:"
+                " remove them from the URL, or list them in its ignore_startup_parameters)")
     return DatabaseUnavailable(
-        f"cannot connect to database {redact_url(url)}: {_describe(exc, url)}"
+        f"cannot connect to database {redact_url(url)}: {describe_error(exc, url)}{hint}"
     )

@@ -132,6 +132,11 @@ class HttpServer(Site):
         if lag > limit:
             checks["event_loop"]["reason"] = f"the event loop lagged {lag:.1f} s at its last check"
         checks["database"] = await self._database_check()
+        # Not a failure (every change is still found at the next poll), but worth seeing.
+        listener = self.runtime.listener
+        checks["notifications"] = {"ok": True, "arrive": not listener.polls_only}
+        if listener.problem is not None:
+            checks["notifications"]["note"] = listener.problem
         if gateway and self.runtime.client is not None:
             connected, latency = discord_readings(self.runtime.client)
             checks["gateway"] = {"ok": bool(connected)}

@@ -52,3 +52,14 @@ WITH dead AS (
 )
 SELECT l.id AS run_id, t.actor, l.scheduled_for, l.attempt, l.instance_id
 FROM lost l JOIN {tasks} t ON t.id = l.task_id
+
+-- name: set_notifications
+-- Why process $1 hears no notifications and only polls ($2), or NULL: they arrive.
+UPDATE {instances} SET notifications = $2 WHERE id = $1
+
+-- name: deaf_instances
+-- The live processes that only poll, and why.
+SELECT id, hostname, pid, notifications FROM {instances}
+ WHERE notifications IS NOT NULL
+   AND heartbeat_at >= now() - make_interval(secs => lease_seconds)
+ ORDER BY id
