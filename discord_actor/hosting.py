@@ -267,9 +267,10 @@ async def _serve(config: Config, actors: dict[str, LoadedActor], *,
         except HttpUnavailable as e:
             raise HostError(str(e), USAGE) from None
         except (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError) as e:
-            raise HostError(
-                f"database error on {redact_url(database.url)}: {type(e).__name__}: {e}"
-            ) from None
+            from discord_actor.db.pool import pooler_symptom
+
+            what = pooler_symptom(e) or f"{type(e).__name__}: {e}"
+            raise HostError(f"database error on {redact_url(database.url)}: {what}") from None
         log.info("stopped cleanly")
         return OK
 

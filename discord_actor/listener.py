@@ -35,6 +35,9 @@ PROBE_EVERY_SECONDS = 30.0
 PROBE_TIMEOUT_SECONDS = 5.0
 #: A probe's payload starts with this; every process ignores the others' probes.
 PROBE_PREFIX = "probe:"
+#: Why a process hears nothing by configuration.
+POLL_ONLY = ('database.pooler = "transaction" without database.direct_url: notifications '
+             "cannot pass a transaction-mode pooler")
 
 
 class Listener:
@@ -87,10 +90,7 @@ class Listener:
         """Listen until cancelled; poll-only by configuration returns after saying so."""
         url = self.database.listen_url
         if url is None:
-            await self._deaf(
-                'database.pooler = "transaction" and no database.direct_url: notifications '
-                "cannot pass a transaction-mode pooler, so this process polls"
-            )
+            await self._deaf(POLL_ONLY, level=logging.INFO)
             return
         backoff = Backoff(0.5, PROBE_EVERY_SECONDS)
         while True:
@@ -146,19 +146,21 @@ class Listener:
         if lost.is_set():
             return True
         await self._deaf(
-            f"notifications do not arrive (the listener's probe did not come back within "
-            f"{self.probe_timeout:g} s): is database.url a transaction-mode pooler? set "
-            'database.pooler = "transaction" and database.direct_url; meanwhile this process '
-            "polls and reconnects the listener"
+            f"notifications do not arrive: the listener's probe did not come back within "
+            f"{self.probe_timeout:g} s (is database.url a transaction-mode pooler? then set "
+            'database.pooler = "transaction" and database.direct_url)'
         )
         return False
 
-    async def _deaf(self, why: str) -> None:
+    async def _deaf(self, why: str, *, level: int = logging.WARNING) -> None:
         if self.problem is None:
-            log.warning(
-                "%s: a trigger, pause or resume made elsewhere, a keyed schedule added for "
-                "earlier and a process joining are seen within poll_interval_seconds (%g s) "
-                "instead of at once", why, self.poll_interval,
+            log.log(
+                level,
+                "%s; this process polls instead: a trigger, pause or resume made elsewhere, a "
+                "keyed schedule added for earlier and a process joining are seen within "
+                "poll_interval_seconds (%g s), not at once%s",
+                why, self.poll_interval, "" if level == logging.INFO else
+                "; the listener reconnects until notifications arrive",
             )
         self.problem = why
         await self._record()

@@ -152,6 +152,7 @@ async def open_operations(
     import asyncpg
 
     from discord_actor.db import NoDatabase
+    from discord_actor.db.pool import pooler_symptom
     from discord_actor.operations import (
         ActorDisabled,
         ActorPaused,
@@ -205,8 +206,8 @@ async def open_operations(
         except OperationError as e:
             raise CliError(str(e)) from None
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-        raise CliError(f"database error on {redact_url(db.url)}: {type(e).__name__}: {e}") \
-            from None
+        what = pooler_symptom(e) or f"{type(e).__name__}: {e}"
+        raise CliError(f"database error on {redact_url(db.url)}: {what}") from None
     finally:
         await db.close()
 

@@ -230,7 +230,7 @@ def show_status(report: Status, *, as_json: bool) -> None:
     if not report.initialized:
         note("no server has run on this database yet (start 'discord-actor run')")
     for process in report.polling:  # on stderr, beside the JSON too
-        note(f"process {process} (changes made elsewhere reach it at its next poll)")
+        note(f"process {process}; it polls (changes made elsewhere reach it at its next poll)")
     if as_json:
         print_json([a.to_json() for a in report.actors])
         return

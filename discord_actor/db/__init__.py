@@ -21,7 +21,12 @@ from discord_actor.config.model import DatabaseConfig
 from discord_actor.config.redaction import redact_url
 from discord_actor.db.migrations import MigrationError, applied_versions, migrate, quote_ident
 from discord_actor.db.migrations import migrate as _migrate  # open_database(migrate=) shadows it
-from discord_actor.db.pool import DatabaseUnavailable, create_pool, describe_error
+from discord_actor.db.pool import (
+    DatabaseUnavailable,
+    create_pool,
+    describe_error,
+    pooler_symptom,
+)
 from discord_actor.db.server import EmbeddedPostgres, holds_cluster
 from discord_actor.errors import DiscordActorError
 
@@ -191,8 +196,12 @@ async def open_database(
                 db.applied_migrations = await _migrate(conn, cfg.schema)
         if migrate and direct_url is not None:
             db.applied_migrations = await _migrate_directly(direct_url, cfg)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(Exception):
             await db.close()
+        cause = exc.__cause__ if isinstance(exc, MigrationError) else exc
+        symptom = pooler_symptom(cause) if cause is not None else None
+        if symptom is not None:
+            raise DatabaseUnavailable(f"database {redact_url(url)}: {symptom}") from None
         raise
     return db

@@ -36,6 +36,28 @@ _PERMANENT: tuple[type[BaseException], ...] = (
 )
 
 
+#: What asyncpg meets when its named prepared statements pass a transaction-mode pooler: a
+#: statement prepared on one server connection is missing, or already there, on the next.
+POOLER_SYMPTOMS: tuple[type[BaseException], ...] = (
+    asyncpg.DuplicatePreparedStatementError,
+    asyncpg.InvalidSQLStatementNameError,
+)
+POOLER_HINT = (
+    "database.url looks like a transaction-mode pooler (PgBouncer, Supabase's port 6543, "
+    "Neon's -pooler host), which keeps no prepared statements: set database.pooler = "
+    '"transaction" (and database.direct_url, the direct address, for notifications)'
+)
+
+
+def pooler_symptom(exc: BaseException) -> str | None:
+    """For an error that says ``url`` is a transaction-mode pooler, the error's first line and
+    what to set; None for any other error."""
+    if not isinstance(exc, POOLER_SYMPTOMS):
+        return None
+    first = (str(exc).splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}: {POOLER_HINT}"
+
+
 class DatabaseUnavailable(DiscordActorError):
     """The database cannot be reached or the embedded server cannot start.
 
