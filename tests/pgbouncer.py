@@ -31,7 +31,7 @@ def pgbouncer_binary() -> str | None:
     )
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -77,7 +77,7 @@ class PgBouncer:
         if binary is None:
             raise RuntimeError(INSTALL_HINT)
         up = _upstream(self.upstream_url)
-        self.port = _free_port()
+        self.port = free_port()
         self.directory = Path(tempfile.mkdtemp(prefix="discord_actor-pgbouncer-"))
         user = None
         if os.geteuid() == 0:
