@@ -112,7 +112,8 @@ class PgBouncer:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+                stderr = self.process.stderr
+                err = stderr.read().decode(errors="replace") if stderr is not None else ""
                 raise RuntimeError(f"pgbouncer exited {self.process.returncode}: {err}{self.log}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()

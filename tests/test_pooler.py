@@ -20,13 +20,14 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pgbouncer import INSTALL_HINT, PgBouncer, free_port, pgbouncer_binary
 from servers import fetch, spawn_server, wait_for_text
 
 from discord_actor.config import DatabaseConfig
-from discord_actor.db import DatabaseUnavailable, open_database
+from discord_actor.db import open_database
 from discord_actor.db.migrations import available_migrations
 
 pytestmark = [
@@ -127,6 +128,12 @@ async def wait_for_runs(url: str, schema: str, actor: str, trigger: str, count: 
             break
         await asyncio.sleep(0.1)
     return rows
+
+
+def get_json(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        found: dict[str, Any] = json.load(answer)
+        return found
 
 
 def clean(log: str) -> None:
@@ -265,8 +272,7 @@ async def test_the_listener_notices_it_is_behind_a_pooler(
         assert text.count("notifications do not arrive") == 1, text[-3000:]
         assert "is database.url a transaction-mode pooler?" in text
         port = int(config.read_text().split("port = ")[1].split()[0])
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
-            health = json.load(answer)
+        health = await asyncio.to_thread(get_json, f"http://127.0.0.1:{port}/healthz")
         assert health["status"] == "ok"  # it still works, by polling
         assert health["checks"]["notifications"]["arrive"] is False
         assert "probe did not come back" in health["checks"]["notifications"]["note"]
