@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import os
 import shutil
 import socket
@@ -275,3 +276,19 @@ def test_a_pid_file_of_a_single_user_backend_is_understood(tmp_path: Path) -> No
     (tmp_path / "postmaster.pid").write_text(f"-{os.getpid()}\n{tmp_path}\n")
     _drop_stale_postmaster_pid(tmp_path)
     assert not (tmp_path / "postmaster.pid").exists()
+
+
+async def test_pooler_setting_does_not_stop_the_embedded_server_from_listening(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # pooler = "transaction" left in a file whose url is empty: the embedded server has no
+    # pooler, so the runtime says so and listens as usual instead of polling.
+    cfg = DatabaseConfig(url="", data_dir=tmp_path / "pgdata", schema="pooled",
+                         pooler="transaction", statement_cache_size=0)
+    with caplog.at_level(logging.WARNING, logger="discord_actor.db"):
+        db = await open_database(cfg, environ={}, announce=True)
+    try:
+        assert db.listen_url == db.url
+        assert "does not apply to the embedded server" in caplog.text
+    finally:
+        await db.close()

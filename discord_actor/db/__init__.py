@@ -67,7 +67,8 @@ class Database:
         per transaction and so drops the notifications of a session that is not there."""
         if self.direct_url is not None:
             return self.direct_url
-        return None if self.config.transaction_pooled else self.url
+        pooled = self.config.transaction_pooled and self.server is None
+        return None if pooled else self.url
 
     async def close(self) -> None:
         """Close the pool (terminating connections still borrowed after a grace period), then
@@ -174,6 +175,10 @@ async def open_database(
         url = await asyncio.to_thread(server.start, Path(cfg.data_dir))
         if announce:
             announce_embedded(server)
+            if cfg.pooler != "none":
+                log.warning("database.pooler = %r does not apply to the embedded server (no "
+                            "database.url and no DATABASE_URL): it is reached directly",
+                            cfg.pooler)
     try:
         pool = await create_pool(cfg, url)
     except BaseException:
