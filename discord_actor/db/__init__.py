@@ -23,6 +23,7 @@ from discord_actor.db.migrations import MigrationError, applied_versions, migrat
 from discord_actor.db.migrations import migrate as _migrate  # open_database(migrate=) shadows it
 from discord_actor.db.pool import DatabaseUnavailable, create_pool
 from discord_actor.db.server import EmbeddedPostgres, holds_cluster
+from discord_actor.db.transient import Servers
 from discord_actor.errors import DiscordActorError
 
 __all__ = [
@@ -53,6 +54,8 @@ class Database:
     config: DatabaseConfig
     server: EmbeddedPostgres | None = None
     applied_migrations: list[str] = field(default_factory=list)  # applied by this open
+    #: which node the pooled connections lead to (a URL may list a primary and its standbys)
+    servers: Servers = field(default_factory=Servers)
 
     async def close(self) -> None:
         """Close the pool (terminating connections still borrowed after a grace period), then
@@ -143,13 +146,16 @@ async def open_database(
         url = await asyncio.to_thread(server.start, Path(cfg.data_dir))
         if announce:
             announce_embedded(server)
+    servers = Servers()
     try:
-        pool = await create_pool(cfg, url)
+        pool = await create_pool(cfg, url, init=servers.note)
     except BaseException:
         if server is not None:
             await asyncio.to_thread(server.stop)
         raise
-    db = Database(pool=pool, url=url, schema=cfg.schema, config=cfg, server=server)
+    db = Database(
+        pool=pool, url=url, schema=cfg.schema, config=cfg, server=server, servers=servers
+    )
     if create and not migrate:
         return db
     try:
