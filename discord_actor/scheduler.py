@@ -179,9 +179,9 @@ class Scheduler:
 
     def suspect_lost_claims(self) -> None:
         """A statement failed: a claim may have committed without our knowing; look at the next
-        pass (which runs between claims, so that no answer is on its way meanwhile)."""
+        pass (which runs between claims, so that no answer is on its way meanwhile). No wake:
+        the pass comes after the scheduler's own backoff."""
         self._lost_check = True
-        self.wake.set()
 
     async def start_lost_claims(self) -> list[ClaimedRun]:
         """Start the runs this process owns and does not know of (claimed by a statement whose

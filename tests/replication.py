@@ -65,7 +65,7 @@ def _as_server() -> dict[str, Any]:
     return as_server(_server_user())
 
 
-def _prepare(base: Path) -> None:
+def prepare(base: Path) -> None:
     """Let the server's system user (as root) reach ``base`` and the binaries."""
     user = _server_user()
     if user is None:
@@ -202,7 +202,7 @@ class Replicated:
     def __init__(self, base: Path | None = None) -> None:
         reap_stale()
         self.base = base or Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
-        _prepare(self.base)
+        prepare(self.base)
         self.password = secrets.token_hex(16)
         self._built = 0
         ports = free_port(), free_port()

@@ -91,6 +91,7 @@ class Reconnect:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
         self._at = -1e18
+        self._expiring: set[asyncio.Future[None]] = set()
 
     def after(self, error: BaseException) -> bool:
         """An operation failed with ``error``; True if it called for new connections."""
@@ -99,7 +100,10 @@ class Reconnect:
         now = time.monotonic()
         if now - self._at >= self.EVERY_SECONDS:
             self._at = now
-            self.pool.expire_connections()
+            # A coroutine that only marks the connections: done at once, nothing to wait for.
+            task = asyncio.ensure_future(self.pool.expire_connections())
+            self._expiring.add(task)
+            task.add_done_callback(self._expiring.discard)
         return True
 
 
