@@ -35,15 +35,18 @@ from discord_actor.testing.harness import actor_config
 # The claim statement's own text (sql/runs.sql, claim_runs), as sent with every execution when
 # asyncpg keeps no prepared statements.
 CLAIM_MARKER = b"ON CONFLICT (task_id, scheduled_for, attempt) DO NOTHING"
+FINISH_MARKER = b"finish_run(i.run_id"  # finish_runs: recording outcomes
 READY_FOR_QUERY = b"Z\x00\x00\x00\x05"
 
 
 class CuttingProxy:
-    """A loopback TCP proxy to a PostgreSQL server that, when armed, lets the next claim reach
-    the server and commit, then cuts its connection instead of passing the answer on."""
+    """A loopback TCP proxy to a PostgreSQL server that, when armed, lets the next statement
+    holding ``marker`` reach the server and commit, then cuts its connection instead of passing
+    the answer on."""
 
-    def __init__(self, unix_path: str) -> None:
+    def __init__(self, unix_path: str, marker: bytes = CLAIM_MARKER) -> None:
         self.unix_path = unix_path
+        self.marker = marker
         self.armed = 0
         self.cut = 0
         self.port = 0
@@ -68,7 +71,7 @@ class CuttingProxy:
 
         async def upstream() -> None:
             while data := await reader.read(65536):
-                if self.armed and CLAIM_MARKER in data:
+                if self.armed and self.marker in data:
                     self.armed -= 1
                     doomed.set()
                 up_writer.write(data)
@@ -298,3 +301,39 @@ async def test_a_primary_switched_to_read_only_is_noticed_in_one_line(
     assert_each_slot_once(rows, ran)
     after = {r["actor"] for r in rows if r["scheduled_for"].timestamp() > back}
     assert after == {c.name for c in configs}, f"only {sorted(after)} ran after"
+
+
+async def test_an_outcome_whose_answer_was_lost_is_told_as_recorded(
+    database_url: str, db_schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The connection is cut after outcomes were committed and before the answer came back:
+    written again, they find their runs finished, by that first write. The log says they were
+    recorded (not "declared abandoned ... not recorded"), and each slot ran once."""
+    proxy = CuttingProxy("", FINISH_MARKER)
+    port = await proxy.start()
+    url, proxy.unix_path = tcp_url_through(database_url, port)
+    database = await open_database(
+        DatabaseConfig(url=url, schema=db_schema, statement_cache_size=0, min_pool_size=1,
+                       max_pool_size=4, connect_timeout_seconds=5)
+    )
+    ticker, ran = slot_counter()
+    configs = [actor_config(f"f{i}", schedule=every(0.5)) for i in range(3)]
+    runtime = runtime_for(database, [(ticker, c) for c in configs], poll_interval_seconds=0.2)
+    caplog.set_level(logging.INFO)
+    try:
+        async with running(runtime):
+            await asyncio.sleep(1.2)
+            proxy.armed = 1
+            for _ in range(40):
+                if proxy.cut:
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(2.0)
+    finally:
+        await database.close()
+        await proxy.close()
+    assert proxy.cut == 1
+    said = [r.getMessage() for r in caplog.records]
+    assert not [m for m in said if "was not recorded" in m], said
+    assert [m for m in said if "recorded the outcome of" in m], said
+    assert_each_slot_once(await runs_of(database_url, db_schema), ran)
