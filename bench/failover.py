@@ -32,7 +32,7 @@ from pathlib import Path
 import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from replication import Replicated  # noqa: E402  (the tests' helper, not an installed module)
+from replication import Replicated  # the tests' helper (tests/ is on the path above)
 
 SCHEMA = "failover"
 ACTOR_MODULE = '''
@@ -76,12 +76,12 @@ async def query(url: str, sql: str, *args: object) -> list[asyncpg.Record]:
         await conn.close()
 
 
-async def after(pair: Replicated, since: float, actors: int, timeout: float) -> tuple[
+async def after(pair: Replicated, since: float, actors: int, within: float) -> tuple[
         float | None, float | None]:
     """(first run started on the primary after ``since``, every actor has run after it), in
-    seconds after ``since``; None if not within ``timeout``."""
+    seconds after ``since``; None if not within ``within`` s."""
     first: float | None = None
-    deadline = time.time() + timeout
+    deadline = time.time() + within
     while time.time() < deadline:
         try:
             rows = await query(

@@ -26,8 +26,8 @@ from servers import fetch, runtime_for
 
 from discord_actor import RunContext, actor
 from discord_actor.config import DatabaseConfig, ScheduleConfig
-from discord_actor.config.redaction import redact_url
 from discord_actor.config.reader import load_config
+from discord_actor.config.redaction import redact_url
 from discord_actor.db import open_database
 from discord_actor.runtime import Runtime
 from discord_actor.testing.harness import actor_config
@@ -256,7 +256,6 @@ async def test_a_primary_switched_to_read_only_is_noticed_in_one_line(
     """``default_transaction_read_only = on`` and a reload, its sockets left open: within 5 s
     the runtime says so in one line, without a traceback per run; back to read-write, it
     carries on and every slot still runs once."""
-    tmp_path.chmod(0o755)
     node = Node(tmp_path, "solo", free_port(), "pw-solo")
     prepare(tmp_path)
     await asyncio.to_thread(node.init)

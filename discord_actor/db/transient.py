@@ -107,16 +107,15 @@ class Reconnect:
         return True
 
 
-def outage_cause(error: BaseException, server: str | None) -> str:
-    """What an outage line says went wrong, naming the node when it is known."""
+def outage_line(error: BaseException, server: str | None) -> str:
+    """The line that starts an outage: what went wrong, naming the node when it is known."""
     text = f"{type(error).__name__}: {error}"
     if isinstance(error, READ_ONLY_ERRORS):
         where = f"database {server}" if server else "the database"
         return (f"{where} is read-only, a standby or a primary being failed over ({text});"
-                " reconnecting to the primary")
-    if server is not None:
-        return f"lost {server}: {text}"
-    return text
+                " reconnecting until a primary answers (runs are not lost)")
+    cause = f"lost {server}: {text}" if server is not None else text
+    return f"database unavailable ({cause}); retrying until it is back (runs are not lost)"
 
 
 class Backoff:
@@ -161,10 +160,7 @@ class Outage:
         self.failures += 1
         if self.since is None:
             self.since = time.monotonic()
-            self.log.warning(
-                "database unavailable (%s); retrying until it is back (runs are not lost)",
-                outage_cause(error, self._server()),
-            )
+            self.log.warning("%s", outage_line(error, self._server()))
         else:
             self.log.debug(
                 "database still unavailable (%s: %s); retrying in %.1f s",
