@@ -58,6 +58,7 @@ bench: $(BIN)/.bench-installed
 	$(BIN)/python bench/peers.py
 	$(BIN)/python bench/keyed_schedules.py
 	$(BIN)/python bench/http_scrape.py
+	$(BIN)/python bench/failover.py
 
 # Build output and tool caches only: the database under .discord_actor (every actor's state and all
 # run history) stays; `make clean-data` deletes it.

@@ -12,12 +12,13 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 import asyncpg
 
 from .config.model import ActorConfig
 from .db.pool import reset_session
+from .db.transient import TRANSIENT_DB_ERRORS
 from .errors import DiscordActorError
 from .metrics import RuntimeMetrics
 
@@ -108,9 +109,13 @@ class ConnectionBudget:
         try:
             try:
                 await reset_session(conn)  # the actor may have changed anything
-            except BaseException:
-                conn.terminate()  # e.g. cancelled mid-query: the pool replaces it
-                raise  # a cancellation (the run's timeout) must go on
+            except BaseException as e:
+                with suppress(asyncpg.InterfaceError):  # already closed by its loss
+                    conn.terminate()  # e.g. cancelled mid-query: the pool replaces it
+                # A cancellation (the run's timeout) must go on; a connection lost after the
+                # actor was done with it is the pool's to replace, not the run's failure.
+                if not isinstance(e, TRANSIENT_DB_ERRORS):
+                    raise
             finally:
                 await asyncio.shield(self.pool.release(conn))
         finally:
@@ -130,7 +135,8 @@ class ConnectionBudget:
         for lease in leases:
             lease.reclaimed = True
             self.in_use[actor] -= 1
-            lease.conn.terminate()  # its holder returns to the pool; any later use fails
+            with suppress(asyncpg.InterfaceError):  # already given back by a failover
+                lease.conn.terminate()  # its holder returns to the pool; any later use fails
             for semaphore in lease.held:
                 semaphore.release()
         return len(leases)

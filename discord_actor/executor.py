@@ -137,6 +137,9 @@ class Executor:
         self.running: dict[int, asyncio.Task[None]] = {}  # run id -> its whole execution
         self.local_runs: Counter[int] = Counter()  # task id -> runs in flight here
         self._actor_code: dict[int, _LiveRun] = {}
+        # Runs started here whose outcome could not be written (a bug, a shutdown): still
+        # ``running`` in the database, they are not lost claims to start (``known_runs``).
+        self._unrecorded: set[int] = set()
         self._runaway: set[asyncio.Task[ActorCodeResult]] = set()  # did not stop, left alone
         self._loggers: dict[str, logging.Logger] = {}  # made at an actor's first run
         self._cancel_reason = "cancelled"
@@ -197,6 +200,12 @@ class Executor:
         self._runaway.add(code)
         code.add_done_callback(self._runaway.discard)
         live.ended.set_result(live.stopped(None))
+
+    def known_runs(self) -> set[int]:
+        """Every run this process started and still owns: those running, and those whose
+        outcome it could not write. A ``running`` row of this process not among them is a
+        claim whose answer was lost."""
+        return set(self.running) | self._unrecorded
 
     @property
     def runaway(self) -> int:
@@ -285,6 +294,7 @@ class Executor:
         live.timer = loop.call_later(cfg.timeout_seconds, self._stop_code, live, _TIMED_OUT)
         self._actor_code[run.run_id] = live
         finished: Finished | None = None
+        recorded = False
         try:
             ended = await live.ended
             if run.run_id in self.budget.leases:
@@ -301,7 +311,10 @@ class Executor:
                     cancel_reason=self._cancel_reason,
                 )
             finished, outcome = await self.writer.write(run, outcome)
+            recorded = True
         finally:
+            if not recorded:
+                self._unrecorded.add(run.run_id)
             live.timer.cancel()
             if not code.done() and live.stopping_as is None:
                 code.cancel()  # this run itself was cancelled: so is its actor code

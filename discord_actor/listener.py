@@ -64,6 +64,7 @@ class Listener:
         self.problem: str | None = None
         self._probes = itertools.count(1)
         self._awaited: tuple[str, asyncio.Future[None]] | None = None  # the probe in flight
+        self._listening: asyncio.Event | None = None  # set: the listener's connection is done
         self.probe_timeout = PROBE_TIMEOUT_SECONDS
         self.probe_every = PROBE_EVERY_SECONDS
 
@@ -71,6 +72,12 @@ class Listener:
     def polls_only(self) -> bool:
         """True when changes made elsewhere are seen at the next poll, not at once."""
         return self.problem is not None
+
+    def relisten(self) -> None:
+        """Listen on a new connection (the node of the current one took no writes: after a
+        failover it hears nothing), made through the URL's hosts to the primary."""
+        if self._listening is not None:
+            self._listening.set()
 
     def _notified(self, *args: object) -> None:
         payload = str(args[3]) if len(args) == 4 else ""
@@ -95,7 +102,7 @@ class Listener:
         backoff = Backoff(0.5, PROBE_EVERY_SECONDS)
         while True:
             conn: asyncpg.Connection | None = None
-            lost = asyncio.Event()
+            lost = self._listening = asyncio.Event()
             try:
                 conn = await asyncpg.connect(
                     url, timeout=self.database.config.connect_timeout_seconds,

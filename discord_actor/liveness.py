@@ -39,6 +39,7 @@ class Liveness:
         on_change: Callable[[], None],
         on_declared_dead: Callable[[str], None],
         runs_in_flight: Callable[[], int],
+        on_error: Callable[[BaseException], None] = lambda _e: None,
     ) -> None:
         self.database = database
         self.store = store
@@ -49,6 +50,7 @@ class Liveness:
         self._on_change = on_change  # something changed: look at what is due again
         self._on_declared_dead = on_declared_dead
         self._runs_in_flight = runs_in_flight
+        self._on_error = on_error  # a database error: the runtime reconnects if it calls for it
         self._healthy_since = time.monotonic()  # since the last failed heartbeat
         self._renewed_at = time.monotonic()  # when the last renewal that succeeded was sent
         self._last_tick = time.monotonic()  # the watchdog's last turn
@@ -171,6 +173,7 @@ class Liveness:
                 await self.recover_abandoned()
             except Exception as e:
                 self._healthy_since = time.monotonic()
+                self._on_error(e)
                 # An outage is reported by the scheduler, once; anything else is worth a warning.
                 level = logging.DEBUG if isinstance(e, TRANSIENT_DB_ERRORS) else logging.WARNING
                 log.log(level, "heartbeat failed (%s: %s)", type(e).__name__, e)

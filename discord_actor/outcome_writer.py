@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
@@ -20,6 +21,7 @@ import asyncpg
 from .db.records import ClaimedRun, Finished, Outcome
 from .db.store import Store
 from .db.transient import TRANSIENT_DB_ERRORS, Backoff
+from .enums import RunStatus
 from .errors import DiscordActorError
 from .outcome import RECORD_ERROR, refused_outcome, state_json
 
@@ -44,6 +46,10 @@ class OutcomeWriter:
         self.store = store
         self._unwritten: list[tuple[ClaimedRun, Outcome, asyncio.Future[Written]]] = []
         self._writer: asyncio.Task[None] | None = None
+        #: told of every database error while writing (the runtime reconnects and looks for
+        #: runs it owns and does not know of)
+        self.on_error: Callable[[BaseException], None] = lambda _e: None
+        self._failing = False  # a write is being retried: its later failures are debug lines
 
     async def write(self, run: ClaimedRun, outcome: Outcome) -> Written:
         """Hand the outcome to the writer and wait until it is stored."""
@@ -100,12 +106,19 @@ class OutcomeWriter:
 
         When the database refuses the batch (a value it cannot store), each outcome is written
         on its own, and a refused one is replaced by a plain failure, so that no run stays
-        ``running`` while this process is alive.
+        ``running`` while this process is alive. After a failed attempt, a run the next one
+        finds no longer running may have been recorded by the failed one (its commit went
+        through, its answer was lost): its stored status says which.
         """
         backoff = Backoff(0.2, 5.0)
+        failed = False
         while True:
             try:
                 finished = await self.store.runs.finish_many([(r.run_id, o) for r, o in batch])
+                if failed:
+                    finished = await self._recorded_before(batch, finished)
+                    self._failing = False
+                    log.info("recorded the outcome of %d run(s) held back", len(batch))
                 return [(f, o) for f, (_, o) in zip(finished, batch, strict=True)]
             except REFUSED_OUTCOME_ERRORS as e:
                 if len(batch) == 1:
@@ -113,9 +126,12 @@ class OutcomeWriter:
                 return [(await self._write_batch([item]))[0] for item in batch]
             except (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError) as e:
                 # An outage, a lock timeout, a read-only failover: wait and write it again.
+                failed = True
+                self.on_error(e)
                 delay = backoff.next()
                 first = batch[0][0]
-                log.warning(
+                log.log(
+                    logging.DEBUG if self._failing else logging.WARNING,
                     "cannot record the outcome of %d run(s) yet (run %d of %s: %s; %s: %s);"
                     " retrying in %.1f s",
                     len(batch),
@@ -126,7 +142,40 @@ class OutcomeWriter:
                     e,
                     delay,
                 )
+                self._failing = True
                 await asyncio.sleep(delay)
+
+    async def _recorded_before(
+        self, batch: list[tuple[ClaimedRun, Outcome]], finished: list[Finished | None]
+    ) -> list[Finished | None]:
+        """``finished`` with the runs that an earlier, failed attempt did record (it committed;
+        its answer was lost) as recorded, with their task's row as it is now; the others
+        (``None``: declared abandoned by another process) stay ``None``."""
+        missing = [r.run_id for (r, _), f in zip(batch, finished, strict=True) if f is None]
+        if not missing:
+            return finished
+        statuses = await self.store.runs.statuses(missing)
+        ours = {
+            run_id
+            for run_id, status in statuses.items()
+            if status not in (RunStatus.ABANDONED, RunStatus.RUNNING)
+        }
+        if not ours:
+            return finished
+        views = {
+            v.id: v
+            for v in await self.store.runs.views(
+                [r.task_id for r, _ in batch if r.run_id in ours]
+            )
+        }
+        result = list(finished)
+        for i, (run, _) in enumerate(batch):
+            view = views.get(run.task_id)
+            if result[i] is None and run.run_id in ours and view is not None:
+                result[i] = Finished(
+                    task=view, consecutive_failures=0, paused_reason=None, breaker_tripped=False
+                )
+        return result
 
     async def _write_refused(self, run: ClaimedRun, outcome: Outcome, e: BaseException) -> Written:
         """Record a plain failure in place of an outcome that the database refused."""

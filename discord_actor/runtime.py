@@ -31,7 +31,7 @@ from .db import Database
 from .db.operator import describe_notice
 from .db.records import ClaimedRun, TaskView
 from .db.store import Store
-from .db.transient import TRANSIENT_DB_ERRORS
+from .db.transient import READ_ONLY_ERRORS, TRANSIENT_DB_ERRORS, Reconnect
 from .executor import Executor
 from .keyed import Schedules, actor_row_spec
 from .listener import Listener
@@ -130,6 +130,9 @@ class Runtime:
             keyed=self.schedules,
             metrics=self.metrics,
         )
+        # A failover: new connections, to whichever node is the primary now (see _database_error).
+        self.reconnect = Reconnect(database.pool)
+        self.executor.writer.on_error = self._database_error
         self.scheduler = Scheduler(
             config,
             self.store,
@@ -140,6 +143,9 @@ class Runtime:
             free_slots=self._free_slots,
             runnable=self._runnable,
             start_run=self.executor.start,
+            known_runs=self.executor.known_runs,
+            on_error=self._database_error,
+            servers=database.servers,
         )
         self.liveness = Liveness(
             database,
@@ -151,6 +157,7 @@ class Runtime:
             on_change=self.scheduler.changed,
             on_declared_dead=self.cancel_runs,
             runs_in_flight=lambda: self.executor.runs_in_actor_code,
+            on_error=self._database_error,
         )
         self.executor.lease_in_doubt = self.liveness.lease_in_doubt
         self.executor.log_successes = config.server.log_runs == "all"
@@ -352,6 +359,18 @@ class Runtime:
         line = describe_notice(payload)
         if line is not None:
             log.info("operator: %s", line)
+
+    def _database_error(self, error: BaseException) -> None:
+        """A statement of the runtime's failed (a claim, an outcome, a heartbeat).
+
+        If the error says the pooled connections lead nowhere useful (a read-only node, a lost
+        connection), they are replaced at their next use, through the URL's hosts, by ones to
+        the primary; after a read-only error the listener moves there too (on a node that takes
+        no writes it hears nothing). A claim may have committed unseen: the scheduler looks for
+        runs of this process it does not know of."""
+        if self.reconnect.after(error) and isinstance(error, READ_ONLY_ERRORS):
+            self.listener.relisten()
+        self.scheduler.suspect_lost_claims()
 
     def _run_finished(self, view: TaskView | None) -> None:
         """A run ended (``view``: its task's row as recorded): capacity is free again."""

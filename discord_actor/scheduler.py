@@ -8,6 +8,12 @@ most as many as this process may start, and claims them in one statement; the da
 sure that each slot is claimed once however many processes share it. So a pass costs what is
 due, and a process with 10,000 actors holds only the few hundred due in the next second or two.
 
+A claim whose commit went through but whose answer was lost with its connection (a failover, a
+network cut) leaves runs ``running`` under this process that it never started, and since it lives
+its lease keeps them from being recovered. So after any database error (and every lease, should
+an error have gone unseen) the scheduler asks for the runs it owns and does not know of, and
+starts them: they are its own claims, so each still runs once.
+
 Several processes spread the work: each prefers the tasks whose id falls to its rank among the
 live processes (``share_of(task_id, count) == rank``, a hash of the id, so that ids of one parity
 or any other stride still spread evenly) and claims the others only when they are still
@@ -28,7 +34,7 @@ from .clock import Clock
 from .config.model import Config
 from .db.records import ClaimedRun, ClaimRequest, PendingItem, TaskView
 from .db.store import Store
-from .db.transient import TRANSIENT_DB_ERRORS, Backoff, Outage
+from .db.transient import TRANSIENT_DB_ERRORS, Backoff, Outage, Servers
 from .enums import RunStatus, Trigger
 from .plugins import LoadedActor
 from .schedules.base import MISFIRE_GRACE_SECONDS as MISFIRE_GRACE_SECONDS  # still here too
@@ -79,6 +85,9 @@ class Scheduler:
         free_slots: Callable[[], int],
         runnable: Callable[[TaskView], bool],
         start_run: Callable[[ClaimedRun], None],
+        known_runs: Callable[[], set[int]] = set,
+        on_error: Callable[[BaseException], None] = lambda _e: None,
+        servers: Servers | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -89,13 +98,19 @@ class Scheduler:
         self._free_slots = free_slots
         self._runnable = runnable
         self._start_run = start_run
+        self._known_runs = known_runs
+        self._on_error = on_error  # a database error: the runtime reconnects if it calls for it
         poll = config.server.poll_interval_seconds
         self.poll = poll
         self.lookahead = timedelta(seconds=1.5 * poll)
         self.wake = asyncio.Event()
         self.stopping = False
         # This process's one report of a database outage: a line when it starts, one at its end.
-        self.outage = Outage(log)
+        self.outage = Outage(log, servers)
+        # Whether to look for claims whose answer was lost: after an error, and every lease.
+        self._lost_check = True
+        self._lost_checked_at = time.monotonic()
+        self._lost_every = config.server.lease_seconds
         # The due window: views of tasks with work due soon, and a heap of (act at, due, id).
         self._views: dict[int, TaskView] = {}
         self._heap: list[tuple[float, float, int]] = []
@@ -159,6 +174,36 @@ class Scheduler:
         for view in await self.store.runs.views(ids):
             if view.enabled and not view.paused and view.actor in self.actors:
                 self.note(view)
+
+    # -- claims whose answer was lost -------------------------------------------------------
+
+    def suspect_lost_claims(self) -> None:
+        """A statement failed: a claim may have committed without our knowing; look at the next
+        pass (which runs between claims, so that no answer is on its way meanwhile). No wake:
+        the pass comes after the scheduler's own backoff."""
+        self._lost_check = True
+
+    async def start_lost_claims(self) -> list[ClaimedRun]:
+        """Start the runs this process owns and does not know of (claimed by a statement whose
+        answer was lost): they were never started, and nothing else would ever end them."""
+        known = self._known_runs()
+        lost = await self.store.runs.lost_claims(self.instance_id, sorted(known))
+        self._lost_check = False
+        self._lost_checked_at = time.monotonic()
+        for run in lost:
+            if run.actor not in self.actors:
+                continue  # not configured here (any more): the lease recovery ends it
+            log.warning(
+                "run %d of %s was claimed by a statement whose answer was lost with its"
+                " connection; starting it now (slot %s)",
+                run.run_id,
+                run.actor,
+                run.scheduled_for.isoformat(),
+            )
+            self._start_run(run)
+        if lost:
+            self._must_read = True  # their tasks' next slots moved on without us
+        return lost
 
     # -- claiming -----------------------------------------------------------------------------
 
@@ -281,6 +326,8 @@ class Scheduler:
 
     async def pass_once(self) -> list[ClaimedRun]:
         """One pass: read the window if it is due, then claim what is due."""
+        if self._lost_check or time.monotonic() - self._lost_checked_at >= self._lost_every:
+            await self.start_lost_claims()
         if self._window_stale():
             await self.read_window()
         if self._recheck:
@@ -297,12 +344,14 @@ class Scheduler:
                 delay = self._next_wake_in()
             except TRANSIENT_DB_ERRORS as e:
                 delay = backoff.next()
-                self._must_read = True
+                self._must_read = self._lost_check = True
+                self._on_error(e)
                 self.outage.failed(e, delay)
-            except Exception:
-                # Anything else (a read-only failover, a lock timeout, a bug): keep scheduling.
+            except Exception as e:
+                # Anything else (a lock timeout, a bug): keep scheduling.
                 delay = backoff.next()
-                self._must_read = True
+                self._must_read = self._lost_check = True
+                self._on_error(e)
                 log.exception("scheduler pass failed; retrying in %.1f s", delay)
             if self.stopping:
                 break

@@ -28,6 +28,7 @@ from discord_actor.db.pool import (
     pooler_symptom,
 )
 from discord_actor.db.server import EmbeddedPostgres, holds_cluster
+from discord_actor.db.transient import Servers
 from discord_actor.errors import DiscordActorError
 
 __all__ = [
@@ -59,6 +60,8 @@ class Database:
     server: EmbeddedPostgres | None = None
     applied_migrations: list[str] = field(default_factory=list)  # applied by this open
     direct_url: str | None = field(default=None, repr=False)  # not through the pooler
+    #: which node the pooled connections lead to (a URL may list a primary and its standbys)
+    servers: Servers = field(default_factory=Servers)
 
     @property
     def listen_url(self) -> str | None:
@@ -179,15 +182,16 @@ async def open_database(
                 log.warning("database.pooler = %r does not apply to the embedded server (no "
                             "database.url and no DATABASE_URL): it is reached directly",
                             cfg.pooler)
+    servers = Servers()
     try:
-        pool = await create_pool(cfg, url)
+        pool = await create_pool(cfg, url, init=servers.note)
     except BaseException:
         if server is not None:
             await asyncio.to_thread(server.stop)
         raise
     direct_url = cfg.direct_url or None
     db = Database(pool=pool, url=url, schema=cfg.schema, config=cfg, server=server,
-                  direct_url=direct_url)
+                  direct_url=direct_url, servers=servers)
     if create and not migrate:
         return db
     try:

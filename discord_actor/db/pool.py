@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Awaitable, Callable
 from urllib.parse import unquote, urlsplit
 
 import asyncpg
@@ -105,7 +106,11 @@ async def reset_session(conn: asyncpg.Connection) -> None:
     await conn.reset()
 
 
-async def _open(cfg: DatabaseConfig, url: str) -> asyncpg.Pool:
+# Called with each new connection the pool makes (``Servers.note``: which node it leads to).
+ConnectHook = Callable[[asyncpg.Connection], Awaitable[None]]
+
+
+async def _open(cfg: DatabaseConfig, url: str, init: ConnectHook | None = None) -> asyncpg.Pool:
     quiet_pool_logs()  # outages are reported by the runtime, in one line each
     pool = asyncpg.create_pool(
         url,
@@ -117,6 +122,7 @@ async def _open(cfg: DatabaseConfig, url: str) -> asyncpg.Pool:
         timeout=cfg.connect_timeout_seconds,
         server_settings={"application_name": APPLICATION_NAME},
         reset=keep_session,
+        init=init,
     )
     await pool
     if cfg.min_pool_size == 0:
@@ -129,7 +135,9 @@ async def _open(cfg: DatabaseConfig, url: str) -> asyncpg.Pool:
     return pool
 
 
-async def create_pool(cfg: DatabaseConfig, url: str) -> asyncpg.Pool:
+async def create_pool(
+    cfg: DatabaseConfig, url: str, *, init: ConnectHook | None = None
+) -> asyncpg.Pool:
     """Create the shared pool, retrying an unreachable database for connect_timeout_seconds.
 
     Raises ``DatabaseUnavailable`` when the budget is spent, or at once for errors that retrying
@@ -144,7 +152,7 @@ async def create_pool(cfg: DatabaseConfig, url: str) -> asyncpg.Pool:
         attempts += 1
         try:
             async with asyncio.timeout(max(deadline - time.monotonic(), _MIN_ATTEMPT)):
-                return await _open(cfg, url)
+                return await _open(cfg, url, init)
         except _PERMANENT as exc:
             raise _permanent(exc, url) from None
         except TRANSIENT_DB_ERRORS as exc:

@@ -85,6 +85,17 @@ class Runs(Aggregate):
             results[index] = Finished.from_record(row, outcomes[index][1])
         return results
 
+    async def lost_claims(self, instance_id: str, known: Sequence[int]) -> list[ClaimedRun]:
+        """Runs ``instance_id`` owns (``running``) other than ``known``: claimed by a statement
+        that committed but whose answer was lost, so that the process never started them."""
+        rows = await self.pool.fetch(self.sql["lost_claims"], instance_id, list(known))
+        return [ClaimedRun.from_record(r) for r in rows]
+
+    async def statuses(self, run_ids: Sequence[int]) -> dict[int, str]:
+        """The status each of these runs is recorded with now."""
+        rows = await self.pool.fetch(self.sql["run_statuses"], list(run_ids))
+        return {r["id"]: r["status"] for r in rows}
+
     async def checkpoint(self, task_id: int, run_id: int, state_json: str) -> bool:
         """Save a running run's state (JSON text) now; False if the run is no longer running."""
         status: str = await self.pool.execute(self.sql["checkpoint"], task_id, run_id, state_json)

@@ -99,3 +99,18 @@ ORDER BY i.n
 -- Save a running run's state now; nothing when the run $2 is no longer running.
 UPDATE {tasks} SET state = $3::jsonb, updated_at = now() WHERE id = $1
  AND EXISTS (SELECT 1 FROM {runs} WHERE id = $2 AND status = 'running')
+
+-- name: lost_claims
+-- The runs process $1 owns and is not running ($2: those it knows): claimed by a statement
+-- that committed but whose answer was lost with its connection. As claim_runs returns them.
+SELECT r.id, r.task_id, r.scheduled_for, r.attempt, r.trigger, r.status, t.actor, t.state,
+       t.key, t.payload, t.channel_id,
+       CASE WHEN t.key IS NULL THEN NULL ELSE t.schedule::text END AS keyed_schedule
+FROM {runs} r JOIN {tasks} t ON t.id = r.task_id
+WHERE r.instance_id = $1 AND r.status = 'running' AND NOT (r.id = ANY($2::bigint[]))
+ORDER BY r.id
+
+-- name: run_statuses
+-- How the runs $1 are recorded now: after a write whose answer was lost, which outcomes it
+-- stored (a final status other than abandoned) and which runs another process abandoned.
+SELECT id, status FROM {runs} WHERE id = ANY($1::bigint[])
