@@ -12,6 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import shutil
+import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -21,7 +24,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-from replication import Node, Replicated, free_port, prepare
+from replication import PREFIX, Node, Replicated, free_port, prepare
 from servers import fetch, runtime_for
 
 from discord_actor import RunContext, actor
@@ -251,13 +254,16 @@ async def test_the_runtime_carries_on_through_a_failover(
 
 @pytest.mark.slow
 async def test_a_primary_switched_to_read_only_is_noticed_in_one_line(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """``default_transaction_read_only = on`` and a reload, its sockets left open: within 5 s
     the runtime says so in one line, without a traceback per run; back to read-write, it
     carries on and every slot still runs once."""
-    node = Node(tmp_path, "solo", free_port(), "pw-solo")
-    prepare(tmp_path)
+    # Outside pytest's own temporary directory, whose mode another pytest session may reset
+    # (taking the server's user's search permission with it), as Replicated does.
+    base = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
+    node = Node(base, "solo", free_port(), "pw-solo")
+    prepare(base)
     await asyncio.to_thread(node.init)
     await asyncio.to_thread(node.start)
     url = (f"postgresql://postgres:{node.password}@127.0.0.1:{node.port}/postgres"
@@ -292,6 +298,7 @@ async def test_a_primary_switched_to_read_only_is_noticed_in_one_line(
         rows = await runs_of(url, "ro")
     finally:
         await asyncio.to_thread(node.stop)
+        shutil.rmtree(base, ignore_errors=True)
     assert noticed is not None and noticed - switched <= 5, "the read-only primary went unseen"
     loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert not [r for r in loud if r.exc_info], [r.getMessage() for r in loud if r.exc_info]
