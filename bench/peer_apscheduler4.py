@@ -26,7 +26,7 @@ from tracked_common import BURST_DELAY, BurstRecorder, analyze, time_adds
 URL_ENV = "BENCH_PEERS_DATABASE_URL"
 RESULT_EXPIRATION = timedelta(hours=1)  # 0 by default: no job result would be kept
 PREFILL_CALLERS = 20  # add_schedule has no batch form: the pending set is added concurrently
-PREFILL_RATE = 300.0  # adds/s assumed when placing the burst's slot after its own adds
+PREFILL_RATE = 150.0  # adds/s assumed when placing the burst's slot after its own adds
 
 RECORDER: BurstRecorder | None = None
 
