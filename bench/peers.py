@@ -41,8 +41,30 @@ Workloads: A, 10,000 actors every 10 s (1,000 runs/s offered); B, 3,000 actors e
 (overload: runs/s is the figure, and discord-actor's is given as a share of the raw ceiling
 measured in the same invocation); C, 10,000 actors every hour (idle cost).
 
-Run from the repository root: ``.venv/bin/python bench/peers.py`` (about 10 minutes),
-``--quick`` for a short try, ``--workloads A,B`` to select.
+Workloads D and E set discord-actor's keyed schedules beside the PostgreSQL-backed job systems a
+user would consider instead (the *tracked* peers): pgqueuer, procrastinate and APScheduler 4
+with its PostgreSQL data store. Each peer runs in a child process of its own, in a database of
+its own on the same server (``CREATE DATABASE bench_peers_<side>``), each add with a unique key
+(pgqueuer ``dedupe_key``, procrastinate ``queueing_lock``, APScheduler 4's schedule id, ours the
+keyed schedule's key). Our side goes through the public API: the adds are ``ctx.schedules.add``
+calls from inside a run of an actor (``keyed_schedules.py``'s project, with the actor's limits
+on), the pending sets and the burst are ``Schedules.add_many`` of keyed ``Once`` schedules.
+APScheduler 4.0.0a6 cannot share the project's virtualenv (APScheduler 3, and it needs
+``anyio==4.13.0``): it runs ``bench/peer_apscheduler4.py`` in ``bench/.venv-apscheduler4``,
+created on first use.
+
+- D: single adds at 100,000 pending (future, three hours out), 1,000 one after another, then
+  1,000 from 20 concurrent callers (distinct keys and owners): adds/s, p50, p99;
+- E: 10,000 one-shot jobs due at one instant, 32 workers (ours at its default
+  ``max_concurrent_runs`` 32 and with 256), ``ANALYZE`` before the burst on every side: last
+  start after the slot, start lateness p50 / p99, duplicates, the worker process's CPU per run,
+  and the overload throughput (runs/s from the first start to the last, while more is due than
+  can run), beside the raw two-statement ceiling on the same burst.
+
+Run from the repository root: ``.venv/bin/python bench/peers.py`` (about 25 minutes),
+``--quick`` for a short try (A to C on 2,000 actors and 20 s windows; D at 10,000 pending with
+200 adds each way, E with 2,000 due), ``--workloads A,B`` to select, ``--tracked-sides`` to pick
+the tracked peers.
 """
 
 from __future__ import annotations
@@ -62,13 +84,17 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import psutil
 from common import machine_line
+from tracked_common import BURST_DELAY, PREFILL_CHUNK, BurstRecorder, analyze, time_adds
 
-from discord_actor.config import DatabaseConfig
-from discord_actor.db import Database, open_database
+from discord_actor import NewSchedule, Once, Schedules
+from discord_actor.config import DatabaseConfig, load_config
+from discord_actor.db import Database, migrate, open_database
+from discord_actor.db.store import Store
 
 US = 1_000_000  # microseconds per second: slots are integers of microseconds, exact everywhere
 START_DELAY = 2.0  # seconds from spawning a side to its base slot
@@ -883,6 +909,474 @@ async def run_workload(bench: Bench, w: Workload) -> None:
     sys.stdout.flush()
 
 
+
+# -- tracked peers: adds at 100,000 pending, a burst due at one instant (D, E) ------------------
+
+TRACKED_PENDING = 100_000  # D: pending future jobs / schedules before the timed adds
+TRACKED_ADDS = 1_000  # D: timed single adds, for each of the two ways
+TRACKED_CALLERS = 20  # D: concurrent callers
+TRACKED_BURST = 10_000  # E: due at one instant
+TRACKED_WORKLOADS = ("D", "E")
+TRACKED_WORKERS = 32  # E: the peers' concurrency (ours: max_concurrent_runs 32, then 256)
+PGQUEUER_DEQUEUE_TIMEOUT = 1.0  # seconds; 30 by default (its wait when nothing is due)
+PROCRASTINATE_POLLING = 0.1  # fetch_job_polling_interval; 5 s by default
+APS4_VENV = Path(__file__).resolve().parent / ".venv-apscheduler4"
+APS4_PINS = ["APScheduler==4.0.0a6", "anyio==4.13.0", "sniffio", "asyncpg>=0.29",
+             "SQLAlchemy[asyncio]>=2.0.24", "psutil>=5.9"]
+APS4_SCRIPT = str(Path(__file__).resolve().with_name("peer_apscheduler4.py"))
+TRACKED_LABELS = {"pgqueuer": "pgqueuer", "procrastinate": "procrastinate",
+                  "apscheduler4": "APScheduler 4 (PG store)"}
+TRACKED_TRACKS = {
+    "discord-actor": "one task row per schedule, one runs row per run (kept 30 days)",
+    "pgqueuer": "the job row is deleted when done; one pgqueuer_log row per transition"
+                " (queued, picked, successful)",
+    "procrastinate": "one procrastinate_jobs row per job, its status updated (one row per job,"
+                     " not per attempt); one procrastinate_events row per transition",
+    "apscheduler4": "one jobs row while pending/running; one job_results row kept for"
+                    " job_result_expiration_time (set to 1 h here; 0 by default, keeps none)",
+}
+
+
+def tracked_settings(side: str, workers: int = TRACKED_WORKERS) -> str:
+    return {
+        "pgqueuer": f"QueueManager on asyncpg, dequeue_timeout {PGQUEUER_DEQUEUE_TIMEOUT:g} s,"
+                    f" batch_size 10, max_concurrent_tasks {workers}; enqueue with dedupe_key and"
+                    " execute_after",
+        "procrastinate": f"PsycopgConnector, worker concurrency {workers},"
+                         f" fetch_job_polling_interval {PROCRASTINATE_POLLING:g} s, listen_notify"
+                         " on; defer with queueing_lock and schedule_at",
+        "apscheduler4": f"AsyncScheduler, SQLAlchemyDataStore (asyncpg) + AsyncpgEventBroker,"
+                        f" max_concurrent_jobs {workers}, job_result_expiration_time 1 h;"
+                        " add_schedule(DateTrigger) with a schedule id, in its own virtualenv",
+    }[side]
+
+
+async def pgqueuer_child(phase: str, params: dict[str, Any], url: str) -> dict[str, Any]:
+    from pgqueuer.db import AsyncpgDriver, AsyncpgPoolDriver
+    from pgqueuer.models import Job
+    from pgqueuer.qm import QueueManager
+    from pgqueuer.queries import Queries
+
+    conn = await asyncpg.connect(url)
+    queries = Queries(AsyncpgDriver(conn))
+    await queries.install()
+
+    async def prefill(keys: list[str], at: float) -> None:
+        for lo in range(0, len(keys), PREFILL_CHUNK):
+            chunk = keys[lo:lo + PREFILL_CHUNK]
+            after = timedelta(seconds=at - time.time())  # execute_after is from the insert's now
+            await queries.enqueue(["noop"] * len(chunk), [k.encode() for k in chunk],
+                                  [0] * len(chunk), [after] * len(chunk), dedupe_key=chunk)
+
+    if phase == "adds":
+        await prefill([f"p:{i}" for i in range(params["pending"])], time.time() + 3 * 3600)
+        await analyze(url)
+        pool = await asyncpg.create_pool(url, min_size=params["callers"],
+                                         max_size=params["callers"])
+        pooled = Queries(AsyncpgPoolDriver(pool))
+        try:
+            return await time_adds(
+                lambda key: pooled.enqueue("noop", key.encode(), 0, timedelta(hours=3),
+                                           dedupe_key=key),
+                params["n"], params["callers"])
+        finally:
+            await pool.close()
+            await conn.close()
+    n, workers = params["n"], params["workers"]
+    rec = BurstRecorder(n)
+    slot = time.time() + BURST_DELAY
+    await prefill([f"b:{i}" for i in range(n)], slot)
+    await analyze(url)
+    qm = QueueManager(Queries(AsyncpgDriver(await asyncpg.connect(url))))
+
+    @qm.entrypoint("noop")
+    async def noop(job: Job) -> None:
+        rec.call((job.payload or b"").decode())
+
+    runner = asyncio.create_task(qm.run(
+        dequeue_timeout=timedelta(seconds=PGQUEUER_DEQUEUE_TIMEOUT),
+        max_concurrent_tasks=workers))
+    result = await rec.wait(slot, params["limit"])
+    qm.shutdown.set()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(runner, 10)
+    await conn.close()
+    return result
+
+
+async def procrastinate_child(phase: str, params: dict[str, Any], url: str) -> dict[str, Any]:
+    import procrastinate
+
+    size = params.get("callers", 4) + 4
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(
+        conninfo=url, min_size=size, max_size=size))
+    rec = BurstRecorder(params["n"])
+
+    @app.task(name="noop", pass_context=True)
+    async def noop(context: procrastinate.JobContext) -> None:
+        rec.call(context.job.queueing_lock or "")
+
+    async with app.open_async():
+        await app.schema_manager.apply_schema_async()
+
+        async def prefill(keys: list[str], at: datetime) -> None:
+            for lo in range(0, len(keys), PREFILL_CHUNK):
+                jobs = [noop.configure(queueing_lock=k, schedule_at=at).make_new_job()
+                        for k in keys[lo:lo + PREFILL_CHUNK]]
+                await app.job_manager.batch_defer_jobs_async(jobs)
+
+        if phase == "adds":
+            later = datetime.now(UTC) + timedelta(hours=3)
+            await prefill([f"p:{i}" for i in range(params["pending"])], later)
+            await analyze(url)
+            return await time_adds(
+                lambda key: noop.configure(queueing_lock=key, schedule_at=later).defer_async(),
+                params["n"], params["callers"])
+        slot = time.time() + BURST_DELAY
+        await prefill([f"b:{i}" for i in range(params["n"])],
+                      datetime.fromtimestamp(slot, UTC))
+        await analyze(url)
+        worker = asyncio.create_task(app.run_worker_async(
+            concurrency=params["workers"], fetch_job_polling_interval=PROCRASTINATE_POLLING,
+            install_signal_handlers=False, wait=True))
+        result = await rec.wait(slot, params["limit"])
+        worker.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(worker, 10)
+        return result
+
+
+def run_tracked_child(side: str, phase: str, params: dict[str, Any], out: Path) -> None:
+    url = os.environ[URL_ENV]
+    child = {"pgqueuer": pgqueuer_child, "procrastinate": procrastinate_child}[side]
+    write_text(out, json.dumps(asyncio.run(child(phase, params, url))))
+
+
+def aps4_python() -> tuple[Path, str | None]:
+    """The private virtualenv's python for APScheduler 4 (its pins conflict with the project's
+    APScheduler 3 and anyio), created on first use; and a line saying so, when it was."""
+    python = APS4_VENV / "bin" / "python"
+    if python.exists():
+        return python, None
+    import subprocess
+    import venv
+
+    venv.create(APS4_VENV, with_pip=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", *APS4_PINS], check=True)
+    return python, (f"APScheduler 4 runs in its own virtualenv, created now at {APS4_VENV}"
+                    f" ({', '.join(APS4_PINS)}): it conflicts with the project's APScheduler 3")
+
+
+ADDER_MODULE = '''"""bench/peers.py workload D: times ctx.schedules.add from inside a run."""
+
+import asyncio
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from discord_actor import Once, RunContext, actor
+
+N = {n}
+CALLERS = {callers}
+OUT = {out!r}
+
+
+@actor(platform="none")
+async def adder(ctx: RunContext) -> None:
+    at = datetime.now(UTC) + timedelta(hours=3)
+
+    async def add(key: str) -> float:
+        t = time.perf_counter()
+        await ctx.schedules.add("reminder", key=key, schedule=Once(at=at), owner="o:" + key)
+        return time.perf_counter() - t
+
+    t0 = time.perf_counter()
+    seq = [await add(f"seq:{{i}}") for i in range(N)]
+    seq_wall = time.perf_counter() - t0
+    conc: list[float] = []
+
+    async def caller(c: int) -> None:
+        for i in range(c, N, CALLERS):
+            conc.append(await add(f"conc:{{i}}"))
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(caller(c) for c in range(CALLERS)))
+    result = {{"seq": seq, "seq_wall": seq_wall, "conc": conc,
+               "conc_wall": time.perf_counter() - t0}}
+    Path(OUT).write_text(json.dumps(result))
+'''
+
+
+@dataclass
+class TrackedRow:
+    side: str
+    seq: tuple[float, float, float] | None = None  # adds/s, p50 ms, p99 ms
+    conc: tuple[float, float, float] | None = None
+    last_ms: float | None = None  # E: last start after the slot
+    late: tuple[float, float, float] | None = None  # p50, p99, max ms
+    ran: int | None = None
+    expected: int | None = None
+    duplicates: int | None = None
+    cpu_us: float | None = None
+    drain: float | None = None  # runs/s from the first start to the last
+
+
+def adds_figures(lat: list[float], wall: float) -> tuple[float, float, float]:
+    p = percentiles([v * 1000 for v in lat]) or (0.0, 0.0, 0.0)
+    return len(lat) / wall, p[0], p[1]
+
+
+def burst_figures(row: TrackedRow, starts: list[float], slot: float, expected: int) -> None:
+    late = [(s - slot) * 1000 for s in starts]
+    row.late = percentiles(late)
+    row.last_ms = max(late) if late else None
+    row.expected = expected
+    if len(starts) > 1:
+        row.drain = (len(starts) - 1) / max(1e-9, max(starts) - min(starts))
+
+
+class TrackedBench(Bench):
+    """The tracked sides of D and E, each peer in a database of its own on the same server."""
+
+    async def fresh_database(self, name: str) -> str:
+        await self.pool.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await self.pool.execute(f"CREATE DATABASE {name}")
+        return str(urlsplit(self.database.url)._replace(path=f"/{name}").geturl())
+
+    async def tracked_peer(self, side: str, phase: str, params: dict[str, Any],
+                           limit: float) -> dict[str, Any]:
+        url = await self.fresh_database(f"bench_peers_{side}")
+        out = self.tmp / f"{side}-{phase}.json"
+        if side == "apscheduler4":
+            python, note = aps4_python()
+            if note:
+                print(note, flush=True)
+            command = [str(python), APS4_SCRIPT]
+        else:
+            command = [sys.executable, SCRIPT, "--tracked", side]
+        command += ["--phase", phase, "--params", json.dumps(params), "--out", str(out)]
+        child = await self.spawn(TRACKED_LABELS[side], command, self.tmp / f"{side}-{phase}.log",
+                                 {URL_ENV: url})
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(child.proc.wait(), limit)
+            if child.proc.returncode is None:
+                raise ChildFailed(f"{child.name} ({phase}) did not finish within {limit:g} s;"
+                                  f" end of its log:\n{tail(child.log)}")
+            if child.proc.returncode != 0 or not out.exists():
+                raise ChildFailed(f"{child.name} ({phase}) exited with status"
+                                  f" {child.proc.returncode}; end of its log:\n{tail(child.log)}")
+        finally:
+            await self.stop(child)
+        result: dict[str, Any] = json.loads(read_text(out))
+        return result
+
+    async def ours_project(self, max_concurrent_runs: int, adder: str | None = None) -> Path:
+        """keyed_schedules' project (its ``reminder`` actor, limits on: 1,000,000 per actor,
+        1,000 per owner), our schema fresh; with ``adder``, an actor that runs it at start."""
+        import keyed_schedules as ks
+
+        await self.pool.execute(f"DROP SCHEMA IF EXISTS {ks.SCHEMA} CASCADE")
+        async with self.pool.acquire() as conn:
+            await migrate(conn, ks.SCHEMA)
+        path = ks.write_project(self.tmp, [])
+        limits = "max_schedules = 1000000\n"
+        text = read_text(path).replace(
+            "[server]\n", f"[server]\nmax_concurrent_runs = {max_concurrent_runs}\n", 1).replace(
+            limits, f"{limits}max_schedules_per_owner = 1000\n")
+        if adder is not None:
+            write_text(self.tmp / "actors" / "adder.py", adder)
+            text += ("\n[[actors]]\nname = \"adder\"\nmodule = \"adder\"\nplatform = \"none\"\n"
+                     "timeout_seconds = 3600\n[actors.schedule]\ntype = \"immediate\"\n")
+        write_text(path, text)
+        return path
+
+    async def ours_prefill(self, path: Path, keys: list[str], at: datetime,
+                           owners: int = 1000) -> None:
+        import keyed_schedules as ks
+
+        schedules = Schedules(Store(self.pool, ks.SCHEMA), load_config(path))
+        for lo in range(0, len(keys), 10_000):
+            await schedules.add_many(ks.ACTOR, [
+                NewSchedule(k, Once(at=at), owner=f"user:{(lo + j) % owners}")
+                for j, k in enumerate(keys[lo:lo + 10_000])])
+        await self.pool.execute("ANALYZE")
+
+    async def ours_adds(self, params: dict[str, Any], limit: float) -> dict[str, Any]:
+        out = self.tmp / "discord-actor-adds.json"
+        out.unlink(missing_ok=True)
+        path = await self.ours_project(32, ADDER_MODULE.format(
+            n=params["n"], callers=params["callers"], out=str(out)))
+        # No process runs while the pending set is written: the adder runs when one starts.
+        await self.ours_prefill(path, [f"p:{i}" for i in range(params["pending"])],
+                                datetime.now(UTC) + timedelta(hours=3))
+        child = await self.spawn("discord-actor", self.run_command(path),
+                                 self.tmp / "discord-actor-adds.log")
+        try:
+            async def written() -> bool:
+                return out.exists()
+
+            await self.wait_for(child, "adds", written, limit)
+        finally:
+            await self.stop(child)
+        result: dict[str, Any] = json.loads(read_text(out))
+        return result
+
+    async def ours_burst(self, n: int, max_concurrent_runs: int, limit: float) -> TrackedRow:
+        import keyed_schedules as ks
+
+        path = await self.ours_project(max_concurrent_runs)
+        slot = datetime.now(UTC) + timedelta(seconds=BURST_DELAY + n / 5000)
+        await self.ours_prefill(path, [f"b:{i}" for i in range(n)], slot, owners=n)
+        child = await self.spawn("discord-actor", self.run_command(path),
+                                 self.tmp / f"discord-actor-burst-{max_concurrent_runs}.log")
+        runs = f"{ks.SCHEMA}.runs"
+        try:
+            await self.sleep_until(slot.timestamp(), child)
+            cpu0 = cpu_seconds(child.pid)
+
+            async def all_started() -> bool:
+                return await self.count(f"SELECT count(DISTINCT task_id) FROM {runs}"
+                                        " WHERE status <> 'running'") >= n
+
+            await self.wait_for(child, f"{n} finished runs", all_started, limit)
+            cpu = cpu_seconds(child.pid) - cpu0
+            await asyncio.sleep(1.0)  # a duplicate would show up now
+        finally:
+            await self.stop(child)
+        rows = await self.pool.fetch(
+            f"SELECT task_id, extract(epoch FROM started_at)::float8 AS at FROM {runs}"
+            " WHERE status <> 'skipped'")
+        row = TrackedRow(f"discord-actor (max_concurrent_runs {max_concurrent_runs})")
+        burst_figures(row, [r["at"] for r in rows], slot.timestamp(), n)
+        row.ran = len({r["task_id"] for r in rows})
+        row.duplicates = len(rows) - row.ran
+        row.cpu_us = cpu / max(1, len(rows)) * US
+        return row
+
+    async def raw_burst(self, n: int, limit: float) -> TrackedRow:
+        """The raw two-statement ceiling on the burst: n tasks due at one instant."""
+        base = now_us() + int(3 * US)
+        plan = Plan(n, 3600 * US, base, False, base, base + 3600 * US)
+        os.environ[URL_ENV] = self.database.url
+        halt = await start_raw(plan)
+        try:
+            done_sql = f"SELECT count(*) FROM {RAW_SCHEMA}.runs WHERE status = 'succeeded'"
+            deadline = time.time() + limit
+            while time.time() < deadline:
+                if await self.count(done_sql) >= n:
+                    break
+                await asyncio.sleep(0.25)
+        finally:
+            await halt()
+        rows = await self.pool.fetch(
+            f"SELECT extract(epoch FROM started_at)::float8 AS at FROM {RAW_SCHEMA}.runs")
+        await self.pool.execute(f"DROP SCHEMA IF EXISTS {RAW_SCHEMA} CASCADE")
+        row = TrackedRow(f"raw ceiling ({RAW_WORKERS} workers, 2 statements/run)")
+        burst_figures(row, [r["at"] for r in rows], base / US, n)
+        row.ran = len(rows)
+        return row
+
+
+def tracked_sides(args: argparse.Namespace) -> list[str]:
+    sides = [s.strip() for s in args.tracked_sides.split(",") if s.strip()]
+    unknown = [s for s in sides if s not in TRACKED_LABELS]
+    if unknown:
+        raise SystemExit(f"unknown tracked side(s) {', '.join(unknown)}:"
+                         f" choose from {', '.join(TRACKED_LABELS)}")
+    return sides
+
+
+def table(header: list[str], body: list[list[str]]) -> None:
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(n) if i == 0 else c.rjust(n)
+                                 for i, (c, n) in enumerate(zip(cells, widths, strict=True))) + " |"
+
+    print(line(header))
+    print("|" + "|".join("-" * (n + 2) if i == 0 else "-" * (n + 1) + ":"
+                         for i, n in enumerate(widths)) + "|")
+    for b in body:
+        print(line(b))
+    sys.stdout.flush()
+
+
+def three(v: tuple[float, float, float] | None, digits: tuple[int, int, int]) -> list[str]:
+    return [fmt(None)] * 3 if v is None else [fmt(x, d) for x, d in zip(v, digits, strict=True)]
+
+
+async def run_adds(bench: TrackedBench, args: argparse.Namespace) -> None:
+    n = args.adds or (200 if args.quick else TRACKED_ADDS)
+    pending = args.pending if args.pending is not None else (
+        10_000 if args.quick else TRACKED_PENDING)
+    params = {"n": n, "pending": pending, "callers": TRACKED_CALLERS}
+    print(f"\nD: single adds at {pending:,} pending, each with a unique key: {n:,} one after"
+          f" another, then {n:,} from {TRACKED_CALLERS} concurrent callers (distinct keys and"
+          " owners)", flush=True)
+    rows = []
+    ours = await bench.ours_adds(params, 1800)
+    rows.append(TrackedRow("discord-actor (ctx.schedules.add in a run)",
+                           adds_figures(ours["seq"], ours["seq_wall"]),
+                           adds_figures(ours["conc"], ours["conc_wall"])))
+    for side in tracked_sides(args):
+        r = await bench.tracked_peer(side, "adds", params, 1800)
+        rows.append(TrackedRow(TRACKED_LABELS[side], adds_figures(r["seq"], r["seq_wall"]),
+                               adds_figures(r["conc"], r["conc_wall"])))
+    table(["side", "one by one adds/s", "p50 ms", "p99 ms",
+           f"{TRACKED_CALLERS} callers adds/s", "p50 ms", "p99 ms"],
+          [[r.side, *three(r.seq, (0, 2, 2)), *three(r.conc, (0, 2, 2))] for r in rows])
+
+
+async def run_burst(bench: TrackedBench, args: argparse.Namespace) -> None:
+    n = args.burst or (2_000 if args.quick else TRACKED_BURST)
+    limit = 600.0
+    print(f"\nE: a burst of {n:,} keyed one-shot jobs due at one instant, {TRACKED_WORKERS}"
+          " workers (ours also with max_concurrent_runs 256); ANALYZE before the burst, every"
+          " side; overload throughput = runs/s from the first start to the last", flush=True)
+    rows = [await bench.ours_burst(n, 32, limit), await bench.ours_burst(n, 256, limit)]
+    for side in tracked_sides(args):
+        params = {"n": n, "workers": TRACKED_WORKERS, "limit": limit}
+        r = await bench.tracked_peer(side, "burst", params, limit + 120)
+        row = TrackedRow(TRACKED_LABELS[side], ran=r["ran"], duplicates=r["duplicates"],
+                         cpu_us=r["cpu"] / max(1, len(r["starts"])) * US)
+        burst_figures(row, r["starts"], r["slot"], n)
+        rows.append(row)
+        if r.get("added_before_slot_s", 1.0) < 0:
+            print(f"  {row.side}: its adds ended {-r['added_before_slot_s']:.1f} s after the"
+                  " slot (lateness counts from the slot)")
+    rows.append(await bench.raw_burst(n, limit))
+    table(["side", "ran", "last start after slot (s)", "late p50 (s)", "late p99 (s)",
+           "duplicates", "worker CPU per run (µs)", "overload runs/s"],
+          [[r.side, f"{fmt(r.ran)} of {r.expected:,}",
+            fmt(None if r.last_ms is None else r.last_ms / 1000, 2),
+            *[fmt(None if r.late is None else r.late[i] / 1000, 2) for i in (0, 1)],
+            fmt(r.duplicates), fmt(r.cpu_us), fmt(r.drain)] for r in rows])
+    ours = max((r.drain or 0.0) for r in rows if r.side.startswith("discord-actor"))
+    if rows[-1].drain:
+        print(f"discord-actor's best / raw ceiling = {ours:,.0f} / {rows[-1].drain:,.0f} runs/s"
+              f" = {100 * ours / rows[-1].drain:.0f}%")
+    print("late: start minus the slot (peers: time.time() in the handler; discord-actor and raw:"
+          " runs.started_at); worker CPU: the side's process, user + sys, from the slot to the"
+          " last run (discord-actor: the whole `discord-actor run` process)")
+
+
+def print_tracked_settings(args: argparse.Namespace) -> None:
+    from importlib.metadata import version
+
+    print("tracked peers (workloads D, E), each in a database of its own on the same server:")
+    print("  discord-actor: `discord-actor run`, defaults (max_pool_size 10,"
+          " poll_interval_seconds 1), keyed Once schedules of one actor (max_schedules 1000000,"
+          " max_schedules_per_owner 1000)")
+    for side in tracked_sides(args):
+        v = "4.0.0a6 (its own virtualenv)" if side == "apscheduler4" else version(side)
+        print(f"  {TRACKED_LABELS[side]} {v}: {tracked_settings(side)}")
+    print("  what each tracks per run:")
+    for side in ["discord-actor", *tracked_sides(args)]:
+        print(f"    {TRACKED_LABELS.get(side, side)}: {TRACKED_TRACKS[side]}")
+
+
 def workloads(args: argparse.Namespace) -> list[Workload]:
     quick = args.quick
     n = args.actors or (2000 if quick else None)
@@ -895,10 +1389,10 @@ def workloads(args: argparse.Namespace) -> list[Workload]:
         "C": Workload("C", n or 10_000, 3600.0, 10.0 if quick else 15.0, idle, idle=True),
     }
     chosen = [k.strip().upper() for k in args.workloads.split(",") if k.strip()]
-    unknown = [k for k in chosen if k not in every]
+    unknown = [k for k in chosen if k not in every and k not in TRACKED_WORKLOADS]
     if unknown:
-        raise SystemExit(f"unknown workload(s) {', '.join(unknown)}: choose from A, B, C")
-    return [every[k] for k in chosen]
+        raise SystemExit(f"unknown workload(s) {', '.join(unknown)}: choose from A, B, C, D, E")
+    return [every[k] for k in chosen if k in every]
 
 
 def shown_command() -> str:
@@ -912,6 +1406,8 @@ def shown_command() -> str:
 
 async def orchestrate(args: argparse.Namespace) -> int:
     chosen = workloads(args)
+    tracked = [k.strip().upper() for k in args.workloads.split(",")
+               if k.strip().upper() in TRACKED_WORKLOADS]
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="discord_actor-bench-peers-") as tmp_name:
         tmp = Path(tmp_name)
@@ -923,14 +1419,20 @@ async def orchestrate(args: argparse.Namespace) -> int:
         env = {k: v for k, v in os.environ.items() if k != "DISCORD_TOKEN"}
         cfg = DatabaseConfig(url=os.environ.get("DATABASE_URL", ""), data_dir=tmp / "pgdata",
                              schema=SCHEMA)
-        bench = Bench(tmp, await open_database(cfg, migrate=False), env)
+        bench = TrackedBench(tmp, await open_database(cfg, migrate=False), env)
         try:
             print(f"machine: {await machine_line(bench.database)}")
             print(f"command: {shown_command()}")
             print("discord-actor: `discord-actor run --config actor_server.toml`, defaults"
                   " (max_concurrent_runs 32, max_pool_size 10), INFO log to a file")
+            if tracked:
+                print_tracked_settings(args)
             for w in chosen:
                 await run_workload(bench, w)
+            if "D" in tracked:
+                await run_adds(bench, args)
+            if "E" in tracked:
+                await run_burst(bench, args)
         finally:
             await bench.stop_all()
             with contextlib.suppress(Exception):
@@ -943,17 +1445,30 @@ async def orchestrate(args: argparse.Namespace) -> int:
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    p.add_argument("--workloads", default="A,B,C", help="which workloads, e.g. A,B (A,B,C)")
+    p.add_argument("--workloads", default="A,B,C,D,E",
+                   help="which workloads, e.g. A,B (A,B,C,D,E)")
+    p.add_argument("--tracked-sides", default=",".join(TRACKED_LABELS),
+                   help="the tracked peers of D and E (pgqueuer,procrastinate,apscheduler4)")
+    p.add_argument("--pending", type=int, help="D: pending before the timed adds (100000)")
+    p.add_argument("--adds", type=int, help=f"D: timed adds, each way ({TRACKED_ADDS})")
+    p.add_argument("--burst", type=int, help=f"E: due at one instant ({TRACKED_BURST})")
     p.add_argument("--actors", type=int, help="actors in every workload (A 10000, B 3000,"
                    " C 10000)")
     p.add_argument("--warmup", type=float, help="A: seconds before the window (10)")
     p.add_argument("--seconds", type=float, help="A: the measured window in seconds (60)")
     p.add_argument("--quick", action="store_true",
-                   help="2,000 actors, 20 s windows: a fast try")
+                   help="2,000 actors, 20 s windows; D at 10,000 pending, E with 2,000 due:"
+                   " a fast try")
     p.add_argument("--child", choices=("tasks", "apscheduler", "raw"), help=argparse.SUPPRESS)
     p.add_argument("--plan", help=argparse.SUPPRESS)
+    p.add_argument("--tracked", choices=("pgqueuer", "procrastinate"), help=argparse.SUPPRESS)
+    p.add_argument("--phase", choices=("adds", "burst"), help=argparse.SUPPRESS)
+    p.add_argument("--params", help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.tracked is not None:
+        run_tracked_child(args.tracked, args.phase, json.loads(args.params), args.out)
+        return 0
     if args.child is not None:
         asyncio.run(run_child(args.child, Plan.from_json(args.plan), args.out))
         return 0
