@@ -1,5 +1,8 @@
-"""Peers: the same scheduled no-op workload through discord.ext.tasks, APScheduler 3 and
-discord-actor, side by side, in one invocation.
+"""Peers: discord-actor beside discord.ext.tasks, APScheduler 3 and the tracked job systems.
+
+The same scheduled no-op workload through discord.ext.tasks, APScheduler 3 and discord-actor,
+and keyed adds and bursts beside pgqueuer, procrastinate and APScheduler 4, side by side, in
+one invocation.
 
 Each side runs in a fresh child process of its own, one after another:
 
