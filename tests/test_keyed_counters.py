@@ -40,6 +40,12 @@ PENDING = """t.key IS NOT NULL AND t.removed_at IS NULL AND (t.next_run IS NOT N
     OR EXISTS (SELECT 1 FROM S.retries p WHERE p.task_id = t.id))"""
 
 
+
+def pending_sql(schema: str) -> str:
+    """How many keyed rows of ``schema`` are pending, counted."""
+    return f"SELECT count(*) FROM S.tasks t WHERE {PENDING}".replace("S.", f'"{schema}".')
+
+
 async def counts(db: asyncpg.Connection | asyncpg.Pool, schema: str) -> dict[str, Any]:
     """The counters (rows plus changes not yet folded) and a recount of the pending rows, per
     actor and per (actor, owner), and the keyed rows whose counted flag is not what they are;
@@ -123,8 +129,6 @@ async def test_30_concurrent_adds_against_a_limit_of_5_let_exactly_5_through(
     big = await wide(database)
     try:
         async with harness(database, **limits) as h:
-            await h.schedules.add("reminder", key="warm", schedule=Once(at=START + timedelta(days=1)))
-            await h.schedules.remove("reminder", "warm")
             schedules = Schedules(Store(big.pool, database.config.schema), h.config, h.clock)
             soon = Once(at=START + timedelta(minutes=5))
             for round_ in range(3):  # again after removing them: the room is back, exactly
@@ -165,8 +169,7 @@ async def test_concurrent_adds_and_removes_never_pass_the_limit(database: Databa
             async def watch() -> None:  # the pending rows, recounted all along
                 nonlocal most
                 while not stop.is_set():
-                    n = await big.pool.fetchval(
-                        f"SELECT count(*) FROM S.tasks t WHERE {PENDING}".replace("S.", f'"{schema}".'))
+                    n = await big.pool.fetchval(pending_sql(schema))
                     most = max(most, n)
                     await asyncio.sleep(0)
 
@@ -288,8 +291,8 @@ async def test_the_migration_counts_the_rows_there_are(
     try:
         await migrate(conn, schema, directory=old, functions=None)
         s = f'"{schema}"'
-        await conn.execute(
-            f"INSERT INTO {s}.tasks (actor, schedule, schedule_hash) VALUES ('reminder', '{{}}', 'h')")
+        await conn.execute(f"INSERT INTO {s}.tasks (actor, schedule, schedule_hash)"
+                           " VALUES ('reminder', '{}', 'h')")
         await conn.execute(f"""
             INSERT INTO {s}.tasks (actor, key, owner, schedule, schedule_hash, next_run, running,
                                    removed_at)
@@ -304,8 +307,7 @@ async def test_the_migration_counts_the_rows_there_are(
             SELECT id, now(), 2, now() FROM {s}.tasks WHERE key IN ('k5', 'k15')""")
         await migrate(conn, schema)
         c = await assert_exact(conn, schema)
-        assert c["actor"][("reminder",)] == await conn.fetchval(
-            f"SELECT count(*) FROM {s}.tasks t WHERE {PENDING}".replace("S.", f"{s}."))
+        assert c["actor"][("reminder",)] == await conn.fetchval(pending_sql(schema))
         assert c["actor"][("reminder",)] > 20
     finally:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
@@ -416,9 +418,7 @@ async def test_counters_match_a_recount_after_a_chaos_run_with_a_kill(
             await schedules.remove("chaos", r["key"])
         settle = time.monotonic() + 20
         while time.monotonic() < settle:
-            left = await db.pool.fetchval(
-                f"SELECT count(*) FROM {db_schema}.tasks t WHERE {PENDING}".replace(
-                    "S.", f"{db_schema}."))
+            left = await db.pool.fetchval(pending_sql(db_schema))
             if not left:
                 break
             await asyncio.sleep(0.3)

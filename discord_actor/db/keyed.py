@@ -39,6 +39,7 @@ class LimitExceeded(DiscordActorError):
 # another definition (a JSON array in the detail).
 LIMIT_MESSAGE = "discord_actor.keyed_limit"
 CONFLICT_MESSAGE = "discord_actor.keyed_conflict"
+AGAIN_MESSAGE = "discord_actor.keyed_again"  # add_new_keyed's: keyed_add has to look
 # Calls of keyed_add when it has to look again (40001, 40P01).
 RACE_ATTEMPTS = 3
 
@@ -75,13 +76,17 @@ class KeyedSchedules(Aggregate):
         pending rows; adds of one actor from several connections do not wait on each other
         (nor those of distinct owners) until the actor nears its limit.
         """
+        channel = self.channel if notify else None
+        if len(rows) == 1 and await self._add_new(actor, rows[0], max_pending, max_per_owner,
+                                                  channel):
+            return KeyedWrite([rows[0].key], [])
         args = (
             actor,
             *arrays(rows, *KeyedRow.COLUMNS),
             replace,
             max_pending,
             max_per_owner,
-            self.channel if notify else None,
+            channel,
         )
         for attempt in range(RACE_ATTEMPTS):
             try:
@@ -103,6 +108,29 @@ class KeyedSchedules(Aggregate):
         written = [r["key"] for r in result if r["change"] in ("added", "replaced")]
         await self.refresh_statistics(len(written))
         return KeyedWrite(written, [r["key"] for r in result if r["change"] == "replaced"])
+
+    async def _add_new(
+        self,
+        actor: str,
+        row: KeyedRow,
+        max_pending: int,
+        max_per_owner: int | None,
+        channel: str | None,
+    ) -> bool:
+        """One new key written in one plain statement (``add_new_keyed``), with room taken in
+        the counters as they stand; False, with nothing written, when the key is there or a
+        counter has no room as counted (``keyed_add`` then looks further)."""
+        try:
+            change = await self.pool.fetchval(
+                self.sql["add_new_keyed"], actor, row.key, row.definition_json,
+                row.definition_hash, row.next_run, row.due_at, row.payload_json,
+                row.channel_id, row.owner, max_pending, max_per_owner, channel,
+            )
+        except asyncpg.RaiseError as e:
+            if e.message == AGAIN_MESSAGE:
+                return False
+            raise
+        return bool(change == "added")
 
     async def remove(self, actor: str, key: str) -> bool:
         """Remove a keyed schedule: nothing more of it runs (a run in flight finishes) and its

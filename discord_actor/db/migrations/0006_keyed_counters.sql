@@ -3,9 +3,9 @@
 -- pending rows and without making every add of an actor wait for the one before.
 --
 -- tasks.counted says whether a keyed row is counted as pending: the {pending} of sql/common.sql
--- (a slot, a trigger, a run in flight or a retry left, and not removed), kept by triggers on
--- tasks and retries (sql/functions.sql) whatever writes the row: an add, a run, a retry used
--- up, a removal, retention, the recovery of a dead process's runs.
+-- (a slot, a trigger, a run in flight or a retry left, and not removed), set by the add that
+-- writes the row and kept by triggers on tasks and retries (sql/functions.sql) whatever changes
+-- it then: a run, a retry used up, a removal, retention, the recovery of a dead process's runs.
 --
 -- keyed_counts: an actor's count of pending keyed schedules, in shards (rows) so that adds
 -- from several connections do not wait on one row. Each shard has a cap, and the caps of an
@@ -68,22 +68,13 @@ WHERE key IS NOT NULL AND counted AND owner IS NOT NULL GROUP BY actor, owner;
 
 -- The triggers' functions are defined in sql/functions.sql, which is applied in this same
 -- transaction after the migrations: these placeholders only let the triggers be created here.
-CREATE FUNCTION keyed_counted() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$;
 CREATE FUNCTION keyed_count_task() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$;
 CREATE FUNCTION keyed_count_retry() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$;
 
--- A keyed row inserted with counted not what its columns say (nothing but an add writes keyed
--- rows, and it sets counted itself; a new row has no retries).
-CREATE TRIGGER keyed_counted BEFORE INSERT ON tasks FOR EACH ROW
-WHEN (NEW.key IS NOT NULL AND NEW.counted IS DISTINCT FROM (NEW.removed_at IS NULL
-      AND (NEW.next_run IS NOT NULL OR NEW.running > 0 OR NEW.manual_at IS NOT NULL)))
-EXECUTE FUNCTION keyed_counted();
-
--- A keyed row inserted as pending by anything but keyed_add, which counts its own rows.
-CREATE TRIGGER keyed_count_insert AFTER INSERT ON tasks FOR EACH ROW
-WHEN (NEW.key IS NOT NULL AND NEW.counted
-      AND current_setting('discord_actor.keyed_add', true) IS DISTINCT FROM 'on')
-EXECUTE FUNCTION keyed_count_task();
+-- Only keyed_add (and add_new_keyed) inserts keyed rows, with counted set and counted, so an
+-- insert needs no trigger (a trigger's WHEN is read again by every statement that fires it). A
+-- row inserted otherwise (by a process of an older version, during an upgrade) is counted by
+-- its first update, the claim of its first run.
 
 -- A keyed row changed, unless it stays pending by its own columns with the same owner (a slot
 -- claimed or advanced, a run finished with a slot left: the scheduler's every run).

@@ -80,26 +80,15 @@ $$;
 -- a circle: task rows (by key), owner counter rows (by owner), an actor's shards (by shard); a
 -- change row is deleted only by whoever holds the counter row it folds into.
 
--- keyed_counted: a keyed row inserted with counted not what its columns say.
-CREATE OR REPLACE FUNCTION keyed_counted() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    NEW.counted := NEW.removed_at IS NULL
-        AND (NEW.next_run IS NOT NULL OR NEW.running > 0 OR NEW.manual_at IS NOT NULL);
-    RETURN NEW;
-END
-$$;
-
--- keyed_count_task: a keyed row inserted, changed or deleted. Before an update it sets counted
--- to whether the row is pending now; unless keyed_add is writing (it counts its own rows: the
--- setting discord_actor.keyed_add is 'on' inside it), each change of the counts becomes a
--- change row.
+-- keyed_count_task: a keyed row changed or deleted. Before an update it sets counted to whether
+-- the row is pending now; unless keyed_add is writing (it counts its own rows: the setting
+-- discord_actor.keyed_add is 'on' inside it), each change of the counts becomes a change row.
 CREATE OR REPLACE FUNCTION keyed_count_task() RETURNS trigger
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
-    was boolean := false;
+    was boolean;
     was_owner text;
-    now_pending boolean := false;
+    now_pending boolean;
 BEGIN
     IF TG_OP = 'DELETE' THEN
         INSERT INTO keyed_count_changes (actor, delta) VALUES (OLD.actor, -1);
@@ -109,20 +98,16 @@ BEGIN
         END IF;
         RETURN OLD;
     END IF;
-    IF TG_OP = 'INSERT' THEN  -- after the insert, with counted set
-        now_pending := NEW.counted;
-    ELSE
-        was := OLD.counted;
-        was_owner := OLD.owner;
-        now_pending := NEW.removed_at IS NULL
-            AND (NEW.next_run IS NOT NULL OR NEW.running > 0 OR NEW.manual_at IS NOT NULL);
-        IF NOT now_pending AND NEW.removed_at IS NULL THEN
-            now_pending := EXISTS (SELECT 1 FROM retries p WHERE p.task_id = NEW.id);
-        END IF;
-        NEW.counted := now_pending;
-        IF current_setting('discord_actor.keyed_add', true) = 'on' THEN
-            RETURN NEW;
-        END IF;
+    was := OLD.counted;
+    was_owner := OLD.owner;
+    now_pending := NEW.removed_at IS NULL
+        AND (NEW.next_run IS NOT NULL OR NEW.running > 0 OR NEW.manual_at IS NOT NULL);
+    IF NOT now_pending AND NEW.removed_at IS NULL THEN
+        now_pending := EXISTS (SELECT 1 FROM retries p WHERE p.task_id = NEW.id);
+    END IF;
+    NEW.counted := now_pending;
+    IF current_setting('discord_actor.keyed_add', true) = 'on' THEN
+        RETURN NEW;
     END IF;
     IF was <> now_pending THEN
         INSERT INTO keyed_count_changes (actor, delta)
@@ -300,6 +285,15 @@ BEGIN
 END
 $$;
 
+-- keyed_again: the error of keyed.sql's add_new_keyed when a counter has no room as counted
+-- (its insert is undone; keyed_add then folds what was freed and decides).
+CREATE OR REPLACE FUNCTION keyed_again() RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = 'P0001', MESSAGE = 'discord_actor.keyed_again';
+END
+$$;
+
 -- keyed_add: write keyed schedules of p_actor (the arrays: one element per schedule) in the
 -- caller's transaction, all or none, checking the actor's limits; one row per key given, with
 -- what became of it: 'added' (new, or armed again after it ran or was removed), 'replaced'
@@ -472,6 +466,13 @@ BEGIN
         PERFORM pg_notify(p_notify, '');  -- something is due before the servers' next look
     END IF;
     PERFORM set_config('discord_actor.keyed_add', 'off', true);
+    IF v_given = 1 THEN  -- one key: no statement to run
+        key := p_keys[1];
+        change := CASE WHEN v_added IS NOT NULL OR v_rearmed IS NOT NULL THEN 'added'
+                       WHEN v_replaced IS NOT NULL THEN 'replaced' ELSE 'unchanged' END;
+        RETURN NEXT;
+        RETURN;
+    END IF;
     RETURN QUERY
         SELECT k, 'added'::text FROM unnest(v_added) k
         UNION ALL SELECT k, 'added' FROM unnest(v_rearmed) k

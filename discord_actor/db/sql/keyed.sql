@@ -7,6 +7,50 @@ SELECT key, change FROM {schema}.keyed_add($1, $2::text[], $3::jsonb[], $4::text
     $5::timestamptz[], $6::timestamptz[], $7::jsonb[], $8::bigint[], $9::text[], $10, $11, $12,
     $13)
 
+-- name: add_new_keyed
+-- One new key ($2...$9, as keyed_add takes them) written with room taken in its owner's and
+-- its actor's counters, in one plain statement (Schedules.add of a new key, the common case):
+-- the key inserted, then its owner's counter row, then this connection's shard of the actor's
+-- count, in that order (the lock order of functions.sql). 'added'; 'again' when nothing was
+-- written (the key is there: keyed_add looks at it), and the error 'discord_actor.keyed_again'
+-- (undoing the insert) when a counter has no room as counted: keyed_add folds what was freed
+-- and decides. The setting tells the triggers that this statement counts its own row.
+WITH a AS (
+    SELECT a.max_instances, a.max_attempts FROM {tasks} a
+    WHERE a.actor = $1 AND a.key IS NULL
+      AND set_config('discord_actor.keyed_add', 'on', true) = 'on'
+), ins AS (
+    INSERT INTO {tasks} (actor, key, schedule, schedule_hash, max_instances, max_attempts,
+                         next_run, due_at, payload, channel_id, owner, counted)
+    SELECT $1, $2, $3::jsonb, $4, a.max_instances, a.max_attempts, $5, $6, $7::jsonb, $8, $9,
+           $5::timestamptz IS NOT NULL
+    FROM a
+    ON CONFLICT (actor, key) WHERE key IS NOT NULL DO NOTHING
+    RETURNING counted, owner
+), own AS (
+    INSERT INTO {schema}.keyed_owner_counts AS k (actor, owner, pending)
+    SELECT $1, i.owner, 1 FROM ins i
+    WHERE i.counted AND i.owner IS NOT NULL AND ($11::bigint IS NULL OR $11::bigint >= 1)
+    ON CONFLICT (actor, owner) DO UPDATE SET pending = k.pending + 1
+    WHERE $11::bigint IS NULL OR k.pending + 1 <= $11::bigint
+    RETURNING 1
+), room AS (
+    UPDATE {schema}.keyed_counts c SET pending = c.pending + 1
+    FROM ins i
+    WHERE i.counted AND c.actor = $1 AND c.shard = pg_backend_pid() % {schema}.keyed_shard()
+      AND c.lim = $10::bigint AND c.pending + 1 <= c.cap
+      AND (SELECT count(*) FROM own) >= 0  -- the owner's row before the shard
+    RETURNING 1
+), woke AS (
+    SELECT pg_notify($12, '') FROM ins WHERE $12::text IS NOT NULL
+)
+SELECT CASE
+    WHEN NOT EXISTS (SELECT FROM ins) THEN 'again'
+    WHEN (SELECT i.counted AND ((i.owner IS NOT NULL AND NOT EXISTS (SELECT FROM own))
+                                OR NOT EXISTS (SELECT FROM room)) FROM ins i)
+        THEN {schema}.keyed_again()
+    ELSE 'added' END AS change, (SELECT count(*) FROM woke) AS woke
+
 -- name: remove_keyed
 -- The key's row removed: nothing more of it runs (a run in flight finishes), its retries go,
 -- its history stays; pending: whether it was (counted, as the counters had it). The triggers
