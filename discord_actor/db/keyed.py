@@ -65,8 +65,9 @@ class KeyedSchedules(Aggregate):
         max_per_owner: int | None,
         notify: bool,
     ) -> KeyedWrite:
-        """Write keyed schedules of ``actor`` in one statement (the schema's ``keyed_add``),
-        all or none.
+        """Write keyed schedules of ``actor`` in one statement, all or none: a single new key
+        through ``add_new_keyed`` (keyed.sql), anything else through the schema's
+        ``keyed_add`` (functions.sql).
 
         A key that is pending with the same definition is left alone; with another one it is a
         conflict unless ``replace``. A key that is no longer pending (its ``once`` ran, or it

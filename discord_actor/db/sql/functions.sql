@@ -71,7 +71,8 @@ $$;
 -- Keyed schedules' counters (migration 0006): tasks.counted says whether a keyed row is
 -- counted as pending, and keyed_counts (an actor's, in shards) and keyed_owner_counts (an
 -- owner's) hold the counts, with what runs and removals freed in keyed_count_changes and
--- keyed_owner_count_changes until it is folded in. Only keyed_add takes room in a counter;
+-- keyed_owner_count_changes until it is folded in. Only an add (keyed_add below, or keyed.sql's
+-- add_new_keyed for a new key) takes room in a counter, and it counts the rows it writes itself;
 -- everything else that changes whether a row is pending (a run, a retry used up, a removal,
 -- retention, the recovery of a dead process's runs) inserts a change row through the triggers
 -- below and waits on no counter row.
