@@ -24,10 +24,17 @@ Workloads (and the configured-actor side each is set beside):
 4. *Two processes*: 10,000 ``Once`` due over one minute, shared by two ``discord-actor run``
    processes: duplicates (runs beyond one per schedule) and missed (none by the end), each
    process's share, lateness. Beside it: 10,000 configured ``once`` actors.
+5. *Adds at N pending, limits on*: N pending ``Once`` (100,000, each with an owner and a
+   payload, through ``add_many``), the actor's ``max_schedules`` and ``max_schedules_per_owner``
+   set; then ``Schedules.add`` of a ``Once`` with a payload and a new owner each, one after
+   another, then from 20 concurrent callers (a pool of 20 connections, one per caller): adds/s
+   and latency p50 / p99 / max of each. No ``discord-actor run`` process: the cost of an add.
 
 Run from the repository root: ``.venv/bin/python bench/keyed_schedules.py`` (about 8 minutes),
 ``--quick`` for a short try (10,000 pending, 20 s windows), ``--workloads 1,2,3`` to select
-(2 and 3 use what 1 set up, so they imply it), ``--no-configured`` for the keyed sides only.
+(2 and 3 use what 1 set up, so they imply it), ``--no-configured`` for the keyed sides only;
+``--workloads 5`` alone measures adds (about 30 s; with ``--quick``, at 10,000 pending for 3 s
+each, about 10 s).
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -71,6 +78,11 @@ START_DELAY = 6.0  # seconds from writing the due work to its first slot (the pr
 GRACE = 10.0  # seconds after the last slot before counting
 CHUNK = 10_000  # add_many chunk
 SINGLE_ADDS = 300  # Schedules.add calls timed one after another
+ADD_CALLERS = 20  # workload 5: concurrent callers
+ADD_SECONDS = 10.0  # workload 5: each of its two parts stops after this long ...
+ADD_MAX = 20_000  # ... or after this many adds
+MAX_SCHEDULES = 1_000_000  # workload 5's limits: set, and far from reached
+MAX_PER_OWNER = 1_000
 
 ACTOR_MODULE = '''"""A no-op actor for bench/keyed_schedules.py: counts runs, keeps lateness."""
 
@@ -87,9 +99,9 @@ async def remind(ctx: RunContext) -> None:
 '''
 
 
-def write_project(directory: Path, once_at: list[datetime]) -> Path:
-    """actor_server.toml: the keyed actor (no configured schedule) and one configured ``once``
-    actor per time in ``once_at``."""
+def write_project(directory: Path, once_at: list[datetime], per_owner: int | None = None) -> Path:
+    """actor_server.toml: the keyed actor (no configured schedule; ``max_schedules_per_owner``
+    ``per_owner`` if given) and one configured ``once`` actor per time in ``once_at``."""
     (directory / "actors").mkdir(parents=True, exist_ok=True)
     write_text(directory / "actors" / "remind.py", ACTOR_MODULE)
     lines = [
@@ -105,7 +117,8 @@ def write_project(directory: Path, once_at: list[datetime]) -> Path:
         f'name = "{ACTOR}"',
         'module = "remind"',
         'platform = "none"',
-        "max_schedules = 1000000",
+        f"max_schedules = {MAX_SCHEDULES}",
+        *([f"max_schedules_per_owner = {per_owner}"] if per_owner is not None else []),
         "",
     ]
     for i, at in enumerate(once_at):
@@ -284,6 +297,96 @@ class KeyedBench(Bench):
                      f" ({single} adds)")
         return lines
 
+    # workload 5
+
+    async def adds_at_pending(self, pending: int, seconds: float) -> list[str]:
+        """``pending`` Once with owners (``add_many``), limits on; then single adds one after
+        another and from ADD_CALLERS concurrent callers, each for ``seconds`` or ADD_MAX adds."""
+        await self.fresh_schema()
+        config = load_config(write_project(self.tmp, [], per_owner=MAX_PER_OWNER))
+        later = datetime.now(UTC) + timedelta(hours=2)  # after the bench: nothing due in it
+        fill = self.schedules(config)
+        t0 = time.perf_counter()
+        for lo in range(0, pending, CHUNK):
+            await fill.add_many(ACTOR, [
+                NewSchedule(f"p:{i}", Once(at=later + timedelta(seconds=86400 * i / pending)),
+                            payload={"n": i}, owner=f"user:{i % 1000}")
+                for i in range(lo, min(pending, lo + CHUNK))])
+        filled = time.perf_counter() - t0
+        await self.pool.execute(f"ANALYZE {SCHEMA}.tasks")
+        database = await open_database(replace(
+            self.database.config, url=self.database.url, min_pool_size=ADD_CALLERS,
+            max_pool_size=ADD_CALLERS), migrate=False)
+        lines = [f"filled {pending:,} pending (add_many of {CHUNK:,}, owner and payload each)"
+                 f" in {filled:.1f} s; max_schedules = {MAX_SCHEDULES:,},"
+                 f" max_schedules_per_owner = {MAX_PER_OWNER:,}"]
+        print(lines[-1], flush=True)
+        try:
+            schedules = Schedules(Store(database.pool, SCHEMA), config)
+            counter = iter(range(10**9))
+
+            async def caller(deadline: float, latencies: list[float]) -> None:
+                while time.perf_counter() < deadline and len(latencies) < ADD_MAX:
+                    i = next(counter)
+                    at = later + timedelta(seconds=i % 86400)
+                    t = time.perf_counter()
+                    await schedules.add(ACTOR, key=f"new:{i}", schedule=Once(at=at),
+                                        payload={"text": "stand up"}, owner=f"new:{i}")
+                    latencies.append(time.perf_counter() - t)
+
+            for callers in (1, ADD_CALLERS):
+                latencies: list[float] = []
+                start = time.perf_counter()
+                await asyncio.gather(*(caller(start + seconds, latencies)
+                                       for _ in range(callers)))
+                elapsed = time.perf_counter() - start
+                p50, p99, top = percentiles([v * 1000 for v in latencies]) or (0, 0, 0)
+                who = "one caller, one after another" if callers == 1 else (
+                    f"{callers} concurrent callers")
+                lines.append(f"add at {pending:,} pending, {who}: {len(latencies) / elapsed:,.0f}"
+                             f" adds/s, p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {top:.1f} ms"
+                             f" ({len(latencies):,} adds in {elapsed:.1f} s)")
+                print(lines[-1], flush=True)
+            stored = await self.pool.fetchval(
+                f"SELECT count(*) FROM {SCHEMA}.tasks WHERE key IS NOT NULL")
+            lines.append(f"keyed rows at the end: {stored:,}")
+            if await self.pool.fetchval("SELECT to_regclass($1)", f"{SCHEMA}.keyed_counts"):
+                lines.append(await self.trigger_cost())
+        finally:
+            await database.close()
+        return lines
+
+    async def trigger_cost(self, rows: int = 2000) -> str:
+        """Server time of the two updates a keyed ``Once`` run makes of its row (the claim:
+        slot gone, a run in flight; the finish: none in flight, so no longer pending), with the
+        counters' triggers and without them, in a transaction rolled back each time."""
+        loop = f"""DO $$ DECLARE r record; BEGIN
+            FOR r IN SELECT id FROM {SCHEMA}.tasks WHERE starts_with(key, 'p:')
+                     ORDER BY id LIMIT {rows} LOOP
+                UPDATE {SCHEMA}.tasks SET running = running + 1, next_run = NULL,
+                    due_at = NULL WHERE id = r.id;
+                UPDATE {SCHEMA}.tasks SET running = running - 1, last_status = 'succeeded'
+                    WHERE id = r.id;
+            END LOOP; END $$"""
+        took = {}
+        for triggers in (True, False, True, False):
+            async with self.pool.acquire() as conn:
+                tx = conn.transaction()
+                await tx.start()
+                try:
+                    if not triggers:
+                        await conn.execute(f"ALTER TABLE {SCHEMA}.tasks DISABLE TRIGGER USER;"
+                                           f" ALTER TABLE {SCHEMA}.retries DISABLE TRIGGER USER")
+                    t0 = time.perf_counter()
+                    await conn.execute(loop)
+                    took[triggers] = min(took.get(triggers, 1e9),
+                                         (time.perf_counter() - t0) / rows * 1e6)
+                finally:
+                    await tx.rollback()
+        return (f"a keyed Once run's claim and finish of its row ({rows:,} rows, server time):"
+                f" {took[True]:.1f} us with the counters' triggers, {took[False]:.1f} us"
+                f" without ({took[True] - took[False]:+.1f} us a run)")
+
     async def keyed_due(self, due: int, seconds: float, pending: int) -> tuple[Row, list[str]]:
         await self.fresh_schema()
         path = write_project(self.tmp, [])
@@ -414,8 +517,8 @@ async def orchestrate(args: argparse.Namespace) -> int:
     two_due = args.two_due or (2_000 if quick else 10_000)
     idle = args.idle or (10.0 if quick else 20.0)
     chosen = {w.strip() for w in args.workloads.split(",") if w.strip()}
-    if not chosen <= {"1", "2", "3", "4"}:
-        raise SystemExit(f"unknown workload(s) {args.workloads!r}: choose from 1, 2, 3, 4")
+    if not chosen <= {"1", "2", "3", "4", "5"}:
+        raise SystemExit(f"unknown workload(s) {args.workloads!r}: choose from 1, 2, 3, 4, 5")
     configured = not args.no_configured
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="discord_actor-bench-keyed-") as tmp_name:
@@ -462,6 +565,11 @@ async def orchestrate(args: argparse.Namespace) -> int:
                     rows.append(await bench.configured_due(two_due, seconds, 2))
                 rows.append(await bench.keyed_two(two_due, seconds))
                 print_table(rows, two=True)
+            if "5" in chosen:
+                print(f"\n5. Single adds at {pending:,} pending, limits on", flush=True)
+                lines = await bench.adds_at_pending(
+                    pending, args.add_seconds or (3.0 if quick else ADD_SECONDS))
+                print("\n".join(lines[3:]))
         finally:
             await bench.stop_all()
             with contextlib.suppress(Exception):
@@ -473,12 +581,14 @@ async def orchestrate(args: argparse.Namespace) -> int:
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    p.add_argument("--workloads", default="1,2,3,4", help="which workloads (1,2,3,4)")
+    p.add_argument("--workloads", default="1,2,3,4,5", help="which workloads (1,2,3,4,5)")
     p.add_argument("--pending", type=int, help="pending schedules besides the due (100000)")
     p.add_argument("--due", type=int, help="due within the window, workload 1 (1000)")
     p.add_argument("--two-due", type=int, help="due within the window, workload 4 (10000)")
     p.add_argument("--seconds", type=float, help="the due window in seconds (60)")
     p.add_argument("--idle", type=float, help="the idle window after the restart (20 s)")
+    p.add_argument("--add-seconds", type=float,
+                   help="workload 5: each part's length in seconds (10; --quick: 3)")
     p.add_argument("--no-configured", action="store_true",
                    help="skip the configured-actor sides")
     p.add_argument("--quick", action="store_true",

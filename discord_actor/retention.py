@@ -46,6 +46,9 @@ async def prune(
         # Then the keyed schedules that are over and whose runs are all gone (a reminder that
         # fired a month ago), so that the tasks table does not grow forever either.
         _, busy = await _drain(store.retention.prune_keyed_batch, cutoff, batch, pause)
+        # And what runs and removals freed since the last pass, folded into the keyed
+        # schedules' counters (an add folds it too, when it needs the room).
+        await store.retention.fold_keyed_counts()
     return PruneResult(cutoff, deleted, busy=busy)
 
 

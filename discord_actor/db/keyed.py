@@ -7,7 +7,7 @@ with its key, which obeys the actor's switches.
 
 from __future__ import annotations
 
-from collections import Counter
+import json
 from collections.abc import Sequence
 
 import asyncpg
@@ -35,6 +35,20 @@ class LimitExceeded(DiscordActorError):
         )
 
 
+# keyed_add's errors (functions.sql): a limit (as JSON in the detail), keys pending with
+# another definition (a JSON array in the detail).
+LIMIT_MESSAGE = "discord_actor.keyed_limit"
+CONFLICT_MESSAGE = "discord_actor.keyed_conflict"
+AGAIN_MESSAGE = "discord_actor.keyed_again"  # add_new_keyed's: keyed_add has to look
+# Calls of keyed_add when it has to look again (40001, 40P01).
+RACE_ATTEMPTS = 3
+
+
+def _limit_exceeded(detail: str) -> LimitExceeded:
+    d = json.loads(detail)
+    return LimitExceeded(d["setting"], int(d["limit"]), int(d["pending"]), int(d["adding"]),
+                         d["owner"])
+
 
 class KeyedSchedules(Aggregate):
     """The rows with a key: each actor's schedules created at run time."""
@@ -51,91 +65,79 @@ class KeyedSchedules(Aggregate):
         max_per_owner: int | None,
         notify: bool,
     ) -> KeyedWrite:
-        """Write keyed schedules of ``actor`` in one transaction, all or none.
+        """Write keyed schedules of ``actor`` in one statement, all or none: a single new key
+        through ``add_new_keyed`` (keyed.sql), anything else through the schema's
+        ``keyed_add`` (functions.sql).
 
         A key that is pending with the same definition is left alone; with another one it is a
         conflict unless ``replace``. A key that is no longer pending (its ``once`` ran, or it
-        was removed) is armed again, keeping its history. The limits count pending schedules
-        and are checked under a lock on the actor's row, so that concurrent adds cannot pass
-        them together.
+        was removed) is armed again, keeping its history. The limits are checked against the
+        actor's and the owners' counters, kept in the same transaction as every write of a
+        keyed row, so that concurrent adds cannot pass them together and no add counts the
+        pending rows; adds of one actor from several connections do not wait on each other
+        (nor those of distinct owners) until the actor nears its limit.
         """
-        async with self.pool.acquire() as conn, conn.transaction():
-            actor_row = await conn.fetchrow(self.sql["lock_actor_row"], actor)
-            if actor_row is None:
-                raise LookupError(actor)
-            keys = [r.key for r in rows]
-            existing = {
-                r["key"]: r for r in await conn.fetch(self.sql["keyed_existing"], actor, keys)
-            }
-            write: dict[str, KeyedRow] = {}
-            conflicts: list[str] = []
-            for row in rows:
-                old = existing.get(row.key)
-                if old is None or not old["pending"] or (replace and old["schedule_hash"]
-                                                         != row.definition_hash):
-                    write[row.key] = row  # the last of one key given twice wins
-                elif old["schedule_hash"] != row.definition_hash:
-                    conflicts.append(row.key)
-            if conflicts:
-                raise KeyConflict(conflicts)
-            arming = [
-                r for r in write.values() if r.key not in existing or not existing[r.key]["pending"]
-            ]
-            if arming:
-                await self._check_limits(conn, actor, arming, max_pending, max_per_owner)
-            if not write:
-                return KeyedWrite([], [])
-            rewritten = [existing[k]["id"] for k in write if k in existing]
-            if rewritten:  # a retry of the old definition has nothing left to retry
-                await conn.execute(self.sql["delete_retries_of_tasks"], rewritten)
-            values = list(write.values())
-            await conn.execute(
-                self.sql["write_keyed"],
-                actor,
-                actor_row["max_instances"],
-                actor_row["max_attempts"],
-                *arrays(values, *KeyedRow.COLUMNS),
-            )
-            if notify:  # something is due before the running servers' next look
-                await conn.execute(self.sql["notify"], self.channel, "")
-        await self.refresh_statistics(len(write))
-        replaced = [k for k in write if k in existing and existing[k]["pending"]]
-        return KeyedWrite(list(write), replaced)
+        channel = self.channel if notify else None
+        if len(rows) == 1 and await self._add_new(actor, rows[0], max_pending, max_per_owner,
+                                                  channel):
+            return KeyedWrite([rows[0].key], [])
+        args = (
+            actor,
+            *arrays(rows, *KeyedRow.COLUMNS),
+            replace,
+            max_pending,
+            max_per_owner,
+            channel,
+        )
+        for attempt in range(RACE_ATTEMPTS):
+            try:
+                result = await self.pool.fetch(self.sql["add_keyed"], *args)
+                break
+            except (asyncpg.SerializationError, asyncpg.DeadlockDetectedError):
+                # A key of these deleted by retention between two looks of this add, or two
+                # add_many of overlapping keys in the same instant: this one looks again.
+                if attempt == RACE_ATTEMPTS - 1:
+                    raise
+            except asyncpg.RaiseError as e:
+                if e.message == LIMIT_MESSAGE:
+                    raise _limit_exceeded(e.detail or "{}") from None
+                if e.message == CONFLICT_MESSAGE:
+                    raise KeyConflict(json.loads(e.detail or "[]")) from None
+                raise
+            except asyncpg.NoDataFoundError:
+                raise LookupError(actor) from None
+        written = [r["key"] for r in result if r["change"] in ("added", "replaced")]
+        await self.refresh_statistics(len(written))
+        return KeyedWrite(written, [r["key"] for r in result if r["change"] == "replaced"])
 
-    async def _check_limits(
+    async def _add_new(
         self,
-        conn: asyncpg.Connection,
         actor: str,
-        arming: Sequence[KeyedRow],
+        row: KeyedRow,
         max_pending: int,
         max_per_owner: int | None,
-    ) -> None:
-        pending = await conn.fetchval(self.sql["count_pending"], actor)
-        if pending + len(arming) > max_pending:
-            raise LimitExceeded("max_schedules", max_pending, pending, len(arming), None)
-        if max_per_owner is None:
-            return
-        adding = Counter(r.owner for r in arming if r.owner is not None)
-        if not adding:
-            return
-        rows = await conn.fetch(self.sql["count_pending_by_owner"], actor, list(adding))
-        held = {r["owner"]: r["n"] for r in rows}
-        for owner, n in adding.items():
-            if held.get(owner, 0) + n > max_per_owner:
-                raise LimitExceeded(
-                    "max_schedules_per_owner", max_per_owner, held.get(owner, 0), n, owner
-                )
+        channel: str | None,
+    ) -> bool:
+        """One new key written in one plain statement (``add_new_keyed``), with room taken in
+        the counters as they stand; False, with nothing written, when the key is there or a
+        counter has no room as counted (``keyed_add`` then looks further)."""
+        try:
+            change = await self.pool.fetchval(
+                self.sql["add_new_keyed"], actor, row.key, row.definition_json,
+                row.definition_hash, row.next_run, row.due_at, row.payload_json,
+                row.channel_id, row.owner, max_pending, max_per_owner, channel,
+            )
+        except asyncpg.RaiseError as e:
+            if e.message == AGAIN_MESSAGE:
+                return False
+            raise
+        return bool(change == "added")
 
     async def remove(self, actor: str, key: str) -> bool:
         """Remove a keyed schedule: nothing more of it runs (a run in flight finishes) and its
-        history stays. True if it was pending."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(self.sql["lock_keyed"], actor, key)
-            if row is None:
-                return False
-            await conn.execute(self.sql["delete_retries_of_task"], row["id"])
-            await conn.execute(self.sql["remove_keyed"], row["id"])
-        return bool(row["pending"])
+        history stays. True if it was pending. One statement."""
+        pending = await self.pool.fetchval(self.sql["remove_keyed"], actor, key)
+        return bool(pending)
 
     async def pending(
         self,

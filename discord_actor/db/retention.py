@@ -38,6 +38,12 @@ class Retention(Aggregate):
         process holds the retention lock."""
         return await self._delete_under_lock(self.sql["prune_keyed"], cutoff, limit)
 
+    async def fold_keyed_counts(self) -> int:
+        """Fold what runs and removals freed into the keyed schedules' counters, so that their
+        change rows stay few; how many there were. One transaction."""
+        folded: int = await self.pool.fetchval(self.sql["fold_keyed_counts"])
+        return folded
+
     async def _delete_under_lock(self, sql: str, *args: Any) -> int | None:
         """One batch of retention, in its own transaction; None if another process holds the
         lock (then nothing is deleted)."""

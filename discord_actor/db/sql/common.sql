@@ -29,7 +29,8 @@ CASE WHEN t.key IS NULL THEN NULL ELSE t.schedule->>'timezone' END AS key_zone
 
 -- name: pending
 -- A keyed schedule is pending while it has anything left to run: a slot, a trigger, a run in
--- flight or a retry. A once that has run, or used up its retries, is not.
+-- flight or a retry. A once that has run, or used up its retries, is not. tasks.counted holds
+-- the same for each keyed row (kept by the triggers of functions.sql), as the counters have it.
 (t.removed_at IS NULL AND (t.next_run IS NOT NULL OR t.running > 0
     OR t.manual_at IS NOT NULL OR EXISTS (SELECT 1 FROM {retries} p WHERE p.task_id = t.id)))
 

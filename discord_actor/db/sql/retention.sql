@@ -27,3 +27,8 @@ DELETE FROM {tasks} WHERE id IN (
  AND t.updated_at < $1 AND NOT {pending}
  AND NOT EXISTS (SELECT 1 FROM {runs} r WHERE r.task_id = t.id)
  LIMIT $2)
+
+-- name: fold_keyed_counts
+-- What runs and removals freed, folded into the keyed schedules' counters (functions.sql:
+-- keyed_fold_counts); how many change rows.
+SELECT {schema}.keyed_fold_counts()
