@@ -42,6 +42,8 @@ class DiscordPlatform:
     """The ``discord`` platform: ``ctx.post()`` sends to the actor's ``channel_id``."""
 
     name = "discord"
+    #: the runtime gives each post its nonce (``nonces.post_nonce``): a repeat is one message
+    takes_nonce = True
 
     def __init__(self, client: discord.Client) -> None:
         self.client = client
@@ -72,9 +74,14 @@ class DiscordPlatform:
         file: Any = None,
         files: Iterable[Any] | None = None,
         allowed_mentions: discord.AllowedMentions | None = None,
+        nonce: str | int | None = None,
         **kwargs: Any,
     ) -> Posted:
         """Send one message; other keyword arguments go to ``Messageable.send`` unchanged.
+
+        ``nonce`` (the runtime's, derived from the post) is sent with ``enforce_nonce``:
+        Discord answers a repeat within its nonce window with the message it made already,
+        which counts as delivered.
 
         ``embed``/``embeds`` take ``discord.Embed`` objects or dicts (Discord's embed JSON);
         ``file``/``files`` take ``discord.File`` objects, ``(filename, bytes)`` pairs or paths.
@@ -99,6 +106,8 @@ class DiscordPlatform:
             kwargs["embeds"] = all_embeds
         if all_files:
             kwargs["files"] = all_files
+        if nonce is not None:
+            kwargs["nonce"] = nonce  # discord.py adds enforce_nonce
         try:
             await self.wait_for_gateway(actor)
             channel = self._channel(actor.channel_id)
