@@ -3,8 +3,10 @@
 A post waits while the gateway is not connected (before the first READY, or while discord.py
 reconnects) instead of failing: the run's own ``timeout_seconds`` bounds the wait. What Discord
 reports as transient (a 5xx after discord.py's own retries, a lost connection) raises
-``DiscordUnavailable``, so the attempt fails and the actor's retry policy applies; what it
-refuses (403, 404, 400) raises ``DiscordPostError`` with what to fix. 429s never surface:
+``DiscordUnavailable``, so the attempt fails and the actor's retry policy applies (the retry
+sends the post's same nonce); what it refuses (403, 404, 400) raises ``DiscordRefused`` with
+what to fix, which is not retried. A channel that refused is not asked again for a while, and
+posting stops before invalid requests near Discord's ban (``refusals``). 429s never surface:
 discord.py waits them out. Mentions are off unless the actor's ``allowed_mentions`` allows them.
 """
 
@@ -22,7 +24,8 @@ import discord
 
 from ..actor import Posted
 from ..config.model import ActorConfig
-from ..errors import DiscordActorError
+from ..errors import DiscordActorError, NotRetried
+from .refusals import Refusals
 
 log = logging.getLogger("discord_actor.platforms.discord")
 
@@ -38,6 +41,12 @@ class DiscordUnavailable(DiscordPostError):
     """A transient failure (Discord's 5xx, a lost connection): a retry may well succeed."""
 
 
+class DiscordRefused(DiscordPostError, NotRetried):
+    """Discord refused the post (403 missing access or permissions, 404 unknown channel,
+    50007 cannot message the user, another 4xx): another attempt would be refused too, so the
+    run is not retried; the message says what to fix."""
+
+
 class DiscordPlatform:
     """The ``discord`` platform: ``ctx.post()`` sends to the actor's ``channel_id``."""
 
@@ -51,6 +60,9 @@ class DiscordPlatform:
         self.waiting = 0
         self._closing = False
         self._warned: set[tuple[str, str]] = set()  # (actor, mention kind): said once
+        #: refused channels and the invalid answers of the last 10 minutes
+        self.refusals = Refusals()
+        self._said_stopped = False
 
     @classmethod
     def for_client(cls, client: discord.Client | None) -> Self:
@@ -109,11 +121,17 @@ class DiscordPlatform:
         if nonce is not None:
             kwargs["nonce"] = nonce  # discord.py adds enforce_nonce
         try:
+            self._check_refusals(actor, actor.channel_id)
             await self.wait_for_gateway(actor)
             channel = self._channel(actor.channel_id)
             message = await channel.send(text, allowed_mentions=mentions, **kwargs)
         except discord.HTTPException as e:
-            raise _http_error(actor, e) from e
+            error = _http_error(actor, e)
+            if e.status in (401, 403, 429):
+                self.refusals.invalid_answer()
+            if e.status in (403, 404):
+                self.refusals.remember(actor.channel_id, str(error))
+            raise error from e
         except (aiohttp.ClientError, OSError) as e:
             raise DiscordUnavailable(
                 f"lost the connection to Discord while actor {actor.name!r} posted to channel"
@@ -131,6 +149,30 @@ class DiscordPlatform:
             embeds=len(all_embeds),
             files=len(all_files),
         )
+
+    def _check_refusals(self, actor: ActorConfig, channel_id: int) -> None:
+        """Do not ask Discord what it refused already: a channel that refused within the
+        window, or anything once invalid answers reached the guard's limit."""
+        reason = self.refusals.refused(channel_id)
+        if reason is not None:
+            raise DiscordRefused(
+                f"{reason} (not sent: channel {channel_id} refused a post less than"
+                f" {self.refusals.window / 60:g} minutes ago, and asking again would count"
+                " towards Discord's limit of invalid requests)"
+            )
+        if not self.refusals.stopped():
+            self._said_stopped = False
+            return
+        message = (
+            f"posting to Discord is stopped: {self.refusals.invalid_in_window()} invalid"
+            f" requests (401, 403, 429) in the last {self.refusals.window / 60:g} minutes, and"
+            " Discord bans the bot's IP address for an hour at 10,000; fix what the failed runs"
+            " name (permissions, channels, the token); posting resumes as the window empties"
+        )
+        if not self._said_stopped:
+            self._said_stopped = True
+            log.error("%s", message)
+        raise DiscordRefused(f"actor {actor.name!r} did not post: {message}")
 
     @staticmethod
     def allowed_mentions(
@@ -280,15 +322,20 @@ def _http_error(actor: ActorConfig, e: discord.HTTPException) -> DiscordPostErro
             f"Discord failed ({said}) for {where}: a server-side problem, usually brief;"
             " this attempt fails and the actor's retry policy applies"
         )
+    if e.code == 50007:
+        return DiscordRefused(
+            f"Discord refused {where} ({said}): the user does not accept direct messages from"
+            " the bot (no shared server, or DMs closed); not retried"
+        )
     if isinstance(e, discord.Forbidden):
-        return DiscordPostError(
+        return DiscordRefused(
             f"Discord refused {where} ({said}): give the bot View Channel and Send Messages"
-            " in that channel (and Embed Links, Attach Files for embeds and files)"
+            " in that channel (and Embed Links, Attach Files for embeds and files); not retried"
         )
     if isinstance(e, discord.NotFound):
-        return DiscordPostError(
+        return DiscordRefused(
             f"Discord does not know channel {actor.channel_id} ({said}): check"
-            f" actors[{actor.index}].channel_id of {actor.name!r} and that the bot is in"
-            " that server"
+            f" actors[{actor.index}].channel_id of {actor.name!r} (or the keyed schedule's"
+            " channel_id) and that the bot is in that server; not retried"
         )
-    return DiscordPostError(f"Discord rejected the post of {where} ({said})")
+    return DiscordRefused(f"Discord rejected the post of {where} ({said}); not retried")
