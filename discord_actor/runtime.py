@@ -89,6 +89,10 @@ class Runtime:
         self.store = Store(database.pool, database.schema)
         self.clock = clock or Clock()
         self.platforms = dict(platforms or default_platforms())
+        for platform in {id(p): p for p in self.platforms.values()}.values():
+            share = getattr(platform, "share_budget", None)  # Discord's limit, across processes
+            if share is not None:
+                share(self.store.rate_budgets, config.discord.requests_per_second)
         self.client = client
         self.alerts = alerts  # where failure alerts go (Discord's alert channel), if anywhere
         self.instance_id = (

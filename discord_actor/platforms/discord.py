@@ -17,7 +17,7 @@ import io
 import logging
 import os
 from collections.abc import Iterable
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import aiohttp
 import discord
@@ -25,12 +25,18 @@ import discord
 from ..actor import Posted
 from ..config.model import ActorConfig
 from ..errors import DiscordActorError, NotRetried
+from .pacing import ChannelPacer, GlobalPacer
 from .refusals import Refusals
+
+if TYPE_CHECKING:
+    from ..db.pacing import RateBudgets
 
 log = logging.getLogger("discord_actor.platforms.discord")
 
 #: how often a waiting post looks at the gateway again
 GATEWAY_POLL_SECONDS = 0.05
+#: Discord's global limit per bot token unless ``discord.requests_per_second`` says otherwise
+DEFAULT_REQUESTS_PER_SECOND = 50
 
 
 class DiscordPostError(DiscordActorError):
@@ -63,6 +69,10 @@ class DiscordPlatform:
         #: refused channels and the invalid answers of the last 10 minutes
         self.refusals = Refusals()
         self._said_stopped = False
+        #: Discord's global limit (this process alone until ``share_budget``) and each
+        #: channel's bucket
+        self.pacer = GlobalPacer(DEFAULT_REQUESTS_PER_SECOND)
+        self.channels = ChannelPacer()
 
     @classmethod
     def for_client(cls, client: discord.Client | None) -> Self:
@@ -71,6 +81,20 @@ class DiscordPlatform:
         if client is None:
             raise ValueError("the discord platform posts through a bot: give its client")
         return cls(client)
+
+    def share_budget(self, budgets: RateBudgets, requests_per_second: int) -> None:
+        """Pace under ``requests_per_second`` together with every process of the bot, through
+        the database they share (``discord.requests_per_second``; the runtime calls this)."""
+
+        async def reserve(count: int, spacing: float) -> float:
+            return await budgets.reserve(self._budget_name(), count, spacing)
+
+        self.pacer = GlobalPacer(requests_per_second, reserve)
+
+    def _budget_name(self) -> str:
+        """The bot's budget: its id (the token's own limit), never the token."""
+        bot = self.client.application_id or (self.client.user and self.client.user.id)
+        return f"discord:{bot or 'bot'}"
 
     def close(self) -> None:
         """The bot is shutting down: posts still waiting for the gateway give up at once."""
@@ -120,11 +144,17 @@ class DiscordPlatform:
             kwargs["files"] = all_files
         if nonce is not None:
             kwargs["nonce"] = nonce  # discord.py adds enforce_nonce
+        channel_id = actor.channel_id
         try:
-            self._check_refusals(actor, actor.channel_id)
+            self._check_refusals(actor, channel_id)
             await self.wait_for_gateway(actor)
-            channel = self._channel(actor.channel_id)
-            message = await channel.send(text, allowed_mentions=mentions, **kwargs)
+            channel = self._channel(channel_id)
+            async with self.channels.lock(channel_id):  # in order, one at a time per channel
+                await self.channels.wait_turn(channel_id)
+                self._check_refusals(actor, channel_id)  # the post before may have met one
+                await self.pacer.acquire()
+                self.channels.left(channel_id)
+                message = await channel.send(text, allowed_mentions=mentions, **kwargs)
         except discord.HTTPException as e:
             error = _http_error(actor, e)
             if e.status in (401, 403, 429):
