@@ -15,6 +15,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import discord
 from discord.ext import commands
 from servers import fetch
 
@@ -199,3 +200,30 @@ async def test_two_processes_share_the_global_limit_without_a_global_429(
     )
     assert len(rows) == 2, f"one process posted everything: {rows}"
     assert sum(r["n"] for r in rows) == 60
+
+
+async def test_the_bots_other_requests_and_discord_pys_retries_wait_for_slots_too() -> None:
+    """Requests that are not posts (an actor's ``ctx.client`` calls) and discord.py's own retry
+    of a 502 leave through the gate: no global 429 from them."""
+    limits = DiscordLimits(global_per_second=5)
+    async with FakeDiscord(heartbeat_interval_ms=500, limits=limits) as fake:
+        with fake.patch_discord_py():
+            bot = commands.Bot(command_prefix="!", intents=discord.Intents.default(),
+                               help_command=None, guild_ready_timeout=0.05)
+            async with fake.connected(bot):
+                platform = DiscordPlatform(bot)
+                platform.pacer = platform.gate.pacer = GlobalPacer(5)
+                await asyncio.sleep(1.0)  # the start-up requests leave the window
+                await asyncio.gather(*(bot.fetch_channel(fake.channel.id) for _ in range(12)))
+                assert platform.gate.gated == 12
+                fake.fail_after_write("POST /channels/*/messages", 502)
+                cfg = actor_config("poster", platform="discord", channel_id=fake.channel.id)
+                await platform.post(cfg, "after a 502", nonce="n1")
+                assert platform.gate.gated == 13  # the retry, not the first request
+                # A second platform on the same bot replaces the first one's gate: a request
+                # never waits twice.
+                second = DiscordPlatform(bot)
+                session = bot.http._HTTPClient__session  # type: ignore[attr-defined]
+                assert session.trace_configs == [second.gate.trace]
+    assert fake.global_429s == 0
+    assert [m.content for m in fake.sent_messages()] == ["after a 502"]

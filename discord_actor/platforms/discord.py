@@ -25,7 +25,7 @@ import discord
 from ..actor import Posted
 from ..config.model import ActorConfig
 from ..errors import DiscordActorError, NotRetried
-from .pacing import ChannelPacer, GlobalPacer
+from .pacing import ChannelPacer, GlobalPacer, RequestGate
 from .refusals import Refusals
 
 if TYPE_CHECKING:
@@ -73,6 +73,9 @@ class DiscordPlatform:
         #: channel's bucket
         self.pacer = GlobalPacer(DEFAULT_REQUESTS_PER_SECOND)
         self.channels = ChannelPacer()
+        #: the bot's other requests (discord.py's retries, alerts, ctx.client) wait too
+        self.gate = RequestGate(self.pacer)
+        self.gate.install(client.http)
 
     @classmethod
     def for_client(cls, client: discord.Client | None) -> Self:
@@ -89,7 +92,7 @@ class DiscordPlatform:
         async def reserve(count: int, spacing: float) -> float:
             return await budgets.reserve(self._budget_name(), count, spacing)
 
-        self.pacer = GlobalPacer(requests_per_second, reserve)
+        self.pacer = self.gate.pacer = GlobalPacer(requests_per_second, reserve)
 
     def _budget_name(self) -> str:
         """The bot's budget: its id (the token's own limit), never the token."""
@@ -154,7 +157,11 @@ class DiscordPlatform:
                 self._check_refusals(actor, channel_id)  # the post before may have met one
                 await self.pacer.acquire()
                 self.channels.left(channel_id)
-                message = await channel.send(text, allowed_mentions=mentions, **kwargs)
+                prepaid = self.gate.prepaid()  # its first request has its slot; retries do not
+                try:
+                    message = await channel.send(text, allowed_mentions=mentions, **kwargs)
+                finally:
+                    self.gate.reset(prepaid)
         except discord.HTTPException as e:
             error = _http_error(actor, e)
             if e.status in (401, 403, 429):

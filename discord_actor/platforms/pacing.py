@@ -9,6 +9,11 @@ two processes never get the same moment and a post costs no round trip of its ow
 counts is when a request leaves: a slot that this process reaches too late (its event loop was
 busy) is given up rather than used, since a late request bunches up with the next ones.
 
+Every other request with the bot's token waits for a slot too, at the moment it leaves
+(``RequestGate``, an aiohttp trace on the bot's HTTP session): discord.py's own retries (of a
+5xx, of a 429), alerts, and what actors ask of ``ctx.client``. Interaction responses and
+webhooks, which carry no bot token, are exempt, as on Discord.
+
 A channel takes about 5 messages per 5 s; its posts leave no faster than that, first in first
 out, so that discord.py never waits on a channel's bucket holding a slot of the global one.
 """
@@ -16,10 +21,15 @@ out, so that discord.py never waits on a channel's bucket holding a slot of the 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
 
 log = logging.getLogger("discord_actor.platforms.pacing")
 
@@ -121,6 +131,63 @@ class GlobalPacer:
             self._local_until = first + count * self.spacing
         self._slots.extend(first + i * self.spacing for i in range(count))
         self._horizon = max(self._horizon, first + (count - 1) * self.spacing)
+
+
+#: set by a post that took its slot already: its first request does not take another
+_PREPAID: contextvars.ContextVar[bool] = contextvars.ContextVar("prepaid", default=False)
+
+
+class RequestGate:
+    """Makes every request with the bot token that leaves the client's HTTP session wait for a
+    slot of ``pacer`` (an aiohttp ``on_request_start`` trace, awaited before the request is
+    sent), but the first request of a post that took its own (``prepaid``)."""
+
+    def __init__(self, pacer: GlobalPacer) -> None:
+        self.pacer = pacer
+        self.trace = aiohttp.TraceConfig()
+        self.trace.on_request_start.append(self._on_request_start)
+        self.trace.freeze()
+        #: requests that waited here (not counting those of posts, which waited before)
+        self.gated = 0
+
+    async def _on_request_start(
+        self, session: aiohttp.ClientSession, context: SimpleNamespace, params: Any
+    ) -> None:
+        if not params.headers.get("Authorization", "").startswith("Bot "):
+            return  # interaction responses, webhooks, the gateway: not in the global limit
+        if _PREPAID.get():
+            _PREPAID.set(False)  # this request's slot was taken; a retry of it takes another
+            return
+        self.gated += 1
+        await self.pacer.acquire()
+
+    def install(self, http: Any) -> bool:
+        """Add the trace to discord.py's ``HTTPClient``: to its live session, and to those it
+        makes later (``http_trace``), in place of another gate's; False if this discord.py
+        keeps its session where this cannot see it (posts are paced then, the bot's other
+        requests are not)."""
+        old: RequestGate | None = getattr(http, "discord_actor_gate", None)
+        if getattr(http, "http_trace", None) in (None, old and old.trace):
+            http.http_trace = self.trace
+        http.discord_actor_gate = self
+        session = getattr(http, "_HTTPClient__session", None)
+        if not isinstance(session, aiohttp.ClientSession):
+            return http.http_trace is self.trace  # the session made at login will have it
+        traces = session.trace_configs
+        if old is not None and old.trace in traces:
+            traces.remove(old.trace)
+        if self.trace not in traces:
+            traces.append(self.trace)
+        return True
+
+    @staticmethod
+    def prepaid() -> contextvars.Token[bool]:
+        """The next request of this task has its slot already (reset with the token)."""
+        return _PREPAID.set(True)
+
+    @staticmethod
+    def reset(token: contextvars.Token[bool]) -> None:
+        _PREPAID.reset(token)
 
 
 class ChannelPacer:
