@@ -45,7 +45,6 @@ from discord_actor.config import load_config
 from discord_actor.db import Database, open_database
 from discord_actor.db.store import Store
 from discord_actor.keyed import NewSchedule, Schedules
-
 from discord_actor.testing.fake_discord import DiscordLimits, FakeDiscord
 
 BURST_PY = '''
@@ -95,6 +94,24 @@ def project(root: Path, fake: FakeDiscord, database: Database, schema: str) -> P
     return path
 
 
+def spawn(directory: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``discord-actor run`` in ``directory``, its output in ``log``."""
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "discord_actor.cli", "run"], cwd=directory, env=env,
+            stdout=out, stderr=subprocess.STDOUT,
+        )
+
+
+async def pending(database: Database, schema: str) -> int:
+    """Runs running and retries waiting in ``schema``."""
+    count: int = await database.pool.fetchval(
+        f'SELECT (SELECT count(*) FROM "{schema}".retries)'
+        f' + (SELECT count(*) FROM "{schema}".runs r JOIN "{schema}".tasks t'
+        " ON t.id = r.task_id WHERE r.status = 'running' AND t.key IS NOT NULL)")
+    return count
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -117,15 +134,9 @@ async def scenario(
         env = {k: v for k, v in os.environ.items() if k not in ("DISCORD_TOKEN", "DATABASE_URL")}
         env |= {"PYTHONUNBUFFERED": "1", "DISCORD_TOKEN": fake.token}
         if args.code:
-            env["PYTHONPATH"] = str(Path(args.code).resolve())
+            env["PYTHONPATH"] = args.code  # an absolute path
         logs = [root / name / f"server{i}.log" for i in range(args.processes)]
-        procs = []
-        for log in logs:
-            with log.open("w") as out:
-                procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "discord_actor.cli", "run"],
-                    cwd=config_path.parent, env=env, stdout=out, stderr=subprocess.STDOUT,
-                ))
+        procs = [spawn(config_path.parent, env, log) for log in logs]
         try:
             deadline = time.monotonic() + 90
             while not all("connected to Discord as" in log.read_text() for log in logs):
@@ -146,8 +157,8 @@ async def scenario(
                 )
             finally:
                 await own.close()
-            # Until every key is in, plus time for late duplicates (the retry backoff is 5 s);
-            # or until nothing new arrived for 20 s (keys whose runs failed).
+            # Until every key is in and no run or retry is pending (a late duplicate would come
+            # from one); or until nothing new arrived for 40 s (keys whose runs failed).
             last_change, seen = time.monotonic(), 0
             finished_at: float | None = None
             while True:
@@ -158,9 +169,10 @@ async def scenario(
                 keys = {m.content for m in fake.sent_messages()}
                 if len(keys) >= args.posts and finished_at is None:
                     finished_at = now
-                if finished_at is not None and now - finished_at > 12:
-                    break
-                if now - last_change > 20 or now - deadline > 300:
+                if finished_at is not None and now - finished_at > 2:
+                    if not await pending(database, schema):
+                        break  # every key in, and no retry pending: nothing more comes
+                if now - last_change > 40 or now - deadline > 300:
                     break
                 await asyncio.sleep(0.25)
         finally:
@@ -185,11 +197,18 @@ async def scenario(
             "most requests in one second": str(fake.peak_requests_per_second),
             "invalid requests": str(fake.invalid_requests),
             "last message after the slot": f"{drain:.1f} s",
-            "sustained posts/s": f"{len(contents) / max(0.001, (last - first).total_seconds()):.1f}",
+            "sustained posts/s": f"{len(contents) / max(0.001, (last - first).total_seconds()):.1f}"
+            if contents else "-",
         }
     failed = await database.pool.fetchval(
         f'SELECT count(*) FROM "{schema}".tasks t WHERE t.actor = $1 AND t.key IS NOT NULL'
-        " AND t.last_status <> 'succeeded'", "burst")
+        f' AND NOT EXISTS (SELECT 1 FROM "{schema}".runs r WHERE r.task_id = t.id'
+        " AND r.status = 'succeeded')", "burst")
+    statuses = await database.pool.fetch(
+        f'SELECT t.last_status, count(*) AS n FROM "{schema}".tasks t WHERE t.actor = $1'
+        " AND t.key IS NOT NULL GROUP BY 1", "burst")
+    print(f"  {name}: keyed tasks by last status: "
+          + ", ".join(f"{r['last_status']} {r['n']}" for r in statuses), flush=True)
     figures["keys whose run ended failed"] = str(failed)
     rows = await database.pool.fetch(
         f'SELECT r.scheduled_for, r.started_at, r.status FROM "{schema}".runs r'
@@ -199,22 +218,28 @@ async def scenario(
     late = [(r["started_at"] - r["scheduled_for"]).total_seconds() for r in rows
             if r["status"] == "succeeded"]
     expected = max(1, int(max(1.0, drain)))
-    figures["1 s actor lateness p50 / p99 / max"] = (
-        f"{percentile(late, 0.5):.2f} / {percentile(late, 0.99):.2f} / {max(late, default=0):.2f} s"
-    )
+    p50, p99, worst = percentile(late, 0.5), percentile(late, 0.99), max(late, default=0.0)
+    figures["1 s actor lateness p50 / p99 / max"] = f"{p50:.2f} / {p99:.2f} / {worst:.2f} s"
     figures["1 s actor slots not run"] = f"{expected - len(late)} of {expected}"
     await database.pool.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     return figures
 
 
-async def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenarios", default="plain,drop,502")
     parser.add_argument("--posts", type=int, default=600)
     parser.add_argument("--channels", type=int, default=120)
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--code", help="a checkout whose discord_actor the servers run")
+    parser.add_argument("--logs", help="keep the servers' projects and logs in this directory")
     args = parser.parse_args()
+    if args.code:
+        args.code = os.path.abspath(args.code)
+    return args
+
+
+async def main(args: argparse.Namespace) -> None:
     async with bench_database(schema="bench_burst") as database:
         print(await machine_line(database))
         print(f"{args.posts} posts due at one instant over {args.channels} channels,"
@@ -222,7 +247,7 @@ async def main() -> None:
         with tempfile.TemporaryDirectory(prefix="discord_actor-burst-") as tmp:
             results = {}
             for name in args.scenarios.split(","):
-                results[name] = await scenario(name, database, args, Path(tmp))
+                results[name] = await scenario(name, database, args, Path(args.logs or tmp))
                 print(f"  {name}: done", flush=True)
     names = list(results)
     rows = list(next(iter(results.values())))
@@ -234,4 +259,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(parse_args()))

@@ -20,7 +20,7 @@ from discord.ext import commands
 from servers import fetch
 
 from discord_actor import Once, RunContext, actor
-from discord_actor.config import ScheduleConfig, load_config
+from discord_actor.config import load_config
 from discord_actor.db import Database, open_database
 from discord_actor.db.store import Store
 from discord_actor.keyed import NewSchedule, Schedules
@@ -29,6 +29,15 @@ from discord_actor.platforms.pacing import ChannelPacer, GlobalPacer
 from discord_actor.testing.fake_discord import DiscordLimits, FakeDiscord
 from discord_actor.testing.fake_discord.front import RateLimiter
 from discord_actor.testing.harness import ActorHarness, actor_config
+
+
+def spawn(directory: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``discord-actor run`` in ``directory``, its output in ``log``."""
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "discord_actor.cli", "run"], cwd=directory, env=env,
+            stdout=out, stderr=subprocess.STDOUT,
+        )
 
 
 def most_in_a_second(times: list[float]) -> int:
@@ -150,13 +159,7 @@ async def test_two_processes_share_the_global_limit_without_a_global_429(
         env = {k: v for k, v in os.environ.items() if k not in ("DISCORD_TOKEN", "DATABASE_URL")}
         env |= {"PYTHONUNBUFFERED": "1", "DISCORD_TOKEN": fake.token}
         logs = [tmp_path / f"server{i}.log" for i in range(2)]
-        procs = []
-        for log in logs:
-            with log.open("w") as out:
-                procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "discord_actor.cli", "run"], cwd=tmp_path, env=env,
-                    stdout=out, stderr=subprocess.STDOUT,
-                ))
+        procs = [spawn(tmp_path, env, log) for log in logs]
         try:
             deadline = time.monotonic() + 60
             while not all("connected to Discord as" in log.read_text() for log in logs):
