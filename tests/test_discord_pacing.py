@@ -17,15 +17,17 @@ from pathlib import Path
 
 import discord
 from discord.ext import commands
-from servers import fetch
+from servers import configured, fetch
 
 from discord_actor import Once, RunContext, actor
-from discord_actor.config import load_config
+from discord_actor.config import ScheduleConfig, load_config
 from discord_actor.db import Database, open_database
 from discord_actor.db.store import Store
 from discord_actor.keyed import NewSchedule, Schedules
+from discord_actor.platforms import every_platform
 from discord_actor.platforms.discord import DiscordPlatform
 from discord_actor.platforms.pacing import ChannelPacer, GlobalPacer
+from discord_actor.runtime import Runtime
 from discord_actor.testing.fake_discord import DiscordLimits, FakeDiscord
 from discord_actor.testing.fake_discord.front import RateLimiter
 from discord_actor.testing.harness import ActorHarness, actor_config
@@ -230,3 +232,46 @@ async def test_the_bots_other_requests_and_discord_pys_retries_wait_for_slots_to
                 assert session.trace_configs == [second.gate.trace]
     assert fake.global_429s == 0
     assert [m.content for m in fake.sent_messages()] == ["after a 502"]
+
+
+async def test_runs_whose_posts_wait_for_discord_leave_room_for_other_actors(
+    database: Database, fake_discord: FakeDiscord, fake_discord_bot: commands.Bot
+) -> None:
+    """``max_concurrent_runs = 1``, six posts to one channel that takes 2 a second, and another
+    actor due meanwhile: it runs while the posts wait, not after the last of them."""
+    fake = fake_discord
+    side_ran: list[datetime] = []
+
+    @actor(platform="none")
+    async def side(ctx: RunContext) -> None:
+        side_ran.append(datetime.now(UTC))
+
+    platform = DiscordPlatform(fake_discord_bot)
+    platform.channels = ChannelPacer(messages=2, window=1.05)
+    none = ScheduleConfig(type="none", timezone="UTC")
+    actors = [
+        (chatty_once, actor_config("burst", platform="discord", schedule=none)),
+        (side, actor_config("side", platform="none", schedule=none)),
+    ]
+    config, loaded = configured(database, actors, max_concurrent_runs=1,
+                                poll_interval_seconds=0.2)
+    runtime = Runtime(config, database, loaded, platforms=every_platform(platform))
+    await runtime.start()
+    try:
+        now = datetime.now(UTC)
+        await runtime.schedules.add_many("burst", [
+            NewSchedule(f"k{i}", Once(at=now), None, fake.channel.id, None) for i in range(6)
+        ])
+        await runtime.schedules.add("side", key="s", schedule=Once(at=now + timedelta(seconds=0.5)))
+        await fake.wait_until(lambda: len(fake.sent_messages()) == 6 and side_ran, timeout=20,
+                              what="the posts and the other actor's run")
+    finally:
+        await runtime.stop()
+    last_post = max(m.timestamp for m in fake.sent_messages())
+    assert side_ran[0] < last_post, "the other actor waited for the posts"
+    assert platform.parked == 0
+
+
+@actor(platform="discord")
+async def chatty_once(ctx: RunContext) -> None:
+    await ctx.post(f"post {ctx.key}")

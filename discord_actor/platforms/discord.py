@@ -16,7 +16,7 @@ import asyncio
 import io
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Self
 
 import aiohttp
@@ -73,6 +73,10 @@ class DiscordPlatform:
         #: channel's bucket
         self.pacer = GlobalPacer(DEFAULT_REQUESTS_PER_SECOND)
         self.channels = ChannelPacer()
+        #: posts waiting for their channel's turn or a slot (their runs do not count towards
+        #: max_concurrent_runs meanwhile), and whom to tell when one starts waiting
+        self.parked = 0
+        self.on_parked: Callable[[], None] | None = None
         #: the bot's other requests (discord.py's retries, alerts, ctx.client) wait too
         self.gate = RequestGate(self.pacer)
         self.gate.install(client.http)
@@ -152,16 +156,21 @@ class DiscordPlatform:
             self._check_refusals(actor, channel_id)
             await self.wait_for_gateway(actor)
             channel = self._channel(channel_id)
-            async with self.channels.lock(channel_id):  # in order, one at a time per channel
-                await self.channels.wait_turn(channel_id)
-                self._check_refusals(actor, channel_id)  # the post before may have met one
-                await self.pacer.acquire()
-                self.channels.left(channel_id)
-                prepaid = self.gate.prepaid()  # its first request has its slot; retries do not
-                try:
-                    message = await channel.send(text, allowed_mentions=mentions, **kwargs)
-                finally:
-                    self.gate.reset(prepaid)
+            parked = self._park()
+            try:
+                async with self.channels.lock(channel_id):  # in order, one at a time
+                    await self.channels.wait_turn(channel_id)
+                    self._check_refusals(actor, channel_id)  # the post before met one?
+                    await self.pacer.acquire()
+                    parked = self._unpark(parked)
+                    self.channels.left(channel_id)
+                    prepaid = self.gate.prepaid()  # its first request has its slot
+                    try:
+                        message = await channel.send(text, allowed_mentions=mentions, **kwargs)
+                    finally:
+                        self.gate.reset(prepaid)
+            finally:
+                self._unpark(parked)
         except discord.HTTPException as e:
             error = _http_error(actor, e)
             if e.status in (401, 403, 429):
@@ -186,6 +195,19 @@ class DiscordPlatform:
             embeds=len(all_embeds),
             files=len(all_files),
         )
+
+    def _park(self) -> bool:
+        """A post starts waiting for Discord's limits: its run's place among
+        ``max_concurrent_runs`` is free meanwhile, so the runtime may start another run."""
+        self.parked += 1
+        if self.on_parked is not None:
+            self.on_parked()
+        return True
+
+    def _unpark(self, parked: bool) -> bool:
+        if parked:
+            self.parked -= 1
+        return False
 
     def _check_refusals(self, actor: ActorConfig, channel_id: int) -> None:
         """Do not ask Discord what it refused already: a channel that refused within the
