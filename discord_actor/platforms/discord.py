@@ -155,22 +155,7 @@ class DiscordPlatform:
         try:
             self._check_refusals(actor, channel_id)
             await self.wait_for_gateway(actor)
-            channel = self._channel(channel_id)
-            parked = self._park()
-            try:
-                async with self.channels.lock(channel_id):  # in order, one at a time
-                    await self.channels.wait_turn(channel_id)
-                    self._check_refusals(actor, channel_id)  # the post before met one?
-                    await self.pacer.acquire()
-                    parked = self._unpark(parked)
-                    self.channels.left(channel_id)
-                    prepaid = self.gate.prepaid()  # its first request has its slot
-                    try:
-                        message = await channel.send(text, allowed_mentions=mentions, **kwargs)
-                    finally:
-                        self.gate.reset(prepaid)
-            finally:
-                self._unpark(parked)
+            message = await self._send_paced(actor, channel_id, text, mentions, kwargs)
         except discord.HTTPException as e:
             error = _http_error(actor, e)
             if e.status in (401, 403, 429):
@@ -195,6 +180,33 @@ class DiscordPlatform:
             embeds=len(all_embeds),
             files=len(all_files),
         )
+
+    async def _send_paced(
+        self,
+        actor: ActorConfig,
+        channel_id: int,
+        text: str | None,
+        mentions: discord.AllowedMentions,
+        kwargs: dict[str, Any],
+    ) -> discord.Message:
+        """Send when Discord's limits allow: the channel's turn (in order, one at a time),
+        then a slot of the bot's global budget; the run is parked while it waits."""
+        channel = self._channel(channel_id)
+        parked = self._park()
+        try:
+            async with self.channels.lock(channel_id):
+                await self.channels.wait_turn(channel_id)
+                self._check_refusals(actor, channel_id)  # the post before met one?
+                await self.pacer.acquire()
+                parked = self._unpark(parked)
+                self.channels.left(channel_id)
+                prepaid = self.gate.prepaid()  # its first request has its slot; a retry not
+                try:
+                    return await channel.send(text, allowed_mentions=mentions, **kwargs)
+                finally:
+                    self.gate.reset(prepaid)
+        finally:
+            self._unpark(parked)
 
     def _park(self) -> bool:
         """A post starts waiting for Discord's limits: its run's place among
