@@ -408,7 +408,7 @@ def test_commands_before_the_first_run(project: Path, database_url: str, db_sche
     assert (r.code, r.json()["applied"]) == (0, []) and db_schema in r.json()["database"]
     assert query(database_url, f'SELECT version FROM "{db_schema}".schema_migrations') == [
         {"version": 1}, {"version": 2}, {"version": 3}, {"version": 4},
-        {"version": 5}]
+        {"version": 5}, {"version": 7}]
 
     # Migrated, but no server has run: the actors are not started yet.
     r = cli("status", "--json", cwd=project)

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import discord
+import pytest
 from discord.ext import commands
 from servers import configured, fetch
 
@@ -24,7 +25,7 @@ from discord_actor.config import ScheduleConfig, load_config
 from discord_actor.db import Database, open_database
 from discord_actor.db.store import Store
 from discord_actor.keyed import NewSchedule, Schedules
-from discord_actor.platforms import every_platform
+from discord_actor.platforms import every_platform, pacing
 from discord_actor.platforms.discord import DiscordPlatform
 from discord_actor.platforms.pacing import ChannelPacer, GlobalPacer
 from discord_actor.runtime import Runtime
@@ -275,3 +276,21 @@ async def test_runs_whose_posts_wait_for_discord_leave_room_for_other_actors(
 @actor(platform="discord")
 async def chatty_once(ctx: RunContext) -> None:
     await ctx.post(f"post {ctx.key}")
+
+
+async def test_on_a_loop_late_at_every_wake_up_requests_still_leave(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An event loop that wakes every slot too late (a stalled process, a loaded machine):
+    each request gives up a few slots, then takes the next however late, never waiting on."""
+    pacer = GlobalPacer(20)
+    late_by = pacing.LATE_SECONDS * 3
+    real_sleep = asyncio.sleep
+
+    async def oversleeping(delay: float) -> None:
+        await real_sleep(delay + late_by)
+
+    monkeypatch.setattr(pacing.asyncio, "sleep", oversleeping)
+    await asyncio.wait_for(asyncio.gather(*(pacer.acquire() for _ in range(5))), 10)
+    monkeypatch.undo()
+    assert pacer.used == 5 and 0 < pacer.late <= 5 * pacing.MAX_LATE

@@ -42,6 +42,9 @@ MAX_BATCH = 10
 HORIZON_SECONDS = 0.25
 #: a slot reached later than this is given up (its request would bunch up with the next)
 LATE_SECONDS = 0.04
+#: slots a request gives up at most: on an event loop that is late at every wake-up, the next
+#: slot is used however late, rather than a request never leaving
+MAX_LATE = 2
 #: a channel's messages per window (Discord's bucket is 5 per 5 s; a little slower here, so
 #: that jitter between this process and Discord never crowds a window)
 CHANNEL_MESSAGES = 5
@@ -76,6 +79,7 @@ class GlobalPacer:
         loop = asyncio.get_running_loop()
         self._queued += 1
         popped = False
+        late = 0
         try:
             while True:
                 while not self._slots:
@@ -87,9 +91,10 @@ class GlobalPacer:
                 delay = at - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                if loop.time() - at <= LATE_SECONDS:
+                if loop.time() - at <= LATE_SECONDS or late >= MAX_LATE:
                     self.used += 1
                     return
+                late += 1
                 self.late += 1
                 self._queued += 1  # back in the queue for another slot
                 popped = False
