@@ -64,6 +64,11 @@ class Alert:
                 f" discord-actor resume {self.actor}"
             )
         which = f"schedule {self.key!r} of actor" if self.key is not None else "actor"
+        if self.outcome.not_retried:
+            return (
+                f"{which} {self.actor} failed and is not retried (run {self.run_id}, {error});"
+                " another attempt would meet the same refusal"
+            )
         return (
             f"{which} {self.actor} failed {self.consecutive_failures} times in a row"
             f" (last: run {self.run_id}, {error})"

@@ -20,6 +20,12 @@ class DiscordActorError(Exception):
     """Base class of every public discord-actor exception."""
 
 
+class NotRetried(DiscordActorError):
+    """An error that another attempt would meet again (Discord refused the post: a missing
+    permission, an unknown channel): the run fails at once, without its retries, and is
+    alerted on at once."""
+
+
 class OperationError(DiscordActorError):
     """What an operator asked for and cannot have; ``str()`` says why, for a person."""
 

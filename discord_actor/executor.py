@@ -48,6 +48,7 @@ from .outcome_writer import (
     Written,
 )
 from .platforms import Platform
+from .platforms.nonces import post_nonce
 from .plugins import LoadedActor
 from .schedules.base import Schedule, format_slot
 from .schedules.registry import schedule_of
@@ -248,8 +249,15 @@ class Executor:
         lateness = (self.clock.now() - run.scheduled_for).total_seconds()
         self.metrics.run_started(run.trigger, lateness)
 
+        takes_nonce = getattr(platform, "takes_nonce", False)
+        posts = 0
+
         async def post(content: str | None, **kwargs: Any) -> Posted:
+            nonlocal posts
             self._still_running(live)
+            index, posts = posts, posts + 1
+            if takes_nonce and "nonce" not in kwargs:  # the same at every attempt of the slot
+                kwargs["nonce"] = post_nonce(run.actor, run.key, run.scheduled_for, index)
             return await platform.post(cfg, content, **kwargs)
 
         def connect() -> AbstractAsyncContextManager[asyncpg.Connection]:

@@ -21,7 +21,7 @@ from .alerts import Alert
 from .config.model import ActorConfig
 from .db.records import ClaimedRun, Finished, Outcome
 from .enums import RunStatus, ScheduleKind
-from .errors import DiscordActorError
+from .errors import DiscordActorError, NotRetried
 from .storable import MAX_ERROR_MESSAGE, MAX_TRACEBACK, Unstorable, clean_text, jsonb_json
 
 # What a run's actor code did: how it ended, the error it raised (or its stop's), and its new
@@ -92,7 +92,8 @@ def decide_outcome(
         return succeeded_outcome(cfg, new_state, posted)
     retry = cfg.retry
     retry_at: datetime | None = None
-    if status in _FAILURES and attempt < retry.attempts:
+    not_retried = isinstance(error, NotRetried)  # another attempt would meet it again
+    if status in _FAILURES and attempt < retry.attempts and not not_retried:
         delay = retry_delay(attempt, retry.backoff_seconds, retry.max_backoff_seconds)
         retry_at = now + timedelta(seconds=delay)
     elif (
@@ -120,6 +121,7 @@ def decide_outcome(
         retry_at=retry_at,
         counts_as_failure=status in _FAILURES and retry_at is None,
         max_consecutive_failures=cfg.max_consecutive_failures,
+        not_retried=not_retried,
     )
 
 
@@ -140,10 +142,11 @@ def refused_outcome(refused: Outcome, error: BaseException) -> Outcome:
 
 def alert_due(run: ClaimedRun, outcome: Outcome, finished: Finished) -> Alert | None:
     """The alert a stored outcome calls for: the circuit breaker pausing the actor (or the
-    keyed schedule), or a failure that follows another; None for anything else."""
+    keyed schedule), a failure that is not retried (Discord refused the post: someone has to
+    fix it), or a failure that follows another; None for anything else."""
     if finished.breaker_tripped:
         paused = True
-    elif outcome.counts_as_failure and finished.consecutive_failures >= 2:
+    elif outcome.not_retried or (outcome.counts_as_failure and finished.consecutive_failures >= 2):
         paused = False
     else:
         return None

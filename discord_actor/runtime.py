@@ -63,6 +63,9 @@ log = logging.getLogger("discord_actor.runtime")
 
 RECORD_TIMEOUT_AT_SHUTDOWN = 10.0  # seconds to record cancelled runs before giving up
 TEARDOWN_SECONDS = 5.0  # all teardown() hooks together, at shutdown
+# Runs whose posts wait for Discord's limits, beside max_concurrent_runs: about 20 s of posts
+# at Discord's default limit, enough to keep it busy, few enough to hold in memory.
+MAX_PARKED_POSTS = 1000
 
 
 def default_platforms() -> dict[str, Platform]:
@@ -91,6 +94,13 @@ class Runtime:
         self.store = Store(database.pool, database.schema)
         self.clock = clock or Clock()
         self.platforms = dict(platforms or default_platforms())
+        unique = list({id(p): p for p in self.platforms.values()}.values())
+        for platform in unique:
+            share = getattr(platform, "share_budget", None)  # Discord's limit, across processes
+            if share is not None:
+                share(self.store.rate_budgets, config.discord.requests_per_second)
+        # Platforms whose posts wait for Discord's limits with their runs parked (``parked``).
+        self._parking = [p for p in unique if hasattr(p, "parked") and hasattr(p, "on_parked")]
         self.client = client
         self.alerts = alerts  # where failure alerts go (Discord's alert channel), if anywhere
         self.instance_id = (
@@ -160,6 +170,8 @@ class Runtime:
             on_error=self._database_error,
         )
         self.executor.lease_in_doubt = self.liveness.lease_in_doubt
+        for platform in self._parking:  # a post that starts waiting frees a place: claim on
+            setattr(platform, "on_parked", self.scheduler.wake.set)  # noqa: B010
         self.executor.log_successes = config.server.log_runs == "all"
         self.loop_lag = LoopLagWatcher(self.executor.in_progress)
         self.metrics.read_live_from(self._live_readings)
@@ -343,7 +355,17 @@ class Runtime:
         await self.executor.wait_idle()
 
     def _free_slots(self) -> int:
-        return self.config.server.max_concurrent_runs - len(self.executor.running)
+        """Places for runs: ``max_concurrent_runs`` less the runs in flight, not counting those
+        whose post waits for Discord's limits (at most ``MAX_PARKED_POSTS``), so that a burst
+        of posts does not keep the other actors from their slots."""
+        parked = 0
+        for platform in self._parking:
+            parked += platform.parked
+        return (
+            self.config.server.max_concurrent_runs
+            - len(self.executor.running)
+            + min(parked, MAX_PARKED_POSTS)
+        )
 
     def _runnable(self, view: TaskView) -> bool:
         return (

@@ -31,7 +31,8 @@ from discord_actor.db.migrations import available_migrations, lock_key
 
 ALL_MIGRATIONS = [m.label for m in available_migrations()]
 TABLES = {"instances", "tasks", "runs", "retries", "schema_migrations", "keyed_counts",
-          "keyed_owner_counts", "keyed_count_changes", "keyed_owner_count_changes"}
+          "keyed_owner_counts", "keyed_count_changes", "keyed_owner_count_changes",
+          "rate_budgets"}
 
 
 async def _tables(conn: asyncpg.Connection, schema: str) -> set[str]:
@@ -42,7 +43,8 @@ async def _tables(conn: asyncpg.Connection, schema: str) -> set[str]:
 async def test_migrations_apply_once_and_are_idempotent(database: Database) -> None:
     assert database.applied_migrations == ALL_MIGRATIONS == [
         "0001_initial", "0002_due_indexes", "0003_finish_run", "0004_setup_errors",
-        "0005_keyed_schedules", "0006_keyed_counters", "0008_instance_notifications"]
+        "0005_keyed_schedules", "0006_keyed_counters", "0007_rate_budgets",
+        "0008_instance_notifications"]
     async with database.pool.acquire() as conn:
         assert await _tables(conn, database.schema) == TABLES
         assert await migrate(conn, database.schema) == []
@@ -54,7 +56,8 @@ async def test_migrations_apply_once_and_are_idempotent(database: Database) -> N
         await conn.execute("SELECT pg_advisory_unlock($1)", lock_key(database.schema))
     assert [(r["version"], r["name"]) for r in rows] == [
             (1, "initial"), (2, "due_indexes"), (3, "finish_run"), (4, "setup_errors"),
-            (5, "keyed_schedules"), (6, "keyed_counters"), (8, "instance_notifications")]
+            (5, "keyed_schedules"), (6, "keyed_counters"), (7, "rate_budgets"),
+            (8, "instance_notifications")]
     assert rows[0]["applied_at"] is not None
 
 

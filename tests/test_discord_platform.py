@@ -181,11 +181,11 @@ async def test_refused_posts_say_what_to_fix(
     platform = DiscordPlatform(fake_discord_bot)
     async with ActorHarness(database, [(ticker, missing)], platform=platform) as harness:
         [run] = await harness.tick()
-    assert (run.status, run.error_type) == ("failed", "DiscordPostError")
+    assert (run.status, run.error_type) == ("failed", "DiscordRefused")
     assert run.error_message is not None
     assert run.error_message.startswith(
         "Discord does not know channel 4242 (404 Not Found, error 10003: Unknown Channel): check"
-        " actors[0].channel_id of 'lost'"
+        " actors[0].channel_id of 'lost' (or the keyed schedule's channel_id)"
     )
     nowhere = actor_config("keyed_only", platform="discord",
                            schedule=ScheduleConfig(type="none", timezone="UTC"))

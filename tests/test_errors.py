@@ -13,7 +13,13 @@ import discord_actor
 from discord_actor import keyed, operations
 from discord_actor.db import Database
 from discord_actor.db.store import Store
-from discord_actor.errors import DiscordActorError, OperationError, ScheduleError, UnknownActor
+from discord_actor.errors import (
+    DiscordActorError,
+    NotRetried,
+    OperationError,
+    ScheduleError,
+    UnknownActor,
+)
 from discord_actor.keyed import Schedules
 from discord_actor.operations import Operations
 from discord_actor.testing.harness import actor_config, make_config
@@ -34,6 +40,7 @@ EXPECTED: dict[str, tuple[type[BaseException], ...]] = {
     "discord_actor.db.migrations.MigrationError": (Exception,),
     "discord_actor.db.pool.DatabaseUnavailable": (Exception,),
     "discord_actor.errors.DiscordActorError": (Exception,),
+    "discord_actor.errors.NotRetried": (Exception,),
     "discord_actor.errors.OperationError": (Exception,),
     "discord_actor.errors.ScheduleError": (Exception,),
     "discord_actor.errors.UnknownActor": (Exception, ScheduleError, OperationError),
@@ -54,6 +61,7 @@ EXPECTED: dict[str, tuple[type[BaseException], ...]] = {
     "discord_actor.outcome.StateNotSerializable": (TypeError,),
     "discord_actor.outcome_writer.RunNoLongerOwned": (RuntimeError,),
     "discord_actor.platforms.discord.DiscordPostError": (Exception,),
+    "discord_actor.platforms.discord.DiscordRefused": (Exception, NotRetried),
     "discord_actor.platforms.discord.DiscordUnavailable": (Exception,),
     "discord_actor.platforms.none.PostingNotSupported": (RuntimeError,),
     "discord_actor.plugins.PluginError": (Exception,),

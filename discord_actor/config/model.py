@@ -123,6 +123,9 @@ class DiscordConfig:
     shard_ids: tuple[int, ...] | None = None  # the shards this process runs; needs shard_count
     api_base_url: str = DEFAULT_API_BASE_URL  # REST base (a proxy in front of Discord)
     gateway_url: str = DEFAULT_GATEWAY_URL  # gateway address (a gateway proxy)
+    # Discord's global limit for the bot's token, shared by all its processes; posts are
+    # paced to 92 % of it (``platforms.pacing``)
+    requests_per_second: int = 50
 
 
 @dataclass(frozen=True)

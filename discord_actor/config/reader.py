@@ -223,6 +223,8 @@ class _Reader(ValueReader):
             shard_ids=self.shard_ids(t, p, shard_count),
             api_base_url=self.url(t, "api_base_url", p, d.api_base_url, ("http", "https")),
             gateway_url=self.url(t, "gateway_url", p, d.gateway_url, ("ws", "wss")),
+            requests_per_second=self.integer(t, "requests_per_second", p,
+                                             d.requests_per_second, minimum=1),
         )
 
     def http(self, t: dict[str, Any]) -> HttpConfig:

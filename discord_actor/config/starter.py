@@ -101,6 +101,7 @@ _STARTER_COMMENTS = {
     ("discord", "command_guild_ids"): "sync /actors to these guilds; [] = globally",
     ("discord", "api_base_url"): "REST API (or a proxy in front of it)",
     ("discord", "gateway_url"): "gateway (or a gateway proxy)",
+    ("discord", "requests_per_second"): "the token's global limit, shared by its processes",
     ("http", "enabled"): "health, /metrics, JSON API and dashboard",
     ("http", "host"): "loopback: GETs need no token; else all do",
     ("http", "token_env"): "the variable that holds the operators' token",

@@ -29,7 +29,7 @@ from .migrations import quote_ident
 
 SQL_DIR = Path(__file__).with_name("sql")
 COMMON = "common"  # the file of fragments and statements every part may use
-TABLES = ("tasks", "runs", "retries", "instances")
+TABLES = ("tasks", "runs", "retries", "instances", "rate_budgets")
 
 # A write of at least this many task rows, and at least as many as the planner's statistics
 # know of, refreshes those statistics at once: until autovacuum's next look (up to a minute)

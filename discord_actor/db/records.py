@@ -210,6 +210,7 @@ class Outcome:
     retry_at: datetime | None = None  # schedule attempt + 1 of the same slot at this time
     counts_as_failure: bool = False  # towards the circuit breaker
     max_consecutive_failures: int = 5
+    not_retried: bool = False  # an error another attempt would meet again (``NotRetried``)
 
     # What the statement that records outcomes takes of each, in its order.
     COLUMNS: ClassVar[tuple[str, ...]] = (

@@ -8,7 +8,8 @@ Each part is a module of its own, its statements in ``sql/<part>.sql``:
 - ``store.runs`` (``runs.py``): the hot path, due window, claim, finish, checkpoint;
 - ``store.operator`` (``operator.py``): status, history, pause, resume, trigger, notices;
 - ``store.keyed`` (``keyed.py``): keyed schedules, their limits;
-- ``store.retention`` (``retention.py``): deleting old runs.
+- ``store.retention`` (``retention.py``): deleting old runs;
+- ``store.rate_budgets`` (``pacing.py``): request slots shared by the processes of a bot.
 
 The records they take and return are in ``records.py``; this module re-exports them (and the
 exceptions), so that ``from discord_actor.db.store import Outcome`` keeps working.
@@ -23,6 +24,7 @@ from .instances import Instances
 from .keyed import KeyConflict, KeyedSchedules, LimitExceeded
 from .migrations import quote_ident
 from .operator import NOTICE_REASON_CHARS, OperatorActions, describe_notice
+from .pacing import RateBudgets
 from .queries import ANALYZE_AFTER_ROWS, notify_channel
 from .records import (
     ClaimedRun,
@@ -74,6 +76,7 @@ class Store:
         self.operator = OperatorActions(pool, schema)
         self.keyed = KeyedSchedules(pool, schema)
         self.retention = Retention(pool, schema)
+        self.rate_budgets = RateBudgets(pool, schema)
 
     @property
     def channel(self) -> str:

@@ -3,8 +3,10 @@
 A post waits while the gateway is not connected (before the first READY, or while discord.py
 reconnects) instead of failing: the run's own ``timeout_seconds`` bounds the wait. What Discord
 reports as transient (a 5xx after discord.py's own retries, a lost connection) raises
-``DiscordUnavailable``, so the attempt fails and the actor's retry policy applies; what it
-refuses (403, 404, 400) raises ``DiscordPostError`` with what to fix. 429s never surface:
+``DiscordUnavailable``, so the attempt fails and the actor's retry policy applies (the retry
+sends the post's same nonce); what it refuses (403, 404, 400) raises ``DiscordRefused`` with
+what to fix, which is not retried. A channel that refused is not asked again for a while, and
+posting stops before invalid requests near Discord's ban (``refusals``). 429s never surface:
 discord.py waits them out. Mentions are off unless the actor's ``allowed_mentions`` allows them.
 """
 
@@ -14,20 +16,27 @@ import asyncio
 import io
 import logging
 import os
-from collections.abc import Iterable
-from typing import Any, Self
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Self
 
 import aiohttp
 import discord
 
 from ..actor import Posted
 from ..config.model import ActorConfig
-from ..errors import DiscordActorError
+from ..errors import DiscordActorError, NotRetried
+from .pacing import ChannelPacer, GlobalPacer, RequestGate
+from .refusals import Refusals
+
+if TYPE_CHECKING:
+    from ..db.pacing import RateBudgets
 
 log = logging.getLogger("discord_actor.platforms.discord")
 
 #: how often a waiting post looks at the gateway again
 GATEWAY_POLL_SECONDS = 0.05
+#: Discord's global limit per bot token unless ``discord.requests_per_second`` says otherwise
+DEFAULT_REQUESTS_PER_SECOND = 50
 
 
 class DiscordPostError(DiscordActorError):
@@ -38,10 +47,18 @@ class DiscordUnavailable(DiscordPostError):
     """A transient failure (Discord's 5xx, a lost connection): a retry may well succeed."""
 
 
+class DiscordRefused(DiscordPostError, NotRetried):
+    """Discord refused the post (403 missing access or permissions, 404 unknown channel,
+    50007 cannot message the user, another 4xx): another attempt would be refused too, so the
+    run is not retried; the message says what to fix."""
+
+
 class DiscordPlatform:
     """The ``discord`` platform: ``ctx.post()`` sends to the actor's ``channel_id``."""
 
     name = "discord"
+    #: the runtime gives each post its nonce (``nonces.post_nonce``): a repeat is one message
+    takes_nonce = True
 
     def __init__(self, client: discord.Client) -> None:
         self.client = client
@@ -49,6 +66,20 @@ class DiscordPlatform:
         self.waiting = 0
         self._closing = False
         self._warned: set[tuple[str, str]] = set()  # (actor, mention kind): said once
+        #: refused channels and the invalid answers of the last 10 minutes
+        self.refusals = Refusals()
+        self._said_stopped = False
+        #: Discord's global limit (this process alone until ``share_budget``) and each
+        #: channel's bucket
+        self.pacer = GlobalPacer(DEFAULT_REQUESTS_PER_SECOND)
+        self.channels = ChannelPacer()
+        #: posts waiting for their channel's turn or a slot (their runs do not count towards
+        #: max_concurrent_runs meanwhile), and whom to tell when one starts waiting
+        self.parked = 0
+        self.on_parked: Callable[[], None] | None = None
+        #: the bot's other requests (discord.py's retries, alerts, ctx.client) wait too
+        self.gate = RequestGate(self.pacer)
+        self.gate.install(client.http)
 
     @classmethod
     def for_client(cls, client: discord.Client | None) -> Self:
@@ -57,6 +88,20 @@ class DiscordPlatform:
         if client is None:
             raise ValueError("the discord platform posts through a bot: give its client")
         return cls(client)
+
+    def share_budget(self, budgets: RateBudgets, requests_per_second: int) -> None:
+        """Pace under ``requests_per_second`` together with every process of the bot, through
+        the database they share (``discord.requests_per_second``; the runtime calls this)."""
+
+        async def reserve(count: int, spacing: float) -> float:
+            return await budgets.reserve(self._budget_name(), count, spacing)
+
+        self.pacer = self.gate.pacer = GlobalPacer(requests_per_second, reserve)
+
+    def _budget_name(self) -> str:
+        """The bot's budget: its id (the token's own limit), never the token."""
+        bot = self.client.application_id or (self.client.user and self.client.user.id)
+        return f"discord:{bot or 'bot'}"
 
     def close(self) -> None:
         """The bot is shutting down: posts still waiting for the gateway give up at once."""
@@ -72,9 +117,14 @@ class DiscordPlatform:
         file: Any = None,
         files: Iterable[Any] | None = None,
         allowed_mentions: discord.AllowedMentions | None = None,
+        nonce: str | int | None = None,
         **kwargs: Any,
     ) -> Posted:
         """Send one message; other keyword arguments go to ``Messageable.send`` unchanged.
+
+        ``nonce`` (the runtime's, derived from the post) is sent with ``enforce_nonce``:
+        Discord answers a repeat within its nonce window with the message it made already,
+        which counts as delivered.
 
         ``embed``/``embeds`` take ``discord.Embed`` objects or dicts (Discord's embed JSON);
         ``file``/``files`` take ``discord.File`` objects, ``(filename, bytes)`` pairs or paths.
@@ -99,12 +149,20 @@ class DiscordPlatform:
             kwargs["embeds"] = all_embeds
         if all_files:
             kwargs["files"] = all_files
+        if nonce is not None:
+            kwargs["nonce"] = nonce  # discord.py adds enforce_nonce
+        channel_id = actor.channel_id
         try:
+            self._check_refusals(actor, channel_id)
             await self.wait_for_gateway(actor)
-            channel = self._channel(actor.channel_id)
-            message = await channel.send(text, allowed_mentions=mentions, **kwargs)
+            message = await self._send_paced(actor, channel_id, text, mentions, kwargs)
         except discord.HTTPException as e:
-            raise _http_error(actor, e) from e
+            error = _http_error(actor, e)
+            if e.status in (401, 403, 429):
+                self.refusals.invalid_answer()
+            if e.status in (403, 404):
+                self.refusals.remember(actor.channel_id, str(error))
+            raise error from e
         except (aiohttp.ClientError, OSError) as e:
             raise DiscordUnavailable(
                 f"lost the connection to Discord while actor {actor.name!r} posted to channel"
@@ -122,6 +180,70 @@ class DiscordPlatform:
             embeds=len(all_embeds),
             files=len(all_files),
         )
+
+    async def _send_paced(
+        self,
+        actor: ActorConfig,
+        channel_id: int,
+        text: str | None,
+        mentions: discord.AllowedMentions,
+        kwargs: dict[str, Any],
+    ) -> discord.Message:
+        """Send when Discord's limits allow: the channel's turn (in order, one at a time),
+        then a slot of the bot's global budget; the run is parked while it waits."""
+        channel = self._channel(channel_id)
+        parked = self._park()
+        try:
+            async with self.channels.lock(channel_id):
+                await self.channels.wait_turn(channel_id)
+                self._check_refusals(actor, channel_id)  # the post before met one?
+                await self.pacer.acquire()
+                parked = self._unpark(parked)
+                self.channels.left(channel_id)
+                prepaid = self.gate.prepaid()  # its first request has its slot; a retry not
+                try:
+                    return await channel.send(text, allowed_mentions=mentions, **kwargs)
+                finally:
+                    self.gate.reset(prepaid)
+        finally:
+            self._unpark(parked)
+
+    def _park(self) -> bool:
+        """A post starts waiting for Discord's limits: its run's place among
+        ``max_concurrent_runs`` is free meanwhile, so the runtime may start another run."""
+        self.parked += 1
+        if self.on_parked is not None:
+            self.on_parked()
+        return True
+
+    def _unpark(self, parked: bool) -> bool:
+        if parked:
+            self.parked -= 1
+        return False
+
+    def _check_refusals(self, actor: ActorConfig, channel_id: int) -> None:
+        """Do not ask Discord what it refused already: a channel that refused within the
+        window, or anything once invalid answers reached the guard's limit."""
+        reason = self.refusals.refused(channel_id)
+        if reason is not None:
+            raise DiscordRefused(
+                f"{reason} (not sent: channel {channel_id} refused a post less than"
+                f" {self.refusals.window / 60:g} minutes ago, and asking again would count"
+                " towards Discord's limit of invalid requests)"
+            )
+        if not self.refusals.stopped():
+            self._said_stopped = False
+            return
+        message = (
+            f"posting to Discord is stopped: {self.refusals.invalid_in_window()} invalid"
+            f" requests (401, 403, 429) in the last {self.refusals.window / 60:g} minutes, and"
+            " Discord bans the bot's IP address for an hour at 10,000; fix what the failed runs"
+            " name (permissions, channels, the token); posting resumes as the window empties"
+        )
+        if not self._said_stopped:
+            self._said_stopped = True
+            log.error("%s", message)
+        raise DiscordRefused(f"actor {actor.name!r} did not post: {message}")
 
     @staticmethod
     def allowed_mentions(
@@ -271,15 +393,20 @@ def _http_error(actor: ActorConfig, e: discord.HTTPException) -> DiscordPostErro
             f"Discord failed ({said}) for {where}: a server-side problem, usually brief;"
             " this attempt fails and the actor's retry policy applies"
         )
+    if e.code == 50007:
+        return DiscordRefused(
+            f"Discord refused {where} ({said}): the user does not accept direct messages from"
+            " the bot (no shared server, or DMs closed); not retried"
+        )
     if isinstance(e, discord.Forbidden):
-        return DiscordPostError(
+        return DiscordRefused(
             f"Discord refused {where} ({said}): give the bot View Channel and Send Messages"
-            " in that channel (and Embed Links, Attach Files for embeds and files)"
+            " in that channel (and Embed Links, Attach Files for embeds and files); not retried"
         )
     if isinstance(e, discord.NotFound):
-        return DiscordPostError(
+        return DiscordRefused(
             f"Discord does not know channel {actor.channel_id} ({said}): check"
-            f" actors[{actor.index}].channel_id of {actor.name!r} and that the bot is in"
-            " that server"
+            f" actors[{actor.index}].channel_id of {actor.name!r} (or the keyed schedule's"
+            " channel_id) and that the bot is in that server; not retried"
         )
-    return DiscordPostError(f"Discord rejected the post of {where} ({said})")
+    return DiscordRefused(f"Discord rejected the post of {where} ({said}); not retried")

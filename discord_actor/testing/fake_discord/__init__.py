@@ -17,6 +17,7 @@ through ``Console``, a listener of ``fake.listen``).
 
 from .console import Console
 from .errors import FakeDiscordError
+from .limits import DiscordLimits
 from .models import (
     FakeAttachment,
     FakeChannel,
@@ -35,6 +36,7 @@ from .server import FakeDiscord, point_discord_py_at
 
 __all__ = [
     "Console",
+    "DiscordLimits",
     "FakeAttachment",
     "FakeChannel",
     "FakeDiscord",

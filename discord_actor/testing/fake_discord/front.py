@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from .errors import ApiError
+from .limits import GlobalWindow
 from .models import API_PREFIX, Fault, RecordedRequest
 from .rest import ApiRequest, RestApi, Route, parse_body
 
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
     from .world import FakeWorld
 
 log = logging.getLogger(__name__)
+
+#: the route whose per-channel bucket ``DiscordLimits.channel_messages`` sets
+MESSAGE_ROUTE = "POST /channels/{channel_id}/messages"
 
 
 def fault_matches(pattern: str, method: str, path: str, route_key: str | None) -> bool:
@@ -99,10 +103,22 @@ class HttpFront:
         self.fake = fake
         self.rest = rest
         self.limiter = RateLimiter(*fake.rate_limit)
+        limits = fake.limits
+        self.global_window = None if limits is None else GlobalWindow(limits.global_per_second)
+        self.message_limiter = (
+            None if limits is None else RateLimiter(limits.channel_messages, limits.channel_window)
+        )
 
-    def take_fault(self, method: str, path: str, route_key: str | None) -> Fault | None:
+    def take_fault(
+        self, method: str, path: str, route_key: str | None, *, after_write: bool = False
+    ) -> Fault | None:
         for fault in self.fake.faults:
-            if fault.remaining > 0 and fault_matches(fault.pattern, method, path, route_key):
+            if (
+                fault.after_write == after_write
+                and fault.remaining > 0
+                and fault_matches(fault.pattern, method, path, route_key)
+                and (fault.fraction >= 1.0 or self.fake.random.random() < fault.fraction)
+            ):
                 fault.hits += 1
                 return fault
         return None
@@ -127,6 +143,7 @@ class HttpFront:
         fake.requests.append(record)
         response = await self.answer(request, route, params, record)
         record.status = response.status
+        fake.counts.answered(response.status, response.headers.get("X-RateLimit-Scope"))
         fake.notify()
         return response
 
@@ -134,7 +151,10 @@ class HttpFront:
         self, request: web.Request, route: Route, params: dict[str, str], record: RecordedRequest
     ) -> web.StreamResponse:
         major = params.get("channel_id") or params.get("guild_id") or params.get("webhook_id")
-        headers, _ = self.limiter.take(route.key, major or "", count=False)
+        limiter = self.limiter
+        if self.message_limiter is not None and route.key == MESSAGE_ROUTE:
+            limiter = self.message_limiter
+        headers, _ = limiter.take(route.key, major or "", count=False)
         try:
             if route.auth and request.headers.get("Authorization") != f"Bot {self.fake.token}":
                 raise ApiError(401, 0, "401: Unauthorized")
@@ -156,14 +176,34 @@ class HttpFront:
                     return json_response(
                         fault.status, {"message": message, "code": fault.code}, headers
                     )
-            headers, wait = self.limiter.take(route.key, major or "", count=True)
+            if route.auth and self.global_window is not None:
+                wait = self.global_window.take()  # interaction responses are exempt
+                if wait:
+                    return rate_limited(wait, True, {})
+            headers, wait = limiter.take(route.key, major or "", count=True)
             if wait:
                 return rate_limited(wait, False, headers)
             api_request = ApiRequest(request.method, params, record.query, payload, uploads)
             status, body = await route.handler(api_request)
+            if 200 <= status < 300:
+                after = self.take_fault(request.method, record.path, route.key, after_write=True)
+                if after is not None:
+                    return self.fail_after_write(request, after, headers)
             return json_response(status, body, headers)
         except ApiError as error:
             return json_response(error.status, error.body(), headers)
+
+    @staticmethod
+    def fail_after_write(
+        request: web.Request, fault: Fault, headers: dict[str, str]
+    ) -> web.Response:
+        """What a client sees when Discord did the work but the answer was lost or failed."""
+        if fault.disconnect:
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=499)  # never reaches the client
+        message = fault.message or f"{fault.status}: {HTTPStatus(fault.status).phrase}"
+        return json_response(fault.status, {"message": message, "code": fault.code}, headers)
 
     def serve_attachment(self, path: str) -> web.StreamResponse:
         """``/attachments/{channel}/{id}/{name}``: the bytes uploaded (``Attachment.read()``)."""

@@ -399,6 +399,7 @@ class FakeMessage:
     #: the request body that created the message (payload_json for multipart), then each edit
     request: JSON = field(default_factory=dict)
     edits: list[JSON] = field(default_factory=list)
+    nonce: str | None = None
 
     @property
     def ephemeral(self) -> bool:
@@ -436,6 +437,8 @@ class FakeMessage:
             data["application_id"] = str(self.application_id)
         if self.message_reference is not None:
             data["message_reference"] = self.message_reference
+        if self.nonce is not None:
+            data["nonce"] = self.nonce
         return data
 
 
@@ -521,6 +524,10 @@ class Fault:
     delay: float = 0.0
     disconnect: bool = False
     hits: int = 0
+    #: the request is carried out first (the message exists), then the fault answers it
+    after_write: bool = False
+    #: the share of matching requests hit (drawn from ``fake.random``), until ``count`` are
+    fraction: float = 1.0
 
     @property
     def remaining(self) -> int:

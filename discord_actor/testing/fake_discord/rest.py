@@ -291,6 +291,14 @@ class RestApi:
         channel = self.fake.get_channel(req.snowflake("channel_id"))
         body = req.json if isinstance(req.json, dict) else {}
         validate_message(body, req.uploads)
+        nonce = body.get("nonce")
+        if nonce is not None and len(str(nonce)) > 25:
+            raise form_error("nonce", "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
+        if nonce is not None and body.get("enforce_nonce"):
+            existing = self.fake.message_by_nonce(self.fake.bot_user, str(nonce))
+            if existing is not None:  # Discord answers with the message it made already
+                self.fake.nonce_replays += 1
+                return 200, self.fake.message_payload(existing)
         message = self.fake.create_message(
             channel.id,
             self.fake.bot_user,

@@ -344,6 +344,40 @@ class FakeDiscord(FakeWorld):
         self.faults.append(fault := Fault(pattern, 0, count, disconnect=True))
         return fault
 
+    def fail_after_write(
+        self, pattern: str, status: int = 502, *, count: int = 1, fraction: float = 1.0
+    ) -> Fault:
+        """The next ``count`` matching requests (or that ``fraction`` of them) are carried out
+        (the message is created) and then answered ``status``, as when Discord's edge fails."""
+        fault = Fault(pattern, status, count, after_write=True, fraction=fraction)
+        self.faults.append(fault)
+        return fault
+
+    def disconnect_after_write(
+        self, pattern: str, *, count: int = 1, fraction: float = 1.0
+    ) -> Fault:
+        """The next ``count`` matching requests (or that ``fraction`` of them) are carried out,
+        then lose their connection before the answer: the client cannot know it worked."""
+        fault = Fault(pattern, 0, count, disconnect=True, after_write=True, fraction=fraction)
+        self.faults.append(fault)
+        return fault
+
+    @property
+    def global_429s(self) -> int:
+        """Global 429s answered (only ``limits`` and injected faults give them)."""
+        return self.counts.rate_limited["global"]
+
+    @property
+    def invalid_requests(self) -> int:
+        """401s, 403s and 429s (but ``shared``) answered: what Discord bans an IP for."""
+        return self.counts.invalid
+
+    @property
+    def peak_requests_per_second(self) -> int:
+        """The most bot-token requests that arrived in any second (with ``limits`` only)."""
+        window = self.front.global_window
+        return 0 if window is None else window.peak
+
     def delay_next(self, pattern: str, seconds: float, *, count: int = 1) -> Fault:
         """The next ``count`` matching requests are answered normally, ``seconds`` late."""
         self.faults.append(fault := Fault(pattern, 0, count, delay=seconds))

@@ -12,7 +12,9 @@ import asyncio
 import base64
 import contextlib
 import logging
+import random
 import secrets
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import quote
@@ -20,6 +22,7 @@ from urllib.parse import quote
 from .commands import CommandRegistry
 from .errors import ApiError
 from .gateway import Gateway, GatewaySession
+from .limits import DiscordLimits, RequestCounts
 from .models import (
     ADMINISTRATOR,
     API_PREFIX,
@@ -77,6 +80,8 @@ class FakeWorld:
         check_permissions: bool = True,
         host: str = "127.0.0.1",
         owner_name: str = "owner",
+        limits: DiscordLimits | None = None,
+        nonce_seconds: float = 300.0,
     ) -> None:
         self.ids = Snowflakes()
         self.application_id = self.ids.next()
@@ -88,6 +93,18 @@ class FakeWorld:
         self.rate_limit = rate_limit
         self.check_permissions = check_permissions
         self.host = host
+        #: Discord's global and per-channel limits, enforced when given (None: only the
+        #: per-route ``rate_limit``, as before)
+        self.limits = limits
+        #: how long a message's ``nonce`` (sent with ``enforce_nonce``) returns that message
+        self.nonce_seconds = nonce_seconds
+        #: 429s by scope and invalid requests (401, 403, 429 but shared), as Discord counts them
+        self.counts = RequestCounts()
+        #: draws the requests a ``Fault`` with a ``fraction`` hits (seed it to repeat a run)
+        self.random = random.Random(0)
+        self._nonces: dict[tuple[int, str], tuple[float, FakeMessage]] = {}
+        #: messages asked for again under a nonce they were created with (answered, not made)
+        self.nonce_replays = 0
         self.port = 0
 
         self.users: dict[int, FakeUser] = {}
@@ -322,6 +339,13 @@ class FakeWorld:
     def message_payload(self, message: FakeMessage) -> JSON:
         return message.payload(self.users)
 
+    def message_by_nonce(self, author: FakeUser, nonce: str) -> FakeMessage | None:
+        """The message ``author`` created with ``nonce`` within ``nonce_seconds``, if any."""
+        found = self._nonces.get((author.id, nonce))
+        if found is None or time.monotonic() - found[0] > self.nonce_seconds:
+            return None
+        return found[1]
+
     def new_attachment(
         self,
         channel_id: int,
@@ -372,6 +396,11 @@ class FakeWorld:
             source=source,
             request=body,
         )
+        nonce = body.get("nonce")
+        if nonce is not None:
+            message.nonce = str(nonce)
+            if body.get("enforce_nonce"):
+                self._nonces[(author.id, str(nonce))] = (time.monotonic(), message)
         if interaction is not None:
             message.type = 20 if source == "interaction" else message.type
             message.webhook_id = message.application_id = self.application_id

@@ -1,0 +1,197 @@
+"""Delivering posts to Discord at scale: idempotent posts (one nonce per post, the same at every
+attempt), errors by kind, the guard on invalid requests. Real discord.py against the fake
+Discord with its limits on, real PostgreSQL, a fake clock for the runtime's retries."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from discord.ext import commands
+
+from discord_actor import Once, RunContext, actor
+from discord_actor.alerts import Alert
+from discord_actor.config import RetryPolicy, ScheduleConfig
+from discord_actor.db import Database
+from discord_actor.platforms.discord import DiscordPlatform
+from discord_actor.platforms.nonces import post_nonce
+from discord_actor.platforms.refusals import Refusals
+from discord_actor.testing.fake_discord import FakeDiscord
+from discord_actor.testing.harness import ActorHarness, actor_config
+
+SLOT = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+RETRY = RetryPolicy(attempts=3, backoff_seconds=5)
+
+
+@actor(platform="discord")
+async def remind(ctx: RunContext) -> None:
+    await ctx.post(f"reminder {ctx.key}")
+
+
+def keyed_actor(name: str = "remind", **overrides: Any) -> Any:
+    none = ScheduleConfig(type="none", timezone="UTC")
+    return actor_config(name, platform="discord", schedule=none, retry=RETRY, **overrides)
+
+
+async def add_keys(harness: ActorHarness, fake: FakeDiscord, n: int) -> dict[str, int]:
+    """``n`` keyed Once schedules due at SLOT, each posting to a channel of its own."""
+    channels = {}
+    for i in range(n):
+        channel = fake.add_channel(fake.guild, f"c{i}", dispatch=False)
+        channels[f"k{i}"] = channel.id
+        await harness.schedules.add(
+            "remind", key=f"k{i}", schedule=Once(at=SLOT), channel_id=channel.id
+        )
+    return channels
+
+
+def test_a_posts_nonce_is_what_the_post_is() -> None:
+    nonce = post_nonce("remind", "k1", SLOT, 0)
+    assert len(nonce) <= 25
+    assert nonce == post_nonce("remind", "k1", SLOT.astimezone(), 0)  # same instant, any zone
+    others = {
+        post_nonce("remind", "k2", SLOT, 0),
+        post_nonce("remind", None, SLOT, 0),
+        post_nonce("remind", "k1", SLOT + timedelta(seconds=1), 0),
+        post_nonce("remind", "k1", SLOT, 1),
+        post_nonce("digest", "k1", SLOT, 0),
+    }
+    assert nonce not in others and len(others) == 5
+
+
+async def test_a_dropped_answer_and_the_runtimes_retry_post_each_key_once(
+    database: Database, fake_discord: FakeDiscord, fake_discord_bot: commands.Bot
+) -> None:
+    fake = fake_discord
+    platform = DiscordPlatform(fake_discord_bot)
+    async with ActorHarness(database, [(remind, keyed_actor())], platform=platform) as harness:
+        harness.clock.set(SLOT - timedelta(minutes=1))
+        channels = await add_keys(harness, fake, 6)
+        # Every key's first post is made, then its answer is lost: the attempt fails.
+        dropped = fake.disconnect_after_write("POST /channels/*/messages", count=6)
+        runs = await harness.tick(timedelta(minutes=1, seconds=10))
+    assert dropped.hits == 6
+    by_key: dict[str, list[str]] = {}
+    for run in runs:
+        by_key.setdefault(run.key or "", []).append(run.status)
+    assert by_key == {key: ["failed", "succeeded"] for key in channels}
+    for key, channel_id in channels.items():
+        [message] = fake.sent_messages(channel_id)  # exactly once
+        assert message.content == f"reminder {key}"
+        assert message.nonce == post_nonce("remind", key, SLOT, 0)
+        [done] = [r for r in runs if r.key == key and r.status == "succeeded"]
+        assert done.posted[0]["message_id"] == message.id  # the replay counts as delivered
+    assert fake.nonce_replays == 6
+
+
+async def test_without_the_nonce_the_same_faults_post_twice(
+    database: Database, fake_discord: FakeDiscord, fake_discord_bot: commands.Bot
+) -> None:
+    """The control of the test above: what a platform without nonces does (discord.py alone)."""
+
+    class NoNonce(DiscordPlatform):
+        takes_nonce = False
+
+    fake = fake_discord
+    platform = NoNonce(fake_discord_bot)
+    async with ActorHarness(database, [(remind, keyed_actor())], platform=platform) as harness:
+        harness.clock.set(SLOT - timedelta(minutes=1))
+        channels = await add_keys(harness, fake, 2)
+        fake.disconnect_after_write("POST /channels/*/messages", count=2)
+        await harness.tick(timedelta(minutes=1, seconds=10))
+    assert [len(fake.sent_messages(c)) for c in channels.values()] == [2, 2]
+
+
+# ---------------------------------------------------------------------------- errors by kind
+
+
+async def test_refusals_are_not_retried_and_are_alerted_at_once(
+    database: Database, fake_discord: FakeDiscord, fake_discord_bot: commands.Bot
+) -> None:
+    fake = fake_discord
+    alerts: list[Alert] = []
+
+    async def sink(alert: Alert) -> None:
+        alerts.append(alert)
+
+    platform = DiscordPlatform(fake_discord_bot)
+    async with ActorHarness(
+        database, [(remind, keyed_actor())], platform=platform, alerts=sink
+    ) as harness:
+        harness.clock.set(SLOT - timedelta(minutes=1))
+        [closed, dm, unknown] = [fake.add_channel(fake.guild, n, dispatch=False)
+                                 for n in ("closed", "dm", "gone")]
+        fake.fail_next(f"POST /channels/{closed.id}/messages", 403, code=50001,
+                       message="Missing Access")
+        fake.fail_next(f"POST /channels/{dm.id}/messages", 403, code=50007,
+                       message="Cannot send messages to this user")
+        for key, channel_id, at in (
+            ("closed", closed.id, SLOT), ("dm", dm.id, SLOT), ("gone", 4242, SLOT),
+            ("closed-again", closed.id, SLOT + timedelta(minutes=1)),
+        ):
+            await harness.schedules.add("remind", key=key, schedule=Once(at=at),
+                                        channel_id=channel_id)
+        runs = await harness.tick(timedelta(minutes=10))
+        await harness.runtime._alert_sender.drain()
+    assert unknown.id != 4242
+    by_key = {r.key: r for r in runs}
+    assert sorted(by_key) == ["closed", "closed-again", "dm", "gone"]  # one attempt each
+    assert {(r.status, r.attempt, r.error_type) for r in runs} == {("failed", 1, "DiscordRefused")}
+    assert "(403 Forbidden, error 50001: Missing Access): give the bot View Channel" in (
+        by_key["closed"].error_message or "")
+    assert "does not accept direct messages" in (by_key["dm"].error_message or "")
+    assert "Discord does not know channel 4242" in (by_key["gone"].error_message or "")
+    again = by_key["closed-again"].error_message or ""
+    assert "Missing Access" in again and f"not sent: channel {closed.id} refused" in again
+    # The second post to the refused channel never reached Discord.
+    assert len(fake.requests_matching(f"POST /channels/{closed.id}/messages")) == 1
+    assert fake.invalid_requests == 2  # two 403s; the 404 is not an invalid request
+    assert sorted(a.key or "" for a in alerts) == sorted(by_key)
+    assert all("is not retried" in a.text() for a in alerts)
+
+
+async def test_a_transient_failure_is_retried_with_the_same_nonce(
+    database: Database, fake_discord: FakeDiscord, fake_discord_bot: commands.Bot
+) -> None:
+    fake = fake_discord
+    platform = DiscordPlatform(fake_discord_bot)
+    async with ActorHarness(database, [(remind, keyed_actor())], platform=platform) as harness:
+        harness.clock.set(SLOT - timedelta(minutes=1))
+        channels = await add_keys(harness, fake, 1)
+        fake.fail_next("POST /channels/*/messages", 503)  # discord.py does not retry a 503
+        runs = await harness.tick(timedelta(minutes=1, seconds=10))
+    assert [(r.status, r.error_type) for r in runs] == [
+        ("failed", "DiscordUnavailable"), ("succeeded", None)
+    ]
+    sent = fake.requests_matching(f"POST /channels/{channels['k0']}/messages")
+    assert [r.status for r in sent] == [503, 200]
+    assert sent[0].body["nonce"] == sent[1].body["nonce"] == post_nonce("remind", "k0", SLOT, 0)
+    assert all(r.body["enforce_nonce"] for r in sent)
+
+
+async def test_the_guard_stops_posting_before_invalid_requests_pile_up(
+    database: Database, fake_discord: FakeDiscord, fake_discord_bot: commands.Bot,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake = fake_discord
+    platform = DiscordPlatform(fake_discord_bot)
+    platform.refusals = Refusals(limit=3)
+    async with ActorHarness(database, [(remind, keyed_actor())], platform=platform) as harness:
+        harness.clock.set(SLOT - timedelta(minutes=1))
+        for i in range(5):  # one after the other: each sees what the one before met
+            channel = fake.add_channel(fake.guild, f"c{i}", dispatch=False)
+            await harness.schedules.add("remind", key=f"k{i}", channel_id=channel.id,
+                                        schedule=Once(at=SLOT + timedelta(seconds=i)))
+        fake.fail_next("POST /channels/*/messages", 403, code=50013, count=5,
+                       message="Missing Permissions")
+        runs = await harness.tick(timedelta(minutes=1, seconds=10))
+    assert len(runs) == 5 and {r.status for r in runs} == {"failed"}
+    stopped = [r for r in runs if "posting to Discord is stopped" in (r.error_message or "")]
+    assert len(stopped) == 2 and fake.invalid_requests == 3
+    assert len(fake.requests_matching("POST /channels/*/messages")) == 3
+    assert "Discord bans the bot's IP address for an hour at 10,000" in stopped[0].error_message
+    said = [r for r in caplog.records if r.name == "discord_actor.platforms.discord"]
+    assert [r.levelname for r in said if "posting to Discord is stopped" in r.message] == [
+        "ERROR"
+    ]  # said once, not at every post
