@@ -18,6 +18,11 @@ Several processes spread the work: each prefers the tasks whose id falls to its 
 live processes (``share_of(task_id, count) == rank``, a hash of the id, so that ids of one parity
 or any other stride still spread evenly) and claims the others only when they are still
 unclaimed ``SHARE_GRACE_SECONDS`` after they fell due (the preferred process may be busy or gone).
+
+An actor's own schedule (one row per actor) is claimed before keyed schedules that fell due
+earlier: keyed schedules come in bursts (10,000 reminders at 09:00, each waiting for Discord's
+limits), and a burst must not hold back the 1 s actor beside it. Two heaps keep the two apart;
+within each, what fell due first is claimed first.
 """
 
 from __future__ import annotations
@@ -111,10 +116,13 @@ class Scheduler:
         self._lost_check = True
         self._lost_checked_at = time.monotonic()
         self._lost_every = config.server.lease_seconds
-        # The due window: views of tasks with work due soon, and a heap of (act at, due, id).
+        # The due window: views of tasks with work due soon, and heaps of (act at, due, id):
+        # actors' own rows in one, keyed schedules in the other (claimed after the first).
         self._views: dict[int, TaskView] = {}
+        self._own: list[tuple[float, float, int]] = []
         self._heap: list[tuple[float, float, int]] = []
-        self._complete_until = 0.0  # POSIX time up to which the heap holds everything due
+        self._complete_until = 0.0  # POSIX time up to which the heaps hold everything due
+        self._own_complete_until = 0.0  # the same for the actors' own rows
         self._read_at = -1e18  # time.monotonic() of the last read of the window
         self._must_read = True
         self._recheck: set[int] = set()  # tasks whose row must be read again (a retry claimed)
@@ -141,28 +149,35 @@ class Scheduler:
         now = self.clock.now()
         window = await self.store.runs.due_window(now + self.lookahead, WINDOW_ROWS)
         self._views = {v.id: v for v in window.views if v.actor in self.actors}
-        self._heap = []
+        self._own, self._heap = [], []
         for view in self._views.values():
             self._push(view)
+        heapq.heapify(self._own)
         heapq.heapify(self._heap)
         self._complete_until = window.complete_until.timestamp()
+        own = window.own_complete_until or window.complete_until
+        self._own_complete_until = max(self._complete_until, own.timestamp())
         self._read_at = time.monotonic()
         self._must_read = False
 
     def note(self, view: TaskView) -> None:
         """A task's row as a statement of ours returned it (after a finish or a claim)."""
         due = view.due_time()
-        if due is None or due > self._complete_until:
+        complete = self._own_complete_until if view.key is None else self._complete_until
+        if due is None or due > complete:
             self._views.pop(view.id, None)  # a later read of the window brings it back
             return
         self._views[view.id] = view
-        heapq.heappush(self._heap, self._entry(view.id, due))
+        heapq.heappush(self._heap_of(view), self._entry(view.id, due))
         self.wake.set()
+
+    def _heap_of(self, view: TaskView) -> list[tuple[float, float, int]]:
+        return self._own if view.key is None else self._heap
 
     def _push(self, view: TaskView) -> None:
         due = view.due_time()
         if due is not None:
-            self._heap.append(self._entry(view.id, due))
+            self._heap_of(view).append(self._entry(view.id, due))
 
     def _entry(self, task_id: int, due: float) -> tuple[float, float, int]:
         if self.count > 1 and share_of(task_id, self.count) != self.rank:
@@ -210,27 +225,28 @@ class Scheduler:
     async def run_due(self) -> list[ClaimedRun]:
         """Claim and start everything due now, within capacity; returns what was claimed."""
         free = self._free_slots()
-        if free <= 0 or not self._heap:
+        if free <= 0 or not (self._own or self._heap):
             return []
         now = self.clock.now()
         now_ts = now.timestamp()
-        heap, views = self._heap, self._views
+        views = self._views
         wanted: list[tuple[TaskView, ClaimRequest]] = []
         taken: set[int] = set()  # a task may have several entries: one request each pass
-        while heap and heap[0][0] <= now_ts and len(wanted) < free:
-            _, due, task_id = heapq.heappop(heap)
-            view = views.get(task_id)
-            if (
-                view is None
-                or task_id in taken
-                or view.due_time() != due
-                or not self._runnable(view)
-            ):
-                continue  # stale entry, or busy here: its finish brings it back
-            request = self._request(view, now)
-            if request is not None:
-                wanted.append((view, request))
-                taken.add(task_id)
+        for heap in (self._own, self._heap):  # actors' own rows first, then keyed schedules
+            while heap and heap[0][0] <= now_ts and len(wanted) < free:
+                _, due, task_id = heapq.heappop(heap)
+                view = views.get(task_id)
+                if (
+                    view is None
+                    or task_id in taken
+                    or view.due_time() != due
+                    or not self._runnable(view)
+                ):
+                    continue  # stale entry, or busy here: its finish brings it back
+                request = self._request(view, now)
+                if request is not None:
+                    wanted.append((view, request))
+                    taken.add(task_id)
         if not wanted:
             return []
         claimed = await self.store.runs.claim(self.instance_id, [r for _, r in wanted], now)
@@ -308,20 +324,25 @@ class Scheduler:
         """Seconds until there is something to do: due work, or the next read of the window."""
         until = self.poll - (time.monotonic() - self._read_at)
         now_ts = self.clock.now().timestamp()
-        if self._complete_until > now_ts:
-            until = min(until, self._complete_until - now_ts)
-        if self._heap and self._free_slots() > 0:  # at capacity, a finishing run wakes us
-            until = min(until, self._heap[0][0] - now_ts)
+        for complete in (self._complete_until, self._own_complete_until):
+            if complete > now_ts:
+                until = min(until, complete - now_ts)
+        if (self._own or self._heap) and self._free_slots() > 0:  # at capacity, a finish wakes us
+            first = min(h[0][0] for h in (self._own, self._heap) if h)
+            until = min(until, first - now_ts)
         return max(0.0, until)
 
     def _window_stale(self) -> bool:
         if self._must_read or time.monotonic() - self._read_at >= self.poll:
             return True
         # Past what the last read covered: read on, unless a backlog larger than one read is
-        # still being worked through (then the heap is not yet drained).
+        # still being worked through (then the heap is not yet drained); the actors' own rows
+        # are read on past their part whatever the backlog of keyed schedules.
+        now_ts = self.clock.now().timestamp()
+        if now_ts >= self._own_complete_until > self._complete_until:
+            return True
         return (
-            self.clock.now().timestamp() >= self._complete_until
-            and len(self._heap) < WINDOW_ROWS // 4
+            now_ts >= self._complete_until and len(self._own) + len(self._heap) < WINDOW_ROWS // 4
         )
 
     async def pass_once(self) -> list[ClaimedRun]:

@@ -44,7 +44,7 @@ async def test_migrations_apply_once_and_are_idempotent(database: Database) -> N
     assert database.applied_migrations == ALL_MIGRATIONS == [
         "0001_initial", "0002_due_indexes", "0003_finish_run", "0004_setup_errors",
         "0005_keyed_schedules", "0006_keyed_counters", "0007_rate_budgets",
-        "0008_instance_notifications"]
+        "0008_instance_notifications", "0009_own_due_index"]
     async with database.pool.acquire() as conn:
         assert await _tables(conn, database.schema) == TABLES
         assert await migrate(conn, database.schema) == []

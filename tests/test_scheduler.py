@@ -9,14 +9,15 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from servers import runtime_for
 
-from discord_actor import RunContext, actor
+from discord_actor import Once, RunContext, actor
 from discord_actor.config import ActorConfig, RetryPolicy, ScheduleConfig
 from discord_actor.db import Database
+from discord_actor.keyed import NewSchedule
 from discord_actor.runtime import Runtime
 from discord_actor.scheduler import share_of
 from discord_actor.testing.harness import actor_config
@@ -244,3 +245,52 @@ def test_task_ids_of_any_stride_spread_evenly_over_the_processes(stride: int, co
     for rank in range(count):
         assert abs(shares.count(rank) - 1000 / count) <= 100 / count, (rank, shares.count(rank))
 
+
+@actor(platform="none")
+async def slow_post(ctx: RunContext) -> None:
+    await asyncio.sleep(0.2)  # a post waiting for Discord's limits
+
+
+async def test_a_burst_of_keyed_schedules_does_not_hold_back_an_actors_own_slots(
+    database: Database,
+) -> None:
+    """3,000 keyed schedules due at one instant (more than one read of the window), whose runs
+    take a while, and a 0.5 s actor beside them: its slots keep running on time, although every
+    keyed slot fell due before them."""
+    cfgs = [
+        actor_config("burst", schedule=every(3600)),
+        actor_config("ticker", schedule=every(0.5)),
+    ]
+    runtime = runtime_for(
+        database,
+        [(slow_post, cfgs[0]), (noop, cfgs[1])],
+        instance_id="solo",
+        poll_interval_seconds=1.0,
+        max_concurrent_runs=8,
+        shutdown_grace_seconds=1.0,
+    )
+    await runtime.start()
+    try:
+        slot = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
+        await runtime.schedules.add_many(
+            "burst", [NewSchedule(f"k{i}", Once(at=slot), None, None, None) for i in range(3000)]
+        )
+        await asyncio.sleep((slot - datetime.now(UTC)).total_seconds() + 3.0)
+    finally:
+        await runtime.stop()
+    schema = database.schema
+    rows = await database.pool.fetch(
+        f'SELECT r.scheduled_for, r.started_at FROM "{schema}".runs r JOIN "{schema}".tasks t'
+        " ON t.id = r.task_id WHERE t.actor = 'ticker' AND r.scheduled_for > $1"
+        " AND r.scheduled_for <= $2 ORDER BY 1",
+        slot,
+        slot + timedelta(seconds=2.5),
+    )
+    keyed = await database.pool.fetchval(
+        f'SELECT count(*) FROM "{schema}".runs r JOIN "{schema}".tasks t ON t.id = r.task_id'
+        " WHERE t.actor = 'burst' AND t.key IS NOT NULL"
+    )
+    assert 20 <= keyed < 3000  # the burst was still being worked through
+    late = [(r["started_at"] - r["scheduled_for"]).total_seconds() for r in rows]
+    assert len(late) >= 4, late  # its slots in those 2.5 s ran
+    assert max(late) < 0.4, late

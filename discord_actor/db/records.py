@@ -104,10 +104,13 @@ class DueWindow:
 
     When a part of the window query hit its limit, what lies beyond its last row was not read:
     ``complete_until`` is then earlier than ``until``, and the caller reads again before then.
+    ``own_complete_until`` is the same for the actors' own rows (read apart from keyed
+    schedules, whose bursts cut the read of scheduled slots short).
     """
 
     views: list[TaskView]
     complete_until: datetime
+    own_complete_until: datetime | None = None  # None: as complete_until
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,8 @@ class Runs(Aggregate):
         rows = await self.pool.fetch(self.sql["due_window"], until, limit)
         views: dict[int, TaskView] = {}
         complete_until = until
-        counts = {"s": 0, "r": 0}
-        last: dict[str, datetime | None] = {"s": None, "r": None}
+        counts = {"s": 0, "o": 0, "r": 0}
+        last: dict[str, datetime | None] = {"s": None, "o": None, "r": None}
         for r in rows:
             kind = r["kind"]
             if kind in counts:
@@ -40,11 +40,10 @@ class Runs(Aggregate):
                     last[kind] = r["at"]
             if r["id"] not in views:
                 views[r["id"]] = TaskView.from_record(r)
-        for kind, count in counts.items():
-            at = last[kind]
-            if count >= limit and at is not None and at < complete_until:
-                complete_until = at
-        return DueWindow(list(views.values()), complete_until)
+        cut = {kind: last[kind] for kind, count in counts.items() if count >= limit}
+        complete_until = min([until] + [at for k, at in cut.items() if k != "o" and at])
+        own_until = min([until] + [at for k, at in cut.items() if k != "s" and at])
+        return DueWindow(list(views.values()), complete_until, own_until)
 
     async def views(self, task_ids: Sequence[int]) -> list[TaskView]:
         """The current rows of these tasks (whatever their state)."""
