@@ -6,7 +6,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 if TYPE_CHECKING:
@@ -103,6 +103,7 @@ class RunContext:
         key: str | None = None,
         payload: Mapping[str, Any] | None = None,
         schedules: Schedules | None = None,
+        lateness: timedelta = timedelta(0),
     ) -> None:
         self.run_id = run_id
         self.actor = actor
@@ -118,6 +119,9 @@ class RunContext:
         self.key = key
         self.payload: dict[str, Any] = dict(payload) if payload else {}
         self._schedules = schedules
+        #: how late this run started: its start minus its slot (a reminder can say "sorry,
+        #: 3 minutes late"); a retry is late by its backoff too
+        self.lateness = lateness
         self.posted: list[Posted] = []
         self._connect = connect
         self._post = post
@@ -130,7 +134,8 @@ class RunContext:
             yield conn
 
     async def post(self, content: str | None = None, **kwargs: Any) -> Posted:
-        """Send to the actor's channel (Discord), or print it (console)."""
+        """Send to the actor's channel (Discord), or print it (console); returns what was
+        sent (on Discord its ``message_id``), with when it was due, queued and delivered."""
         posted = await self._post(content, **kwargs)
         self.posted.append(posted)
         return posted

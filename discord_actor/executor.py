@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -28,6 +28,7 @@ from .clock import Clock
 from .db.records import ClaimedRun, Finished, Outcome, TaskView
 from .db.store import Store
 from .enums import RunStatus
+from .errors import NotRetried
 from .keyed import Schedules
 from .logs import current_run
 from .metrics import RuntimeMetrics
@@ -251,6 +252,7 @@ class Executor:
 
         takes_nonce = getattr(platform, "takes_nonce", False)
         posts = 0
+        metrics = self.metrics
 
         async def post(content: str | None, **kwargs: Any) -> Posted:
             nonlocal posts
@@ -258,7 +260,22 @@ class Executor:
             index, posts = posts, posts + 1
             if takes_nonce and "nonce" not in kwargs:  # the same at every attempt of the slot
                 kwargs["nonce"] = post_nonce(run.actor, run.key, run.scheduled_for, index)
-            return await platform.post(cfg, content, **kwargs)
+            queued = self.clock.now()
+            try:
+                posted = await platform.post(cfg, content, **kwargs)
+            except NotRetried:
+                metrics.post_ended("refused")
+                raise
+            except Exception:
+                metrics.post_ended("failed")
+                raise
+            delivered = self.clock.now()
+            metrics.post_ended("delivered", (delivered - run.scheduled_for).total_seconds())
+            # When it was due (the run's slot), handed over (ctx.post) and answered.
+            posted["due"] = run.scheduled_for.isoformat()
+            posted["queued"] = queued.isoformat()
+            posted["delivered"] = delivered.isoformat()
+            return posted
 
         def connect() -> AbstractAsyncContextManager[asyncpg.Connection]:
             self._still_running(live)
@@ -284,6 +301,7 @@ class Executor:
             key=run.key,
             payload=run.payload,
             schedules=self.keyed,
+            lateness=timedelta(seconds=max(0.0, lateness)),
         )
         if log.isEnabledFor(logging.DEBUG):
             log.debug(

@@ -54,6 +54,19 @@ def _families(metrics: RuntimeMetrics) -> Iterator[Metric]:
         metrics.lateness,
     )
     yield _histogram(
+        f"{PREFIX}_post_lateness_seconds",
+        "How late posts were delivered: the platform's answer minus the run's slot.",
+        metrics.post_lateness,
+    )
+    posts = CounterMetricFamily(
+        f"{PREFIX}_posts",
+        "Posts ended, by outcome (delivered, refused, failed).",
+        labels=["outcome"],
+    )
+    for outcome, n in metrics.posts.items():
+        posts.add_metric([outcome], n)
+    yield posts
+    yield _histogram(
         f"{PREFIX}_pool_acquire_seconds",
         "How long actors waited for a pooled connection (within their share).",
         metrics.acquire,
@@ -92,6 +105,19 @@ def _families(metrics: RuntimeMetrics) -> Iterator[Metric]:
         "The gateway heartbeat's round trip (NaN when not connected).",
         value=live.discord_latency,
     )
+    yield GaugeMetricFamily(
+        f"{PREFIX}_post_queue_depth",
+        "Posts of this process waiting for Discord's limits (its channel's turn or a slot).",
+        value=live.posts_waiting,
+    )
+    limited = CounterMetricFamily(
+        f"{PREFIX}_discord_rate_limited",
+        "429s Discord answered, by X-RateLimit-Scope (global, user, shared).",
+        labels=["scope"],
+    )
+    for scope in ("global", "user", "shared"):
+        limited.add_metric([scope], (live.rate_limited or {}).get(scope, 0))
+    yield limited
     yield GaugeMetricFamily(
         f"{PREFIX}_event_loop_lag_seconds",
         "How late the event loop ran a timer, at its latest check (every 0.25 s).",

@@ -24,6 +24,9 @@ PREFIX = "discord_actor"
 RUN_DURATION_BUCKETS = (0.01, 0.1, 1.0, 10.0, 60.0, 300.0)
 RUN_LATENESS_BUCKETS = (0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0, 300.0)
 ACQUIRE_BUCKETS = (0.001, 0.01, 0.1, 1.0, 10.0)
+POST_LATENESS_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0)
+#: how a post ended: answered by the platform, refused (not retried), failed (the retry policy)
+POST_OUTCOMES = ("delivered", "refused", "failed")
 SLOW_ACQUIRE = 0.1  # seconds: a wait this long means the actor's share or the pool is full
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Read once: a member read from its enum class costs a descriptor call on Python 3.11 (60 ns),
@@ -42,6 +45,8 @@ class LiveReadings:
     discord_connected: bool | None  # None: this runtime has no Discord client
     discord_latency: float  # seconds; NaN when unknown
     loop_lag: float  # seconds, the event loop's latest measured lag
+    posts_waiting: int = 0  # posts waiting for Discord's limits (the queue), this process
+    rate_limited: Mapping[str, int] | None = None  # Discord's 429s so far, by scope
 
 
 @dataclass
@@ -117,6 +122,9 @@ class RuntimeMetrics:
         self.lateness = Buckets(RUN_LATENESS_BUCKETS)
         self.acquire = Buckets(ACQUIRE_BUCKETS)
         self.longest_acquire = 0.0
+        #: posts by outcome (``POST_OUTCOMES``), and how late the delivered ones were
+        self.posts: dict[str, int] = dict.fromkeys(POST_OUTCOMES, 0)
+        self.post_lateness = Buckets(POST_LATENESS_BUCKETS)
         self.actors: dict[str, ActorSeries] = {}
         self.read_live: Callable[[], LiveReadings] | None = None
 
@@ -134,6 +142,13 @@ class RuntimeMetrics:
         if series is None:
             series = self.actors[actor] = ActorSeries()
         series.finished(status, seconds)
+
+    def post_ended(self, outcome: str, lateness: float | None = None) -> None:
+        """A post ended: ``delivered`` (``lateness``: its answer minus the run's slot),
+        ``refused`` or ``failed``."""
+        self.posts[outcome] += 1
+        if lateness is not None:
+            self.post_lateness.observe(max(0.0, lateness))
 
     def acquired(self, seconds: float) -> None:
         self.acquire.observe(seconds)

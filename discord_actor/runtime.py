@@ -19,6 +19,7 @@ import os
 import socket
 import time
 import uuid
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -314,6 +315,9 @@ class Runtime:
         pool = self.database.pool
         idle = pool.get_idle_size()
         connected, latency = discord_readings(self.client)
+        limited: Counter[str] = Counter()
+        for platform in self._parking:
+            limited.update(getattr(platform, "rate_limited", {}))
         return LiveReadings(
             pool_in_use=pool.get_size() - idle,
             pool_idle=idle,
@@ -322,7 +326,14 @@ class Runtime:
             discord_connected=connected,
             discord_latency=latency,
             loop_lag=self.loop_lag.lag,
+            posts_waiting=self.posts_waiting,
+            rate_limited=dict(limited),
         )
+
+    @property
+    def posts_waiting(self) -> int:
+        """Posts of this process waiting for Discord's limits: the queue the dashboard shows."""
+        return sum(platform.parked for platform in self._parking)
 
     def cancel_runs(self, reason: str) -> None:
         """Cancel the actor code of every run in flight; each is recorded ``cancelled``.

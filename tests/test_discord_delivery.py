@@ -4,6 +4,8 @@ Discord with its limits on, real PostgreSQL, a fake clock for the runtime's retr
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,6 +16,7 @@ from discord_actor import Once, RunContext, actor
 from discord_actor.alerts import Alert
 from discord_actor.config import RetryPolicy, ScheduleConfig
 from discord_actor.db import Database
+from discord_actor.exposition import render
 from discord_actor.platforms.discord import DiscordPlatform
 from discord_actor.platforms.nonces import post_nonce
 from discord_actor.platforms.refusals import Refusals
@@ -195,3 +198,85 @@ async def test_the_guard_stops_posting_before_invalid_requests_pile_up(
     assert [r.levelname for r in said if "posting to Discord is stopped" in r.message] == [
         "ERROR"
     ]  # said once, not at every post
+
+
+# ---------------------------------------------------------------------------- lateness, metrics
+
+
+@actor(platform="discord")
+async def apologise(ctx: RunContext) -> None:
+    minutes = int(ctx.lateness.total_seconds() // 60)
+    await ctx.post(f"{ctx.key}: sorry, {minutes} minutes late" if minutes else f"{ctx.key}")
+
+
+def metric(text: str, line: str) -> float:
+    """The value of the sample ``line`` (name and labels) in ``/metrics`` text."""
+    [value] = [s.rsplit(" ", 1)[1] for s in text.splitlines() if s.rsplit(" ", 1)[0] == line]
+    return float(value)
+
+
+async def test_a_run_knows_how_late_it_is_and_its_posts_say_when_they_were_due_and_delivered(
+    database: Database, fake_discord: FakeDiscord, fake_discord_bot: commands.Bot
+) -> None:
+    fake = fake_discord
+    platform = DiscordPlatform(fake_discord_bot)
+    async with ActorHarness(
+        database, [(apologise, keyed_actor("apologise"))], platform=platform
+    ) as harness:
+        harness.clock.set(SLOT - timedelta(minutes=1))
+        channel = fake.add_channel(fake.guild, "late", dispatch=False)
+        refusing = fake.add_channel(fake.guild, "closed", dispatch=False)
+        fake.fail_next(f"POST /channels/{refusing.id}/messages", 403, code=50001,
+                       message="Missing Access")
+        fake.rate_limit_next(f"POST /channels/{channel.id}/messages", retry_after=0.05)
+        for key, channel_id in (("k0", channel.id), ("k1", refusing.id)):
+            await harness.schedules.add(
+                "apologise", key=key, schedule=Once(at=SLOT), channel_id=channel_id
+            )
+        runs = await harness.advance(timedelta(minutes=4))  # down 3 minutes past the slot
+        text = render(harness.runtime.metrics).decode()
+    [message] = fake.sent_messages(channel.id)
+    assert message.content == "k0: sorry, 3 minutes late"
+    [done] = [r for r in runs if r.key == "k0"]
+    [posted] = done.posted
+    assert datetime.fromisoformat(posted["due"]) == SLOT
+    assert datetime.fromisoformat(posted["queued"]) == SLOT + timedelta(minutes=3)
+    assert datetime.fromisoformat(posted["delivered"]) >= datetime.fromisoformat(posted["queued"])
+    assert metric(text, 'discord_actor_posts_total{outcome="delivered"}') == 1
+    assert metric(text, 'discord_actor_posts_total{outcome="refused"}') == 1
+    assert metric(text, 'discord_actor_posts_total{outcome="failed"}') == 0
+    assert metric(text, "discord_actor_post_lateness_seconds_count") == 1
+    assert metric(text, 'discord_actor_post_lateness_seconds_bucket{le="300.0"}') == 1
+    assert metric(text, 'discord_actor_post_lateness_seconds_bucket{le="60.0"}') == 0  # 3 min
+    assert metric(text, 'discord_actor_discord_rate_limited_total{scope="user"}') == 1
+    assert metric(text, 'discord_actor_discord_rate_limited_total{scope="global"}') == 0
+    assert metric(text, "discord_actor_post_queue_depth") == 0
+
+
+@actor(platform="discord")
+async def six_lines(ctx: RunContext) -> None:
+    for i in range(6):
+        await ctx.post(f"line {i}")
+
+
+async def test_the_queue_depth_counts_posts_waiting_for_their_channels_turn(
+    database: Database, fake_discord: FakeDiscord, fake_discord_bot: commands.Bot
+) -> None:
+    """A channel takes 5 messages per 5 s: the sixth waits its turn, and /metrics shows it."""
+    platform = DiscordPlatform(fake_discord_bot)
+    every_hour = ScheduleConfig(type="interval", timezone="UTC", seconds=3600)
+    cfg = actor_config("six", platform="discord", schedule=every_hour,
+                       channel_id=fake_discord.channel.id)
+    async with ActorHarness(database, [(six_lines, cfg)], platform=platform) as harness:
+        ticking = asyncio.create_task(harness.tick())
+        deadline = time.monotonic() + 10
+        runtime = harness.runtime
+        while not (runtime.metrics.posts["delivered"] == 5 and runtime.posts_waiting == 1):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        text = render(harness.runtime.metrics).decode()
+        [run] = await ticking
+    assert metric(text, "discord_actor_post_queue_depth") == 1
+    assert metric(text, 'discord_actor_posts_total{outcome="delivered"}') == 5
+    assert run.status == "succeeded" and len(fake_discord.sent_messages()) == 6
+    assert harness.runtime.posts_waiting == 0

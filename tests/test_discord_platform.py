@@ -60,16 +60,18 @@ async def test_posts_on_schedule_reach_the_channel(
     ]
     for run, message in zip((first, second), sent, strict=True):
         assert run.status == "succeeded"
-        assert run.posted == [
-            {
-                "platform": "discord",
-                "channel_id": fake.channel.id,
-                "message_id": message.id,
-                "content": message.content,
-                "embeds": 0,
-                "files": 0,
-            }
-        ]
+        [posted] = run.posted
+        times = {when: posted.pop(when) for when in ("due", "queued", "delivered")}
+        assert posted == {
+            "platform": "discord",
+            "channel_id": fake.channel.id,
+            "message_id": message.id,
+            "content": message.content,
+            "embeds": 0,
+            "files": 0,
+        }
+        assert times["due"] == run.scheduled_for.isoformat()  # the slot it was posted for
+        assert times["due"] <= times["queued"] <= times["delivered"]
 
 
 async def test_embeds_and_files_as_objects_or_plain_values(

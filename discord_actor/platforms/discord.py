@@ -98,6 +98,11 @@ class DiscordPlatform:
 
         self.pacer = self.gate.pacer = GlobalPacer(requests_per_second, reserve)
 
+    @property
+    def rate_limited(self) -> dict[str, int]:
+        """Discord's 429s to this process so far, by scope (``global``, ``user``, ``shared``)."""
+        return dict(self.gate.rate_limited)
+
     def _budget_name(self) -> str:
         """The bot's budget: its id (the token's own limit), never the token."""
         bot = self.client.application_id or (self.client.user and self.client.user.id)

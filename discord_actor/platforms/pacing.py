@@ -24,7 +24,7 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
@@ -151,9 +151,12 @@ class RequestGate:
         self.pacer = pacer
         self.trace = aiohttp.TraceConfig()
         self.trace.on_request_start.append(self._on_request_start)
+        self.trace.on_request_end.append(self._on_request_end)
         self.trace.freeze()
         #: requests that waited here (not counting those of posts, which waited before)
         self.gated = 0
+        #: 429s Discord answered, by ``X-RateLimit-Scope`` (``user`` when it names none)
+        self.rate_limited: Counter[str] = Counter()
 
     async def _on_request_start(
         self, session: aiohttp.ClientSession, context: SimpleNamespace, params: Any
@@ -165,6 +168,12 @@ class RequestGate:
             return
         self.gated += 1
         await self.pacer.acquire()
+
+    async def _on_request_end(
+        self, session: aiohttp.ClientSession, context: SimpleNamespace, params: Any
+    ) -> None:
+        if params.response.status == 429:
+            self.rate_limited[params.response.headers.get("X-RateLimit-Scope", "user")] += 1
 
     def install(self, http: Any) -> bool:
         """Add the trace to discord.py's ``HTTPClient``: to its live session, and to those it
