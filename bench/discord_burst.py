@@ -10,12 +10,18 @@ The workload: N keyed ``Once`` schedules (600) due at the same instant, each pos
 to its channel (120 channels, so 5 per channel), ``retry = { attempts = 3 }``, and beside them
 a 1 s interval actor (platform ``none``) whose lateness shows whether the burst starves it.
 Scenarios: ``plain``; ``drop``, 10 % of the posts' connections dropped after Discord made the
-message; ``502``, 10 % answered 502 after the message was made.
+message; ``502``, 10 % answered 502 after the message was made; ``kill`` (two processes or
+more), the busier process (the most runs running) killed with SIGKILL once a third of the keys
+are in; ``refused``, every fifth channel answers 403 (Missing Access) to every post.
 
 Figures per scenario: keys delivered and duplicated (messages beyond one per key), keys whose
 run ended failed, global 429s, the most requests Discord got in one second, invalid requests,
 the last message after the slot, the sustained rate (posts over the time from the first to the
 last), and the 1 s actor's start lateness p50 / p99 / max and its slots not run, over the burst.
+``kill`` adds when the kill came and the longest pause between two messages after it (the other
+process carries on within its lease); ``refused``, the keys refused, those whose status names
+the reason, their attempts beyond the first, and the refused channels (each may cost Discord one
+invalid request: ``invalid requests`` should be no more).
 
 Run from the repository root: ``.venv/bin/python bench/discord_burst.py`` (about 2 minutes);
 ``--scenarios plain,drop``, ``--posts``, ``--channels``, ``--processes`` to vary it;
@@ -27,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import signal
 import subprocess
@@ -112,6 +119,25 @@ async def pending(database: Database, schema: str) -> int:
     return count
 
 
+async def kill_busier(
+    database: Database, schema: str, procs: list[subprocess.Popen[bytes]]
+) -> datetime:
+    """SIGKILL the process with the most runs running (its instance id names its pid)."""
+    rows = await database.pool.fetch(
+        f'SELECT instance_id, count(*) AS n FROM "{schema}".runs WHERE status = $1'
+        " GROUP BY 1 ORDER BY 2 DESC", "running")
+    pids = {p.pid: p for p in procs}
+    for row in rows:
+        pid = int(row["instance_id"].split(":")[1])
+        if pid in pids:
+            pids[pid].kill()
+            print(f"  kill: SIGKILL to pid {pid}, {row['n']} runs running", flush=True)
+            break
+    else:
+        procs[0].kill()
+    return datetime.now(UTC)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -130,6 +156,10 @@ async def scenario(
             fake.disconnect_after_write("POST /channels/*/messages", count=10**9, fraction=0.1)
         elif name == "502":
             fake.fail_after_write("POST /channels/*/messages", 502, count=10**9, fraction=0.1)
+        refusing = channels[::5] if name == "refused" else []
+        for channel in refusing:
+            fake.fail_next(f"POST /channels/{channel.id}/messages", 403, count=10**9,
+                           code=50001, message="Missing Access")
         config_path = project(root / name, fake, database, schema)
         env = {k: v for k, v in os.environ.items() if k not in ("DISCORD_TOKEN", "DATABASE_URL")}
         env |= {"PYTHONUNBUFFERED": "1", "DISCORD_TOKEN": fake.token}
@@ -161,13 +191,17 @@ async def scenario(
             # from one); or until nothing new arrived for 40 s (keys whose runs failed).
             last_change, seen = time.monotonic(), 0
             finished_at: float | None = None
+            killed_at: datetime | None = None
             while True:
                 now = time.monotonic()
                 count = len(fake.sent_messages())
+                if name == "kill" and killed_at is None and count >= args.posts // 3:
+                    killed_at = await kill_busier(database, schema, procs)
                 if count != seen:
                     last_change, seen = now, count
                 keys = {m.content for m in fake.sent_messages()}
-                if len(keys) >= args.posts and finished_at is None:
+                if len(keys) >= args.posts - len(refusing) * args.posts // len(channels) \
+                        and finished_at is None:
                     finished_at = now
                 if finished_at is not None and now - finished_at > 2:
                     if not await pending(database, schema):
@@ -210,6 +244,22 @@ async def scenario(
     print(f"  {name}: keyed tasks by last status: "
           + ", ".join(f"{r['last_status']} {r['n']}" for r in statuses), flush=True)
     figures["keys whose run ended failed"] = str(failed)
+    if name == "kill" and killed_at is not None:
+        after = sorted(m.timestamp for m in sent if m.timestamp >= killed_at)
+        starts = [killed_at, *after[:-1]]
+        gaps = [(b - a).total_seconds() for a, b in zip(starts, after, strict=True)]
+        figures["killed (s after the slot)"] = f"{(killed_at - slot).total_seconds():.1f} s"
+        figures["longest pause after the kill"] = f"{max(gaps, default=0.0):.2f} s"
+    if name == "refused":
+        refused = await database.pool.fetch(
+            f'SELECT t.key, count(r.id) AS attempts, bool_or(r.error_message LIKE'
+            f" '%Missing Access%') AS says_why FROM \"{schema}\".tasks t"
+            f' JOIN "{schema}".runs r ON r.task_id = t.id WHERE t.actor = $1'
+            " AND t.key IS NOT NULL AND t.last_status = 'failed' GROUP BY t.key", "burst")
+        figures["keys refused / showing the reason"] = (
+            f"{len(refused)} / {sum(1 for r in refused if r['says_why'])}")
+        figures["attempts beyond the first"] = str(sum(r["attempts"] - 1 for r in refused))
+        figures["refused channels"] = str(len(refusing))
     rows = await database.pool.fetch(
         f'SELECT r.scheduled_for, r.started_at, r.status FROM "{schema}".runs r'
         f' JOIN "{schema}".tasks t ON t.id = r.task_id WHERE t.actor = $1'
@@ -217,7 +267,7 @@ async def scenario(
         slot + timedelta(seconds=max(1.0, drain)))
     late = [(r["started_at"] - r["scheduled_for"]).total_seconds() for r in rows
             if r["status"] == "succeeded"]
-    expected = max(1, int(max(1.0, drain)))
+    expected = math.ceil(max(1.0, drain))  # the 1 s slots from the slot on, within the drain
     p50, p99, worst = percentile(late, 0.5), percentile(late, 0.99), max(late, default=0.0)
     figures["1 s actor lateness p50 / p99 / max"] = f"{p50:.2f} / {p99:.2f} / {worst:.2f} s"
     figures["1 s actor slots not run"] = f"{expected - len(late)} of {expected}"
@@ -250,12 +300,12 @@ async def main(args: argparse.Namespace) -> None:
                 results[name] = await scenario(name, database, args, Path(args.logs or tmp))
                 print(f"  {name}: done", flush=True)
     names = list(results)
-    rows = list(next(iter(results.values())))
+    rows = list(dict.fromkeys(row for figures in results.values() for row in figures))
     width = max(len(r) for r in rows)
     print(f"| {'':{width}} | " + " | ".join(names) + " |")
     print(f"|{'-' * (width + 2)}|" + "|".join("---" for _ in names) + "|")
     for row in rows:
-        print(f"| {row:{width}} | " + " | ".join(results[n][row] for n in names) + " |")
+        print(f"| {row:{width}} | " + " | ".join(results[n].get(row, "-") for n in names) + " |")
 
 
 if __name__ == "__main__":

@@ -75,6 +75,22 @@ class ActorStatus:
     trigger_pending: bool
     retry_at: datetime | None
     keyed: int = 0  # its pending keyed schedules
+    #: its rows (its own, its keyed schedules') whose last run met a post Discord refused, and
+    #: the latest one's key (None: its own) and reason
+    refused: int = 0
+    refused_key: str | None = None
+    refused_reason: str | None = None
+
+    @property
+    def refusal(self) -> str | None:
+        """What to fix, in one line, when Discord refused its posts (None: it did not)."""
+        if not self.refused:
+            return None
+        where = "its own schedule" if self.refused_key is None else f"key {self.refused_key}"
+        return (
+            f"{self.refused} post(s) refused by Discord, not retried; the latest"
+            f" ({where}): {self.refused_reason}"
+        )
 
     @property
     def broken(self) -> bool:
@@ -130,6 +146,9 @@ class ActorStatus:
             "trigger_pending": self.trigger_pending,
             "retry_at": iso(self.retry_at, tz),
             "keyed": self.keyed,
+            "refused": self.refused,
+            "refused_key": self.refused_key,
+            "refused_reason": self.refused_reason,
         }
 
 
@@ -584,6 +603,9 @@ class Operations:
             trigger_pending=bool(row and row["manual_at"] is not None),
             retry_at=row["retry_at"] if row is not None else None,
             keyed=int(row["keyed"]) if row is not None else 0,
+            refused=int(row["refused"]) if row is not None else 0,
+            refused_key=row["refused_key"] if row is not None else None,
+            refused_reason=row["refused_reason"] if row is not None else None,
         )
 
     def _run_info(self, r: Any, *, traceback: bool = False) -> RunInfo:

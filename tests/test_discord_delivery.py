@@ -14,9 +14,11 @@ from discord.ext import commands
 
 from discord_actor import Once, RunContext, actor
 from discord_actor.alerts import Alert
+from discord_actor.cli.output import show_status
 from discord_actor.config import RetryPolicy, ScheduleConfig
 from discord_actor.db import Database
 from discord_actor.exposition import render
+from discord_actor.operations import Operations, Status
 from discord_actor.platforms.discord import DiscordPlatform
 from discord_actor.platforms.nonces import post_nonce
 from discord_actor.platforms.refusals import Refusals
@@ -110,7 +112,8 @@ async def test_without_the_nonce_the_same_faults_post_twice(
 
 
 async def test_refusals_are_not_retried_and_are_alerted_at_once(
-    database: Database, fake_discord: FakeDiscord, fake_discord_bot: commands.Bot
+    database: Database, fake_discord: FakeDiscord, fake_discord_bot: commands.Bot,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     fake = fake_discord
     alerts: list[Alert] = []
@@ -152,6 +155,15 @@ async def test_refusals_are_not_retried_and_are_alerted_at_once(
     assert fake.invalid_requests == 2  # two 403s; the 404 is not an invalid request
     assert sorted(a.key or "" for a in alerts) == sorted(by_key)
     assert all("is not retried" in a.text() for a in alerts)
+    # The reason stays in sight: status names how many keys were refused, and the latest why.
+    [status] = (await Operations(harness.store, harness.config).status("remind")).actors
+    assert status.refused == 4 and status.refused_key == "closed-again"
+    assert status.refused_reason == again
+    assert status.to_json()["refused_reason"] == again
+    show_status(Status([status], initialized=True, polling=[]), as_json=False)
+    said = capsys.readouterr().out
+    assert ("remind: 4 post(s) refused by Discord, not retried; the latest (key closed-again):"
+            f" {again}") in said
 
 
 async def test_a_transient_failure_is_retried_with_the_same_nonce(

@@ -31,6 +31,7 @@ from discord_actor.config import (
 )
 from discord_actor.db import Database, EmbeddedPostgres, open_database
 from discord_actor.operations import Operations
+from discord_actor.platforms.discord import DiscordRefused
 from discord_actor.runtime import Runtime
 from discord_actor.testing.harness import actor_config
 from discord_actor.web.server import HttpUnavailable
@@ -421,3 +422,35 @@ def test_run_refuses_a_public_address_without_a_token(
     err = capsys.readouterr().err
     assert "http.host = '0.0.0.0'" in err and "$DISCORD_ACTOR_HTTP_TOKEN" in err
     assert "Traceback" not in err
+
+
+@actor(platform="none")
+async def refused(ctx: RunContext) -> None:
+    # What ctx.post raises when Discord refuses a post (the fake's 403s: test_discord_delivery)
+    raise DiscordRefused("Discord refused actor 'refused' posting to channel 7 (403 Forbidden)")
+
+
+async def test_the_dashboard_shows_the_queue_and_why_discord_refused_posts(
+    database: Database,
+) -> None:
+    http_config = HttpConfig(enabled=True, port=free_port())
+    async with assembly_for(database, http_config, {"refused": refused}) as runtime:
+        url = f"http://127.0.0.1:{http_config.port}"
+
+        async def refused_once() -> bool:
+            [status] = (await Operations(runtime.store, runtime.config).status("refused")).actors
+            return status.refused > 0
+
+        await wait_for(refused_once)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{url}/") as page:
+                overview = await page.text()
+            async with http.get(f"{url}/actors/refused") as page:
+                one = await page.text()
+            async with http.get(f"{url}/api/actors") as api:
+                [body] = (await api.json())["actors"]
+    said = "post(s) refused by Discord, not retried; the latest (its own schedule): Discord"
+    assert said in overview and said in one
+    assert body["refused"] >= 1 and "403 Forbidden" in body["refused_reason"]
+    queue = overview[overview.index('<div class="card queue">'):]
+    assert "posts queued" in queue and '<span class="big">0</span>' in queue

@@ -254,6 +254,8 @@ def show_status(report: Status, *, as_json: bool) -> None:
         if a.paused:
             print(f"{a.actor} is paused: {a.paused_reason} "
                   f"(resume with: discord-actor resume {a.actor})")
+        if a.refusal is not None:
+            print(f"{a.actor}: {a.refusal}")
 
 
 def show_history(

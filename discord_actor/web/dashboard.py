@@ -97,6 +97,7 @@ def _row(a: ActorStatus, runs: list[RunInfo], now: datetime) -> dict[str, Any]:
         "registered": a.registered,
         "trigger_pending": a.trigger_pending,
         "keyed": a.keyed,  # pending keyed schedules
+        "refusal": a.refusal,  # posts Discord refused, and why
         "timeline": timeline(runs, now, a.next_run if scheduled else None, a.timezone),
     }
 
@@ -145,6 +146,7 @@ def _pool(site: Site) -> dict[str, Any]:
         "mean_wait": format_duration(1000 * waits.total / waits.count) if waits.count else "-",
         "longest_wait": format_duration(1000 * waits.longest) if waits.count else "-",
         "slow_waits": waits.slow,
+        "posts_waiting": runtime.posts_waiting,  # the queue: posts waiting for Discord's limits
     }
 
 

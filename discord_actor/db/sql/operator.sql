@@ -9,9 +9,11 @@ SELECT q.* FROM {retries} q JOIN {tasks} t ON t.id = q.task_id
  WHERE t.actor = $1 AND t.key IS NULL ORDER BY q.retry_at, q.scheduled_for, q.attempt
 
 -- name: status
--- Every actor's row (or the actor $1's), with its earliest retry and how many keyed schedules
--- it has pending (counted for the actors asked about only).
-SELECT t.*, q.retry_at, coalesce(k.keyed, 0) AS keyed
+-- Every actor's row (or the actor $1's), with its earliest retry, how many keyed schedules
+-- it has pending, and how many of its rows (its own, its keyed schedules') last ran into a post
+-- that Discord refused, with the latest one's key and reason (for the actors asked about only).
+SELECT t.*, q.retry_at, coalesce(k.keyed, 0) AS keyed, coalesce(x.refused, 0) AS refused,
+       x.refused_key, x.refused_reason
 FROM {tasks} t
 LEFT JOIN LATERAL (SELECT min(retry_at) AS retry_at FROM {retries}
                    WHERE task_id = t.id) q ON true
@@ -19,6 +21,13 @@ LEFT JOIN (SELECT t.actor, count(*) AS keyed FROM {tasks} t
            WHERE t.key IS NOT NULL AND ($1::text IS NULL OR t.actor = $1)
              AND {pending} GROUP BY t.actor) k
        ON k.actor = t.actor
+LEFT JOIN (SELECT t.actor, count(*) AS refused,
+                  (array_agg(t.key ORDER BY r.finished_at DESC))[1] AS refused_key,
+                  (array_agg(r.error_message ORDER BY r.finished_at DESC))[1] AS refused_reason
+           FROM {tasks} t JOIN {runs} r ON r.id = t.last_run_id
+           WHERE r.error_type = 'DiscordRefused' AND ($1::text IS NULL OR t.actor = $1)
+           GROUP BY t.actor) x
+       ON x.actor = t.actor
 WHERE t.removed_at IS NULL AND t.key IS NULL AND ($1::text IS NULL OR t.actor = $1)
 ORDER BY t.actor
 
