@@ -294,3 +294,96 @@ async def test_on_a_loop_late_at_every_wake_up_requests_still_leave(
     await asyncio.wait_for(asyncio.gather(*(pacer.acquire() for _ in range(5))), 10)
     monkeypatch.undo()
     assert pacer.used == 5 and 0 < pacer.late <= 5 * pacing.MAX_LATE
+
+
+@pytest.mark.slow
+async def test_a_waiting_post_survives_a_kill_and_every_key_is_delivered_once(
+    tmp_path: Path, database_url: str, db_schema: str
+) -> None:
+    """Seven keys due at one instant in one channel: five leave, two wait for the channel's
+    turn; then the process is killed with SIGKILL. A second process takes the dead one's runs
+    over after its lease (abandoned, retried with the same nonces): each key is one message,
+    whether its post had left (a replay, answered with the message Discord made) or waited."""
+    async with FakeDiscord(heartbeat_interval_ms=500, limits=DiscordLimits()) as fake:
+        channel = fake.add_channel(fake.guild, "one", dispatch=False)
+        (tmp_path / "actors").mkdir()
+        (tmp_path / "actors" / "burst.py").write_text(BURST_PY)
+        config_path = tmp_path / "actor_server.toml"
+        config_path.write_text(textwrap.dedent(f"""
+            [server]
+            poll_interval_seconds = 0.2
+            lease_seconds = 1.5
+            shutdown_grace_seconds = 2
+
+            [database]
+            url = {json.dumps(database_url)}
+            schema = {json.dumps(db_schema)}
+
+            [discord]
+            api_base_url = {json.dumps(fake.api_url)}
+            gateway_url = {json.dumps(fake.gateway_url)}
+            intents = ["guilds"]
+            command_guild_ids = [{fake.guild.id}]
+
+            [[actors]]
+            name = "burst"
+            module = "burst"
+            platform = "discord"
+            retry = {{ attempts = 3, backoff_seconds = 1 }}
+            """))
+        env = {k: v for k, v in os.environ.items() if k not in ("DISCORD_TOKEN", "DATABASE_URL")}
+        env |= {"PYTHONUNBUFFERED": "1", "DISCORD_TOKEN": fake.token}
+
+        def connected(log: Path) -> bool:
+            return "connected to Discord as" in log.read_text()
+
+        async def started(log: Path, proc: subprocess.Popen[bytes]) -> None:
+            deadline = time.monotonic() + 60
+            while not connected(log):
+                assert time.monotonic() < deadline and proc.poll() is None, "did not start"
+                await asyncio.sleep(0.1)
+
+        first = spawn(tmp_path, env, tmp_path / "first.log")
+        second: subprocess.Popen[bytes] | None = None
+        try:
+            await started(tmp_path / "first.log", first)
+            config = load_config(config_path)
+            database = await open_database(config.database)
+            try:
+                at = datetime.now(UTC) + timedelta(seconds=0.5)
+                await Schedules(Store(database.pool, database.schema), config).add_many(
+                    "burst",
+                    [NewSchedule(f"k{i}", Once(at=at), None, channel.id, None) for i in range(7)],
+                )
+            finally:
+                await database.close()
+            await fake.wait_until(lambda: len(fake.sent_messages()) >= 5, timeout=20,
+                                  what="the channel's first five posts")
+            first.send_signal(signal.SIGKILL)  # two posts wait for the channel's turn
+            first.wait()
+            assert len(fake.sent_messages()) == 5
+            second = spawn(tmp_path, env, tmp_path / "second.log")
+            await fake.wait_until(lambda: len(fake.sent_messages()) >= 7, timeout=30,
+                                  what="the two posts that waited")
+            await asyncio.sleep(1.0)  # nothing more comes
+        finally:
+            for p in (first, second):
+                if p is not None and p.poll() is None:
+                    p.send_signal(signal.SIGINT)
+                    try:
+                        await asyncio.to_thread(p.wait, 20)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+                        p.wait()
+        contents = sorted(m.content for m in fake.sent_messages(channel.id))
+        assert contents == sorted(f"burst k{i}" for i in range(7))  # each key once
+    rows = await fetch(
+        database_url,
+        "SELECT t.key, array_agg(r.status ORDER BY r.attempt) AS statuses FROM S.runs r"
+        " JOIN S.tasks t ON t.id = r.task_id WHERE t.key IS NOT NULL GROUP BY t.key",
+        db_schema,
+    )
+    by_key = {r["key"]: list(r["statuses"]) for r in rows}
+    assert all(s[-1] == "succeeded" for s in by_key.values()), by_key
+    taken_over = [k for k, s in by_key.items() if s[0] == "abandoned"]
+    assert len(taken_over) >= 2, by_key  # at least the two that waited
