@@ -156,7 +156,7 @@ class Scheduler:
         heapq.heapify(self._heap)
         self._complete_until = window.complete_until.timestamp()
         own = window.own_complete_until or window.complete_until
-        self._own_complete_until = max(self._complete_until, own.timestamp())
+        self._own_complete_until = own.timestamp()
         self._read_at = time.monotonic()
         self._must_read = False
 
@@ -336,14 +336,14 @@ class Scheduler:
         if self._must_read or time.monotonic() - self._read_at >= self.poll:
             return True
         # Past what the last read covered: read on, unless a backlog larger than one read is
-        # still being worked through (then the heap is not yet drained); the actors' own rows
+        # still being worked through (then the heaps are not yet drained); the actors' own rows
         # are read on past their part whatever the backlog of keyed schedules.
         now_ts = self.clock.now().timestamp()
-        if now_ts >= self._own_complete_until > self._complete_until:
-            return True
-        return (
-            now_ts >= self._complete_until and len(self._own) + len(self._heap) < WINDOW_ROWS // 4
-        )
+        quarter = WINDOW_ROWS // 4
+        if now_ts >= min(self._complete_until, self._own_complete_until):
+            if len(self._own) + len(self._heap) < quarter:
+                return True
+        return now_ts >= self._own_complete_until and len(self._own) < quarter
 
     async def pass_once(self) -> list[ClaimedRun]:
         """One pass: read the window if it is due, then claim what is due."""

@@ -57,7 +57,7 @@ async def test_migrations_apply_once_and_are_idempotent(database: Database) -> N
     assert [(r["version"], r["name"]) for r in rows] == [
             (1, "initial"), (2, "due_indexes"), (3, "finish_run"), (4, "setup_errors"),
             (5, "keyed_schedules"), (6, "keyed_counters"), (7, "rate_budgets"),
-            (8, "instance_notifications")]
+            (8, "instance_notifications"), (9, "own_due_index")]
     assert rows[0]["applied_at"] is not None
 
 

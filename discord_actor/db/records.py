@@ -104,8 +104,8 @@ class DueWindow:
 
     When a part of the window query hit its limit, what lies beyond its last row was not read:
     ``complete_until`` is then earlier than ``until``, and the caller reads again before then.
-    ``own_complete_until`` is the same for the actors' own rows (read apart from keyed
-    schedules, whose bursts cut the read of scheduled slots short).
+    ``complete_until`` speaks of keyed schedules (and retries, triggers); ``own_complete_until``
+    of the actors' own rows, read apart (a burst of keyed slots must not cut their read short).
     """
 
     views: list[TaskView]
