@@ -32,6 +32,7 @@ from discord_actor.config import DatabaseConfig, ScheduleConfig
 from discord_actor.config.reader import load_config
 from discord_actor.config.redaction import redact_url
 from discord_actor.db import open_database
+from discord_actor.db.transient import outage_line
 from discord_actor.runtime import Runtime
 from discord_actor.testing.harness import actor_config
 
@@ -330,3 +331,19 @@ async def test_an_outcome_whose_answer_was_lost_is_told_as_recorded(
     assert not [m for m in said if "was not recorded" in m], said
     assert [m for m in said if "recorded the outcome of" in m], said
     assert_each_slot_once(await runs_of(database_url, db_schema), ran)
+
+
+async def test_an_outage_line_is_one_line_with_the_servers_hint(database_url: str) -> None:
+    """PostgreSQL's DETAIL and HINT (a pooler's prepared statements have one) come on lines of
+    their own in asyncpg's text; the outage line folds them in, so a log stays a line a line."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        with pytest.raises(asyncpg.PostgresError) as caught:
+            await conn.execute("SELECT no_such_function(1)")
+    finally:
+        await conn.close()
+    assert "\nHINT:" in str(caught.value)
+    line = outage_line(caught.value, "db1:5432")
+    assert "\n" not in line
+    assert line.startswith("database unavailable (lost db1:5432: UndefinedFunctionError:")
+    assert "HINT: No function matches the given name" in line
