@@ -42,6 +42,7 @@ from .outcome import (
 )
 from .outcome_writer import (
     MAX_OUTCOMES_PER_WRITE,
+    MAX_UNWRITTEN,
     REFUSED_OUTCOME_ERRORS,
     OutcomeWriter,
     RunNoLongerOwned,
@@ -137,6 +138,11 @@ class Executor:
         self.metrics = metrics or RuntimeMetrics()
         self.running: dict[int, asyncio.Task[None]] = {}  # run id -> its whole execution
         self.local_runs: Counter[int] = Counter()  # task id -> runs in flight here
+        # Runs whose actor code has ended and whose outcome is waiting for the writer: they no
+        # longer hold a place of max_concurrent_runs (``places_held``).
+        self.writing = 0
+        #: told when a run's actor code has ended: its place is free for the next claim
+        self.on_code_ended: Callable[[], None] = lambda: None
         self._actor_code: dict[int, _LiveRun] = {}
         # Runs started here whose outcome could not be written (a bug, a shutdown): still
         # ``running`` in the database, they are not lost claims to start (``known_runs``).
@@ -207,6 +213,18 @@ class Executor:
         outcome it could not write. A ``running`` row of this process not among them is a
         claim whose answer was lost."""
         return set(self.running) | self._unrecorded
+
+    @property
+    def places_held(self) -> int:
+        """The places of ``max_concurrent_runs`` taken: runs whose actor code has not ended,
+        and those waiting for the writer beyond ``MAX_UNWRITTEN`` (so that a database slower
+        than the runs holds the claims back, and what waits for it stays bounded).
+
+        A run whose code has ended waits for its outcome to be stored without holding a place:
+        in a burst the next claim need not wait for the last one's outcomes, and the outcomes
+        gather into large writes."""
+        writing = self.writing
+        return len(self.running) - writing + max(0, writing - MAX_UNWRITTEN)
 
     @property
     def runaway(self) -> int:
@@ -318,7 +336,12 @@ class Executor:
                     now=self.clock.now(),
                     cancel_reason=self._cancel_reason,
                 )
-            finished, outcome = await self.writer.write(run, outcome)
+            self.writing += 1
+            self.on_code_ended()
+            try:
+                finished, outcome = await self.writer.write(run, outcome)
+            finally:
+                self.writing -= 1
             recorded = True
         finally:
             if not recorded:

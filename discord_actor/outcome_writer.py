@@ -33,6 +33,9 @@ REFUSED_OUTCOME_ERRORS: tuple[type[BaseException], ...] = (asyncpg.DataError, Ty
 # outcome stored, which is a plain failure when the database refused the run's own.
 Written = tuple[Finished | None, Outcome]
 MAX_OUTCOMES_PER_WRITE = 256
+# Outcomes that may wait for the writer before the runs waiting hold their places of
+# max_concurrent_runs again (``Executor.places_held``).
+MAX_UNWRITTEN = 2 * MAX_OUTCOMES_PER_WRITE
 
 
 class RunNoLongerOwned(DiscordActorError, RuntimeError):

@@ -47,6 +47,8 @@ SHARE_GRACE_SECONDS = 0.05  # how long a due task waits for the process it falls
 WINDOW_ROWS = 2000  # at most this many rows of each kind per read of the due window
 # Passes are at least this far apart while work keeps falling due: what falls due meanwhile is
 # claimed together (one statement for many runs) at the cost of a few milliseconds' lateness.
+# Not after a pass that filled every free place with more still due (a burst): the next pass
+# comes as soon as a run's code ends, since waiting gathers nothing more to claim.
 PASS_SECONDS = 0.005
 
 # Read once: a member read from its enum class costs a descriptor call on Python 3.11 (60 ns),
@@ -118,6 +120,7 @@ class Scheduler:
         self._read_at = -1e18  # time.monotonic() of the last read of the window
         self._must_read = True
         self._recheck: set[int] = set()  # tasks whose row must be read again (a retry claimed)
+        self._backlog = False  # the last pass left due work for want of places
         # This process's share of the work: (rank, count) among the live processes.
         self.rank, self.count = 0, 1
 
@@ -209,6 +212,7 @@ class Scheduler:
 
     async def run_due(self) -> list[ClaimedRun]:
         """Claim and start everything due now, within capacity; returns what was claimed."""
+        self._backlog = False
         free = self._free_slots()
         if free <= 0 or not self._heap:
             return []
@@ -231,6 +235,7 @@ class Scheduler:
             if request is not None:
                 wanted.append((view, request))
                 taken.add(task_id)
+        self._backlog = bool(heap) and heap[0][0] <= now_ts
         if not wanted:
             return []
         claimed = await self.store.runs.claim(self.instance_id, [r for _, r in wanted], now)
@@ -355,8 +360,9 @@ class Scheduler:
                 log.exception("scheduler pass failed; retrying in %.1f s", delay)
             if self.stopping:
                 break
-            await asyncio.sleep(PASS_SECONDS)  # let finished runs and what falls due gather
-            if delay > PASS_SECONDS:
+            gather = 0.0 if self._backlog else PASS_SECONDS
+            await asyncio.sleep(gather)  # let finished runs and what falls due gather
+            if delay > gather:
                 with suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), timeout=delay - PASS_SECONDS)
+                    await asyncio.wait_for(self.wake.wait(), timeout=delay - gather)
             self.wake.clear()
