@@ -10,7 +10,6 @@ without cancelling the recording of its outcome.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -164,14 +163,9 @@ class Executor:
 
     def start(self, run: ClaimedRun) -> None:
         self.local_runs[run.task_id] += 1
-        # The run's task (and its actor code's, which copies it) knows which run it is: every
-        # log line from it names the actor and run (``logs.current_run``).
-        context = contextvars.copy_context()
-        context.run(current_run.set, (run.actor, run.run_id))
-        task = asyncio.create_task(
-            self._execute(run), name=f"run {run.run_id} of {run.actor}", context=context
+        self.running[run.run_id] = asyncio.create_task(
+            self._execute(run), name=f"run {run.run_id} of {run.actor}"
         )
-        self.running[run.run_id] = task
 
     def cancel_runs(self, reason: str) -> None:
         """Cancel the actor code of every run in flight; each is recorded ``cancelled``."""
@@ -251,6 +245,10 @@ class Executor:
     # -- one run ------------------------------------------------------------------------------
 
     async def _execute(self, run: ClaimedRun) -> None:
+        # The run's task (and its actor code's, which copies it) knows which run it is: every
+        # log line from it names the actor and run (``logs.current_run``). Set here, in the
+        # context the task was given, not in a copy made for it: one copy a run, not two.
+        current_run.set((run.actor, run.run_id))
         loaded = self.actors[run.actor]
         cfg = loaded.config
         platform = self.platforms[loaded.platform]
