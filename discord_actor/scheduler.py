@@ -50,6 +50,9 @@ WINDOW_ROWS = 2000  # at most this many rows of each kind per read of the due wi
 # Not after a pass that filled every free place with more still due (a burst): the next pass
 # comes as soon as a run's code ends, since waiting gathers nothing more to claim.
 PASS_SECONDS = 0.005
+# Claims the loop keeps on their way at once: the next asks for the places that freed while the
+# last was in flight, instead of their waiting for its answer and the pass after it.
+MAX_CLAIMS_IN_FLIGHT = 2
 
 # Read once: a member read from its enum class costs a descriptor call on Python 3.11 (60 ns),
 # and these are read at every claim.
@@ -121,6 +124,11 @@ class Scheduler:
         self._must_read = True
         self._recheck: set[int] = set()  # tasks whose row must be read again (a retry claimed)
         self._backlog = False  # the last pass left due work for want of places
+        # Claims in flight (the loop's, at most MAX_CLAIMS_IN_FLIGHT), the places they asked
+        # for and their tasks.
+        self._claims: set[asyncio.Task[list[ClaimedRun]]] = set()
+        self._reserved = 0
+        self._claiming: set[int] = set()
         # This process's share of the work: (rank, count) among the live processes.
         self.rank, self.count = 0, 1
 
@@ -212,13 +220,21 @@ class Scheduler:
 
     async def run_due(self) -> list[ClaimedRun]:
         """Claim and start everything due now, within capacity; returns what was claimed."""
-        self._backlog = False
-        free = self._free_slots()
-        if free <= 0 or not self._heap:
+        wanted, now = self._take_due()
+        if not wanted:
             return []
+        return await self._claim(wanted, now)
+
+    def _take_due(self) -> tuple[list[tuple[TaskView, ClaimRequest]], datetime]:
+        """Pop what is due now from the heap, at most as many as there are free places (less
+        those asked for by claims in flight), each as its claim request."""
+        self._backlog = False
+        free = self._free_slots() - self._reserved
         now = self.clock.now()
+        if free <= 0 or not self._heap:
+            return [], now
         now_ts = now.timestamp()
-        heap, views = self._heap, self._views
+        heap, views, claiming = self._heap, self._views, self._claiming
         wanted: list[tuple[TaskView, ClaimRequest]] = []
         taken: set[int] = set()  # a task may have several entries: one request each pass
         while heap and heap[0][0] <= now_ts and len(wanted) < free:
@@ -227,18 +243,32 @@ class Scheduler:
             if (
                 view is None
                 or task_id in taken
+                or task_id in claiming
                 or view.due_time() != due
                 or not self._runnable(view)
             ):
-                continue  # stale entry, or busy here: its finish brings it back
+                continue  # stale entry, being claimed, or busy here: what ends it brings it back
             request = self._request(view, now)
             if request is not None:
                 wanted.append((view, request))
                 taken.add(task_id)
         self._backlog = bool(heap) and heap[0][0] <= now_ts
-        if not wanted:
-            return []
-        claimed = await self.store.runs.claim(self.instance_id, [r for _, r in wanted], now)
+        return wanted, now
+
+    async def _claim(
+        self, wanted: list[tuple[TaskView, ClaimRequest]], now: datetime
+    ) -> list[ClaimedRun]:
+        """Claim the requests in one statement and start what was claimed. The places asked
+        for are held (``_reserved``) while the statement is in flight."""
+        ids = [r.task_id for _, r in wanted]
+        self._reserved += len(wanted)
+        self._claiming.update(ids)
+        try:
+            claimed = await self.store.runs.claim(self.instance_id, [r for _, r in wanted], now)
+        finally:
+            self._reserved -= len(wanted)
+            self._claiming.difference_update(ids)
+        views = self._views
         got = {c.task_id for c in claimed}
         for view, request in wanted:
             if request.task_id in got:
@@ -315,7 +345,11 @@ class Scheduler:
         now_ts = self.clock.now().timestamp()
         if self._complete_until > now_ts:
             until = min(until, self._complete_until - now_ts)
-        if self._heap and self._free_slots() > 0:  # at capacity, a finishing run wakes us
+        if (
+            self._heap
+            and self._free_slots() > self._reserved
+            and len(self._claims) < MAX_CLAIMS_IN_FLIGHT
+        ):  # at capacity, a run whose code ends (or a claim that returns) wakes us
             until = min(until, self._heap[0][0] - now_ts)
         return max(0.0, until)
 
@@ -331,19 +365,66 @@ class Scheduler:
 
     async def pass_once(self) -> list[ClaimedRun]:
         """One pass: read the window if it is due, then claim what is due."""
+        await self._bookkeeping()
+        return await self.run_due()
+
+    def _bookkeeping_due(self) -> bool:
+        return (
+            self._lost_check
+            or time.monotonic() - self._lost_checked_at >= self._lost_every
+            or bool(self._recheck)
+            or self._window_stale()
+        )
+
+    async def _bookkeeping(self) -> None:
+        """Look for lost claims, read the window and the rows to recheck, as they are due."""
         if self._lost_check or time.monotonic() - self._lost_checked_at >= self._lost_every:
             await self.start_lost_claims()
         if self._window_stale():
             await self.read_window()
         if self._recheck:
             await self._read_rechecks()
-        return await self.run_due()
+
+    async def _settle(self) -> None:
+        """Wait for the claims in flight; the first one that failed raises its error here."""
+        while self._claims:
+            await asyncio.wait(self._claims)
+            self._reap()
+
+    def _reap(self) -> None:
+        for claim in [c for c in self._claims if c.done()]:
+            self._claims.discard(claim)
+            claim.result()
+
+    async def _loop_pass(self) -> None:
+        """The loop's pass: like ``pass_once``, but a claim goes on in the background while
+        places free up, so that the next can be on its way before its answer is back (up to
+        ``MAX_CLAIMS_IN_FLIGHT``). What reads the window or looks for lost claims waits until
+        no claim is in flight: a lost claim is one no answer is on its way for."""
+        self._reap()
+        if self._bookkeeping_due():
+            await self._settle()
+            await self._bookkeeping()
+        if len(self._claims) >= MAX_CLAIMS_IN_FLIGHT:
+            return
+        wanted, now = self._take_due()
+        if wanted:
+            claim = asyncio.create_task(self._claim(wanted, now), name="discord-actor claim")
+            self._claims.add(claim)
+            claim.add_done_callback(lambda _c: self.wake.set())
 
     async def loop(self) -> None:
         backoff = Backoff(0.5, 5.0)
+        try:
+            await self._run_loop(backoff)
+        finally:
+            with suppress(Exception):  # a claim in flight is not cut off: its runs start
+                await self._settle()
+
+    async def _run_loop(self, backoff: Backoff) -> None:
         while not self.stopping:
             try:
-                await self.pass_once()
+                await self._loop_pass()
                 backoff.reset()
                 self.outage.ok()
                 delay = self._next_wake_in()
