@@ -408,10 +408,14 @@ class Scheduler:
         if len(self._claims) >= MAX_CLAIMS_IN_FLIGHT:
             return
         wanted, now = self._take_due()
-        if wanted:
-            claim = asyncio.create_task(self._claim(wanted, now), name="discord-actor claim")
-            self._claims.add(claim)
-            claim.add_done_callback(lambda _c: self.wake.set())
+        if not wanted:
+            return
+        if not self._backlog:  # all that is due fits: nothing for a second claim to take
+            await self._claim(wanted, now)
+            return
+        claim = asyncio.create_task(self._claim(wanted, now), name="discord-actor claim")
+        self._claims.add(claim)
+        claim.add_done_callback(lambda _c: self.wake.set())
 
     async def loop(self) -> None:
         backoff = Backoff(0.5, 5.0)
@@ -444,6 +448,9 @@ class Scheduler:
             gather = 0.0 if self._backlog else PASS_SECONDS
             await asyncio.sleep(gather)  # let finished runs and what falls due gather
             if delay > gather:
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), timeout=delay - gather)
+                # A timer that sets the event, not wait_for: no task and no timeout context
+                # per pass (a pass every 5 ms under load).
+                timer = asyncio.get_running_loop().call_later(delay - gather, self.wake.set)
+                await self.wake.wait()
+                timer.cancel()
             self.wake.clear()
