@@ -3,7 +3,9 @@
 Each reminder is a keyed schedule of this actor: key ``r:<interaction id>``, owner
 ``user:<id>``, the channel where it was asked, and the text and user id as payload. They live in
 the database, so a restart loses none, and with two processes each is posted exactly once.
-When one is due this actor posts ``<@user> text`` there, pinging that user and nobody else.
+When one is due this actor posts ``<@user> text`` there, pinging that user and nobody else,
+or (``/remind dm:True``) sends the text to the user's direct messages, falling back to the
+channel when Discord refuses the DM (no shared server, DMs closed).
 
 The actor has no ``[actors.schedule]``: it runs only by its keyed schedules. Its config entry
 needs ``allowed_mentions = ["users"]`` (the post narrows that to the one user) and should set
@@ -31,6 +33,7 @@ from discord_actor import (
     actor,
     schedules_of,
 )
+from discord_actor.platforms.discord import DiscordRefused
 
 ACTOR = "reminders"  # this actor's name in actor_server.toml
 KEY_PREFIX = "r:"
@@ -44,13 +47,21 @@ log = logging.getLogger(__name__)
 
 @actor(platform="discord")
 async def reminders(ctx: RunContext) -> None:
-    """Post a due reminder: ``<@user> text``, pinging that user only."""
+    """Post a due reminder: ``<@user> text``, pinging that user only, or the text in the
+    user's direct messages when they asked for that."""
     if ctx.key is None:  # a manual trigger: there is nothing to remind of
         ctx.log.info("reminders run only by their keyed schedules (/remind)")
         return
     user_id = int(ctx.payload["user_id"])
+    text = ctx.payload["text"]
+    if ctx.payload.get("dm"):
+        try:
+            await ctx.post(f"Reminder: {text}", user_id=user_id)
+            return
+        except DiscordRefused:  # DMs closed: remind them where they asked instead
+            text = f"{text} (your direct messages are closed to me)"
     await ctx.post(
-        f"<@{user_id}> {ctx.payload['text']}",
+        f"<@{user_id}> {text}",
         allowed_mentions=discord.AllowedMentions(
             everyone=False, roles=False, users=[discord.Object(user_id)], replied_user=False
         ),
@@ -140,15 +151,20 @@ def _when(reminder: KeyedSchedule) -> str:
     return f"<t:{stamp}:f> (<t:{stamp}:R>)"
 
 
-@app_commands.command(name="remind", description="Remind me of something, in this channel")
+@app_commands.command(name="remind", description="Remind me of something, here or in your DMs")
 @app_commands.rename(when="in")
 @app_commands.describe(
     when="10m, 1h30m, 2d, 90s; a time of day such as 14:30; or a date-time 2026-03-01T09:00",
     text="what to remind you of",
     timezone="for a time of day or a date-time: an IANA zone such as Europe/Berlin (default UTC)",
+    dm="send it to your direct messages instead of this channel",
 )
 async def remind(
-    interaction: discord.Interaction, when: str, text: str, timezone: str | None = None
+    interaction: discord.Interaction,
+    when: str,
+    text: str,
+    timezone: str | None = None,
+    dm: bool = False,
 ) -> None:
     text = text.strip()
     if not text:
@@ -169,7 +185,7 @@ async def remind(
             ACTOR,
             key=key,
             schedule=Once(at=due),
-            payload={"text": text, "user_id": str(interaction.user.id)},
+            payload={"text": text, "user_id": str(interaction.user.id), "dm": dm},
             channel_id=interaction.channel_id,
             owner=_owner(interaction),
         )
@@ -181,7 +197,8 @@ async def remind(
         log.error("/remind by user %s: %s", interaction.user.id, e)
         await _reply(interaction, "Could not set that reminder; the bot's log says why.")
         return
-    await _reply(interaction, f"I will remind you {_when(added)} in this channel: {text}\n"
+    where = "in your direct messages" if dm else "in this channel"
+    await _reply(interaction, f"I will remind you {_when(added)} {where}: {text}\n"
                  f"(id `{key}`: `/reminders cancel id:{key}` cancels it)")
 
 

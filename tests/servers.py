@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -23,6 +24,37 @@ from discord_actor.platforms import every_platform
 from discord_actor.plugins import LoadedActor
 from discord_actor.runtime import Runtime
 from discord_actor.testing.harness import RecordingPlatform, load, make_config
+
+
+def write_server_project(
+    root: Path,
+    modules: Mapping[str, str],
+    url: str,
+    schema: str,
+    rest: str,
+    *,
+    lease_seconds: float = 1.5,
+    poll_interval_seconds: float = 0.2,
+) -> Path:
+    """A project for ``discord-actor run`` processes: ``actors/<name>.py`` for each of
+    ``modules``, an ``actor_server.toml`` with short leases and polls on ``url``/``schema``,
+    then ``rest`` (more of ``[database]``, other tables, the ``[[actors]]``). Its path."""
+    (root / "actors").mkdir(exist_ok=True)
+    for name, source in modules.items():
+        (root / "actors" / f"{name}.py").write_text(source)
+    config = root / "actor_server.toml"
+    config.write_text(textwrap.dedent(f"""
+        [server]
+        lease_seconds = {lease_seconds}
+        poll_interval_seconds = {poll_interval_seconds}
+        shutdown_grace_seconds = 1
+
+        [database]
+        url = "{url}"
+        schema = "{schema}"
+        max_pool_size = 4
+        """) + textwrap.dedent(rest))
+    return config
 
 
 def spawn_server(config: Path, log: Path) -> subprocess.Popen[bytes]:

@@ -195,3 +195,87 @@ async def test_the_guard_stops_posting_before_invalid_requests_pile_up(
     assert [r.levelname for r in said if "posting to Discord is stopped" in r.message] == [
         "ERROR"
     ]  # said once, not at every post
+
+
+# ---------------------------------------------------------------------------- direct messages
+
+
+@actor(platform="discord")
+async def dm_reminder(ctx: RunContext) -> None:
+    """A reminder bot's actor: the keyed schedule's payload names whom to remind."""
+    await ctx.post(f"reminder {ctx.key}", user_id=ctx.payload["user"])
+
+
+async def test_a_post_to_a_user_goes_to_their_dms_opened_once(
+    database: Database, fake_discord: FakeDiscord, fake_discord_bot: commands.Bot
+) -> None:
+    fake = fake_discord
+    alice, bob = fake.add_user("alice"), fake.add_user("bob")
+    platform = DiscordPlatform(fake_discord_bot)
+    cfg = keyed_actor("dm_reminder")
+    async with ActorHarness(database, [(dm_reminder, cfg)], platform=platform) as harness:
+        harness.clock.set(SLOT - timedelta(minutes=1))
+        for key, user, at in (("a1", alice, SLOT), ("b1", bob, SLOT),
+                              ("a2", alice, SLOT + timedelta(minutes=1))):
+            await harness.schedules.add("dm_reminder", key=key, schedule=Once(at=at),
+                                        payload={"user": user.id})
+        runs = await harness.tick(timedelta(minutes=3))
+    assert sorted((r.key, r.status) for r in runs) == [
+        ("a1", "succeeded"), ("a2", "succeeded"), ("b1", "succeeded")]
+    to_alice, to_bob = fake.dm_channels[alice.id], fake.dm_channels[bob.id]
+    assert [m.content for m in fake.sent_messages(to_alice.id)] == ["reminder a1", "reminder a2"]
+    assert [m.content for m in fake.sent_messages(to_bob.id)] == ["reminder b1"]
+    assert all(m.guild_id is None for m in fake.sent_messages())
+    # Each user's DM channel is opened once, then remembered.
+    opened = fake.requests_matching("POST /users/@me/channels")
+    assert sorted(r.body["recipient_id"] for r in opened) == sorted([alice.id, bob.id])
+    [posted] = next(r for r in runs if r.key == "b1").posted
+    assert (posted["user_id"], posted["channel_id"]) == (bob.id, to_bob.id)
+
+
+async def test_a_user_who_takes_no_dms_is_refused_once_and_not_asked_again(
+    database: Database, fake_discord: FakeDiscord, fake_discord_bot: commands.Bot
+) -> None:
+    fake = fake_discord
+    closed = fake.add_user("closed")
+    closed.accepts_dms = False
+    stranger = fake.add_user("stranger", guild=None)  # shares no server with the bot
+    platform = DiscordPlatform(fake_discord_bot)
+    cfg = keyed_actor("dm_reminder")
+    async with ActorHarness(database, [(dm_reminder, cfg)], platform=platform) as harness:
+        harness.clock.set(SLOT - timedelta(minutes=1))
+        for key, user_id, at in (("closed", closed.id, SLOT), ("stranger", stranger.id, SLOT),
+                                 ("nobody", 4242, SLOT),
+                                 ("closed-again", closed.id, SLOT + timedelta(minutes=1))):
+            await harness.schedules.add("dm_reminder", key=key, schedule=Once(at=at),
+                                        payload={"user": user_id})
+        runs = await harness.tick(timedelta(minutes=10))
+    by_key = {r.key: r for r in runs}
+    assert sorted(by_key) == ["closed", "closed-again", "nobody", "stranger"]  # once each
+    assert {(r.status, r.attempt, r.error_type) for r in runs} == {("failed", 1, "DiscordRefused")}
+    for key, user_id in (("closed", closed.id), ("stranger", stranger.id)):
+        error = by_key[key].error_message or ""
+        assert f"user {user_id} (direct message)" in error, error
+        assert "does not accept direct messages" in error, error
+    assert "Discord does not know user 4242" in (by_key["nobody"].error_message or "")
+    assert "not sent: channel" in (by_key["closed-again"].error_message or "")
+    dm = fake.dm_channels[closed.id]
+    assert len(fake.requests_matching(f"POST /channels/{dm.id}/messages")) == 1
+    assert fake.sent_messages() == []
+
+
+async def test_a_dm_post_names_a_user_id(
+    database: Database, fake_discord: FakeDiscord, fake_discord_bot: commands.Bot
+) -> None:
+    @actor(platform="discord")
+    async def bad(ctx: RunContext) -> None:
+        await ctx.post("hi", user_id="alice")
+
+    platform = DiscordPlatform(fake_discord_bot)
+    async with ActorHarness(database, [(bad, keyed_actor("bad"))], platform=platform) as harness:
+        harness.clock.set(SLOT - timedelta(minutes=1))
+        await harness.schedules.add("bad", key="k", schedule=Once(at=SLOT))
+        [run] = await harness.tick(timedelta(minutes=2))  # one attempt: the same post again
+    assert (run.status, run.error_type) == ("failed", "InvalidPost")
+    assert "ctx.post(user_id=...) takes a Discord user id (a positive int), not 'alice'" in (
+        run.error_message or "")

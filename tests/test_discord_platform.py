@@ -192,8 +192,9 @@ async def test_refused_posts_say_what_to_fix(
     with pytest.raises(DiscordPostError) as e:
         await platform.post(nowhere, "x")
     assert str(e.value) == (
-        "actor 'keyed_only' has no channel to post to: set actors[0].channel_id, or give the"
-        " keyed schedule one (schedules.add(..., channel_id=...))"
+        "actor 'keyed_only' has no channel to post to: set actors[0].channel_id, give the"
+        " keyed schedule one (schedules.add(..., channel_id=...)), or post to a user"
+        " (ctx.post(..., user_id=...))"
     )
     with pytest.raises(DiscordPostError, match="needs content, an embed or a file"):
         await platform.post(discord_actor("empty", fake_discord.channel.id), None)

@@ -63,6 +63,7 @@ EXPECTED: dict[str, tuple[type[BaseException], ...]] = {
     "discord_actor.platforms.discord.DiscordPostError": (Exception,),
     "discord_actor.platforms.discord.DiscordRefused": (Exception, NotRetried),
     "discord_actor.platforms.discord.DiscordUnavailable": (Exception,),
+    "discord_actor.platforms.discord.InvalidPost": (Exception, NotRetried),
     "discord_actor.platforms.none.PostingNotSupported": (RuntimeError,),
     "discord_actor.plugins.PluginError": (Exception,),
     "discord_actor.storable.Unstorable": (ValueError,),

@@ -32,6 +32,7 @@ from discord_actor.config import DatabaseConfig, ScheduleConfig
 from discord_actor.config.reader import load_config
 from discord_actor.config.redaction import redact_url
 from discord_actor.db import open_database
+from discord_actor.db.transient import outage_line
 from discord_actor.runtime import Runtime
 from discord_actor.testing.harness import actor_config
 
@@ -152,23 +153,20 @@ def assert_each_slot_once(rows: list[asyncpg.Record], ran: Counter[tuple[str, da
     assert len(ran) == len(rows), "a run was recorded that did not run, or ran unrecorded"
 
 
-async def test_a_claim_whose_answer_was_lost_still_runs_once(
-    database_url: str, db_schema: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    """The connection is cut after the claim committed and before its answer came back: the
-    runs it started are this process's, ``running``, and unknown to it. It finds and starts
-    them, so every slot runs once and none stays ``running``."""
-    proxy = CuttingProxy("")
+async def three_actors_through_a_cut(
+    proxy: CuttingProxy, database_url: str, schema: str, prefix: str, after: float
+) -> Counter[tuple[str, datetime]]:
+    """Three actors every 0.5 s through ``proxy``, armed to cut one connection at its marker
+    after 1.2 s; ``after`` seconds more once it has. What each slot ran (``slot_counter``)."""
     port = await proxy.start()
     url, proxy.unix_path = tcp_url_through(database_url, port)
     database = await open_database(
-        DatabaseConfig(url=url, schema=db_schema, statement_cache_size=0, min_pool_size=1,
+        DatabaseConfig(url=url, schema=schema, statement_cache_size=0, min_pool_size=1,
                        max_pool_size=4, connect_timeout_seconds=5)
     )
     ticker, ran = slot_counter()
-    configs = [actor_config(f"t{i}", schedule=every(0.5)) for i in range(3)]
+    configs = [actor_config(f"{prefix}{i}", schedule=every(0.5)) for i in range(3)]
     runtime = runtime_for(database, [(ticker, c) for c in configs], poll_interval_seconds=0.2)
-    caplog.set_level(logging.INFO)
     try:
         async with running(runtime):
             await asyncio.sleep(1.2)
@@ -177,11 +175,22 @@ async def test_a_claim_whose_answer_was_lost_still_runs_once(
                 if proxy.cut:
                     break
                 await asyncio.sleep(0.1)
-            await asyncio.sleep(2.5)
+            await asyncio.sleep(after)
     finally:
         await database.close()
         await proxy.close()
     assert proxy.cut == 1
+    return ran
+
+
+async def test_a_claim_whose_answer_was_lost_still_runs_once(
+    database_url: str, db_schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The connection is cut after the claim committed and before its answer came back: the
+    runs it started are this process's, ``running``, and unknown to it. It finds and starts
+    them, so every slot runs once and none stays ``running``."""
+    caplog.set_level(logging.INFO)
+    ran = await three_actors_through_a_cut(CuttingProxy(""), database_url, db_schema, "t", 2.5)
     rows = await runs_of(database_url, db_schema)
     started = [r.getMessage() for r in caplog.records if "answer was lost" in r.getMessage()]
     assert started, "no run of the lost claim was started"
@@ -315,31 +324,26 @@ async def test_an_outcome_whose_answer_was_lost_is_told_as_recorded(
     """The connection is cut after outcomes were committed and before the answer came back:
     written again, they find their runs finished, by that first write. The log says they were
     recorded (not "declared abandoned ... not recorded"), and each slot ran once."""
-    proxy = CuttingProxy("", FINISH_MARKER)
-    port = await proxy.start()
-    url, proxy.unix_path = tcp_url_through(database_url, port)
-    database = await open_database(
-        DatabaseConfig(url=url, schema=db_schema, statement_cache_size=0, min_pool_size=1,
-                       max_pool_size=4, connect_timeout_seconds=5)
-    )
-    ticker, ran = slot_counter()
-    configs = [actor_config(f"f{i}", schedule=every(0.5)) for i in range(3)]
-    runtime = runtime_for(database, [(ticker, c) for c in configs], poll_interval_seconds=0.2)
     caplog.set_level(logging.INFO)
-    try:
-        async with running(runtime):
-            await asyncio.sleep(1.2)
-            proxy.armed = 1
-            for _ in range(40):
-                if proxy.cut:
-                    break
-                await asyncio.sleep(0.1)
-            await asyncio.sleep(2.0)
-    finally:
-        await database.close()
-        await proxy.close()
-    assert proxy.cut == 1
+    proxy = CuttingProxy("", FINISH_MARKER)
+    ran = await three_actors_through_a_cut(proxy, database_url, db_schema, "f", 2.0)
     said = [r.getMessage() for r in caplog.records]
     assert not [m for m in said if "was not recorded" in m], said
     assert [m for m in said if "recorded the outcome of" in m], said
     assert_each_slot_once(await runs_of(database_url, db_schema), ran)
+
+
+async def test_an_outage_line_is_one_line_with_the_servers_hint(database_url: str) -> None:
+    """PostgreSQL's DETAIL and HINT (a pooler's prepared statements have one) come on lines of
+    their own in asyncpg's text; the outage line folds them in, so a log stays a line a line."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        with pytest.raises(asyncpg.PostgresError) as caught:
+            await conn.execute("SELECT no_such_function(1)")
+    finally:
+        await conn.close()
+    assert "\nHINT:" in str(caught.value)
+    line = outage_line(caught.value, "db1:5432")
+    assert "\n" not in line
+    assert line.startswith("database unavailable (lost db1:5432: UndefinedFunctionError:")
+    assert "HINT: No function matches the given name" in line

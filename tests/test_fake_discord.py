@@ -692,6 +692,10 @@ async def collect_samples(fake: FakeDiscord) -> list[tuple[str, str, int, Any]]:
         await call("GET", one, f"/channels/{c}/messages/{first['id']}")
         await call("PATCH", one, f"/channels/{c}/messages/{first['id']}", json={"content": "ed"})
         await call("DELETE", one, f"/channels/{c}/messages/{first['id']}")
+        dm = await call("POST", "/users/@me/channels", "/users/@me/channels",
+                        json={"recipient_id": str(owner)})
+        await call("GET", "/channels/{channel_id}", f"/channels/{dm['id']}")
+        await call("POST", messages, f"/channels/{dm['id']}/messages", json={"content": "dm"})
 
         option = {"type": 3, "name": "actor", "description": "which", "required": True}
         command = {"name": "run", "description": "Run an actor", "options": [option]}

@@ -10,7 +10,6 @@ import asyncio
 import random
 import shutil
 import signal
-import textwrap
 import time
 from collections import Counter
 from dataclasses import replace
@@ -20,7 +19,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from servers import spawn_server
+from servers import spawn_server, write_server_project
 
 from discord_actor import NewSchedule, Once, RunContext, ScheduleLimitReached, actor
 from discord_actor.config import RetryPolicy, ScheduleConfig, load_config
@@ -329,29 +328,15 @@ async def chaos(ctx: RunContext) -> None:
 
 
 def chaos_project(tmp_path: Path, database_url: str, schema: str) -> Path:
-    (tmp_path / "actors").mkdir(exist_ok=True)
-    (tmp_path / "actors" / "chaos.py").write_text(CHAOS_ACTORS)
-    config = tmp_path / "actor_server.toml"
-    config.write_text(textwrap.dedent(f"""
-        [server]
-        lease_seconds = 1.5
-        poll_interval_seconds = 0.2
-        shutdown_grace_seconds = 1
-
-        [database]
-        url = "{database_url}"
-        schema = "{schema}"
-        max_pool_size = 4
-
+    return write_server_project(tmp_path, {"chaos": CHAOS_ACTORS}, database_url, schema, """
         [[actors]]
         name = "chaos"
         module = "chaos"
         max_instances = 4
         max_schedules = 120
         max_schedules_per_owner = 12
-        retry = {{ attempts = 2, backoff_seconds = 1, max_backoff_seconds = 1 }}
-        """))
-    return config
+        retry = { attempts = 2, backoff_seconds = 1, max_backoff_seconds = 1 }
+        """)
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from servers import fetch, runtime_for, spawn_server
+from servers import fetch, runtime_for, spawn_server, write_server_project
 
 from discord_actor import RunContext, actor
 from discord_actor.config import DatabaseConfig, ScheduleConfig, load_config
@@ -44,33 +44,17 @@ async def sleeper(ctx: RunContext) -> None:
 
 
 def write_project(tmp_path: Path, database_url: str, schema: str) -> Path:
-    (tmp_path / "actors").mkdir()
-    (tmp_path / "actors" / "jobs.py").write_text(ACTORS)
-    config = tmp_path / "actor_server.toml"
-    config.write_text(
-        textwrap.dedent(f"""
-        [server]
-        lease_seconds = 1.5
-        poll_interval_seconds = 0.2
-        shutdown_grace_seconds = 1
-
-        [database]
-        url = "{database_url}"
-        schema = "{schema}"
-        max_pool_size = 4
-
+    return write_server_project(tmp_path, {"jobs": ACTORS}, database_url, schema, """
         [[actors]]
         name = "ticker"
         module = "jobs:ticker"
-        schedule = {{ type = "interval", seconds = 0.5 }}
+        schedule = { type = "interval", seconds = 0.5 }
 
         [[actors]]
         name = "sleeper"
         module = "jobs:sleeper"
-        schedule = {{ type = "interval", seconds = 3600 }}
+        schedule = { type = "interval", seconds = 3600 }
         """)
-    )
-    return config
 
 
 async def run_two_servers(config: Path, tmp_path: Path, seconds: float) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from pgbouncer import INSTALL_HINT, PgBouncer, free_port, pgbouncer_binary
-from servers import fetch, spawn_server, wait_for_text
+from servers import fetch, spawn_server, wait_for_text, write_server_project
 
 from discord_actor.config import DatabaseConfig
 from discord_actor.db import open_database
@@ -66,24 +66,12 @@ def pooled_config(url: str, schema: str, **changes: object) -> DatabaseConfig:
 
 def write_project(tmp_path: Path, url: str, schema: str, database: str = "",
                   poll: float = 0.3) -> Path:
-    port = free_port()
-    (tmp_path / "actors").mkdir(exist_ok=True)
-    (tmp_path / "actors" / "jobs.py").write_text(ACTORS)
-    config = tmp_path / "actor_server.toml"
-    config.write_text(textwrap.dedent(f"""
-        [server]
-        lease_seconds = 3
-        poll_interval_seconds = {poll}
-        shutdown_grace_seconds = 1
-
-        [database]
-        url = "{url}"
-        schema = "{schema}"
-        max_pool_size = 4
-        """) + textwrap.dedent(database) + textwrap.dedent(f"""
+    return write_server_project(
+        tmp_path, {"jobs": ACTORS}, url, schema,
+        textwrap.dedent(database) + textwrap.dedent(f"""
         [http]
         enabled = true
-        port = {port}
+        port = {free_port()}
 
         [[actors]]
         name = "ticker"
@@ -94,8 +82,7 @@ def write_project(tmp_path: Path, url: str, schema: str, database: str = "",
         name = "manual"
         module = "jobs:manual"
         schedule = {{ type = "interval", seconds = 3600 }}
-        """))
-    return config
+        """), lease_seconds=3, poll_interval_seconds=poll)
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

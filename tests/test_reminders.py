@@ -242,6 +242,31 @@ async def test_remind_survives_a_restart_and_pings_only_its_user_once(
     assert {json.loads(r["posted"])[0]["channel_id"] for r in rows} == {standup.id}
 
 
+async def test_remind_in_dms_and_in_the_channel_when_dms_are_closed(
+    reminders: Reminders,
+) -> None:
+    fake = reminders.fake
+    standup = fake.add_channel(fake.guild, "standup")
+    alice, carol = fake.add_user("alice"), fake.add_user("carol")
+    carol.accepts_dms = False
+    async with reminders.bot():
+        said = await reminders.run(
+            alice, "remind", {"in": "1s", "text": "stretch", "dm": True}, channel_id=standup.id
+        )
+        assert "in your direct messages: stretch" in said
+        await reminders.run(
+            carol, "remind", {"in": "1s", "text": "water", "dm": True}, channel_id=standup.id
+        )
+        in_dm = await fake.wait_for_message(content="Reminder: stretch", timeout=10,
+                                            predicate=by_itself)
+        fallback = await fake.wait_for_message(channel_id=standup.id, timeout=10,
+                                               predicate=by_itself)
+    assert in_dm.channel_id == fake.dm_channels[alice.id].id and in_dm.guild_id is None
+    assert fallback.content == f"<@{carol.id}> water (your direct messages are closed to me)"
+    assert fallback.mention_user_ids == [carol.id]
+    assert len(posts(fake)) == 2
+
+
 async def test_cancel_list_ownership_limit_and_bad_input(reminders: Reminders) -> None:
     fake = reminders.fake
     alice, bob = fake.add_user("alice"), fake.add_user("bob")

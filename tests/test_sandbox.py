@@ -142,7 +142,9 @@ def test_remind_is_answered_at_once_posted_later_and_the_real_data_is_untouched(
     sandbox = Sandbox(project(tmp_path))
     try:
         sandbox.wait_for("Type a command such as /remind in:10s text:stand up; 'help' lists")
-        usage = sandbox.wait_for("  /remind in:text text:text [timezone:text]  Remind me of")[1]
+        usage = sandbox.wait_for(
+            "  /remind in:text text:text [timezone:text] [dm:true|false]  Remind me of"
+        )[1]
         assert usage.startswith(" " * 11)
         sandbox.wait_for("/reminders cancel id:text  Cancel one of your pending reminders")
         second = Sandbox(tmp_path)  # would empty the database under the first one

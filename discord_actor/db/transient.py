@@ -108,8 +108,9 @@ class Reconnect:
 
 
 def outage_line(error: BaseException, server: str | None) -> str:
-    """The line that starts an outage: what went wrong, naming the node when it is known."""
-    text = f"{type(error).__name__}: {error}"
+    """The line that starts an outage: what went wrong, naming the node when it is known. One
+    line: asyncpg's multi-line hints (a pooler's prepared statements) are folded into it."""
+    text = f"{type(error).__name__}: {' '.join(str(error).split())}"
     if isinstance(error, READ_ONLY_ERRORS):
         where = f"database {server}" if server else "the database"
         return (f"{where} is read-only, a standby or a primary being failed over ({text});"

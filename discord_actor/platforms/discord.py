@@ -8,6 +8,8 @@ sends the post's same nonce); what it refuses (403, 404, 400) raises ``DiscordRe
 what to fix, which is not retried. A channel that refused is not asked again for a while, and
 posting stops before invalid requests near Discord's ban (``refusals``). 429s never surface:
 discord.py waits them out. Mentions are off unless the actor's ``allowed_mentions`` allows them.
+A post with ``user_id`` goes to that user's direct messages; the DM channel is opened once
+(one request) and remembered.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import io
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Self
 
@@ -37,6 +40,8 @@ log = logging.getLogger("discord_actor.platforms.discord")
 GATEWAY_POLL_SECONDS = 0.05
 #: Discord's global limit per bot token unless ``discord.requests_per_second`` says otherwise
 DEFAULT_REQUESTS_PER_SECOND = 50
+#: how many users' DM channels are remembered (the least recently used go first)
+MAX_CACHED_DM_CHANNELS = 100_000
 
 
 class DiscordPostError(DiscordActorError):
@@ -45,6 +50,11 @@ class DiscordPostError(DiscordActorError):
 
 class DiscordUnavailable(DiscordPostError):
     """A transient failure (Discord's 5xx, a lost connection): a retry may well succeed."""
+
+
+class InvalidPost(DiscordPostError, NotRetried):
+    """The post itself cannot be sent (no channel or user to send to, nothing to send, a user
+    id that is not one): another attempt would make the same post, so it is not retried."""
 
 
 class DiscordRefused(DiscordPostError, NotRetried):
@@ -80,6 +90,8 @@ class DiscordPlatform:
         #: the bot's other requests (discord.py's retries, alerts, ctx.client) wait too
         self.gate = RequestGate(self.pacer)
         self.gate.install(client.http)
+        #: user id -> the id of the bot's DM channel with them (Discord's is the same for ever)
+        self._dm_channels: OrderedDict[int, int] = OrderedDict()
 
     @classmethod
     def for_client(cls, client: discord.Client | None) -> Self:
@@ -118,9 +130,14 @@ class DiscordPlatform:
         files: Iterable[Any] | None = None,
         allowed_mentions: discord.AllowedMentions | None = None,
         nonce: str | int | None = None,
+        user_id: int | None = None,
         **kwargs: Any,
     ) -> Posted:
         """Send one message; other keyword arguments go to ``Messageable.send`` unchanged.
+
+        ``user_id`` sends it to that user's direct messages instead of the actor's channel
+        (Discord refuses with 50007 when the user shares no server with the bot or has closed
+        DMs: not retried).
 
         ``nonce`` (the runtime's, derived from the post) is sent with ``enforce_nonce``:
         Discord answers a repeat within its nonce window with the message it made already,
@@ -130,16 +147,22 @@ class DiscordPlatform:
         ``file``/``files`` take ``discord.File`` objects, ``(filename, bytes)`` pairs or paths.
         ``allowed_mentions`` can narrow the actor's configured mentions, never widen them.
         """
-        if actor.channel_id is None:
-            raise DiscordPostError(
+        if user_id is not None and (not isinstance(user_id, int) or user_id <= 0):
+            raise InvalidPost(
+                f"actor {actor.name!r}: ctx.post(user_id=...) takes a Discord user id (a positive"
+                f" int), not {user_id!r}"
+            )
+        if user_id is None and actor.channel_id is None:
+            raise InvalidPost(
                 f"actor {actor.name!r} has no channel to post to: set actors[{actor.index}]"
-                ".channel_id, or give the keyed schedule one (schedules.add(..., channel_id=...))"
+                ".channel_id, give the keyed schedule one (schedules.add(..., channel_id=...)),"
+                " or post to a user (ctx.post(..., user_id=...))"
             )
         all_embeds = [_embed(e) for e in _both(embed, embeds)]
         all_files = [_file(f) for f in _both(file, files)]
         text = None if content is None else str(content)
         if not text and not all_embeds and not all_files and not kwargs.get("stickers"):
-            raise DiscordPostError(
+            raise InvalidPost(
                 f"actor {actor.name!r}: ctx.post() needs content, an embed or a file"
                 " (Discord rejects empty messages)"
             )
@@ -151,30 +174,36 @@ class DiscordPlatform:
             kwargs["files"] = all_files
         if nonce is not None:
             kwargs["nonce"] = nonce  # discord.py adds enforce_nonce
-        channel_id = actor.channel_id
+        target = _Target(actor.channel_id, user_id)
         try:
-            self._check_refusals(actor, channel_id)
-            await self.wait_for_gateway(actor)
-            message = await self._send_paced(actor, channel_id, text, mentions, kwargs)
+            if user_id is not None:
+                self._check_refusals(actor, None)
+                await self.wait_for_gateway(actor, None)
+                target.channel_id = await self._dm_channel(user_id)
+            assert target.channel_id is not None
+            self._check_refusals(actor, target.channel_id)
+            await self.wait_for_gateway(actor, target.channel_id)
+            message = await self._send_paced(actor, target.channel_id, text, mentions, kwargs)
         except discord.HTTPException as e:
-            error = _http_error(actor, e)
+            error = _http_error(actor, e, target)
             if e.status in (401, 403, 429):
                 self.refusals.invalid_answer()
-            if e.status in (403, 404):
-                self.refusals.remember(actor.channel_id, str(error))
+            if e.status in (403, 404) and target.channel_id is not None:
+                self.refusals.remember(target.channel_id, str(error))
             raise error from e
         except (aiohttp.ClientError, OSError) as e:
             raise DiscordUnavailable(
-                f"lost the connection to Discord while actor {actor.name!r} posted to channel"
-                f" {actor.channel_id} ({type(e).__name__}: {e or 'no detail'}); this attempt"
-                " fails and the actor's retry policy applies"
+                f"lost the connection to Discord while actor {actor.name!r} posted to {target}"
+                f" ({type(e).__name__}: {e or 'no detail'}); this attempt fails and the"
+                " actor's retry policy applies"
             ) from e
         finally:
             for f in all_files:
                 f.close()
         return Posted(
             platform="discord",
-            channel_id=actor.channel_id,
+            channel_id=target.channel_id,
+            **({} if user_id is None else {"user_id": user_id}),
             message_id=message.id,
             content=text,
             embeds=len(all_embeds),
@@ -208,6 +237,20 @@ class DiscordPlatform:
         finally:
             self._unpark(parked)
 
+    async def _dm_channel(self, user_id: int) -> int:
+        """The id of the bot's DM channel with the user: opened once (a request, paced like
+        any other), then remembered."""
+        channel_id = self._dm_channels.get(user_id)
+        if channel_id is not None:
+            self._dm_channels.move_to_end(user_id)
+            return channel_id
+        data = await self.client.http.start_private_message(user_id)
+        channel_id = int(data["id"])
+        self._dm_channels[user_id] = channel_id
+        if len(self._dm_channels) > MAX_CACHED_DM_CHANNELS:
+            self._dm_channels.popitem(last=False)
+        return channel_id
+
     def _park(self) -> bool:
         """A post starts waiting for Discord's limits: its run's place among
         ``max_concurrent_runs`` is free meanwhile, so the runtime may start another run."""
@@ -221,10 +264,10 @@ class DiscordPlatform:
             self.parked -= 1
         return False
 
-    def _check_refusals(self, actor: ActorConfig, channel_id: int) -> None:
+    def _check_refusals(self, actor: ActorConfig, channel_id: int | None) -> None:
         """Do not ask Discord what it refused already: a channel that refused within the
         window, or anything once invalid answers reached the guard's limit."""
-        reason = self.refusals.refused(channel_id)
+        reason = None if channel_id is None else self.refusals.refused(channel_id)
         if reason is not None:
             raise DiscordRefused(
                 f"{reason} (not sent: channel {channel_id} refused a post less than"
@@ -303,9 +346,10 @@ class DiscordPlatform:
         ws = client.ws
         return ws is not None and ws.open
 
-    async def wait_for_gateway(self, actor: ActorConfig) -> None:
-        """Wait until the gateway is connected; the run's timeout bounds the wait."""
-        if self.gateway_ready(actor.channel_id):
+    async def wait_for_gateway(self, actor: ActorConfig, channel_id: int | None = None) -> None:
+        """Wait until the gateway is connected (the channel's shard's, when known); the run's
+        timeout bounds the wait."""
+        if self.gateway_ready(channel_id):
             return
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -317,7 +361,7 @@ class DiscordPlatform:
         )
         self.waiting += 1
         try:
-            while not self.gateway_ready(actor.channel_id):
+            while not self.gateway_ready(channel_id):
                 if self._closing or self.client.is_closed():
                     raise DiscordUnavailable(
                         f"actor {actor.name!r} did not post: the bot shut down while the post"
@@ -383,8 +427,23 @@ def _file(value: Any) -> discord.File:
     )
 
 
-def _http_error(actor: ActorConfig, e: discord.HTTPException) -> DiscordPostError:
-    where = f"actor {actor.name!r} posting to channel {actor.channel_id}"
+class _Target:
+    """Where a post goes: a channel, or a user's DM channel (known once it is opened)."""
+
+    def __init__(self, channel_id: int | None, user_id: int | None) -> None:
+        self.user_id = user_id
+        self.channel_id = channel_id if user_id is None else None
+
+    def __str__(self) -> str:
+        if self.user_id is None:
+            return f"channel {self.channel_id}"
+        return f"user {self.user_id} (direct message)"
+
+
+def _http_error(
+    actor: ActorConfig, e: discord.HTTPException, target: _Target
+) -> DiscordPostError:
+    where = f"actor {actor.name!r} posting to {target}"
     said = f"{e.status} {e.response.reason}" + (f", error {e.code}" if e.code else "")
     if e.text and not e.text.startswith(str(e.status)):  # discord.py's stand-in for no JSON
         said += f": {e.text}"
@@ -402,6 +461,11 @@ def _http_error(actor: ActorConfig, e: discord.HTTPException) -> DiscordPostErro
         return DiscordRefused(
             f"Discord refused {where} ({said}): give the bot View Channel and Send Messages"
             " in that channel (and Embed Links, Attach Files for embeds and files); not retried"
+        )
+    if isinstance(e, discord.NotFound) and target.user_id is not None:
+        return DiscordRefused(
+            f"Discord does not know user {target.user_id} ({said}): check the user id that"
+            f" actor {actor.name!r} posts to (ctx.post(..., user_id=...)); not retried"
         )
     if isinstance(e, discord.NotFound):
         return DiscordRefused(

@@ -247,7 +247,7 @@ def _usage(path: str, definition: JSON) -> str:
 
 def describe_commands(registry: CommandRegistry, guild_id: int | None) -> list[str]:
     """One line per runnable command, its options and description: what a user at a terminal
-    may type (``/remind in:text text:text [timezone:text]  Remind me of something...``)."""
+    may type (``/remind in:text text:text [timezone:text] [dm:true|false]  Remind me...``)."""
     lines = []
     for command in visible_commands(registry, guild_id):
         for path, leaf in _leaves(command):

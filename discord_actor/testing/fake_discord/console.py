@@ -154,4 +154,6 @@ class Console:
 
     def _channel(self, channel_id: int) -> str:
         channel = self.world.channels.get(channel_id)
+        if channel is not None and channel.is_dm:
+            return f"DM @{channel.name}"
         return f"#{channel.name}" if channel is not None else f"#{channel_id}"

@@ -38,6 +38,7 @@ FLAG_EPHEMERAL = 1 << 6
 FLAG_LOADING = 1 << 7
 
 CHANNEL_TEXT = 0
+CHANNEL_DM = 1
 CHANNEL_CATEGORY = 4
 
 
@@ -76,6 +77,8 @@ class FakeUser:
     username: str
     bot: bool = False
     global_name: str | None = None
+    #: whether the user takes direct messages from the bot (off: a DM answers 403, 50007)
+    accepts_dms: bool = True
 
     def payload(self) -> JSON:
         data: JSON = {
@@ -151,6 +154,9 @@ class FakeRole:
 
 @dataclass
 class FakeChannel:
+    """A guild's channel, or a direct-message channel (``CHANNEL_DM``: ``guild_id`` 0, the
+    user in ``recipient_id``)."""
+
     id: int
     guild_id: int
     name: str
@@ -160,6 +166,21 @@ class FakeChannel:
     parent_id: int | None = None
     nsfw: bool = False
     last_message_id: int | None = None
+    recipient_id: int | None = None
+
+    @property
+    def is_dm(self) -> bool:
+        return self.type == CHANNEL_DM
+
+    def dm_payload(self, recipient: FakeUser) -> JSON:
+        """A DM channel as ``POST /users/@me/channels`` and ``GET /channels/{id}`` give it."""
+        return {
+            "id": str(self.id),
+            "type": CHANNEL_DM,
+            "flags": 0,
+            "last_message_id": None if self.last_message_id is None else str(self.last_message_id),
+            "recipients": [recipient.payload()],
+        }
 
     def payload(self) -> JSON:
         return {

@@ -161,6 +161,7 @@ class RestApi:
         add = self._add
         add("GET", "/users/@me", self.get_me)
         add("GET", "/users/{user_id}", self.get_user)
+        add("POST", "/users/@me/channels", self.create_dm)
         add("GET", "/oauth2/applications/@me", self.get_application)
         add("GET", "/applications/@me", self.get_application)
         add("GET", "/gateway", self.get_gateway, auth=False)
@@ -213,6 +214,17 @@ class RestApi:
             raise unknown("User", 10013)
         return 200, user.payload()
 
+    async def create_dm(self, req: ApiRequest) -> Reply:
+        body = req.json if isinstance(req.json, dict) else {}
+        try:
+            recipient = int(body.get("recipient_id", ""))
+        except (TypeError, ValueError):
+            raise form_error(
+                "recipient_id", "NUMBER_TYPE_COERCE", "Value is not snowflake."
+            ) from None
+        channel = self.fake.open_dm(recipient)
+        return 200, channel.dm_payload(self.fake.users[recipient])
+
     async def get_application(self, req: ApiRequest) -> Reply:
         return 200, self.fake.application_payload()
 
@@ -252,7 +264,10 @@ class RestApi:
         return 200, member.payload()
 
     async def get_channel(self, req: ApiRequest) -> Reply:
-        return 200, self.fake.get_channel(req.snowflake("channel_id")).payload()
+        channel = self.fake.get_channel(req.snowflake("channel_id"))
+        if channel.is_dm:
+            return 200, channel.dm_payload(self.fake.users[channel.recipient_id or 0])
+        return 200, channel.payload()
 
     async def typing(self, req: ApiRequest) -> Reply:
         self.fake.get_channel(req.snowflake("channel_id"))
@@ -291,6 +306,8 @@ class RestApi:
         channel = self.fake.get_channel(req.snowflake("channel_id"))
         body = req.json if isinstance(req.json, dict) else {}
         validate_message(body, req.uploads)
+        if channel.is_dm and (refusal := self.fake.dm_refusal(channel)) is not None:
+            raise refusal
         nonce = body.get("nonce")
         if nonce is not None and len(str(nonce)) > 25:
             raise form_error("nonce", "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")

@@ -26,6 +26,7 @@ from .limits import DiscordLimits, RequestCounts
 from .models import (
     ADMINISTRATOR,
     API_PREFIX,
+    CHANNEL_DM,
     CHANNEL_TEXT,
     DEFAULT_EVERYONE_PERMISSIONS,
     FLAG_EPHEMERAL,
@@ -110,6 +111,8 @@ class FakeWorld:
         self.users: dict[int, FakeUser] = {}
         self.guilds: dict[int, FakeGuild] = {}
         self.channels: dict[int, FakeChannel] = {}
+        #: each user's direct-message channel with the bot, once opened
+        self.dm_channels: dict[int, FakeChannel] = {}
         #: every message: sent by the bot (REST, interaction, follow-up) or injected
         self.messages: list[FakeMessage] = []
         self._message_by_id: dict[int, FakeMessage] = {}
@@ -296,6 +299,31 @@ class FakeWorld:
             raise ApiError(404, 10004, "Unknown Guild")
         return guild
 
+    def open_dm(self, user_id: int) -> FakeChannel:
+        """The bot's DM channel with the user (``POST /users/@me/channels``): the same
+        channel every time, as on Discord."""
+        user = self.users.get(user_id)
+        if user is None:
+            raise ApiError(404, 10013, "Unknown User")
+        channel = self.dm_channels.get(user_id)
+        if channel is None:
+            channel = FakeChannel(
+                self.ids.next(), 0, user.username, type=CHANNEL_DM, recipient_id=user_id
+            )
+            self.dm_channels[user_id] = self.channels[channel.id] = channel
+        return channel
+
+    def dm_refusal(self, channel: FakeChannel) -> ApiError | None:
+        """Why Discord refuses the bot's message in a DM channel: the user closed DMs, or
+        shares no server with the bot (403, 50007); None when it is taken."""
+        user = self.users[channel.recipient_id or 0]
+        shares_a_guild = any(
+            user.id in g.members and self.bot_user.id in g.members for g in self.guilds.values()
+        )
+        if user.accepts_dms and shares_a_guild:
+            return None
+        return ApiError(403, 50007, "Cannot send messages to this user")
+
     def get_channel(self, channel_id: int) -> FakeChannel:
         channel = self.channels.get(channel_id)
         if channel is None:
@@ -379,7 +407,7 @@ class FakeWorld:
         message = FakeMessage(
             id=self.ids.next(),
             channel_id=channel.id,
-            guild_id=channel.guild_id,
+            guild_id=None if channel.is_dm else channel.guild_id,
             author=author,
             content=content,
             embeds=[normalize_embed(embed) for embed in body.get("embeds") or []],
