@@ -10,7 +10,6 @@ without cancelling the recording of its outcome.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -43,6 +42,7 @@ from .outcome import (
 )
 from .outcome_writer import (
     MAX_OUTCOMES_PER_WRITE,
+    MAX_UNWRITTEN,
     REFUSED_OUTCOME_ERRORS,
     OutcomeWriter,
     RunNoLongerOwned,
@@ -138,6 +138,11 @@ class Executor:
         self.metrics = metrics or RuntimeMetrics()
         self.running: dict[int, asyncio.Task[None]] = {}  # run id -> its whole execution
         self.local_runs: Counter[int] = Counter()  # task id -> runs in flight here
+        # Runs whose actor code has ended and whose outcome is waiting for the writer: they no
+        # longer hold a place of max_concurrent_runs (``places_held``).
+        self.writing = 0
+        #: told when a run's actor code has ended: its place is free for the next claim
+        self.on_code_ended: Callable[[], None] = lambda: None
         self._actor_code: dict[int, _LiveRun] = {}
         # Runs started here whose outcome could not be written (a bug, a shutdown): still
         # ``running`` in the database, they are not lost claims to start (``known_runs``).
@@ -159,14 +164,9 @@ class Executor:
 
     def start(self, run: ClaimedRun) -> None:
         self.local_runs[run.task_id] += 1
-        # The run's task (and its actor code's, which copies it) knows which run it is: every
-        # log line from it names the actor and run (``logs.current_run``).
-        context = contextvars.copy_context()
-        context.run(current_run.set, (run.actor, run.run_id))
-        task = asyncio.create_task(
-            self._execute(run), name=f"run {run.run_id} of {run.actor}", context=context
+        self.running[run.run_id] = asyncio.create_task(
+            self._execute(run), name=f"run {run.run_id} of {run.actor}"
         )
-        self.running[run.run_id] = task
 
     def cancel_runs(self, reason: str) -> None:
         """Cancel the actor code of every run in flight; each is recorded ``cancelled``."""
@@ -210,6 +210,18 @@ class Executor:
         return set(self.running) | self._unrecorded
 
     @property
+    def places_held(self) -> int:
+        """The places of ``max_concurrent_runs`` taken: runs whose actor code has not ended,
+        and those waiting for the writer beyond ``MAX_UNWRITTEN`` (so that a database slower
+        than the runs holds the claims back, and what waits for it stays bounded).
+
+        A run whose code has ended waits for its outcome to be stored without holding a place:
+        in a burst the next claim need not wait for the last one's outcomes, and the outcomes
+        gather into large writes."""
+        writing = self.writing
+        return len(self.running) - writing + max(0, writing - MAX_UNWRITTEN)
+
+    @property
     def runaway(self) -> int:
         """Actor code that was given up on and has not ended yet."""
         return len(self._runaway)
@@ -234,6 +246,10 @@ class Executor:
     # -- one run ------------------------------------------------------------------------------
 
     async def _execute(self, run: ClaimedRun) -> None:
+        # The run's task (and its actor code's, which copies it) knows which run it is: every
+        # log line from it names the actor and run (``logs.current_run``). Set here, in the
+        # context the task was given, not in a copy made for it: one copy a run, not two.
+        current_run.set((run.actor, run.run_id))
         loaded = self.actors[run.actor]
         cfg = loaded.config
         platform = self.platforms[loaded.platform]
@@ -336,7 +352,12 @@ class Executor:
                     now=self.clock.now(),
                     cancel_reason=self._cancel_reason,
                 )
-            finished, outcome = await self.writer.write(run, outcome)
+            self.writing += 1
+            self.on_code_ended()
+            try:
+                finished, outcome = await self.writer.write(run, outcome)
+            finally:
+                self.writing -= 1
             recorded = True
         finally:
             if not recorded:

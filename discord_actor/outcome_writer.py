@@ -32,7 +32,12 @@ REFUSED_OUTCOME_ERRORS: tuple[type[BaseException], ...] = (asyncpg.DataError, Ty
 # What writing an outcome gives: the task's row (None: the run was declared abandoned) and the
 # outcome stored, which is a plain failure when the database refused the run's own.
 Written = tuple[Finished | None, Outcome]
-MAX_OUTCOMES_PER_WRITE = 256
+MAX_OUTCOMES_PER_WRITE = 1000
+# Outcomes that may wait for the writer before the runs waiting hold their places of
+# max_concurrent_runs again (``Executor.places_held``): enough that a burst of thousands starts
+# at the pace of the claims while its outcomes are written behind it, few enough to hold in
+# memory (a few kB each) and to bound what a kill -9 leaves to the lease recovery.
+MAX_UNWRITTEN = 10_000
 
 
 class RunNoLongerOwned(DiscordActorError, RuntimeError):

@@ -171,6 +171,7 @@ class Runtime:
             on_error=self._database_error,
         )
         self.executor.lease_in_doubt = self.liveness.lease_in_doubt
+        self.executor.on_code_ended = self.scheduler.wake.set  # a place is free: claim on
         for platform in self._parking:  # a post that starts waiting frees a place: claim on
             setattr(platform, "on_parked", self.scheduler.wake.set)  # noqa: B010
         self.executor.log_successes = config.server.log_runs == "all"
@@ -366,15 +367,16 @@ class Runtime:
         await self.executor.wait_idle()
 
     def _free_slots(self) -> int:
-        """Places for runs: ``max_concurrent_runs`` less the runs in flight, not counting those
-        whose post waits for Discord's limits (at most ``MAX_PARKED_POSTS``), so that a burst
-        of posts does not keep the other actors from their slots."""
+        """Places for runs: ``max_concurrent_runs`` less the runs in flight (whose actor code has
+        not ended: ``Executor.places_held``), not counting those whose post waits for Discord's
+        limits (at most ``MAX_PARKED_POSTS``), so that a burst of posts does not keep the other
+        actors from their slots."""
         parked = 0
         for platform in self._parking:
             parked += platform.parked
         return (
             self.config.server.max_concurrent_runs
-            - len(self.executor.running)
+            - self.executor.places_held
             + min(parked, MAX_PARKED_POSTS)
         )
 

@@ -52,7 +52,12 @@ SHARE_GRACE_SECONDS = 0.05  # how long a due task waits for the process it falls
 WINDOW_ROWS = 2000  # at most this many rows of each kind per read of the due window
 # Passes are at least this far apart while work keeps falling due: what falls due meanwhile is
 # claimed together (one statement for many runs) at the cost of a few milliseconds' lateness.
+# Not after a pass that filled every free place with more still due (a burst): the next pass
+# comes as soon as a run's code ends, since waiting gathers nothing more to claim.
 PASS_SECONDS = 0.005
+# Claims the loop keeps on their way at once: the next asks for the places that freed while the
+# last was in flight, instead of their waiting for its answer and the pass after it.
+MAX_CLAIMS_IN_FLIGHT = 2
 
 # Read once: a member read from its enum class costs a descriptor call on Python 3.11 (60 ns),
 # and these are read at every claim.
@@ -126,6 +131,12 @@ class Scheduler:
         self._read_at = -1e18  # time.monotonic() of the last read of the window
         self._must_read = True
         self._recheck: set[int] = set()  # tasks whose row must be read again (a retry claimed)
+        self._backlog = False  # the last pass left due work for want of places
+        # Claims in flight (the loop's, at most MAX_CLAIMS_IN_FLIGHT), the places they asked
+        # for and their tasks.
+        self._claims: set[asyncio.Task[list[ClaimedRun]]] = set()
+        self._reserved = 0
+        self._claiming: set[int] = set()
         # This process's share of the work: (rank, count) among the live processes.
         self.rank, self.count = 0, 1
 
@@ -224,12 +235,22 @@ class Scheduler:
 
     async def run_due(self) -> list[ClaimedRun]:
         """Claim and start everything due now, within capacity; returns what was claimed."""
-        free = self._free_slots()
-        if free <= 0 or not (self._own or self._heap):
+        wanted, now = self._take_due()
+        if not wanted:
             return []
+        return await self._claim(wanted, now)
+
+    def _take_due(self) -> tuple[list[tuple[TaskView, ClaimRequest]], datetime]:
+        """Pop what is due now from the heaps (the actors' own rows first), at most as many as
+        there are free places (less those asked for by claims in flight), each as its claim
+        request."""
+        self._backlog = False
+        free = self._free_slots() - self._reserved
         now = self.clock.now()
+        if free <= 0 or not (self._own or self._heap):
+            return [], now
         now_ts = now.timestamp()
-        views = self._views
+        views, claiming = self._views, self._claiming
         wanted: list[tuple[TaskView, ClaimRequest]] = []
         taken: set[int] = set()  # a task may have several entries: one request each pass
         for heap in (self._own, self._heap):  # actors' own rows first, then keyed schedules
@@ -239,17 +260,32 @@ class Scheduler:
                 if (
                     view is None
                     or task_id in taken
+                    or task_id in claiming
                     or view.due_time() != due
                     or not self._runnable(view)
                 ):
-                    continue  # stale entry, or busy here: its finish brings it back
+                    continue  # stale, being claimed, or busy here: what ends it brings it back
                 request = self._request(view, now)
                 if request is not None:
                     wanted.append((view, request))
                     taken.add(task_id)
-        if not wanted:
-            return []
-        claimed = await self.store.runs.claim(self.instance_id, [r for _, r in wanted], now)
+        self._backlog = any(heap and heap[0][0] <= now_ts for heap in (self._own, self._heap))
+        return wanted, now
+
+    async def _claim(
+        self, wanted: list[tuple[TaskView, ClaimRequest]], now: datetime
+    ) -> list[ClaimedRun]:
+        """Claim the requests in one statement and start what was claimed. The places asked
+        for are held (``_reserved``) while the statement is in flight."""
+        ids = [r.task_id for _, r in wanted]
+        self._reserved += len(wanted)
+        self._claiming.update(ids)
+        try:
+            claimed = await self.store.runs.claim(self.instance_id, [r for _, r in wanted], now)
+        finally:
+            self._reserved -= len(wanted)
+            self._claiming.difference_update(ids)
+        views = self._views
         got = {c.task_id for c in claimed}
         for view, request in wanted:
             if request.task_id in got:
@@ -327,7 +363,11 @@ class Scheduler:
         for complete in (self._complete_until, self._own_complete_until):
             if complete > now_ts:
                 until = min(until, complete - now_ts)
-        if (self._own or self._heap) and self._free_slots() > 0:  # at capacity, a finish wakes us
+        if (
+            (self._own or self._heap)
+            and self._free_slots() > self._reserved
+            and len(self._claims) < MAX_CLAIMS_IN_FLIGHT
+        ):  # at capacity, a run whose code ends (or a claim that returns) wakes us
             first = min(h[0][0] for h in (self._own, self._heap) if h)
             until = min(until, first - now_ts)
         return max(0.0, until)
@@ -347,19 +387,70 @@ class Scheduler:
 
     async def pass_once(self) -> list[ClaimedRun]:
         """One pass: read the window if it is due, then claim what is due."""
+        await self._bookkeeping()
+        return await self.run_due()
+
+    def _bookkeeping_due(self) -> bool:
+        return (
+            self._lost_check
+            or time.monotonic() - self._lost_checked_at >= self._lost_every
+            or bool(self._recheck)
+            or self._window_stale()
+        )
+
+    async def _bookkeeping(self) -> None:
+        """Look for lost claims, read the window and the rows to recheck, as they are due."""
         if self._lost_check or time.monotonic() - self._lost_checked_at >= self._lost_every:
             await self.start_lost_claims()
         if self._window_stale():
             await self.read_window()
         if self._recheck:
             await self._read_rechecks()
-        return await self.run_due()
+
+    async def _settle(self) -> None:
+        """Wait for the claims in flight; the first one that failed raises its error here."""
+        while self._claims:
+            await asyncio.wait(self._claims)
+            self._reap()
+
+    def _reap(self) -> None:
+        for claim in [c for c in self._claims if c.done()]:
+            self._claims.discard(claim)
+            claim.result()
+
+    async def _loop_pass(self) -> None:
+        """The loop's pass: like ``pass_once``, but a claim goes on in the background while
+        places free up, so that the next can be on its way before its answer is back (up to
+        ``MAX_CLAIMS_IN_FLIGHT``). What reads the window or looks for lost claims waits until
+        no claim is in flight: a lost claim is one no answer is on its way for."""
+        self._reap()
+        if self._bookkeeping_due():
+            await self._settle()
+            await self._bookkeeping()
+        if len(self._claims) >= MAX_CLAIMS_IN_FLIGHT:
+            return
+        wanted, now = self._take_due()
+        if not wanted:
+            return
+        if not self._backlog:  # all that is due fits: nothing for a second claim to take
+            await self._claim(wanted, now)
+            return
+        claim = asyncio.create_task(self._claim(wanted, now), name="discord-actor claim")
+        self._claims.add(claim)
+        claim.add_done_callback(lambda _c: self.wake.set())
 
     async def loop(self) -> None:
         backoff = Backoff(0.5, 5.0)
+        try:
+            await self._run_loop(backoff)
+        finally:
+            with suppress(Exception):  # a claim in flight is not cut off: its runs start
+                await self._settle()
+
+    async def _run_loop(self, backoff: Backoff) -> None:
         while not self.stopping:
             try:
-                await self.pass_once()
+                await self._loop_pass()
                 backoff.reset()
                 self.outage.ok()
                 delay = self._next_wake_in()
@@ -376,8 +467,12 @@ class Scheduler:
                 log.exception("scheduler pass failed; retrying in %.1f s", delay)
             if self.stopping:
                 break
-            await asyncio.sleep(PASS_SECONDS)  # let finished runs and what falls due gather
-            if delay > PASS_SECONDS:
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), timeout=delay - PASS_SECONDS)
+            gather = 0.0 if self._backlog else PASS_SECONDS
+            await asyncio.sleep(gather)  # let finished runs and what falls due gather
+            if delay > gather:
+                # A timer that sets the event, not wait_for: no task and no timeout context
+                # per pass (a pass every 5 ms under load).
+                timer = asyncio.get_running_loop().call_later(delay - gather, self.wake.set)
+                await self.wake.wait()
+                timer.cancel()
             self.wake.clear()

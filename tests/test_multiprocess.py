@@ -21,7 +21,7 @@ from discord_actor import RunContext, actor
 from discord_actor.config import DatabaseConfig, ScheduleConfig, load_config
 from discord_actor.db import Database, EmbeddedPostgres, open_database
 from discord_actor.db.store import ClaimRequest, Store
-from discord_actor.keyed import Interval, Schedules
+from discord_actor.keyed import Interval, NewSchedule, Once, Schedules
 from discord_actor.testing.harness import (
     ActorHarness,
     actor_config,
@@ -386,7 +386,8 @@ def test_a_second_server_with_http_on_runs_its_actors_without_http(
     (tmp_path / "actors").mkdir()
     (tmp_path / "actors" / "jobs.py").write_text(ACTORS)
     config = tmp_path / "actor_server.toml"
-    config.write_text(textwrap.dedent(f"""
+    config.write_text(
+        textwrap.dedent(f"""
         [server]
         poll_interval_seconds = 0.2
         shutdown_grace_seconds = 1
@@ -403,7 +404,8 @@ def test_a_second_server_with_http_on_runs_its_actors_without_http(
         name = "ticker"
         module = "jobs:ticker"
         schedule = {{ type = "immediate" }}
-        """))
+        """)
+    )
     logs = [tmp_path / "first.log", tmp_path / "second.log"]
     procs: list[subprocess.Popen[bytes]] = []
 
@@ -451,3 +453,52 @@ def test_a_second_server_with_http_on_runs_its_actors_without_http(
     runs = asyncio.run(fetch(database_url, "SELECT status FROM S.runs", db_schema))
     assert [r["status"] for r in runs] == ["succeeded", "succeeded"]
     assert "Traceback" not in logs[0].read_text() + logs[1].read_text()
+
+
+async def test_two_processes_run_a_burst_of_keyed_once_schedules_exactly_once(
+    tmp_path: Path, database_url: str, db_schema: str
+) -> None:
+    """2,000 keyed ``Once`` schedules due at one instant (every server's digest at 09:00),
+    shared by two ``discord-actor run`` processes: each runs exactly once, every run is
+    recorded succeeded, and both processes take part, while runs start ahead of their outcomes
+    being written (a place is free when the code ends)."""
+    (tmp_path / "actors").mkdir()
+    (tmp_path / "actors" / "jobs.py").write_text(ACTORS)
+    config_path = tmp_path / "actor_server.toml"
+    config_path.write_text(
+        textwrap.dedent(f"""
+        [server]
+        shutdown_grace_seconds = 5
+
+        [database]
+        url = "{database_url}"
+        schema = "{db_schema}"
+
+        [[actors]]
+        name = "digest"
+        module = "jobs:ticker"
+        """)
+    )
+    config = load_config(config_path)
+    database = await open_database(config.database)
+    try:
+        schedules = Schedules(Store(database.pool, database.schema), config)
+        slot = datetime.now(UTC) + timedelta(seconds=4)
+        await schedules.add_many(
+            "digest", [NewSchedule(f"guild:{i}", Once(at=slot)) for i in range(2000)]
+        )
+    finally:
+        await database.close()
+    await run_two_servers(config_path, tmp_path, 12)
+    rows = await fetch(
+        database_url,
+        "SELECT t.key, r.status, r.instance_id, r.scheduled_for FROM S.runs r"
+        " JOIN S.tasks t ON t.id = r.task_id WHERE t.key IS NOT NULL",
+        db_schema,
+    )
+    keys = [r["key"] for r in rows]
+    assert len(set(keys)) == 2000, f"{2000 - len(set(keys))} schedules did not run"
+    assert len(keys) == 2000, f"{len(keys) - len(set(keys))} runs twice"
+    assert {r["status"] for r in rows} == {"succeeded"}
+    assert {r["scheduled_for"] for r in rows} == {slot}
+    assert len({r["instance_id"] for r in rows}) == 2, "one process ran the whole burst"
