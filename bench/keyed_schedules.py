@@ -55,6 +55,7 @@ from typing import Any
 
 import asyncpg
 from common import machine_line
+from keyed_project import ACTOR, MAX_PER_OWNER, MAX_SCHEDULES, SCHEMA, write_project
 from peers import (
     Bench,
     Child,
@@ -64,7 +65,6 @@ from peers import (
     run_orchestration,
     shown_command,
     vm_hwm_mb,
-    write_text,
 )
 
 from discord_actor import NewSchedule, Once, Schedules
@@ -72,8 +72,6 @@ from discord_actor.config import Config, DatabaseConfig, load_config
 from discord_actor.db import migrate, open_database
 from discord_actor.db.store import Store
 
-SCHEMA = "bench_keyed"
-ACTOR = "reminder"  # the keyed schedules' actor
 START_DELAY = 6.0  # seconds from writing the due work to its first slot (the process starts)
 GRACE = 10.0  # seconds after the last slot before counting
 CHUNK = 10_000  # add_many chunk
@@ -81,61 +79,6 @@ SINGLE_ADDS = 300  # Schedules.add calls timed one after another
 ADD_CALLERS = 20  # workload 5: concurrent callers
 ADD_SECONDS = 10.0  # workload 5: each of its two parts stops after this long ...
 ADD_MAX = 20_000  # ... or after this many adds
-MAX_SCHEDULES = 1_000_000  # workload 5's limits: set, and far from reached
-MAX_PER_OWNER = 1_000
-
-ACTOR_MODULE = '''"""A no-op actor for bench/keyed_schedules.py: counts runs, keeps lateness."""
-
-import time
-
-from discord_actor import RunContext, actor
-
-
-@actor(platform="none")
-async def remind(ctx: RunContext) -> None:
-    late_ms = (time.time() - ctx.scheduled_for.timestamp()) * 1000
-    ctx.state["runs"] = ctx.state.get("runs", 0) + 1
-    ctx.state.setdefault("late_ms", late_ms)
-'''
-
-
-def write_project(directory: Path, once_at: list[datetime], per_owner: int | None = None) -> Path:
-    """actor_server.toml: the keyed actor (no configured schedule; ``max_schedules_per_owner``
-    ``per_owner`` if given) and one configured ``once`` actor per time in ``once_at``."""
-    (directory / "actors").mkdir(parents=True, exist_ok=True)
-    write_text(directory / "actors" / "remind.py", ACTOR_MODULE)
-    lines = [
-        "[server]",
-        'actors_dir = "actors"',
-        "",
-        "[database]",
-        'url = "${DATABASE_URL:-}"',
-        'data_dir = "pgdata"',
-        f'schema = "{SCHEMA}"',
-        "",
-        "[[actors]]",
-        f'name = "{ACTOR}"',
-        'module = "remind"',
-        'platform = "none"',
-        f"max_schedules = {MAX_SCHEDULES}",
-        *([f"max_schedules_per_owner = {per_owner}"] if per_owner is not None else []),
-        "",
-    ]
-    for i, at in enumerate(once_at):
-        lines += [
-            "[[actors]]",
-            f'name = "once{i:05d}"',
-            'module = "remind"',
-            'platform = "none"',
-            "[actors.schedule]",
-            'type = "once"',
-            f'at = "{at.isoformat()}"',
-            "",
-        ]
-    path = directory / "actor_server.toml"
-    write_text(path, "\n".join(lines))
-    return path
-
 
 def spread(start: datetime, seconds: float, n: int) -> list[datetime]:
     return [start + timedelta(seconds=seconds * i / n) for i in range(n)]

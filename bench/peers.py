@@ -90,6 +90,7 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 import asyncpg
+import keyed_project as ks
 import psutil
 from common import machine_line
 from tracked_common import BURST_DELAY, PREFILL_CHUNK, BurstRecorder, analyze, time_adds
@@ -1178,8 +1179,6 @@ class TrackedBench(Bench):
     async def ours_project(self, max_concurrent_runs: int, adder: str | None = None) -> Path:
         """keyed_schedules' project (its ``reminder`` actor, limits on: 1,000,000 per actor,
         1,000 per owner), our schema fresh; with ``adder``, an actor that runs it at start."""
-        import keyed_schedules as ks
-
         await self.pool.execute(f"DROP SCHEMA IF EXISTS {ks.SCHEMA} CASCADE")
         async with self.pool.acquire() as conn:
             await migrate(conn, ks.SCHEMA)
@@ -1197,8 +1196,6 @@ class TrackedBench(Bench):
 
     async def ours_prefill(self, path: Path, keys: list[str], at: datetime,
                            owners: int = 1000) -> None:
-        import keyed_schedules as ks
-
         schedules = Schedules(Store(self.pool, ks.SCHEMA), load_config(path))
         for lo in range(0, len(keys), 10_000):
             await schedules.add_many(ks.ACTOR, [
@@ -1227,8 +1224,6 @@ class TrackedBench(Bench):
         return result
 
     async def ours_burst(self, n: int, max_concurrent_runs: int, limit: float) -> TrackedRow:
-        import keyed_schedules as ks
-
         path = await self.ours_project(max_concurrent_runs)
         slot = datetime.now(UTC) + timedelta(seconds=BURST_DELAY + n / 5000)
         await self.ours_prefill(path, [f"b:{i}" for i in range(n)], slot, owners=n)
