@@ -269,3 +269,18 @@ def test_the_docs_build_without_a_warning(tmp_path: Path) -> None:
     for name in ("discord_actor.actor.RunContext", "discord_actor.keyed.Schedules",
                  "discord_actor.testing.harness.ActorHarness"):
         assert f'id="{name}"' in api, name
+
+
+def test_the_start_up_output_shown_lists_every_migration() -> None:
+    """A first start applies every migration; the pages that show its log say which."""
+    shipped = ", ".join(
+        p.stem for p in sorted((REPO / "discord_actor" / "db" / "migrations").glob("*.sql"))
+    )
+    shown = {
+        page.name: line.split("applied migrations: ", 1)[1].strip()
+        for page in [REPO / "README.md", *sorted(DOCS.glob("*.md"))]
+        for line in page.read_text().splitlines()
+        if "applied migrations: " in line
+    }
+    assert shown, "no page shows a first start"
+    assert {name: shipped for name in shown} == shown
