@@ -125,6 +125,56 @@ async def burst(ctx: RunContext) -> None:
 '''
 
 
+def burst_project(
+    root: Path, fake: FakeDiscord, database_url: str, schema: str, *, server: str,
+    discord: str = "",
+) -> tuple[Path, dict[str, str]]:
+    """The ``burst`` actor (keyed, posting its key) on ``fake``, for ``discord-actor run``
+    processes: its config's path, and their environment (the fake's token)."""
+    (root / "actors").mkdir()
+    (root / "actors" / "burst.py").write_text(BURST_PY)
+    config_path = root / "actor_server.toml"
+    config_path.write_text(textwrap.dedent(f"""
+        [server]
+        poll_interval_seconds = 0.2
+        {server}
+
+        [database]
+        url = {json.dumps(database_url)}
+        schema = {json.dumps(schema)}
+
+        [discord]
+        api_base_url = {json.dumps(fake.api_url)}
+        gateway_url = {json.dumps(fake.gateway_url)}
+        intents = ["guilds"]
+        command_guild_ids = [{fake.guild.id}]
+        {discord}
+
+        [[actors]]
+        name = "burst"
+        module = "burst"
+        platform = "discord"
+        retry = {{ attempts = 3, backoff_seconds = 1 }}
+        """))
+    env = {k: v for k, v in os.environ.items() if k not in ("DISCORD_TOKEN", "DATABASE_URL")}
+    env |= {"PYTHONUNBUFFERED": "1", "DISCORD_TOKEN": fake.token}
+    return config_path, env
+
+
+async def add_burst(config_path: Path, channel_ids: list[int], seconds: float) -> None:
+    """Keys ``k0``, ``k1``... of ``burst``, one per channel id given, all due in ``seconds``."""
+    config = load_config(config_path)
+    database = await open_database(config.database)
+    try:
+        at = datetime.now(UTC) + timedelta(seconds=seconds)
+        await Schedules(Store(database.pool, database.schema), config).add_many(
+            "burst",
+            [NewSchedule(f"k{i}", Once(at=at), None, c, None) for i, c in enumerate(channel_ids)],
+        )
+    finally:
+        await database.close()
+
+
 async def test_two_processes_share_the_global_limit_without_a_global_429(
     tmp_path: Path, database_url: str, db_schema: str
 ) -> None:
@@ -134,33 +184,10 @@ async def test_two_processes_share_the_global_limit_without_a_global_429(
     limits = DiscordLimits(global_per_second=20)
     async with FakeDiscord(heartbeat_interval_ms=500, limits=limits) as fake:
         channels = [fake.add_channel(fake.guild, f"c{i}", dispatch=False) for i in range(30)]
-        (tmp_path / "actors").mkdir()
-        (tmp_path / "actors" / "burst.py").write_text(BURST_PY)
-        config_path = tmp_path / "actor_server.toml"
-        config_path.write_text(textwrap.dedent(f"""
-            [server]
-            poll_interval_seconds = 0.2
-            shutdown_grace_seconds = 5
-
-            [database]
-            url = {json.dumps(database_url)}
-            schema = {json.dumps(db_schema)}
-
-            [discord]
-            api_base_url = {json.dumps(fake.api_url)}
-            gateway_url = {json.dumps(fake.gateway_url)}
-            intents = ["guilds"]
-            command_guild_ids = [{fake.guild.id}]
-            requests_per_second = 20
-
-            [[actors]]
-            name = "burst"
-            module = "burst"
-            platform = "discord"
-            retry = {{ attempts = 3, backoff_seconds = 1 }}
-            """))
-        env = {k: v for k, v in os.environ.items() if k not in ("DISCORD_TOKEN", "DATABASE_URL")}
-        env |= {"PYTHONUNBUFFERED": "1", "DISCORD_TOKEN": fake.token}
+        config_path, env = burst_project(
+            tmp_path, fake, database_url, db_schema,
+            server="shutdown_grace_seconds = 5", discord="requests_per_second = 20",
+        )
         logs = [tmp_path / f"server{i}.log" for i in range(2)]
         procs = [spawn(tmp_path, env, log) for log in logs]
         try:
@@ -170,17 +197,7 @@ async def test_two_processes_share_the_global_limit_without_a_global_429(
                 assert all(p.poll() is None for p in procs), logs[0].read_text()[-2000:]
                 await asyncio.sleep(0.2)
             await asyncio.sleep(1.5)  # the start-up requests leave the fake's window
-            config = load_config(config_path)
-            database = await open_database(config.database)
-            try:
-                at = datetime.now(UTC) + timedelta(seconds=1)
-                await Schedules(Store(database.pool, database.schema), config).add_many(
-                    "burst",
-                    [NewSchedule(f"k{i}", Once(at=at), None, channels[i % 30].id, None)
-                     for i in range(60)],
-                )
-            finally:
-                await database.close()
+            await add_burst(config_path, [channels[i % 30].id for i in range(60)], 1.0)
             await fake.wait_until(lambda: len(fake.sent_messages()) >= 60, timeout=60,
                                   what="60 posts")
             await asyncio.sleep(0.5)  # nothing more comes
@@ -306,33 +323,10 @@ async def test_a_waiting_post_survives_a_kill_and_every_key_is_delivered_once(
     whether its post had left (a replay, answered with the message Discord made) or waited."""
     async with FakeDiscord(heartbeat_interval_ms=500, limits=DiscordLimits()) as fake:
         channel = fake.add_channel(fake.guild, "one", dispatch=False)
-        (tmp_path / "actors").mkdir()
-        (tmp_path / "actors" / "burst.py").write_text(BURST_PY)
-        config_path = tmp_path / "actor_server.toml"
-        config_path.write_text(textwrap.dedent(f"""
-            [server]
-            poll_interval_seconds = 0.2
-            lease_seconds = 1.5
-            shutdown_grace_seconds = 2
-
-            [database]
-            url = {json.dumps(database_url)}
-            schema = {json.dumps(db_schema)}
-
-            [discord]
-            api_base_url = {json.dumps(fake.api_url)}
-            gateway_url = {json.dumps(fake.gateway_url)}
-            intents = ["guilds"]
-            command_guild_ids = [{fake.guild.id}]
-
-            [[actors]]
-            name = "burst"
-            module = "burst"
-            platform = "discord"
-            retry = {{ attempts = 3, backoff_seconds = 1 }}
-            """))
-        env = {k: v for k, v in os.environ.items() if k not in ("DISCORD_TOKEN", "DATABASE_URL")}
-        env |= {"PYTHONUNBUFFERED": "1", "DISCORD_TOKEN": fake.token}
+        config_path, env = burst_project(
+            tmp_path, fake, database_url, db_schema,
+            server="lease_seconds = 1.5\nshutdown_grace_seconds = 2",
+        )
 
         def connected(log: Path) -> bool:
             return "connected to Discord as" in log.read_text()
@@ -347,16 +341,7 @@ async def test_a_waiting_post_survives_a_kill_and_every_key_is_delivered_once(
         second: subprocess.Popen[bytes] | None = None
         try:
             await started(tmp_path / "first.log", first)
-            config = load_config(config_path)
-            database = await open_database(config.database)
-            try:
-                at = datetime.now(UTC) + timedelta(seconds=0.5)
-                await Schedules(Store(database.pool, database.schema), config).add_many(
-                    "burst",
-                    [NewSchedule(f"k{i}", Once(at=at), None, channel.id, None) for i in range(7)],
-                )
-            finally:
-                await database.close()
+            await add_burst(config_path, [channel.id] * 7, 0.5)
             await fake.wait_until(lambda: len(fake.sent_messages()) >= 5, timeout=20,
                                   what="the channel's first five posts")
             first.send_signal(signal.SIGKILL)  # two posts wait for the channel's turn
