@@ -41,7 +41,7 @@ from .loop_lag import LoopLagWatcher
 from .metrics import LiveReadings, RuntimeMetrics, discord_readings
 from .outcome import StateNotSerializable, retry_delay
 from .outcome_writer import RunNoLongerOwned
-from .platforms import Platform, build_platforms
+from .platforms import PacedPlatform, Platform, build_platforms
 from .plugins import LoadedActor
 from .scheduler import Scheduler
 from .schedules.base import MISFIRE_GRACE_SECONDS, Schedule, ScheduleConfig
@@ -95,13 +95,12 @@ class Runtime:
         self.store = Store(database.pool, database.schema)
         self.clock = clock or Clock()
         self.platforms = dict(platforms or default_platforms())
-        unique = list({id(p): p for p in self.platforms.values()}.values())
-        for platform in unique:
-            share = getattr(platform, "share_budget", None)  # Discord's limit, across processes
-            if share is not None:
-                share(self.store.rate_budgets, config.discord.requests_per_second)
-        # Platforms whose posts wait for Discord's limits with their runs parked (``parked``).
-        self._parking = [p for p in unique if hasattr(p, "parked") and hasattr(p, "on_parked")]
+        unique = {id(p): p for p in self.platforms.values()}.values()
+        # Platforms whose posts wait for Discord's limits, shared across processes, with their
+        # runs parked meanwhile.
+        self._paced = [p for p in unique if isinstance(p, PacedPlatform)]
+        for platform in self._paced:
+            platform.share_budget(self.store.rate_budgets, config.discord.requests_per_second)
         self.client = client
         self.alerts = alerts  # where failure alerts go (Discord's alert channel), if anywhere
         self.instance_id = (
@@ -172,8 +171,8 @@ class Runtime:
         )
         self.executor.lease_in_doubt = self.liveness.lease_in_doubt
         self.executor.on_code_ended = self.scheduler.wake.set  # a place is free: claim on
-        for platform in self._parking:  # a post that starts waiting frees a place: claim on
-            setattr(platform, "on_parked", self.scheduler.wake.set)  # noqa: B010
+        for platform in self._paced:  # a post that starts waiting frees a place: claim on
+            platform.on_parked = self.scheduler.wake.set
         self.executor.log_successes = config.server.log_runs == "all"
         self.loop_lag = LoopLagWatcher(self.executor.in_progress)
         self.metrics.read_live_from(self._live_readings)
@@ -317,8 +316,8 @@ class Runtime:
         idle = pool.get_idle_size()
         connected, latency = discord_readings(self.client)
         limited: Counter[str] = Counter()
-        for platform in self._parking:
-            limited.update(getattr(platform, "rate_limited", {}))
+        for platform in self._paced:
+            limited.update(platform.rate_limited)
         return LiveReadings(
             pool_in_use=pool.get_size() - idle,
             pool_idle=idle,
@@ -334,7 +333,7 @@ class Runtime:
     @property
     def posts_waiting(self) -> int:
         """Posts of this process waiting for Discord's limits: the queue the dashboard shows."""
-        return sum(platform.parked for platform in self._parking)
+        return sum(platform.parked for platform in self._paced)
 
     def cancel_runs(self, reason: str) -> None:
         """Cancel the actor code of every run in flight; each is recorded ``cancelled``.
@@ -371,13 +370,10 @@ class Runtime:
         not ended: ``Executor.places_held``), not counting those whose post waits for Discord's
         limits (at most ``MAX_PARKED_POSTS``), so that a burst of posts does not keep the other
         actors from their slots."""
-        parked = 0
-        for platform in self._parking:
-            parked += platform.parked
         return (
             self.config.server.max_concurrent_runs
             - self.executor.places_held
-            + min(parked, MAX_PARKED_POSTS)
+            + min(self.posts_waiting, MAX_PARKED_POSTS)
         )
 
     def _runnable(self, view: TaskView) -> bool:

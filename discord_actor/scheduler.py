@@ -390,17 +390,16 @@ class Scheduler:
         await self._bookkeeping()
         return await self.run_due()
 
+    def _lost_check_due(self) -> bool:
+        """After a failed statement, and every lease: look for claims whose answer was lost."""
+        return self._lost_check or time.monotonic() - self._lost_checked_at >= self._lost_every
+
     def _bookkeeping_due(self) -> bool:
-        return (
-            self._lost_check
-            or time.monotonic() - self._lost_checked_at >= self._lost_every
-            or bool(self._recheck)
-            or self._window_stale()
-        )
+        return self._lost_check_due() or bool(self._recheck) or self._window_stale()
 
     async def _bookkeeping(self) -> None:
         """Look for lost claims, read the window and the rows to recheck, as they are due."""
-        if self._lost_check or time.monotonic() - self._lost_checked_at >= self._lost_every:
+        if self._lost_check_due():
             await self.start_lost_claims()
         if self._window_stale():
             await self.read_window()

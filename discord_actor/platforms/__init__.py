@@ -7,14 +7,25 @@ Which class serves which ``actors[].platform`` name is the one table in
 from __future__ import annotations
 
 import importlib
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..actor import Posted
 from ..config.model import ActorConfig
 from ..platform_registry import PLATFORMS, STAND_INS
 from .none import PostingNotSupported
 
-__all__ = ["Platform", "PlatformClass", "PostingNotSupported", "build_platforms", "every_platform"]
+if TYPE_CHECKING:
+    from ..db.pacing import RateBudgets
+
+__all__ = [
+    "PacedPlatform",
+    "Platform",
+    "PlatformClass",
+    "PostingNotSupported",
+    "build_platforms",
+    "every_platform",
+]
 
 
 class Platform(Protocol):
@@ -25,6 +36,26 @@ class Platform(Protocol):
 
     async def post(self, actor: ActorConfig, content: str | None, **kwargs: Any) -> Posted:
         """Deliver one post for ``actor`` and describe what was delivered."""
+        ...
+
+
+@runtime_checkable
+class PacedPlatform(Platform, Protocol):
+    """A platform whose posts wait for the service's own limits (Discord's). The runtime
+    shares its budget with the bot's other processes, lets a waiting post's run give up its
+    place of ``max_concurrent_runs`` (``parked``; ``on_parked`` wakes the scheduler) and
+    reports the queue and the 429s."""
+
+    parked: int  # posts waiting for the limits now
+    on_parked: Callable[[], None] | None
+
+    @property
+    def rate_limited(self) -> dict[str, int]:
+        """The service's 429s to this process so far, by scope."""
+        ...
+
+    def share_budget(self, budgets: RateBudgets, requests_per_second: int) -> None:
+        """Pace together with every process of the bot, through ``budgets``."""
         ...
 
 

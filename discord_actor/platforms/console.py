@@ -24,12 +24,12 @@ class ConsolePlatform:
     async def post(self, actor: ActorConfig, content: str | None, **kwargs: Any) -> Posted:
         stream = self._stream or sys.stdout
         user_id = kwargs.pop("user_id", None)
-        where = f" -> #{actor.channel_id}" if actor.channel_id else ""
         if user_id is not None:
-            where = f" -> DM user {user_id}"
+            where, target = f" -> DM user {user_id}", {"user_id": user_id}
+        else:
+            where = f" -> #{actor.channel_id}" if actor.channel_id else ""
+            target = {"channel_id": actor.channel_id}
         extras = "".join(f" [{key}]" for key in sorted(kwargs) if kwargs[key] is not None)
         stamp = datetime.now(UTC).strftime("%H:%M:%S")
         print(f"{stamp} [{actor.name}{where}] {content or ''}{extras}", file=stream, flush=True)
-        if user_id is not None:
-            return Posted(platform="console", user_id=user_id, content=content)
-        return Posted(platform="console", channel_id=actor.channel_id, content=content)
+        return Posted(platform="console", **target, content=content)

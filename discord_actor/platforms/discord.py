@@ -226,13 +226,15 @@ class DiscordPlatform:
         """Send when Discord's limits allow: the channel's turn (in order, one at a time),
         then a slot of the bot's global budget; the run is parked while it waits."""
         channel = self._channel(channel_id)
-        parked = self._park()
+        self._park()
+        waiting = True
         try:
             async with self.channels.lock(channel_id):
                 await self.channels.wait_turn(channel_id)
                 self._check_refusals(actor, channel_id)  # the post before met one?
                 await self.pacer.acquire()
-                parked = self._unpark(parked)
+                self.parked -= 1
+                waiting = False
                 self.channels.left(channel_id)
                 prepaid = self.gate.prepaid()  # its first request has its slot; a retry not
                 try:
@@ -240,7 +242,8 @@ class DiscordPlatform:
                 finally:
                     self.gate.reset(prepaid)
         finally:
-            self._unpark(parked)
+            if waiting:  # it gave up (cancelled, refused) before its turn
+                self.parked -= 1
 
     async def _dm_channel(self, user_id: int) -> int:
         """The id of the bot's DM channel with the user: opened once (a request, paced like
@@ -256,18 +259,12 @@ class DiscordPlatform:
             self._dm_channels.popitem(last=False)
         return channel_id
 
-    def _park(self) -> bool:
+    def _park(self) -> None:
         """A post starts waiting for Discord's limits: its run's place among
         ``max_concurrent_runs`` is free meanwhile, so the runtime may start another run."""
         self.parked += 1
         if self.on_parked is not None:
             self.on_parked()
-        return True
-
-    def _unpark(self, parked: bool) -> bool:
-        if parked:
-            self.parked -= 1
-        return False
 
     def _check_refusals(self, actor: ActorConfig, channel_id: int | None) -> None:
         """Do not ask Discord what it refused already: a channel that refused within the
