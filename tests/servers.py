@@ -6,6 +6,8 @@ Not a test module: the tests import it (pytest puts ``tests/`` on the path).
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import subprocess
 import sys
 import textwrap
@@ -65,6 +67,22 @@ def spawn_server(config: Path, log: Path) -> subprocess.Popen[bytes]:
             stdout=subprocess.DEVNULL,
             stderr=stderr,
         )
+
+
+async def stop_servers(
+    procs: Sequence[subprocess.Popen[bytes] | None], grace_seconds: float = 30
+) -> None:
+    """SIGINT to the processes still running, then wait for each (``grace_seconds``, then
+    SIGKILL): what a test does last with the servers it started."""
+    live = [p for p in procs if p is not None and p.poll() is None]
+    for p in live:
+        p.send_signal(signal.SIGINT)
+    for p in live:
+        try:
+            await asyncio.to_thread(p.wait, grace_seconds)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def spawn_run_in(directory: Path, env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:

@@ -23,7 +23,7 @@ from discord_actor.platforms.discord import DiscordPlatform
 from discord_actor.platforms.nonces import post_nonce
 from discord_actor.platforms.refusals import Refusals
 from discord_actor.testing.fake_discord import FakeDiscord
-from discord_actor.testing.harness import ActorHarness, actor_config
+from discord_actor.testing.harness import ActorHarness, RunRecord, actor_config
 
 SLOT = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 RETRY = RetryPolicy(attempts=3, backoff_seconds=5)
@@ -51,6 +51,18 @@ async def add_keys(harness: ActorHarness, fake: FakeDiscord, n: int) -> dict[str
     return channels
 
 
+async def post_keys(
+    database: Database, platform: DiscordPlatform, fake: FakeDiscord, n: int
+) -> tuple[dict[str, int], list[RunRecord]]:
+    """``n`` keys of ``remind`` due at SLOT, each posting to a channel of its own through
+    ``platform``, run until their retries are over: the channels by key, and the runs."""
+    async with ActorHarness(database, [(remind, keyed_actor())], platform=platform) as harness:
+        harness.clock.set(SLOT - timedelta(minutes=1))
+        channels = await add_keys(harness, fake, n)
+        runs = await harness.tick(timedelta(minutes=1, seconds=10))
+    return channels, runs
+
+
 def test_a_posts_nonce_is_what_the_post_is() -> None:
     nonce = post_nonce("remind", "k1", SLOT, 0)
     assert len(nonce) <= 25
@@ -69,13 +81,9 @@ async def test_a_dropped_answer_and_the_runtimes_retry_post_each_key_once(
     database: Database, fake_discord: FakeDiscord, fake_discord_bot: commands.Bot
 ) -> None:
     fake = fake_discord
-    platform = DiscordPlatform(fake_discord_bot)
-    async with ActorHarness(database, [(remind, keyed_actor())], platform=platform) as harness:
-        harness.clock.set(SLOT - timedelta(minutes=1))
-        channels = await add_keys(harness, fake, 6)
-        # Every key's first post is made, then its answer is lost: the attempt fails.
-        dropped = fake.disconnect_after_write("POST /channels/*/messages", count=6)
-        runs = await harness.tick(timedelta(minutes=1, seconds=10))
+    # Every key's first post is made, then its answer is lost: the attempt fails.
+    dropped = fake.disconnect_after_write("POST /channels/*/messages", count=6)
+    channels, runs = await post_keys(database, DiscordPlatform(fake_discord_bot), fake, 6)
     assert dropped.hits == 6
     by_key: dict[str, list[str]] = {}
     for run in runs:
@@ -99,12 +107,8 @@ async def test_without_the_nonce_the_same_faults_post_twice(
         takes_nonce = False
 
     fake = fake_discord
-    platform = NoNonce(fake_discord_bot)
-    async with ActorHarness(database, [(remind, keyed_actor())], platform=platform) as harness:
-        harness.clock.set(SLOT - timedelta(minutes=1))
-        channels = await add_keys(harness, fake, 2)
-        fake.disconnect_after_write("POST /channels/*/messages", count=2)
-        await harness.tick(timedelta(minutes=1, seconds=10))
+    fake.disconnect_after_write("POST /channels/*/messages", count=2)
+    channels, _ = await post_keys(database, NoNonce(fake_discord_bot), fake, 2)
     assert [len(fake.sent_messages(c)) for c in channels.values()] == [2, 2]
 
 
@@ -170,12 +174,8 @@ async def test_a_transient_failure_is_retried_with_the_same_nonce(
     database: Database, fake_discord: FakeDiscord, fake_discord_bot: commands.Bot
 ) -> None:
     fake = fake_discord
-    platform = DiscordPlatform(fake_discord_bot)
-    async with ActorHarness(database, [(remind, keyed_actor())], platform=platform) as harness:
-        harness.clock.set(SLOT - timedelta(minutes=1))
-        channels = await add_keys(harness, fake, 1)
-        fake.fail_next("POST /channels/*/messages", 503)  # discord.py does not retry a 503
-        runs = await harness.tick(timedelta(minutes=1, seconds=10))
+    fake.fail_next("POST /channels/*/messages", 503)  # discord.py does not retry a 503
+    channels, runs = await post_keys(database, DiscordPlatform(fake_discord_bot), fake, 1)
     assert [(r.status, r.error_type) for r in runs] == [
         ("failed", "DiscordUnavailable"), ("succeeded", None)
     ]

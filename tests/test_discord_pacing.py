@@ -18,7 +18,7 @@ from pathlib import Path
 import discord
 import pytest
 from discord.ext import commands
-from servers import configured, fetch
+from servers import configured, fetch, stop_servers
 
 from discord_actor import Once, RunContext, actor
 from discord_actor.config import ScheduleConfig, load_config
@@ -202,15 +202,7 @@ async def test_two_processes_share_the_global_limit_without_a_global_429(
                                   what="60 posts")
             await asyncio.sleep(0.5)  # nothing more comes
         finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.send_signal(signal.SIGINT)
-            for p in procs:
-                try:
-                    await asyncio.to_thread(p.wait, 30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            await stop_servers(procs)
         contents = sorted(m.content for m in fake.sent_messages())
         assert contents == sorted(f"burst k{i}" for i in range(60))  # each key once
         assert fake.global_429s == 0, f"{fake.global_429s} global 429s"
@@ -352,14 +344,7 @@ async def test_a_waiting_post_survives_a_kill_and_every_key_is_delivered_once(
                                   what="the two posts that waited")
             await asyncio.sleep(1.0)  # nothing more comes
         finally:
-            for p in (first, second):
-                if p is not None and p.poll() is None:
-                    p.send_signal(signal.SIGINT)
-                    try:
-                        await asyncio.to_thread(p.wait, 20)
-                    except subprocess.TimeoutExpired:
-                        p.kill()
-                        p.wait()
+            await stop_servers([first, second], grace_seconds=20)
         contents = sorted(m.content for m in fake.sent_messages(channel.id))
         assert contents == sorted(f"burst k{i}" for i in range(7))  # each key once
     rows = await fetch(
