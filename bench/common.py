@@ -85,3 +85,21 @@ def median(values: list[float]) -> float:
 
 def spread(values: list[float]) -> str:
     return ", ".join(f"{v:,.0f}" for v in values)
+
+
+def project_lines(directory: Path, module: str, source: str, schema: str) -> list[str]:
+    """Start a bench project in ``directory``: ``actors/<module>.py`` holding ``source``, and
+    the first lines of its actor_server.toml (the embedded server in ``pgdata``, or
+    ``DATABASE_URL``, and ``schema``); the caller adds its ``[[actors]]`` and writes the file."""
+    (directory / "actors").mkdir(parents=True, exist_ok=True)
+    (directory / "actors" / f"{module}.py").write_text(source)
+    return [
+        "[server]",
+        'actors_dir = "actors"',
+        "",
+        "[database]",
+        'url = "${DATABASE_URL:-}"',
+        'data_dir = "pgdata"',
+        f'schema = "{schema}"',
+        "",
+    ]

@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+from common import project_lines
+
 SCHEMA = "bench_keyed"
 ACTOR = "reminder"  # the keyed schedules' actor
 MAX_SCHEDULES = 1_000_000  # workload 5's limits: set, and far from reached
@@ -32,17 +34,8 @@ async def remind(ctx: RunContext) -> None:
 def write_project(directory: Path, once_at: list[datetime], per_owner: int | None = None) -> Path:
     """actor_server.toml: the keyed actor (no configured schedule; ``max_schedules_per_owner``
     ``per_owner`` if given) and one configured ``once`` actor per time in ``once_at``."""
-    (directory / "actors").mkdir(parents=True, exist_ok=True)
-    (directory / "actors" / "remind.py").write_text(ACTOR_MODULE)
     lines = [
-        "[server]",
-        'actors_dir = "actors"',
-        "",
-        "[database]",
-        'url = "${DATABASE_URL:-}"',
-        'data_dir = "pgdata"',
-        f'schema = "{SCHEMA}"',
-        "",
+        *project_lines(directory, "remind", ACTOR_MODULE, SCHEMA),
         "[[actors]]",
         f'name = "{ACTOR}"',
         'module = "remind"',

@@ -92,7 +92,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import keyed_project as ks
 import psutil
-from common import machine_line
+from common import machine_line, project_lines
 from tracked_common import BURST_DELAY, PREFILL_CHUNK, BurstRecorder, analyze, time_adds
 
 from discord_actor import NewSchedule, Once, Schedules
@@ -470,18 +470,7 @@ def tail(path: Path, lines: int = 25) -> str:
 
 def write_project(directory: Path, actors: int, interval: float) -> Path:
     """actor_server.toml with N interval actors of one no-op module, defaults otherwise."""
-    (directory / "actors").mkdir(parents=True, exist_ok=True)
-    write_text(directory / "actors" / "noop.py", ACTOR_MODULE)
-    lines = [
-        "[server]",
-        'actors_dir = "actors"',
-        "",
-        "[database]",
-        'url = "${DATABASE_URL:-}"',
-        'data_dir = "pgdata"',
-        f'schema = "{SCHEMA}"',
-        "",
-    ]
+    lines = project_lines(directory, "noop", ACTOR_MODULE, SCHEMA)
     for i in range(actors):
         lines += [
             "[[actors]]",
